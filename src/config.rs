@@ -1,0 +1,298 @@
+//! Configuration: every listener, limit and timing in one place, with its default
+//! written next to it.
+//!
+//! A `Config` comes from the built-in defaults, then an optional TOML file
+//! (`--config FILE`), then command-line flags, each layer overriding the one before.
+//! Unknown keys in the file are an error (a typo must not silently fall back to a
+//! default). [`Config::validate`] checks the combination and says what to change.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors found while loading or checking the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}; check the path given to --config")]
+    Read {
+        /// The file named by `--config`.
+        path: String,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file named by `--config`.
+        path: String,
+        /// The TOML parser's explanation (names the key and line).
+        message: String,
+    },
+    /// A value is out of range or contradicts another value.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole node configuration. `#[serde(default)]`: a file need only name what it
+/// changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address for WebSocket clients. Default `127.0.0.1:8080` (loopback, so a first
+    /// `cargo run` exposes nothing to the network).
+    pub listen: SocketAddr,
+    /// Address for the HTTP API (publish, metrics, health). Default `127.0.0.1:8081`.
+    /// Kept on its own listener so it can stay private while `listen` is public.
+    pub api_listen: SocketAddr,
+    /// Worker threads, one per core, each with its own io_uring runtime and listener.
+    /// `0` (the default) means one per available core.
+    pub workers: usize,
+    /// Pin worker `i` to core `i % cores` (default `true`). Turn off when several
+    /// nodes share one small host (tests, laptops) and should float.
+    pub pin_workers: bool,
+    /// This node's name in the cluster and in `welcome` messages. Default `"n1"`.
+    pub node_id: String,
+    /// Path on which clients upgrade to WebSocket. Default `/ws`.
+    pub ws_path: String,
+    /// Add the conformance endpoint `/echo`, which echoes every data message through
+    /// the same connection code. Default `false`.
+    pub echo: bool,
+    /// Accept clients without a token. Default `true`, logged as a warning at start-up.
+    pub allow_anonymous: bool,
+    /// Per-connection and per-node limits.
+    pub limits: Limits,
+    /// Room history and replay.
+    pub rooms: Rooms,
+    /// Liveness checks.
+    pub heartbeat: Heartbeat,
+}
+
+/// Limits that protect the node from large, slow or abusive clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest single frame payload a client may send, in bytes; larger closes the
+    /// connection with 1009. Default 1 MiB.
+    pub max_frame_size: usize,
+    /// Largest message (all fragments together) a client may send, in bytes; larger
+    /// closes the connection with 1009. Default 1 MiB.
+    pub max_message_size: usize,
+    /// Largest HTTP upgrade request head, in bytes; larger gets 431. Default 8 KiB.
+    pub max_handshake_bytes: usize,
+    /// Time a client has to complete the upgrade request (slowloris guard), in
+    /// milliseconds. Default 10 000.
+    pub handshake_timeout_ms: u64,
+    /// Time we wait for the client's half of the close handshake before dropping the
+    /// socket, in milliseconds. Default 5 000.
+    pub close_timeout_ms: u64,
+    /// Outbound queue bound per connection, in bytes. Default 1 MiB.
+    pub max_queue_bytes: usize,
+    /// Outbound queue bound per connection, in messages. Default 4 096.
+    pub max_queue_messages: usize,
+    /// Listen backlog (further capped by `net.core.somaxconn`). Default 65 535.
+    pub listen_backlog: i32,
+    /// Longest room name, in bytes. Default 128.
+    pub max_room_name: usize,
+}
+
+/// Room history kept by each room's owner for resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rooms {
+    /// Messages kept per room for replay. Default 256. `0` disables replay (every
+    /// resume answers `recovered:false`).
+    pub replay_messages: usize,
+    /// How long a message stays replayable, in seconds. Default 120.
+    pub replay_seconds: u64,
+}
+
+/// Liveness settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Server ping period, in milliseconds; also announced in `welcome`. Default
+    /// 25 000 (below the 30–60 s idle cut-off of common load balancers).
+    pub ping_interval_ms: u64,
+    /// A connection with no traffic (pongs count) for this long is closed, in
+    /// milliseconds. Default 60 000.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            workers: 0,
+            pin_workers: true,
+            node_id: "n1".to_owned(),
+            ws_path: "/ws".to_owned(),
+            echo: false,
+            allow_anonymous: true,
+            limits: Limits::default(),
+            rooms: Rooms::default(),
+            heartbeat: Heartbeat::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 20,
+            max_handshake_bytes: 8 << 10,
+            handshake_timeout_ms: 10_000,
+            close_timeout_ms: 5_000,
+            max_queue_bytes: 1 << 20,
+            max_queue_messages: 4096,
+            listen_backlog: 65_535,
+            max_room_name: 128,
+        }
+    }
+}
+
+impl Default for Rooms {
+    fn default() -> Self {
+        Self {
+            replay_messages: 256,
+            replay_seconds: 120,
+        }
+    }
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 25_000,
+            idle_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl Config {
+    /// Load a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: display,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parse TOML text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<inline>".to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The number of workers to run: `workers`, or one per available core.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Check values and combinations; the message says which key to change.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.worker_count() > 1024 {
+            return bad(format!(
+                "workers = {} is more than 1024; use one worker per core",
+                self.workers
+            ));
+        }
+        if !self.ws_path.starts_with('/') {
+            return bad(format!(
+                "ws_path = {:?} must start with '/', e.g. \"/ws\"",
+                self.ws_path
+            ));
+        }
+        if self.echo && self.ws_path == "/echo" {
+            return bad("ws_path = \"/echo\" collides with the echo endpoint; pick another path or turn echo off".to_owned());
+        }
+        if self.node_id.is_empty() || self.node_id.len() > 64 {
+            return bad("node_id must be 1 to 64 characters".to_owned());
+        }
+        let l = &self.limits;
+        if l.max_frame_size < 125 || l.max_message_size < 125 {
+            return bad("limits.max_frame_size and limits.max_message_size must be at least 125 bytes (the largest control frame)".to_owned());
+        }
+        if l.max_frame_size > l.max_message_size {
+            return bad(format!(
+                "limits.max_frame_size ({}) is larger than limits.max_message_size ({}); a frame is part of a message, so raise max_message_size or lower max_frame_size",
+                l.max_frame_size, l.max_message_size
+            ));
+        }
+        if l.max_handshake_bytes < 512 {
+            return bad("limits.max_handshake_bytes must be at least 512".to_owned());
+        }
+        if l.max_queue_messages == 0 || l.max_queue_bytes == 0 {
+            return bad("limits.max_queue_messages and limits.max_queue_bytes must be above 0".to_owned());
+        }
+        if l.max_room_name == 0 || l.max_room_name > 1024 {
+            return bad("limits.max_room_name must be 1 to 1024".to_owned());
+        }
+        if self.heartbeat.ping_interval_ms == 0
+            || self.heartbeat.idle_timeout_ms <= self.heartbeat.ping_interval_ms
+        {
+            return bad(format!(
+                "heartbeat.idle_timeout_ms ({}) must be larger than heartbeat.ping_interval_ms ({}) so a healthy client has time to answer a ping",
+                self.heartbeat.idle_timeout_ms, self.heartbeat.ping_interval_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// `heartbeat.ping_interval_ms` as a `Duration`.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat.ping_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_overrides_only_what_it_names() {
+        let c = Config::from_toml("echo = true\n[limits]\nmax_message_size = 4096\n").unwrap();
+        assert!(c.echo);
+        assert_eq!(c.limits.max_message_size, 4096);
+        assert_eq!(c.limits.max_frame_size, Limits::default().max_frame_size);
+        assert_eq!(c.listen, Config::default().listen);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = Config::from_toml("lisen = \"0.0.0.0:1\"\n").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn frame_larger_than_message_is_rejected_with_fix() {
+        let mut c = Config::default();
+        c.limits.max_frame_size = 2 << 20;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("raise max_message_size"), "{e}");
+    }
+}

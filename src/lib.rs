@@ -1,0 +1,4 @@
+//! ringway
+#![warn(missing_docs)]
+pub mod config;
+pub mod ws;

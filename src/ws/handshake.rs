@@ -1,0 +1,226 @@
+//! The HTTP/1.1 upgrade, sans-IO, over tungstenite's public handshake pieces
+//! (`Request::try_parse`, `create_response`, `write_response`).
+//!
+//! Input: the bytes received so far. Output: wait for more, accept (with the 101
+//! response to write and the request facts the connection needs), or reject (with
+//! the complete HTTP error response to write before closing). The size limit is
+//! checked here; the time limit is the driver's (it owns the clock).
+
+use tungstenite::handshake::machine::TryParse;
+use tungstenite::handshake::server::{Request, create_response, write_response};
+use tungstenite::http::{HeaderValue, StatusCode};
+
+/// The subprotocol of ringway's JSON client protocol.
+pub const SUBPROTOCOL: &str = "ringway.v1";
+
+/// Which endpoint a client upgraded on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The ringway.v1 client protocol (default `/ws`).
+    Client,
+    /// The conformance echo endpoint `/echo` (only with `echo = true`).
+    Echo,
+}
+
+/// What the handshake needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct HandshakeConfig {
+    /// Path of the client endpoint.
+    pub ws_path: String,
+    /// Whether `/echo` exists.
+    pub echo: bool,
+    /// Largest request head accepted.
+    pub max_bytes: usize,
+}
+
+/// A successful upgrade.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Bytes of the request head; anything after them is already WebSocket frames.
+    pub consumed: usize,
+    /// The complete `101 Switching Protocols` response.
+    pub response: Vec<u8>,
+    /// The endpoint asked for.
+    pub endpoint: Endpoint,
+}
+
+/// A refused upgrade: the response to write, then close.
+#[derive(Debug)]
+pub struct Rejected {
+    /// HTTP status (400, 404, 405, 426, 431, 503).
+    pub status: u16,
+    /// The complete response, with a plain-text reason as its body.
+    pub response: Vec<u8>,
+}
+
+/// The handshake's verdict on the bytes so far.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The request head is not complete yet.
+    Incomplete,
+    /// Upgrade accepted.
+    Accept(Accepted),
+    /// Upgrade refused.
+    Reject(Rejected),
+}
+
+/// Judge the request head in `buf`.
+pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
+    let (consumed, request) = match Request::try_parse(buf) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) if buf.len() > cfg.max_bytes => {
+            return Outcome::Reject(reject(431, "request header fields too large"));
+        }
+        Ok(None) => return Outcome::Incomplete,
+        Err(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::WrongHttpMethod,
+        )) => return Outcome::Reject(reject(405, "only GET can upgrade to WebSocket")),
+        Err(_) => return Outcome::Reject(reject(400, "malformed HTTP request")),
+    };
+    if consumed > cfg.max_bytes {
+        return Outcome::Reject(reject(431, "request header fields too large"));
+    }
+    let path = request.uri().path();
+    let endpoint = if path == cfg.ws_path {
+        Endpoint::Client
+    } else if cfg.echo && path == "/echo" {
+        Endpoint::Echo
+    } else {
+        return Outcome::Reject(reject(404, "no WebSocket endpoint at this path"));
+    };
+    let mut response = match create_response(&request) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Reject(refusal_for(&e)),
+    };
+    if endpoint == Endpoint::Client && offers_subprotocol(&request, SUBPROTOCOL) {
+        response.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    let mut bytes = Vec::with_capacity(160);
+    if write_response(&mut bytes, &response).is_err() {
+        return Outcome::Reject(reject(400, "malformed HTTP request"));
+    }
+    Outcome::Accept(Accepted {
+        consumed,
+        response: bytes,
+        endpoint,
+    })
+}
+
+/// Map tungstenite's reason for refusing to an HTTP answer the client can act on.
+fn refusal_for(e: &tungstenite::Error) -> Rejected {
+    use tungstenite::error::ProtocolError as P;
+    match e {
+        tungstenite::Error::Protocol(P::MissingConnectionUpgradeHeader)
+        | tungstenite::Error::Protocol(P::MissingUpgradeWebSocketHeader) => {
+            reject(426, "this endpoint only speaks WebSocket: send Connection: Upgrade and Upgrade: websocket")
+        }
+        tungstenite::Error::Protocol(P::MissingSecWebSocketVersionHeader) => {
+            reject(426, "unsupported WebSocket version: use Sec-WebSocket-Version: 13")
+        }
+        tungstenite::Error::Protocol(P::WrongHttpVersion) => {
+            reject(400, "WebSocket needs HTTP/1.1 or later")
+        }
+        _ => reject(400, "invalid WebSocket upgrade request"),
+    }
+}
+
+fn offers_subprotocol(request: &Request, wanted: &str) -> bool {
+    request
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == wanted)
+}
+
+/// A complete HTTP error response with a text body.
+pub fn reject(status: u16, reason: &str) -> Rejected {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut extra = String::new();
+    if status == 426 {
+        extra.push_str("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+    }
+    if status == 503 {
+        extra.push_str("Retry-After: 5\r\n");
+    }
+    let response = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{reason}\n",
+        code.as_u16(),
+        code.canonical_reason().unwrap_or(""),
+        reason.len() + 1,
+    );
+    Rejected {
+        status,
+        response: response.into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> HandshakeConfig {
+        HandshakeConfig {
+            ws_path: "/ws".into(),
+            echo: true,
+            max_bytes: 1024,
+        }
+    }
+
+    const GOOD: &str = "GET /ws?token=abc HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: foo, ringway.v1\r\n\r\n";
+
+    fn status(o: &Outcome) -> u16 {
+        match o {
+            Outcome::Accept(_) => 101,
+            Outcome::Reject(r) => r.status,
+            Outcome::Incomplete => 0,
+        }
+    }
+
+    #[test]
+    fn accepts_and_answers_rfc_example_key() {
+        let mut req = GOOD.as_bytes().to_vec();
+        req.extend_from_slice(b"\x81\x80"); // a frame right behind the head
+        let Outcome::Accept(a) = handle(&req, &cfg()) else {
+            panic!("not accepted")
+        };
+        assert_eq!(a.consumed, GOOD.len());
+        assert_eq!(a.endpoint, Endpoint::Client);
+        let text = String::from_utf8(a.response).unwrap();
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{text}");
+        assert!(text.contains("sec-websocket-protocol: ringway.v1"), "{text}");
+    }
+
+    #[test]
+    fn byte_at_a_time_is_incomplete_until_the_last_byte() {
+        let req = GOOD.as_bytes();
+        for i in 0..req.len() {
+            assert!(matches!(handle(&req[..i], &cfg()), Outcome::Incomplete), "{i}");
+        }
+        assert_eq!(status(&handle(req, &cfg())), 101);
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let c = cfg();
+        let plain = "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(status(&handle(plain.as_bytes(), &c)), 426);
+        let other = GOOD.replace("GET /ws?", "GET /nope?");
+        assert_eq!(status(&handle(other.as_bytes(), &c)), 404);
+        let post = GOOD.replace("GET", "POST");
+        assert_eq!(status(&handle(post.as_bytes(), &c)), 405);
+        let v8 = GOOD.replace("Version: 13", "Version: 8");
+        assert_eq!(status(&handle(v8.as_bytes(), &c)), 426);
+        assert_eq!(status(&handle(b"\x16\x03\x01garbage\r\n\r\n", &c)), 400);
+        let huge = format!("GET /ws HTTP/1.1\r\nX: {}\r\n", "a".repeat(2000));
+        assert_eq!(status(&handle(huge.as_bytes(), &c)), 431);
+        let no_echo = HandshakeConfig { echo: false, ..c };
+        let echo = GOOD.replace("GET /ws?", "GET /echo?");
+        assert_eq!(status(&handle(echo.as_bytes(), &no_echo)), 404);
+    }
+}
