@@ -242,7 +242,9 @@ impl Config {
             return bad("limits.max_handshake_bytes must be at least 512".to_owned());
         }
         if l.max_queue_messages == 0 || l.max_queue_bytes == 0 {
-            return bad("limits.max_queue_messages and limits.max_queue_bytes must be above 0".to_owned());
+            return bad(
+                "limits.max_queue_messages and limits.max_queue_bytes must be above 0".to_owned(),
+            );
         }
         if l.max_room_name == 0 || l.max_room_name > 1024 {
             return bad("limits.max_room_name must be 1 to 1024".to_owned());

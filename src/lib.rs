@@ -1,4 +1,46 @@
-//! ringway
+//! ringway: a thread-per-core WebSocket connection engine on io_uring.
+//!
+//! ringway is the connection (gateway) tier of a real-time product: it holds the
+//! client sockets, moves messages between clients and rooms, and lets stateless app
+//! services publish through a small HTTP API.
+//!
+//! ```text
+//!                 +--------------------- one ringway process ---------------------+
+//!  clients ─TCP─▶ │ worker 0 (core 0)              worker 1 (core 1)         ...   │
+//!                 │  monoio runtime (io_uring)      monoio runtime (io_uring)      │
+//!                 │  SO_REUSEPORT listener          SO_REUSEPORT listener          │
+//!                 │  Slab<Conn>  room index         Slab<Conn>  room index         │
+//!                 │  owned rooms: seq, epoch, ring  owned rooms: seq, epoch, ring  │
+//!                 │       ▲   inbox (crossbeam + doorbell)   ▲                     │
+//!                 │       └──────────────┬───────────────────┘                     │
+//!  services ─HTTP─▶ API on every worker (publish, metrics, health)                 │
+//!                 +----------------------------------------------------------------+
+//! ```
+//!
+//! Module map (folder = layer; the sans-IO layers take bytes and `now`, never sockets):
+//!
+//! | module       | job |
+//! |--------------|-----|
+//! | [`config`]   | every limit with its default; TOML file and flags |
+//! | [`ws`]       | sans-IO WebSocket: handshake, frames, close codes, UTF-8 |
+//! | [`protocol`] | sans-IO client protocol `ringway.v1` (parse requests, encode frames) |
+//! | [`hub`]      | sans-IO rooms: owner state, replay ring, resume rules, room homes |
+//! | [`conn`]     | per-connection state, outbound queue, the read loop |
+//! | [`runtime`]  | workers, pinning, mailboxes, listeners, start-up probes |
+//! | [`api`]      | the HTTP API |
+//! | [`metrics`]  | per-worker counters, Prometheus text |
+//! | [`cli`]      | command line |
 #![warn(missing_docs)]
+
+pub mod api;
+pub mod cli;
 pub mod config;
+pub mod conn;
+pub mod hub;
+pub mod metrics;
+pub mod protocol;
+pub mod runtime;
 pub mod ws;
+
+pub use config::Config;
+pub use runtime::Server;

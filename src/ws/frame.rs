@@ -148,9 +148,7 @@ impl Decoder {
             OpCode::Control(Control::Close) => Event::Close(parse_close(payload)?),
             OpCode::Data(Data::Continue) => self.continuation(payload, header.is_final)?,
             OpCode::Data(Data::Text) => self.first(DataKind::Text, payload, header.is_final)?,
-            OpCode::Data(Data::Binary) => {
-                self.first(DataKind::Binary, payload, header.is_final)?
-            }
+            OpCode::Data(Data::Binary) => self.first(DataKind::Binary, payload, header.is_final)?,
             OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
                 return Err(Violation::protocol("reserved opcode"));
             }
@@ -161,7 +159,9 @@ impl Decoder {
     /// Bytes a frame header alone promises, checked before its payload is buffered.
     fn check_header(&self, header: &FrameHeader, len: u64) -> Result<(), Violation> {
         if header.rsv1 || header.rsv2 || header.rsv3 {
-            return Err(Violation::protocol("reserved bits set without an extension"));
+            return Err(Violation::protocol(
+                "reserved bits set without an extension",
+            ));
         }
         if header.mask.is_none() {
             return Err(Violation::protocol("client frames must be masked"));
@@ -517,14 +517,26 @@ mod tests {
 
     #[test]
     fn invalid_utf8_closes_with_1007_even_across_fragments() {
-        check(&client_frame(0x81, b"\xc0\xaf"), 1 << 20, &[Seen::Fail(1007)]);
+        check(
+            &client_frame(0x81, b"\xc0\xaf"),
+            1 << 20,
+            &[Seen::Fail(1007)],
+        );
         let mut input = client_frame(0x01, b"ok\xf4");
         input.extend(client_frame(0x80, b"\x90\x80\x80"));
         check(&input, 1 << 20, &[Seen::Fail(1007)]);
         // Truncated code point at the end of the message.
-        check(&client_frame(0x81, b"\xe2\x82"), 1 << 20, &[Seen::Fail(1007)]);
+        check(
+            &client_frame(0x81, b"\xe2\x82"),
+            1 << 20,
+            &[Seen::Fail(1007)],
+        );
         // Invalid UTF-8 in a close reason.
-        check(&client_frame(0x88, b"\x03\xe8\xff"), 1 << 20, &[Seen::Fail(1007)]);
+        check(
+            &client_frame(0x88, b"\x03\xe8\xff"),
+            1 << 20,
+            &[Seen::Fail(1007)],
+        );
     }
 
     #[test]
@@ -545,7 +557,11 @@ mod tests {
             let orig: Vec<u8> = (0..n as u8).collect();
             let mut fast = orig.clone();
             unmask(&mut fast, mask);
-            let slow: Vec<u8> = orig.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+            let slow: Vec<u8> = orig
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
             assert_eq!(fast, slow);
         }
     }
@@ -559,7 +575,9 @@ mod tests {
             let a = w.finish();
             let b = encode(OpCode::Data(Data::Text), &payload);
             assert_eq!(a, b);
-            let (h, len) = FrameHeader::parse(&mut Cursor::new(&a[..])).unwrap().unwrap();
+            let (h, len) = FrameHeader::parse(&mut Cursor::new(&a[..]))
+                .unwrap()
+                .unwrap();
             assert!(h.is_final && h.mask.is_none());
             assert_eq!(len as usize, n);
             assert_eq!(a.len(), h.len(len) + n);

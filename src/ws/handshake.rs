@@ -72,9 +72,9 @@ pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
             return Outcome::Reject(reject(431, "request header fields too large"));
         }
         Ok(None) => return Outcome::Incomplete,
-        Err(tungstenite::Error::Protocol(
-            tungstenite::error::ProtocolError::WrongHttpMethod,
-        )) => return Outcome::Reject(reject(405, "only GET can upgrade to WebSocket")),
+        Err(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::WrongHttpMethod)) => {
+            return Outcome::Reject(reject(405, "only GET can upgrade to WebSocket"));
+        }
         Err(_) => return Outcome::Reject(reject(400, "malformed HTTP request")),
     };
     if consumed > cfg.max_bytes {
@@ -114,12 +114,14 @@ fn refusal_for(e: &tungstenite::Error) -> Rejected {
     use tungstenite::error::ProtocolError as P;
     match e {
         tungstenite::Error::Protocol(P::MissingConnectionUpgradeHeader)
-        | tungstenite::Error::Protocol(P::MissingUpgradeWebSocketHeader) => {
-            reject(426, "this endpoint only speaks WebSocket: send Connection: Upgrade and Upgrade: websocket")
-        }
-        tungstenite::Error::Protocol(P::MissingSecWebSocketVersionHeader) => {
-            reject(426, "unsupported WebSocket version: use Sec-WebSocket-Version: 13")
-        }
+        | tungstenite::Error::Protocol(P::MissingUpgradeWebSocketHeader) => reject(
+            426,
+            "this endpoint only speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
+        ),
+        tungstenite::Error::Protocol(P::MissingSecWebSocketVersionHeader) => reject(
+            426,
+            "unsupported WebSocket version: use Sec-WebSocket-Version: 13",
+        ),
         tungstenite::Error::Protocol(P::WrongHttpVersion) => {
             reject(400, "WebSocket needs HTTP/1.1 or later")
         }
@@ -193,14 +195,20 @@ mod tests {
         let text = String::from_utf8(a.response).unwrap();
         assert!(text.starts_with("HTTP/1.1 101"), "{text}");
         assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{text}");
-        assert!(text.contains("sec-websocket-protocol: ringway.v1"), "{text}");
+        assert!(
+            text.contains("sec-websocket-protocol: ringway.v1"),
+            "{text}"
+        );
     }
 
     #[test]
     fn byte_at_a_time_is_incomplete_until_the_last_byte() {
         let req = GOOD.as_bytes();
         for i in 0..req.len() {
-            assert!(matches!(handle(&req[..i], &cfg()), Outcome::Incomplete), "{i}");
+            assert!(
+                matches!(handle(&req[..i], &cfg()), Outcome::Incomplete),
+                "{i}"
+            );
         }
         assert_eq!(status(&handle(req, &cfg())), 101);
     }

@@ -87,7 +87,10 @@ mod tests {
         (b"hello", true),
         ("κόσμε".as_bytes(), true),
         ("\u{10FFFF}\u{0}\u{7FF}\u{FFFF}".as_bytes(), true),
-        (b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited", false), // surrogate
+        (
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited",
+            false,
+        ), // surrogate
         (b"\xf4\x90\x80\x80", false), // above U+10FFFF
         (b"\xc0\xaf", false),         // overlong
         (b"\x80", false),             // lone continuation

@@ -1,0 +1,121 @@
+//! The command line: `ringway [serve]` with flags that override the config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+
+/// ringway: a thread-per-core WebSocket connection engine.
+#[derive(Debug, Parser)]
+#[command(name = "ringway", version, about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags for `serve` when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (the default).
+    Serve(ServeArgs),
+}
+
+/// Flags of `ringway serve`. Each overrides the same key of `--config`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Client listener address [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP API listener address [default: 127.0.0.1:8081].
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+    /// Worker threads, one per core [default: available cores].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Do not pin workers to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// This node's id [default: n1].
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Add the conformance endpoint /echo.
+    #[arg(long)]
+    pub echo: bool,
+    /// Largest message a client may send, bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+    /// Largest frame a client may send, bytes [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_size: Option<usize>,
+}
+
+impl ServeArgs {
+    /// Defaults, then the file, then these flags.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = self.api_listen {
+            c.api_listen = v;
+        }
+        if let Some(v) = self.workers {
+            c.workers = v;
+        }
+        if self.no_pin {
+            c.pin_workers = false;
+        }
+        if let Some(v) = &self.node_id {
+            c.node_id = v.clone();
+        }
+        if self.echo {
+            c.echo = true;
+        }
+        if let Some(v) = self.max_message_size {
+            c.limits.max_message_size = v;
+        }
+        if let Some(v) = self.max_frame_size {
+            c.limits.max_frame_size = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_defaults() {
+        let cli = Cli::parse_from([
+            "ringway",
+            "--echo",
+            "--workers",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        let c = cli.serve.load().unwrap();
+        assert!(c.echo);
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.listen.port(), 0);
+        let cli = Cli::parse_from(["ringway", "serve", "--node-id", "n7"]);
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.load().unwrap().node_id, "n7");
+    }
+}

@@ -1,0 +1,334 @@
+//! The connection task: a thin loop around the sans-IO handshake, frame decoder and
+//! client protocol.
+//!
+//! ```text
+//!   accept ─▶ Handshake ──(101)──▶ Open ──(close frame / violation / refusal)──▶ Closing ─▶ removed
+//!              │ under handshake_timeout          no timer               under close_timeout
+//! ```
+//!
+//! Each wake-up is `readable()` (an io_uring POLL_ADD, no buffer held while idle),
+//! then non-blocking `recv`s into the worker's scratch buffer. Only the tail of an
+//! unfinished frame is copied into the connection's own `partial` buffer.
+//!
+//! Cancel-safety: the only `.await` points are `readable()` and the timeouts around
+//! whole phases. Bytes are read only after readiness, synchronously, and processed
+//! before the next `.await`, so dropping the task at any await loses no data.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv};
+use tracing::debug;
+
+use super::outq::Out;
+use super::{Conn, ConnKey, Phase};
+use crate::metrics::Disconnect;
+use crate::protocol::{self, ClientMsg, ErrorCode};
+use crate::runtime::worker::{State, Worker};
+use crate::ws::frame::{DataKind, Event, encode};
+use crate::ws::handshake::reject;
+use crate::ws::handshake::{self, Endpoint, Outcome};
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+/// What reading did to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Keep reading.
+    More,
+    /// The peer closed its side (or the socket failed).
+    Eof,
+}
+
+/// Drive one accepted connection until it is gone.
+pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let stream = Rc::new(stream);
+    let limits = w.shared.config.limits.clone();
+    let key = w.state.borrow_mut().insert(|generation| {
+        Conn::new(
+            stream.clone(),
+            peer,
+            generation,
+            limits.max_frame_size,
+            limits.max_message_size,
+        )
+    });
+
+    let handshake = monoio::time::timeout(
+        Duration::from_millis(limits.handshake_timeout_ms),
+        read_while(&w, &stream, key, Phase::Handshake),
+    )
+    .await;
+    let mut eof = match handshake {
+        Ok(read) => read == Read::Eof,
+        Err(_elapsed) => {
+            let mut st = w.state.borrow_mut();
+            st.stats.handshake_failed(408);
+            let refusal = reject(408, "upgrade request not completed in time");
+            st.enqueue_raw(key, refusal.response);
+            st.finish(key, None, Disconnect::Handshake);
+            drop(st);
+            w.flush_dirty();
+            false
+        }
+    };
+    if !eof {
+        eof = read_while(&w, &stream, key, Phase::Open).await == Read::Eof;
+    }
+    if !eof {
+        // Closing: wait for the peer's close (or EOF), discarding input, but not
+        // forever.
+        let _ = monoio::time::timeout(
+            Duration::from_millis(limits.close_timeout_ms),
+            read_while(&w, &stream, key, Phase::Closing),
+        )
+        .await;
+    }
+    w.state.borrow_mut().remove(key);
+}
+
+/// Read and process input while the connection stays in `phase`.
+async fn read_while(w: &Rc<Worker>, stream: &TcpStream, key: ConnKey, phase: Phase) -> Read {
+    loop {
+        let now = match w.state.borrow_mut().conn_mut(key) {
+            Some(conn) => conn.phase,
+            None => return Read::Eof,
+        };
+        if now != phase {
+            return Read::More;
+        }
+        if stream.readable(false).await.is_err() {
+            return Read::Eof;
+        }
+        if on_readable(w, key) == Read::Eof {
+            return Read::Eof;
+        }
+    }
+}
+
+/// Drain the socket into the scratch buffer and act on what arrived.
+fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
+    let mut scratch = w.scratch.borrow_mut();
+    let mut result = Read::More;
+    loop {
+        let (fd, closing) = match w.state.borrow_mut().conn_mut(key) {
+            Some(c) => (c.fd, c.phase == Phase::Closing),
+            None => return Read::Eof,
+        };
+        match recv(fd, &mut scratch[..], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => {
+                result = Read::Eof;
+                break;
+            }
+            Ok(n) => {
+                let mut st = w.state.borrow_mut();
+                st.stats.bytes_in += n as u64;
+                if !closing {
+                    process(&mut st, key, &mut scratch[..n]);
+                }
+                if n < scratch.len() {
+                    break; // most likely drained; readiness tells us when there is more
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => break,
+            Err(_) => {
+                result = Read::Eof;
+                break;
+            }
+        }
+    }
+    drop(scratch);
+    w.flush_dirty();
+    result
+}
+
+/// Act on newly received bytes: prepend what was left over, consume whole frames,
+/// keep the unfinished tail.
+fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
+    let Some(conn) = st.conn_mut(key) else {
+        return;
+    };
+    let mut held = std::mem::take(&mut conn.partial);
+    let using_held = !held.is_empty();
+    let (consumed, total) = if using_held {
+        held.extend_from_slice(bytes);
+        (consume(st, key, &mut held), held.len())
+    } else {
+        (consume(st, key, bytes), bytes.len())
+    };
+    if consumed == total {
+        return; // nothing left over: `held` is dropped, the connection holds no buffer
+    }
+    let rest = if using_held {
+        held.drain(..consumed);
+        held
+    } else {
+        bytes[consumed..].to_vec()
+    };
+    if let Some(conn) = st.conn_mut(key) {
+        conn.partial = rest;
+    }
+}
+
+/// Consume as much of `buf` as forms complete requests or frames; returns how much.
+fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
+    let mut off = 0;
+    loop {
+        let Some(phase) = st.conn_mut(key).map(|c| c.phase) else {
+            return buf.len();
+        };
+        match phase {
+            Phase::Closing => return buf.len(),
+            Phase::Handshake => match handshake::handle(&buf[off..], &st.shared.handshake) {
+                Outcome::Incomplete => return off,
+                Outcome::Accept(a) => {
+                    off += a.consumed;
+                    if let Some(conn) = st.conn_mut(key) {
+                        conn.endpoint = a.endpoint;
+                        conn.phase = Phase::Open;
+                    }
+                    st.stats.upgrades += 1;
+                    st.enqueue_raw(key, a.response);
+                    if a.endpoint == Endpoint::Client {
+                        let id = st.conn_id(key).to_string();
+                        let cfg = &st.shared.config;
+                        let hello = protocol::welcome_frame(
+                            &id,
+                            &cfg.node_id,
+                            cfg.heartbeat.ping_interval_ms,
+                        );
+                        st.enqueue(key, Out::Own(hello));
+                    }
+                }
+                Outcome::Reject(r) => {
+                    debug!(status = r.status, "upgrade refused");
+                    st.stats.handshake_failed(r.status);
+                    st.enqueue_raw(key, r.response);
+                    st.finish(key, None, Disconnect::Handshake);
+                    return buf.len();
+                }
+            },
+            Phase::Open => {
+                let Some(conn) = st.conn_mut(key) else {
+                    return buf.len();
+                };
+                match conn.decoder.decode(&mut buf[off..]) {
+                    Ok(None) => return off,
+                    Ok(Some((n, event))) => {
+                        off += n;
+                        on_event(st, key, event);
+                    }
+                    Err(v) => {
+                        debug!(peer = %conn.peer, code = v.code, reason = v.reason, "closing on bad input");
+                        st.close(key, v.code, v.reason);
+                        return buf.len();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn on_event(st: &mut State, key: ConnKey, event: Event<'_>) {
+    match event {
+        Event::Message(kind, payload) => {
+            st.stats.messages_in += 1;
+            let endpoint = match st.conn_mut(key) {
+                Some(c) => c.endpoint,
+                None => return,
+            };
+            match (endpoint, kind) {
+                (Endpoint::Echo, _) => {
+                    let op = match kind {
+                        DataKind::Text => OpCode::Data(Data::Text),
+                        DataKind::Binary => OpCode::Data(Data::Binary),
+                    };
+                    st.enqueue(key, Out::Own(encode(op, payload.as_slice())));
+                }
+                (Endpoint::Client, DataKind::Text) => on_request(st, key, payload.as_slice()),
+                (Endpoint::Client, DataKind::Binary) => {
+                    let frame = protocol::error_frame(
+                        ErrorCode::Unsupported,
+                        "ringway.v1 messages are JSON text frames; binary frames are not accepted",
+                        None,
+                    );
+                    st.enqueue(key, Out::Own(frame));
+                }
+            }
+        }
+        Event::Ping(payload) => {
+            st.enqueue(
+                key,
+                Out::Own(encode(OpCode::Control(Control::Pong), payload)),
+            );
+        }
+        Event::Pong(_) | Event::Fragment => {}
+        Event::Close(reason) => {
+            // Answer with the peer's code (RFC 6455 §5.5.1), then shut down.
+            let frame = match reason {
+                Some((code, _)) => crate::ws::frame::encode_close(code, ""),
+                None => encode(OpCode::Control(Control::Close), &[]),
+            };
+            st.finish(key, Some(frame), Disconnect::ClientClose);
+        }
+    }
+}
+
+/// One ringway.v1 request.
+fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
+    let max_room = st.shared.config.limits.max_room_name;
+    let request = match protocol::parse(text, max_room) {
+        Ok(r) => r,
+        Err(refusal) => {
+            let frame = protocol::error_frame(refusal.code, &refusal.reason, refusal.reference);
+            st.enqueue(key, Out::Own(frame));
+            return;
+        }
+    };
+    let reference = request.reference;
+    let refuse = |st: &mut State, code, reason: &str| {
+        st.enqueue(
+            key,
+            Out::Own(protocol::error_frame(code, reason, reference)),
+        );
+    };
+    match request.msg {
+        ClientMsg::Sub { room, since } => {
+            if is_reserved(&room) {
+                return refuse(st, ErrorCode::Reserved, RESERVED);
+            }
+            st.subscribe(key, &room, since, reference);
+        }
+        ClientMsg::Unsub { room } => {
+            if st.unsubscribe(key, &room) {
+                st.enqueue(key, Out::Own(protocol::unsubscribed_frame(&room)));
+            } else {
+                refuse(st, ErrorCode::NotSubscribed, "not subscribed to this room");
+            }
+        }
+        ClientMsg::Pub { room, data } => {
+            if is_reserved(&room) {
+                return refuse(st, ErrorCode::Reserved, RESERVED);
+            }
+            st.publish(&room, data, None);
+        }
+        ClientMsg::Ping => st.enqueue(key, Out::Own(protocol::pong_frame(reference))),
+        ClientMsg::Send { .. } | ClientMsg::Presence { .. } | ClientMsg::Refresh { .. } => {
+            refuse(
+                st,
+                ErrorCode::NotAvailable,
+                "direct messages, presence and token refresh are not available on this node yet",
+            );
+        }
+    }
+}
+
+const RESERVED: &str = "rooms named user:* are reserved for direct messages";
+
+fn is_reserved(room: &str) -> bool {
+    room.starts_with("user:")
+}

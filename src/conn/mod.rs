@@ -1,0 +1,126 @@
+//! Connections: the per-connection state kept in each worker's slab, the outbound
+//! queue, and the read loop that drives them.
+//!
+//! An idle connection costs its slab entry, its `TcpStream` and one pending
+//! io_uring POLL_ADD: no read buffer (bytes are received into the worker's scratch
+//! buffer and only an unfinished frame is copied out), no timer (the worker's wheel
+//! sweeps deadlines), no write buffer (the queue allocates only while non-empty).
+
+pub mod driver;
+pub mod outq;
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use monoio::net::TcpStream;
+
+use crate::ws::frame::Decoder;
+use crate::ws::handshake::Endpoint;
+use outq::OutQueue;
+
+/// A connection's key inside its worker's slab. The generation makes a stale key
+/// (kept by a pending subscription, say) miss a reused slot instead of reaching the
+/// wrong client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// Slab index.
+    pub slot: u32,
+    /// Generation stamped at insertion.
+    pub generation: u32,
+}
+
+/// A connection's node-wide id: its worker plus its key there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    /// Worker index.
+    pub worker: u16,
+    /// Key in that worker's slab.
+    pub key: ConnKey,
+}
+
+impl std::fmt::Display for ConnId {
+    /// `worker.slot.generation`, the form sent in `welcome`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}.{}",
+            self.worker, self.key.slot, self.key.generation
+        )
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the HTTP upgrade request.
+    Handshake,
+    /// WebSocket open.
+    Open,
+    /// Close frame sent (or the upgrade refused): no more input is acted on; the
+    /// socket is shut for writing once the queue drains, and dropped at the peer's
+    /// EOF or the close timeout.
+    Closing,
+}
+
+/// Per-connection state. Small and fixed-size: everything that grows (the partial
+/// frame, a fragmented message, the queue, the room list) allocates only while used.
+#[derive(Debug)]
+pub struct Conn {
+    /// Generation this entry was created with (see [`ConnKey`]).
+    pub generation: u32,
+    /// The socket. Shared with the read task and, while the socket is full, with the
+    /// task waiting for writability.
+    pub stream: Rc<TcpStream>,
+    /// Cached raw fd for the non-blocking syscalls.
+    pub fd: RawFd,
+    /// Peer address (logs, per-IP limits).
+    pub peer: SocketAddr,
+    /// Life-cycle phase.
+    pub phase: Phase,
+    /// Endpoint chosen at the upgrade.
+    pub endpoint: Endpoint,
+    /// Frame decoder (holds a buffer only inside a fragmented message).
+    pub decoder: Decoder,
+    /// Bytes of an unfinished frame (or request head). Empty, unallocated, when idle.
+    pub partial: Vec<u8>,
+    /// Frames waiting for the socket.
+    pub outq: OutQueue,
+    /// Rooms this connection is subscribed to (names shared with the room index).
+    pub rooms: Vec<Arc<str>>,
+    /// Queued on the worker's dirty list for a flush.
+    pub dirty: bool,
+    /// A task is waiting for the socket to become writable.
+    pub write_blocked: bool,
+    /// Shut the socket for writing once the queue drains (after a close frame).
+    pub shutdown_after_flush: bool,
+}
+
+impl Conn {
+    /// A new connection in the handshake phase.
+    pub fn new(
+        stream: Rc<TcpStream>,
+        peer: SocketAddr,
+        generation: u32,
+        max_frame: usize,
+        max_message: usize,
+    ) -> Self {
+        let fd = stream.as_raw_fd();
+        Self {
+            generation,
+            stream,
+            fd,
+            peer,
+            phase: Phase::Handshake,
+            endpoint: Endpoint::Client,
+            decoder: Decoder::new(max_frame, max_message),
+            partial: Vec::new(),
+            outq: OutQueue::default(),
+            rooms: Vec::new(),
+            dirty: false,
+            write_blocked: false,
+            shutdown_after_flush: false,
+        }
+    }
+}

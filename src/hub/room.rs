@@ -1,0 +1,187 @@
+//! A room as its owner sees it: the sequence counter, the epoch, the replay ring and
+//! the set of workers with local subscribers. Sans-IO.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::ring::ReplayRing;
+use crate::protocol::{self, Cursor, Epoch};
+
+/// What a subscriber gets back from the owner.
+#[derive(Debug)]
+pub struct SubAck {
+    /// The room's epoch.
+    pub epoch: Epoch,
+    /// The latest seq at the moment of subscribing: live messages start after it.
+    pub seq: u64,
+    /// Whether the cursor was honoured (replay covers the gap exactly).
+    pub recovered: bool,
+    /// Frames to replay, oldest first (empty unless `recovered`).
+    pub replay: Vec<Bytes>,
+}
+
+/// Owner-side state of one room.
+#[derive(Debug)]
+pub struct OwnedRoom {
+    epoch: Epoch,
+    seq: u64,
+    ring: ReplayRing,
+    /// Workers with at least one local subscriber, as a bit set.
+    interested: Vec<u64>,
+}
+
+impl OwnedRoom {
+    /// A new room with a fresh random epoch (its history starts now).
+    pub fn new(epoch: Epoch, replay_len: usize, replay_age: Duration) -> Self {
+        Self {
+            epoch,
+            seq: 0,
+            ring: ReplayRing::new(replay_len, replay_age),
+            interested: Vec::new(),
+        }
+    }
+
+    /// Stamp a message: next seq, one encoded frame, remembered for replay.
+    pub fn publish(&mut self, room: &str, data: &RawValue, now: Instant) -> (u64, Bytes) {
+        self.seq += 1;
+        let frame = protocol::msg_frame(room, self.seq, data);
+        self.ring.push(self.seq, now, frame.clone());
+        (self.seq, frame)
+    }
+
+    /// Answer a subscription, resuming after `since` when the history allows.
+    pub fn subscribe(&mut self, since: Option<Cursor>, now: Instant) -> SubAck {
+        let replay = since
+            .filter(|c| c.epoch == self.epoch)
+            .and_then(|c| self.ring.after(c.seq, self.seq, now));
+        SubAck {
+            epoch: self.epoch,
+            seq: self.seq,
+            recovered: replay.is_some(),
+            replay: replay.unwrap_or_default(),
+        }
+    }
+
+    /// The current epoch and latest seq.
+    pub fn position(&self) -> (Epoch, u64) {
+        (self.epoch, self.seq)
+    }
+
+    /// Mark worker `w` as having (or no longer having) local subscribers.
+    pub fn set_interest(&mut self, w: usize, on: bool) {
+        let (word, bit) = (w / 64, w % 64);
+        if self.interested.len() <= word {
+            if !on {
+                return;
+            }
+            self.interested.resize(word + 1, 0);
+        }
+        if on {
+            self.interested[word] |= 1 << bit;
+        } else {
+            self.interested[word] &= !(1 << bit);
+        }
+    }
+
+    /// Workers with local subscribers.
+    pub fn interested(&self) -> impl Iterator<Item = usize> + '_ {
+        self.interested.iter().enumerate().flat_map(|(i, &word)| {
+            (0..64)
+                .filter(move |b| word & (1 << b) != 0)
+                .map(move |b| i * 64 + b)
+        })
+    }
+
+    /// Whether the room can be forgotten: nobody listens and no history is kept.
+    /// Forgetting it loses its history, so the next incarnation gets a new epoch.
+    pub fn is_idle(&mut self, now: Instant) -> bool {
+        self.ring.evict(now);
+        self.ring.is_empty() && self.interested.iter().all(|&w| w == 0)
+    }
+
+    /// Bytes of replay history held.
+    pub fn history_bytes(&self) -> usize {
+        self.ring.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> Box<RawValue> {
+        RawValue::from_string("{}".into()).unwrap()
+    }
+
+    #[test]
+    fn resume_same_epoch_inside_window_replays_gap() {
+        let t = Instant::now();
+        let mut r = OwnedRoom::new(Epoch(7), 16, Duration::from_secs(60));
+        for _ in 0..5 {
+            r.publish("x", &data(), t);
+        }
+        let ack = r.subscribe(
+            Some(Cursor {
+                epoch: Epoch(7),
+                seq: 3,
+            }),
+            t,
+        );
+        assert!(ack.recovered);
+        assert_eq!((ack.seq, ack.replay.len()), (5, 2));
+        let fresh = r.subscribe(None, t);
+        assert!(!fresh.recovered && fresh.replay.is_empty() && fresh.seq == 5);
+    }
+
+    #[test]
+    fn stale_epoch_or_gap_outside_window_is_not_recovered() {
+        let t = Instant::now();
+        let mut r = OwnedRoom::new(Epoch(7), 2, Duration::from_secs(60));
+        for _ in 0..5 {
+            r.publish("x", &data(), t);
+        }
+        assert!(
+            !r.subscribe(
+                Some(Cursor {
+                    epoch: Epoch(8),
+                    seq: 5
+                }),
+                t
+            )
+            .recovered
+        );
+        assert!(
+            !r.subscribe(
+                Some(Cursor {
+                    epoch: Epoch(7),
+                    seq: 1
+                }),
+                t
+            )
+            .recovered
+        );
+        assert!(
+            r.subscribe(
+                Some(Cursor {
+                    epoch: Epoch(7),
+                    seq: 3
+                }),
+                t
+            )
+            .recovered
+        );
+    }
+
+    #[test]
+    fn interest_bitset() {
+        let mut r = OwnedRoom::new(Epoch(1), 0, Duration::ZERO);
+        r.set_interest(0, true);
+        r.set_interest(70, true);
+        assert_eq!(r.interested().collect::<Vec<_>>(), vec![0, 70]);
+        r.set_interest(0, false);
+        r.set_interest(70, false);
+        assert!(r.is_idle(Instant::now()));
+    }
+}

@@ -1,0 +1,337 @@
+//! Per-worker counters and their Prometheus rendering.
+//!
+//! Counters are plain integers owned by their worker (no atomics on the per-message
+//! path). A scrape asks every worker for a snapshot by mail and renders the sum, with
+//! per-worker series where the split matters (connections).
+
+use std::fmt::Write;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Disconnect {
+    /// The client sent a close frame.
+    ClientClose,
+    /// The socket ended without a close handshake (EOF, reset).
+    Eof,
+    /// Protocol violation (1002).
+    Protocol,
+    /// Invalid UTF-8 (1007).
+    InvalidData,
+    /// Frame or message too large (1009).
+    TooBig,
+    /// Outbound queue over its bound (4008).
+    SlowConsumer,
+    /// Handshake refused or timed out.
+    Handshake,
+    /// Close handshake timed out.
+    CloseTimeout,
+    /// Node shutting down.
+    Shutdown,
+}
+
+impl Disconnect {
+    /// All reasons, in label order.
+    pub const ALL: [Disconnect; 9] = [
+        Disconnect::ClientClose,
+        Disconnect::Eof,
+        Disconnect::Protocol,
+        Disconnect::InvalidData,
+        Disconnect::TooBig,
+        Disconnect::SlowConsumer,
+        Disconnect::Handshake,
+        Disconnect::CloseTimeout,
+        Disconnect::Shutdown,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Disconnect::ClientClose => "client_close",
+            Disconnect::Eof => "eof",
+            Disconnect::Protocol => "protocol_error",
+            Disconnect::InvalidData => "invalid_utf8",
+            Disconnect::TooBig => "too_big",
+            Disconnect::SlowConsumer => "slow_consumer",
+            Disconnect::Handshake => "handshake",
+            Disconnect::CloseTimeout => "close_timeout",
+            Disconnect::Shutdown => "shutdown",
+        }
+    }
+
+    /// The reason matching a close code we sent.
+    pub fn for_code(code: u16) -> Self {
+        match code {
+            1002 => Disconnect::Protocol,
+            1007 => Disconnect::InvalidData,
+            1009 => Disconnect::TooBig,
+            4008 => Disconnect::SlowConsumer,
+            1001 | 1012 => Disconnect::Shutdown,
+            _ => Disconnect::Protocol,
+        }
+    }
+}
+
+/// HTTP statuses a refused upgrade can get, in label order.
+pub const HANDSHAKE_STATUSES: [u16; 7] = [400, 404, 405, 408, 426, 431, 503];
+
+/// One worker's counters. Gauges are filled in when the snapshot is taken.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    /// Worker index.
+    pub worker: usize,
+    /// Open connections (gauge).
+    pub connections: u64,
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Completed WebSocket upgrades.
+    pub upgrades: u64,
+    /// Refused upgrades, by status (index into [`HANDSHAKE_STATUSES`]).
+    pub handshake_failures: [u64; 7],
+    /// Ended connections, by reason (index: `Disconnect as usize`).
+    pub disconnects: [u64; 9],
+    /// Data messages received from clients.
+    pub messages_in: u64,
+    /// Frames written toward clients (queued).
+    pub messages_out: u64,
+    /// Bytes received from clients.
+    pub bytes_in: u64,
+    /// Bytes written to client sockets.
+    pub bytes_out: u64,
+    /// Messages stamped by this worker as room owner.
+    pub published: u64,
+    /// Frames dropped because a queue was over its bound.
+    pub dropped: u64,
+    /// Rooms this worker owns (gauge).
+    pub rooms_owned: u64,
+    /// Rooms with local subscribers (gauge).
+    pub rooms_local: u64,
+    /// Subscriptions answered with `recovered: true` after a resume request.
+    pub replay_hits: u64,
+    /// Resume requests answered with `recovered: false`.
+    pub replay_misses: u64,
+    /// Bytes queued toward clients (gauge).
+    pub queued_bytes: u64,
+}
+
+impl WorkerStats {
+    /// Count a refused upgrade.
+    pub fn handshake_failed(&mut self, status: u16) {
+        if let Some(i) = HANDSHAKE_STATUSES.iter().position(|&s| s == status) {
+            self.handshake_failures[i] += 1;
+        }
+    }
+
+    /// Count an ended connection.
+    pub fn disconnected(&mut self, why: Disconnect) {
+        self.disconnects[why as usize] += 1;
+    }
+}
+
+/// Process-wide figures read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessStats {
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+}
+
+impl ProcessStats {
+    /// Read from /proc/self.
+    pub fn read() -> Self {
+        let rss_kib = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        Self {
+            rss_bytes: rss_kib * 1024,
+            open_fds,
+        }
+    }
+}
+
+/// Render the Prometheus text exposition of all workers' snapshots.
+pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
+    let mut out = String::with_capacity(4096);
+    let sum = |f: fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
+    // Writing to a String cannot fail.
+    let w = &mut out;
+    header(
+        w,
+        "ringway_connections",
+        "gauge",
+        "Open WebSocket connections, per worker.",
+    );
+    for s in workers {
+        let _ = writeln!(
+            w,
+            "ringway_connections{{worker=\"{}\"}} {}",
+            s.worker, s.connections
+        );
+    }
+    let counters: [(&str, &str, fn(&WorkerStats) -> u64); 9] = [
+        ("ringway_accepted_total", "TCP connections accepted.", |s| {
+            s.accepted
+        }),
+        (
+            "ringway_upgrades_total",
+            "Completed WebSocket upgrades.",
+            |s| s.upgrades,
+        ),
+        (
+            "ringway_messages_in_total",
+            "Data messages received from clients.",
+            |s| s.messages_in,
+        ),
+        (
+            "ringway_messages_out_total",
+            "Frames queued toward clients.",
+            |s| s.messages_out,
+        ),
+        (
+            "ringway_bytes_in_total",
+            "Bytes received from clients.",
+            |s| s.bytes_in,
+        ),
+        (
+            "ringway_bytes_out_total",
+            "Bytes written to client sockets.",
+            |s| s.bytes_out,
+        ),
+        (
+            "ringway_published_total",
+            "Messages stamped by room owners.",
+            |s| s.published,
+        ),
+        (
+            "ringway_replay_hits_total",
+            "Resumes answered with recovered=true.",
+            |s| s.replay_hits,
+        ),
+        (
+            "ringway_replay_misses_total",
+            "Resumes answered with recovered=false.",
+            |s| s.replay_misses,
+        ),
+    ];
+    for (name, help, f) in counters {
+        header(w, name, "counter", help);
+        let _ = writeln!(w, "{name} {}", sum(f));
+    }
+    header(
+        w,
+        "ringway_dropped_total",
+        "counter",
+        "Frames dropped by slow-consumer policy, by reason.",
+    );
+    let _ = writeln!(
+        w,
+        "ringway_dropped_total{{reason=\"queue_full\"}} {}",
+        sum(|s| s.dropped)
+    );
+    header(
+        w,
+        "ringway_handshake_failures_total",
+        "counter",
+        "Refused WebSocket upgrades, by HTTP status.",
+    );
+    for (i, status) in HANDSHAKE_STATUSES.iter().enumerate() {
+        let n: u64 = workers.iter().map(|s| s.handshake_failures[i]).sum();
+        let _ = writeln!(
+            w,
+            "ringway_handshake_failures_total{{status=\"{status}\"}} {n}"
+        );
+    }
+    header(
+        w,
+        "ringway_disconnects_total",
+        "counter",
+        "Ended connections, by reason.",
+    );
+    for why in Disconnect::ALL {
+        let n: u64 = workers.iter().map(|s| s.disconnects[why as usize]).sum();
+        let _ = writeln!(
+            w,
+            "ringway_disconnects_total{{reason=\"{}\"}} {n}",
+            why.label()
+        );
+    }
+    let gauges: [(&str, &str, fn(&WorkerStats) -> u64); 3] = [
+        (
+            "ringway_rooms_owned",
+            "Rooms owned (sequenced) by this node.",
+            |s| s.rooms_owned,
+        ),
+        (
+            "ringway_rooms_subscribed",
+            "Rooms with local subscribers, summed over workers.",
+            |s| s.rooms_local,
+        ),
+        (
+            "ringway_send_queue_bytes",
+            "Bytes queued toward clients.",
+            |s| s.queued_bytes,
+        ),
+    ];
+    for (name, help, f) in gauges {
+        header(w, name, "gauge", help);
+        let _ = writeln!(w, "{name} {}", sum(f));
+    }
+    header(
+        w,
+        "ringway_process_resident_memory_bytes",
+        "gauge",
+        "Resident set size.",
+    );
+    let _ = writeln!(
+        w,
+        "ringway_process_resident_memory_bytes {}",
+        process.rss_bytes
+    );
+    header(
+        w,
+        "ringway_process_open_fds",
+        "gauge",
+        "Open file descriptors.",
+    );
+    let _ = writeln!(w, "ringway_process_open_fds {}", process.open_fds);
+    out
+}
+
+fn header(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_sums_and_per_worker_series() {
+        let mut a = WorkerStats {
+            worker: 0,
+            connections: 3,
+            messages_in: 5,
+            ..Default::default()
+        };
+        a.handshake_failed(426);
+        a.disconnected(Disconnect::TooBig);
+        let b = WorkerStats {
+            worker: 1,
+            connections: 4,
+            messages_in: 7,
+            ..Default::default()
+        };
+        let text = render(&[a, b], ProcessStats::default());
+        assert!(text.contains("ringway_connections{worker=\"0\"} 3\n"));
+        assert!(text.contains("ringway_connections{worker=\"1\"} 4\n"));
+        assert!(text.contains("ringway_messages_in_total 12\n"));
+        assert!(text.contains("ringway_handshake_failures_total{status=\"426\"} 1\n"));
+        assert!(text.contains("ringway_disconnects_total{reason=\"too_big\"} 1\n"));
+    }
+}

@@ -1,0 +1,144 @@
+//! Server → client messages, each written straight into a complete WebSocket text
+//! frame (see [`TextFrameWriter`]): one serialization, no copy afterwards.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::{Epoch, ErrorCode};
+use crate::ws::frame::TextFrameWriter;
+
+/// Append `s` as a JSON string.
+fn string(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail, and a &str always serializes.
+    serde_json::to_writer(&mut *out, s).expect("serializing a str into a Vec");
+}
+
+fn number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `{"type":"msg","room":…,"seq":…,"data":…}`: the frame every subscriber shares.
+pub fn msg_frame(room: &str, seq: u64, data: &RawValue) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(40 + room.len() + data.get().len());
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"msg","room":"#);
+    string(out, room);
+    out.extend_from_slice(br#","seq":"#);
+    number(out, seq);
+    out.extend_from_slice(br#","data":"#);
+    out.extend_from_slice(data.get().as_bytes());
+    out.push(b'}');
+    w.finish()
+}
+
+/// `{"type":"welcome","conn":…,"node":…,"heartbeat":ms}`.
+pub fn welcome_frame(conn: &str, node: &str, heartbeat_ms: u64) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(80);
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"welcome","conn":"#);
+    string(out, conn);
+    out.extend_from_slice(br#","node":"#);
+    string(out, node);
+    out.extend_from_slice(br#","heartbeat":"#);
+    number(out, heartbeat_ms);
+    out.push(b'}');
+    w.finish()
+}
+
+/// `{"type":"subscribed","room":…,"epoch":…,"seq":…,"recovered":…}`.
+pub fn subscribed_frame(room: &str, epoch: Epoch, seq: u64, recovered: bool) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(100 + room.len());
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"subscribed","room":"#);
+    string(out, room);
+    out.extend_from_slice(br#","epoch":""#);
+    out.extend_from_slice(epoch.to_string().as_bytes());
+    out.extend_from_slice(br#"","seq":"#);
+    number(out, seq);
+    out.extend_from_slice(if recovered {
+        br#","recovered":true}"#.as_slice()
+    } else {
+        br#","recovered":false}"#.as_slice()
+    });
+    w.finish()
+}
+
+/// `{"type":"unsubscribed","room":…}`.
+pub fn unsubscribed_frame(room: &str) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(40 + room.len());
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"unsubscribed","room":"#);
+    string(out, room);
+    out.push(b'}');
+    w.finish()
+}
+
+/// `{"type":"pong"}`, with the request's `ref` if it had one.
+pub fn pong_frame(reference: Option<&RawValue>) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(32);
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"pong""#);
+    if let Some(r) = reference {
+        out.extend_from_slice(br#","ref":"#);
+        out.extend_from_slice(r.get().as_bytes());
+    }
+    out.push(b'}');
+    w.finish()
+}
+
+/// `{"type":"error","code":…,"reason":…,"ref":…}`.
+pub fn error_frame(code: ErrorCode, reason: &str, reference: Option<&RawValue>) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(64 + reason.len());
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"error","code":""#);
+    out.extend_from_slice(code.as_str().as_bytes());
+    out.extend_from_slice(br#"","reason":"#);
+    string(out, reason);
+    if let Some(r) = reference {
+        out.extend_from_slice(br#","ref":"#);
+        out.extend_from_slice(r.get().as_bytes());
+    }
+    out.push(b'}');
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON payload of a server frame (short frames: 2-byte header).
+    fn json(frame: &Bytes) -> serde_json::Value {
+        let start = match frame[1] {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        serde_json::from_slice(&frame[start..]).unwrap()
+    }
+
+    #[test]
+    fn frames_carry_the_contract_json() {
+        let data = RawValue::from_string(r#"{"text":"hi \"there\""}"#.into()).unwrap();
+        let m = json(&msg_frame("chat:42", 18, &data));
+        assert_eq!(
+            m,
+            serde_json::json!({"type":"msg","room":"chat:42","seq":18,"data":{"text":"hi \"there\""}})
+        );
+        let s = json(&subscribed_frame(
+            "chat:42",
+            Epoch(0x9f2c41d07ab3e511),
+            17,
+            false,
+        ));
+        assert_eq!(
+            s,
+            serde_json::json!({"type":"subscribed","room":"chat:42","epoch":"9f2c41d07ab3e511","seq":17,"recovered":false})
+        );
+        let e = json(&error_frame(ErrorCode::BadJson, "bad \"x\"", None));
+        assert_eq!(e["reason"], "bad \"x\"");
+        let w = json(&welcome_frame("0.1.1", "n1", 25000));
+        assert_eq!(w["heartbeat"], 25000);
+        let r = RawValue::from_string("\"abc\"".into()).unwrap();
+        assert_eq!(json(&pong_frame(Some(&r)))["ref"], "abc");
+    }
+}

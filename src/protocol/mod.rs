@@ -1,0 +1,383 @@
+//! The client protocol `ringway.v1`, sans-IO: JSON text messages with a `"type"` field.
+//!
+//! Client → server: `sub {room, since?}`, `unsub {room}`, `pub {room, data}`, `ping`.
+//! Server → client: `welcome`, `subscribed`, `unsubscribed`, `msg`, `pong`, `error`.
+//! (`send`, `presence` and `refresh` are recognised and answered with an error until
+//! the features behind them exist.)
+//!
+//! Parsing borrows from the frame: `data` stays a [`RawValue`] slice of the input and
+//! is copied once, into the single encoded frame every subscriber shares. Any message
+//! may carry a `"ref"`; errors echo it so a client can match them to requests.
+//! The full reference with an example session is `docs/PROTOCOL.md`.
+
+mod encode;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+pub use encode::{
+    error_frame, msg_frame, pong_frame, subscribed_frame, unsubscribed_frame, welcome_frame,
+};
+
+/// A room's history generation. A new epoch means the history before it is gone and a
+/// resuming client must re-sync. Travels as 16 hex digits (a u64 does not fit a JSON
+/// number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Epoch {
+    /// Parse the 16-hex-digit form.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(Epoch)
+    }
+}
+
+/// Where a resuming client left off: the last message it saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The room epoch of that message.
+    pub epoch: Epoch,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+/// A validated client request.
+#[derive(Debug)]
+pub enum ClientMsg<'a> {
+    /// Subscribe, optionally resuming after a cursor.
+    Sub {
+        /// Room name (validated).
+        room: Cow<'a, str>,
+        /// Resume point.
+        since: Option<Cursor>,
+    },
+    /// Unsubscribe.
+    Unsub {
+        /// Room name (validated).
+        room: Cow<'a, str>,
+    },
+    /// Publish `data` (any JSON value) to a room.
+    Pub {
+        /// Room name (validated).
+        room: Cow<'a, str>,
+        /// The payload, verbatim.
+        data: &'a RawValue,
+    },
+    /// Direct message to a user.
+    Send {
+        /// The user id.
+        user: Cow<'a, str>,
+        /// The payload, verbatim.
+        data: &'a RawValue,
+    },
+    /// Ask for a room's roster.
+    Presence {
+        /// Room name (validated).
+        room: Cow<'a, str>,
+    },
+    /// Replace the connection's token.
+    Refresh {
+        /// The new token.
+        token: Cow<'a, str>,
+    },
+    /// Application-level ping; answered with `pong`.
+    Ping,
+}
+
+/// A parsed request with its optional client reference.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// What the client asked.
+    pub msg: ClientMsg<'a>,
+    /// The client's `ref`, echoed in replies about this request.
+    pub reference: Option<&'a RawValue>,
+}
+
+/// Error codes carried in `error` replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not JSON, or not a JSON object.
+    BadJson,
+    /// A `type` ringway does not know.
+    UnknownType,
+    /// A required field is missing or has the wrong type.
+    BadField,
+    /// Room name empty, too long or with characters outside the allowed set.
+    BadRoom,
+    /// Binary frames are not part of ringway.v1.
+    Unsupported,
+    /// The request is valid but this node does not offer it yet.
+    NotAvailable,
+    /// `unsub` for a room the connection is not in.
+    NotSubscribed,
+    /// Room names with the `user:` prefix are reserved for direct messages.
+    Reserved,
+}
+
+impl ErrorCode {
+    /// The wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadField => "bad_field",
+            ErrorCode::BadRoom => "bad_room",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::NotAvailable => "not_available",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::Reserved => "reserved",
+        }
+    }
+}
+
+/// Why a request was refused, with the `ref` to echo when the request had one.
+#[derive(Debug)]
+pub struct Refusal<'a> {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable reason.
+    pub reason: Cow<'static, str>,
+    /// The client's `ref`, if it could be read.
+    pub reference: Option<&'a RawValue>,
+}
+
+/// The flat wire shape: every field optional, checked in [`parse`]. (Serde's tagged
+/// enums buffer their input, which would defeat the borrowed `RawValue`.)
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<Cow<'a, str>>,
+    since: Option<WireCursor>,
+    #[serde(rename = "ref", borrow)]
+    reference: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireCursor {
+    epoch: String,
+    seq: u64,
+}
+
+/// Parse one text message. `max_room` is the longest room name accepted.
+pub fn parse(text: &[u8], max_room: usize) -> Result<Request<'_>, Refusal<'_>> {
+    let refuse = |code, reason: &'static str, reference| Refusal {
+        code,
+        reason: Cow::Borrowed(reason),
+        reference,
+    };
+    let wire: Wire<'_> = serde_json::from_slice(text).map_err(|e| Refusal {
+        code: ErrorCode::BadJson,
+        reason: Cow::Owned(format!("invalid JSON message: {e}")),
+        reference: None,
+    })?;
+    let r = wire.reference;
+    let Some(kind) = wire.kind else {
+        return Err(refuse(ErrorCode::BadField, "missing \"type\"", r));
+    };
+    let msg = match &*kind {
+        "sub" => ClientMsg::Sub {
+            room: check_room(wire.room, max_room, r)?,
+            since: match wire.since {
+                None => None,
+                Some(c) => Some(Cursor {
+                    epoch: Epoch::parse(&c.epoch).ok_or_else(|| {
+                        refuse(ErrorCode::BadField, "since.epoch must be 16 hex digits", r)
+                    })?,
+                    seq: c.seq,
+                }),
+            },
+        },
+        "unsub" => ClientMsg::Unsub {
+            room: check_room(wire.room, max_room, r)?,
+        },
+        "pub" => ClientMsg::Pub {
+            room: check_room(wire.room, max_room, r)?,
+            data: wire
+                .data
+                .ok_or_else(|| refuse(ErrorCode::BadField, "pub needs \"data\"", r))?,
+        },
+        "send" => ClientMsg::Send {
+            user: wire
+                .user
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| refuse(ErrorCode::BadField, "send needs \"user\"", r))?,
+            data: wire
+                .data
+                .ok_or_else(|| refuse(ErrorCode::BadField, "send needs \"data\"", r))?,
+        },
+        "presence" => ClientMsg::Presence {
+            room: check_room(wire.room, max_room, r)?,
+        },
+        "refresh" => ClientMsg::Refresh {
+            token: wire
+                .token
+                .ok_or_else(|| refuse(ErrorCode::BadField, "refresh needs \"token\"", r))?,
+        },
+        "ping" => ClientMsg::Ping,
+        _ => {
+            return Err(Refusal {
+                code: ErrorCode::UnknownType,
+                reason: Cow::Owned(format!(
+                    "unknown type {:?}; expected sub, unsub, pub, send, presence, refresh or ping",
+                    truncate(&kind, 32)
+                )),
+                reference: r,
+            });
+        }
+    };
+    Ok(Request { msg, reference: r })
+}
+
+/// Room names: 1 to `max` bytes of `A-Z a-z 0-9 _ - . : / @ # = +`. A plain charset
+/// keeps names safe in logs, metrics and URLs (`/v1/presence/{room}`).
+pub fn valid_room(room: &str, max: usize) -> bool {
+    !room.is_empty()
+        && room.len() <= max
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:/@#=+".contains(&b))
+}
+
+fn check_room<'a>(
+    room: Option<Cow<'a, str>>,
+    max: usize,
+    r: Option<&'a RawValue>,
+) -> Result<Cow<'a, str>, Refusal<'a>> {
+    let Some(room) = room else {
+        return Err(Refusal {
+            code: ErrorCode::BadField,
+            reason: Cow::Borrowed("missing \"room\""),
+            reference: r,
+        });
+    };
+    if !valid_room(&room, max) {
+        return Err(Refusal {
+            code: ErrorCode::BadRoom,
+            reason: Cow::Owned(format!(
+                "room names are 1 to {max} bytes of A-Z a-z 0-9 _ - . : / @ # = +"
+            )),
+            reference: r,
+        });
+    }
+    Ok(room)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> ClientMsg<'_> {
+        parse(text.as_bytes(), 64).unwrap().msg
+    }
+
+    fn err(text: &str) -> ErrorCode {
+        parse(text.as_bytes(), 64).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_every_client_type() {
+        assert!(matches!(
+            ok(r#"{"type":"sub","room":"chat:42"}"#),
+            ClientMsg::Sub { room, since: None } if room == "chat:42"
+        ));
+        assert!(matches!(
+            ok(r#"{"type":"sub","room":"r","since":{"epoch":"9f2c41d07ab3e511","seq":18}}"#),
+            ClientMsg::Sub {
+                since: Some(Cursor {
+                    epoch: Epoch(0x9f2c41d07ab3e511),
+                    seq: 18
+                }),
+                ..
+            }
+        ));
+        assert!(matches!(
+            ok(r#"{"type":"unsub","room":"r"}"#),
+            ClientMsg::Unsub { room } if room == "r"
+        ));
+        match ok(r#"{"type":"pub","room":"r","data":{"text":"hi"}}"#) {
+            ClientMsg::Pub { room, data } => {
+                assert_eq!(room, "r");
+                assert_eq!(data.get(), r#"{"text":"hi"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(ok(r#"{"type":"ping"}"#), ClientMsg::Ping));
+    }
+
+    #[test]
+    fn ref_is_kept_for_replies() {
+        let r = parse(br#"{"type":"nope","ref":7}"#, 64).unwrap_err();
+        assert_eq!(r.code, ErrorCode::UnknownType);
+        assert_eq!(r.reference.unwrap().get(), "7");
+    }
+
+    #[test]
+    fn refuses_bad_input_with_a_code() {
+        assert_eq!(err("{"), ErrorCode::BadJson);
+        assert_eq!(err("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(err(r#"{"room":"r"}"#), ErrorCode::BadField);
+        assert_eq!(err(r#"{"type":"sub"}"#), ErrorCode::BadField);
+        assert_eq!(err(r#"{"type":"sub","room":""}"#), ErrorCode::BadRoom);
+        assert_eq!(err(r#"{"type":"sub","room":"a b"}"#), ErrorCode::BadRoom);
+        assert_eq!(
+            err(&format!(r#"{{"type":"sub","room":"{}"}}"#, "a".repeat(65))),
+            ErrorCode::BadRoom
+        );
+        assert_eq!(err(r#"{"type":"pub","room":"r"}"#), ErrorCode::BadField);
+        assert_eq!(
+            err(r#"{"type":"sub","room":"r","since":{"epoch":"xyz","seq":1}}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            err(r#"{"type":"sub","room":"r","since":{"epoch":"0000000000000001","seq":-1}}"#),
+            ErrorCode::BadJson
+        );
+        assert_eq!(err(r#"{"type":7}"#), ErrorCode::BadJson);
+    }
+
+    #[test]
+    fn every_prefix_of_a_message_is_refused_not_panicking() {
+        let text = r#"{"type":"pub","room":"chat:42","data":{"t":"héllo","n":[1,2,{"x":null}]},"ref":"a"}"#;
+        for i in 0..text.len() {
+            let _ = parse(&text.as_bytes()[..i], 64).unwrap_err();
+        }
+        assert!(parse(text.as_bytes(), 64).is_ok());
+    }
+
+    #[test]
+    fn epoch_round_trips_as_16_hex_digits() {
+        let e = Epoch(0x00ab);
+        assert_eq!(e.to_string(), "00000000000000ab");
+        assert_eq!(Epoch::parse(&e.to_string()), Some(e));
+        assert_eq!(Epoch::parse("ab"), None);
+    }
+}

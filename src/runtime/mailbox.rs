@@ -1,0 +1,222 @@
+//! Worker mailboxes: how workers (and nothing else) talk to each other.
+//!
+//! Each worker has one `crossbeam-channel` inbox. Its runtime learns of new mail
+//! through a doorbell: a socketpair whose read end the worker awaits through its own
+//! driver (io_uring or epoll). To avoid a syscall per message, the worker *arms* the
+//! doorbell only when it is about to sleep; a sender rings it only if it finds it
+//! armed, and disarms it in the same atomic swap, so a burst of mail costs one wake-up.
+//!
+//! Why a socketpair and not an eventfd: monoio reads an eventfd only through its
+//! `File`, which under the legacy (epoll) driver is a blocking `pread` and fails with
+//! ESPIPE on an eventfd. A socketpair works the same under both drivers.
+//!
+//! The inbox is unbounded on purpose: workers send to each other, so a bounded inbox
+//! could deadlock two full workers. Memory is bounded upstream instead (per-connection
+//! queues, per-room replay rings, and publishers' own rate limits).
+
+use std::io::Write;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use monoio::io::AsyncReadRent;
+use serde_json::value::RawValue;
+
+use crate::conn::ConnKey;
+use crate::hub::room::SubAck;
+use crate::metrics::WorkerStats;
+use crate::protocol::{Cursor, Epoch};
+
+/// A message between workers.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Mail {
+    /// To a room's owner: a connection on worker `from` subscribes.
+    Subscribe {
+        /// Room name.
+        room: Arc<str>,
+        /// Subscriber's worker.
+        from: usize,
+        /// Subscriber's key on that worker.
+        conn: ConnKey,
+        /// Resume point, if any.
+        since: Option<Cursor>,
+    },
+    /// From a room's owner: the answer to `Subscribe`.
+    SubAck {
+        /// Room name.
+        room: Arc<str>,
+        /// Subscriber's key on the receiving worker.
+        conn: ConnKey,
+        /// Epoch, seq and replay.
+        ack: SubAck,
+    },
+    /// To a room's owner: worker `from` has no local subscriber left.
+    Uninterest {
+        /// Room name.
+        room: Arc<str>,
+        /// The worker losing interest.
+        from: usize,
+    },
+    /// To a room's owner: publish.
+    Publish {
+        /// Room name.
+        room: Arc<str>,
+        /// Payload, verbatim JSON.
+        data: Box<RawValue>,
+        /// Who wants the assigned epoch and seq: (worker, request id).
+        reply: Option<(usize, usize)>,
+    },
+    /// From a room's owner: the epoch and seq a publish got.
+    Published {
+        /// Request id on the receiving worker.
+        req: usize,
+        /// The room's epoch.
+        epoch: Epoch,
+        /// The assigned seq.
+        seq: u64,
+    },
+    /// From a room's owner: a stamped message for this worker's subscribers.
+    Deliver {
+        /// Room name.
+        room: Arc<str>,
+        /// The encoded frame, shared by every subscriber.
+        frame: Bytes,
+    },
+    /// Asks for a snapshot of the receiver's counters.
+    StatsRequest {
+        /// The asking worker.
+        from: usize,
+        /// Request id there.
+        req: usize,
+    },
+    /// A snapshot of a worker's counters.
+    Stats {
+        /// Request id on the receiving worker.
+        req: usize,
+        /// The counters.
+        stats: Box<WorkerStats>,
+    },
+    /// Stop the worker.
+    Shutdown,
+}
+
+struct Doorbell {
+    armed: AtomicBool,
+    ring: StdUnixStream,
+}
+
+/// The sending side of a worker's inbox. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Mailbox {
+    tx: Sender<Mail>,
+    bell: Arc<Doorbell>,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox").finish_non_exhaustive()
+    }
+}
+
+impl Mailbox {
+    /// Deliver `mail`, waking the worker if it sleeps.
+    pub fn send(&self, mail: Mail) {
+        if self.tx.send(mail).is_err() {
+            return; // the worker has stopped; nothing is waiting for this mail
+        }
+        if self.bell.armed.swap(false, Ordering::AcqRel) {
+            self.bell.ring();
+        }
+    }
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        // Non-blocking: a full socket buffer means the bell is already ringing.
+        let _ = (&self.ring).write(&[1]);
+    }
+}
+
+/// The receiving side, owned by the worker thread.
+pub struct Inbox {
+    rx: Receiver<Mail>,
+    bell: Arc<Doorbell>,
+    listen: Option<StdUnixStream>,
+}
+
+/// A new inbox and the mailbox that feeds it.
+pub fn channel() -> std::io::Result<(Mailbox, Inbox)> {
+    let (ring, listen) = StdUnixStream::pair()?;
+    ring.set_nonblocking(true)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let bell = Arc::new(Doorbell {
+        armed: AtomicBool::new(false),
+        ring,
+    });
+    Ok((
+        Mailbox {
+            tx,
+            bell: bell.clone(),
+        },
+        Inbox {
+            rx,
+            bell,
+            listen: Some(listen),
+        },
+    ))
+}
+
+/// Mail handled per wake-up before the worker lets its other tasks run.
+pub const BATCH: usize = 1024;
+
+impl Inbox {
+    /// Run forever: wait for mail, hand each batch to `handle`, and call `after`
+    /// once per batch (to flush what the batch queued). Must run inside the worker's
+    /// monoio runtime. Returns when `handle` returns `false` (shutdown).
+    ///
+    /// Fairness: this task never wakes itself (monoio 0.2.4 runs a self-woken task
+    /// first again, starving the others, bug #362); after a full batch it rings its
+    /// own doorbell, so it resumes through the driver like any other I/O.
+    pub async fn run(
+        mut self,
+        mut handle: impl FnMut(Mail) -> bool,
+        mut after: impl FnMut(),
+    ) -> std::io::Result<()> {
+        let listen = self.listen.take().expect("Inbox::run called once");
+        listen.set_nonblocking(true)?;
+        let mut listen = monoio::net::UnixStream::from_std(listen)?;
+        let mut buf = vec![0u8; 64];
+        loop {
+            let mut n = 0;
+            while n < BATCH {
+                match self.rx.try_recv() {
+                    Ok(mail) => {
+                        n += 1;
+                        if !handle(mail) {
+                            after();
+                            return Ok(());
+                        }
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            after();
+            if n == BATCH {
+                self.bell.ring();
+            } else {
+                self.bell.armed.store(true, Ordering::SeqCst);
+                // Mail sent between the last try_recv and arming found the bell
+                // unarmed and did not ring: look once more.
+                if !self.rx.is_empty() && self.bell.armed.swap(false, Ordering::AcqRel) {
+                    continue;
+                }
+            }
+            let (res, b) = listen.read(buf).await;
+            buf = b;
+            res?;
+        }
+    }
+}

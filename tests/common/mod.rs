@@ -1,0 +1,260 @@
+//! Test harness: a real node on 127.0.0.1:0 and real WebSocket clients (tungstenite,
+//! blocking, with read timeouts so a missing message fails the test instead of
+//! hanging it).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ringway::{Config, Server};
+use serde_json::{Value, json};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+/// How long a client waits for any one message before the test fails.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A node for one test; stopped on drop.
+pub struct Node {
+    server: Option<Server>,
+    pub ws: SocketAddr,
+    pub api: SocketAddr,
+}
+
+impl Node {
+    /// Start with the defaults (two unpinned workers, echo on, ephemeral ports),
+    /// adjusted by `tweak`.
+    pub fn start(tweak: impl FnOnce(&mut Config)) -> Node {
+        let mut c = Config::default();
+        c.listen = "127.0.0.1:0".parse().unwrap();
+        c.api_listen = "127.0.0.1:0".parse().unwrap();
+        c.workers = 2;
+        c.pin_workers = false;
+        c.echo = true;
+        tweak(&mut c);
+        let server = Server::start(c).expect("node starts");
+        Node {
+            ws: server.ws_addr(),
+            api: server.api_addr(),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.ws)
+    }
+
+    /// POST JSON to the API; returns (status, body).
+    pub fn post(&self, path: &str, body: &Value) -> (u16, String) {
+        http(self.api, "POST", path, &body.to_string())
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(self.api, "GET", path, "")
+    }
+
+    /// Publish through the API; returns (epoch, seq).
+    pub fn publish(&self, room: &str, data: Value) -> (String, u64) {
+        let (status, body) = self.post("/v1/publish", &json!({"room": room, "data": data}));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        (
+            v["epoch"].as_str().unwrap().to_owned(),
+            v["seq"].as_u64().unwrap(),
+        )
+    }
+
+    /// A connected ringway.v1 client (welcome already read).
+    pub fn client(&self) -> Client {
+        Client::connect(&self.url("/ws"))
+    }
+
+    /// Clients until there is one on each of workers 0 and 1.
+    pub fn client_on_each_worker(&self) -> (Client, Client) {
+        let mut w0 = None;
+        let mut w1 = None;
+        for _ in 0..200 {
+            let c = self.client();
+            match c.worker() {
+                0 if w0.is_none() => w0 = Some(c),
+                1 if w1.is_none() => w1 = Some(c),
+                _ => {}
+            }
+            if let (Some(_), Some(_)) = (&w0, &w1) {
+                return (w0.unwrap(), w1.unwrap());
+            }
+        }
+        panic!("200 connections all landed on one worker");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`, through ureq.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(WAIT))
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let res = match method {
+        "POST" => agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body),
+        _ => agent.get(&url).call(),
+    };
+    let mut res = res.expect("HTTP request");
+    let status = res.status().as_u16();
+    let text = res.body_mut().read_to_string().unwrap_or_default();
+    (status, text)
+}
+
+/// A blocking WebSocket client speaking ringway.v1.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    pub welcome: Value,
+}
+
+impl Client {
+    pub fn connect(url: &str) -> Client {
+        let mut ws = raw_connect(url);
+        let welcome = recv_json(&mut ws);
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        Client { ws, welcome }
+    }
+
+    /// The worker this connection landed on (from `welcome.conn`, "worker.slot.gen").
+    pub fn worker(&self) -> u64 {
+        let conn = self.welcome["conn"].as_str().unwrap();
+        conn.split('.').next().unwrap().parse().unwrap()
+    }
+
+    pub fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).expect("send");
+    }
+
+    pub fn recv(&mut self) -> Value {
+        recv_json(&mut self.ws)
+    }
+
+    /// Subscribe and return the `subscribed` reply.
+    pub fn sub(&mut self, room: &str) -> Value {
+        self.send(json!({"type": "sub", "room": room}));
+        let v = self.recv();
+        assert_eq!(v["type"], "subscribed", "{v}");
+        v
+    }
+
+    /// Wait for the server's close frame; returns its code.
+    pub fn expect_close(&mut self) -> u16 {
+        expect_close(&mut self.ws)
+    }
+}
+
+/// A WebSocket connection with a read timeout, nothing read yet.
+pub fn raw_connect(url: &str) -> WebSocket<TcpStream> {
+    let addr = url.trim_start_matches("ws://").split('/').next().unwrap();
+    let stream = TcpStream::connect(addr).expect("TCP connect");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    if url.ends_with("/ws") {
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "ringway.v1".parse().unwrap());
+    }
+    let (ws, _resp) = tungstenite::client::client(req, stream).expect("WebSocket handshake");
+    ws
+}
+
+pub fn recv_json(ws: &mut WebSocket<TcpStream>) -> Value {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => return serde_json::from_str(&t).expect("server sent JSON"),
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(other) => panic!("expected a text message, got {other:?}"),
+            Err(e) => panic!("expected a text message, got error {e}"),
+        }
+    }
+}
+
+pub fn expect_close(ws: &mut WebSocket<TcpStream>) -> u16 {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => return u16::from(frame.code),
+            Ok(Message::Close(None)) => return u16::from(CloseCode::Status),
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame, got error {e}"),
+        }
+    }
+}
+
+/// Send raw bytes (after a real handshake) and return the close code the server
+/// answers with, reading the raw stream.
+pub fn raw_bytes_then_close_code(url: &str, bytes: &[u8]) -> u16 {
+    let mut ws = raw_connect(url);
+    if url.ends_with("/ws") {
+        let _ = recv_json(&mut ws);
+    }
+    let stream = ws.get_mut();
+    stream.write_all(bytes).unwrap();
+    // Read frames by hand: the server's close frame is unmasked, 0x88 LEN CODE.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).expect("read close frame");
+        assert!(n > 0, "EOF before a close frame: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let mut i = 0;
+        while i + 2 <= buf.len() {
+            let len = (buf[i + 1] & 0x7f) as usize;
+            let hdr = match len {
+                126 => 4,
+                127 => 10,
+                _ => 2,
+            };
+            if len >= 126 || i + hdr + len > buf.len() {
+                break;
+            }
+            if buf[i] == 0x88 {
+                return u16::from_be_bytes([buf[i + 2], buf[i + 3]]);
+            }
+            i += hdr + len;
+        }
+    }
+}
+
+/// A masked client frame.
+pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut out = vec![first];
+    if payload.len() < 126 {
+        out.push(0x80 | payload.len() as u8);
+    } else {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Send a raw HTTP request; return the status code of the answer.
+pub fn raw_http_status(addr: SocketAddr, request: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
