@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (the default).
     Serve(ServeArgs),
+    /// Load-generate against a node (or a peer server) and report.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Flags of `ringway serve`. Each overrides the same key of `--config`.

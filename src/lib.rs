@@ -29,10 +29,12 @@
 //! | [`runtime`]  | workers, pinning, mailboxes, listeners, start-up probes |
 //! | [`api`]      | the HTTP API |
 //! | [`metrics`]  | per-worker counters, Prometheus text |
+//! | [`bench`]    | the load generator (`ringway bench`) |
 //! | [`cli`]      | command line |
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod conn;

@@ -1,16 +1,19 @@
 //! `ringway`: parse the command line, load the config, run.
 
 use clap::Parser;
+#[cfg(not(feature = "system-allocator"))]
 use mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 
 use ringway::Server;
 use ringway::cli::{Cli, Command};
 
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    ringway::runtime::probe::disable_transparent_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("RINGWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -19,6 +22,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Bench(args)) => return ringway::bench::run(args),
         None => cli.serve,
     };
     let config = args.load()?;

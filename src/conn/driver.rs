@@ -15,6 +15,7 @@
 //! before the next `.await`, so dropping the task at any await loses no data.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use super::{Conn, ConnKey, Phase};
 use crate::metrics::Disconnect;
 use crate::protocol::{self, ClientMsg, ErrorCode};
 use crate::runtime::worker::{State, Worker};
-use crate::ws::frame::{DataKind, Event, encode};
+use crate::ws::frame::{DataKind, Event, Limits as FrameLimits, encode};
 use crate::ws::handshake::reject;
 use crate::ws::handshake::{self, Endpoint, Outcome};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -43,26 +44,31 @@ enum Read {
 }
 
 /// Drive one accepted connection until it is gone.
+///
+/// This future lives as long as the connection, so it is kept small: the handshake
+/// and closing phases (which carry timers) run in boxed futures that exist only
+/// during those phases; what stays is the stream, the key and one `readable()`.
 pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let stream = Rc::new(stream);
-    let limits = w.shared.config.limits.clone();
-    let key = w.state.borrow_mut().insert(|generation| {
-        Conn::new(
-            stream.clone(),
-            peer,
-            generation,
-            limits.max_frame_size,
-            limits.max_message_size,
-        )
-    });
+    let key = w
+        .state
+        .borrow_mut()
+        .insert(|generation| Conn::new(stream.as_raw_fd(), peer, generation));
+    let mut eof = Box::pin(handshake_phase(&w, &stream, key)).await;
+    if !eof {
+        eof = read_while(&w, &stream, key, Phase::Open).await == Read::Eof;
+    }
+    if !eof {
+        Box::pin(closing_phase(&w, &stream, key)).await;
+    }
+    w.state.borrow_mut().remove(key);
+}
 
-    let handshake = monoio::time::timeout(
-        Duration::from_millis(limits.handshake_timeout_ms),
-        read_while(&w, &stream, key, Phase::Handshake),
-    )
-    .await;
-    let mut eof = match handshake {
+/// Read the upgrade request, bounded by the handshake timeout. Returns whether the
+/// peer went away.
+async fn handshake_phase(w: &Rc<Worker>, stream: &TcpStream, key: ConnKey) -> bool {
+    let limit = Duration::from_millis(w.shared.config.limits.handshake_timeout_ms);
+    match monoio::time::timeout(limit, read_while(w, stream, key, Phase::Handshake)).await {
         Ok(read) => read == Read::Eof,
         Err(_elapsed) => {
             let mut st = w.state.borrow_mut();
@@ -74,20 +80,21 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             w.flush_dirty();
             false
         }
-    };
-    if !eof {
-        eof = read_while(&w, &stream, key, Phase::Open).await == Read::Eof;
     }
-    if !eof {
-        // Closing: wait for the peer's close (or EOF), discarding input, but not
-        // forever.
-        let _ = monoio::time::timeout(
-            Duration::from_millis(limits.close_timeout_ms),
-            read_while(&w, &stream, key, Phase::Closing),
-        )
-        .await;
+}
+
+/// Closing: wait for the peer's close (or EOF), discarding input, but not forever.
+async fn closing_phase(w: &Rc<Worker>, stream: &TcpStream, key: ConnKey) {
+    let limit = Duration::from_millis(w.shared.config.limits.close_timeout_ms);
+    if monoio::time::timeout(limit, read_while(w, stream, key, Phase::Closing))
+        .await
+        .is_err()
+    {
+        w.state
+            .borrow_mut()
+            .stats
+            .disconnected(Disconnect::CloseTimeout);
     }
-    w.state.borrow_mut().remove(key);
 }
 
 /// Read and process input while the connection stays in `phase`.
@@ -176,6 +183,10 @@ fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
 
 /// Consume as much of `buf` as forms complete requests or frames; returns how much.
 fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
+    let limits = FrameLimits {
+        max_frame: st.shared.config.limits.max_frame_size,
+        max_message: st.shared.config.limits.max_message_size,
+    };
     let mut off = 0;
     loop {
         let Some(phase) = st.conn_mut(key).map(|c| c.phase) else {
@@ -216,7 +227,7 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
                 let Some(conn) = st.conn_mut(key) else {
                     return buf.len();
                 };
-                match conn.decoder.decode(&mut buf[off..]) {
+                match conn.decoder.decode(&mut buf[off..], limits) {
                     Ok(None) => return off,
                     Ok(Some((n, event))) => {
                         off += n;
@@ -331,4 +342,12 @@ const RESERVED: &str = "rooms named user:* are reserved for direct messages";
 
 fn is_reserved(room: &str) -> bool {
     room.starts_with("user:")
+}
+
+#[cfg(test)]
+pub(crate) fn read_while_size() -> usize {
+    fn size<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size(read_while)
 }

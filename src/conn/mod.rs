@@ -10,11 +10,8 @@ pub mod driver;
 pub mod outq;
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
+use std::os::fd::RawFd;
 use std::sync::Arc;
-
-use monoio::net::TcpStream;
 
 use crate::ws::frame::Decoder;
 use crate::ws::handshake::Endpoint;
@@ -70,10 +67,8 @@ pub enum Phase {
 pub struct Conn {
     /// Generation this entry was created with (see [`ConnKey`]).
     pub generation: u32,
-    /// The socket. Shared with the read task and, while the socket is full, with the
-    /// task waiting for writability.
-    pub stream: Rc<TcpStream>,
-    /// Cached raw fd for the non-blocking syscalls.
+    /// The socket's fd, for the non-blocking writes. The `TcpStream` itself belongs
+    /// to the connection's read task, which closes it when the connection ends.
     pub fd: RawFd,
     /// Peer address (logs, per-IP limits).
     pub peer: SocketAddr,
@@ -99,22 +94,14 @@ pub struct Conn {
 
 impl Conn {
     /// A new connection in the handshake phase.
-    pub fn new(
-        stream: Rc<TcpStream>,
-        peer: SocketAddr,
-        generation: u32,
-        max_frame: usize,
-        max_message: usize,
-    ) -> Self {
-        let fd = stream.as_raw_fd();
+    pub fn new(fd: RawFd, peer: SocketAddr, generation: u32) -> Self {
         Self {
             generation,
-            stream,
             fd,
             peer,
             phase: Phase::Handshake,
             endpoint: Endpoint::Client,
-            decoder: Decoder::new(max_frame, max_message),
+            decoder: Decoder::default(),
             partial: Vec::new(),
             outq: OutQueue::default(),
             rooms: Vec::new(),
@@ -122,5 +109,20 @@ impl Conn {
             write_blocked: false,
             shutdown_after_flush: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    fn fut_size<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Not a check: prints the sizes that idle memory is made of (`--nocapture`).
+    #[test]
+    fn print_sizes() {
+        eprintln!("Conn = {}", std::mem::size_of::<super::Conn>());
+        eprintln!("connection task future = {}", fut_size(super::driver::run));
+        eprintln!("read_while future = {}", super::driver::read_while_size());
     }
 }

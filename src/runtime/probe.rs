@@ -76,3 +76,19 @@ pub fn raise_nofile() -> FdLimits {
         hard,
     }
 }
+
+/// Opt this process out of transparent huge pages.
+///
+/// mimalloc asks for huge pages on its arenas, and with THP one touched byte makes a
+/// whole 2 MiB page resident. Measured on 15,000 idle connections: 1.4 KiB of RSS per
+/// connection with THP, 0.8 KiB without (26 of 34 MiB were `AnonHugePages`). A
+/// connection server is a sea of small objects; it gains little from huge pages and
+/// pays for them in memory. Applies to the whole address space, existing mappings
+/// included, so calling it first thing in `main` is enough.
+pub fn disable_transparent_huge_pages() {
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        warn!(
+            "cannot opt out of transparent huge pages ({e}); idle connections may cost more memory"
+        );
+    }
+}

@@ -216,15 +216,22 @@ impl Worker {
                         let _ = shutdown(conn.fd, Shutdown::Write);
                     }
                 }
-                Flushed::Blocked => {
-                    conn.write_blocked = true;
-                    let stream = conn.stream.clone();
-                    let w = self.clone();
-                    monoio::spawn(async move {
-                        let _ = stream.writable(false).await;
-                        w.on_writable(key);
-                    });
-                }
+                Flushed::Blocked => match writability_handle(conn.fd) {
+                    Ok(stream) => {
+                        conn.write_blocked = true;
+                        let w = self.clone();
+                        monoio::spawn(async move {
+                            let _ = stream.writable(false).await;
+                            w.on_writable(key);
+                        });
+                    }
+                    Err(_) => {
+                        // Out of descriptors: treat like a broken socket.
+                        conn.outq.clear_unstarted();
+                        conn.phase = Phase::Closing;
+                        let _ = shutdown(conn.fd, Shutdown::Both);
+                    }
+                },
                 Flushed::Failed => {
                     // The peer is gone. Wake the read task, which ends the connection.
                     conn.outq.clear_unstarted();
@@ -261,6 +268,18 @@ impl Worker {
         let mut st = self.state.borrow_mut();
         st.owned.retain(|_, room| !room.is_idle(now));
     }
+}
+
+/// A second handle on a connection's socket, to wait for writability while the read
+/// task keeps the first. Used only while a socket's send buffer is full (slow
+/// consumers), so the common idle connection pays nothing for it.
+fn writability_handle(fd: std::os::fd::RawFd) -> std::io::Result<monoio::net::TcpStream> {
+    use std::os::fd::{BorrowedFd, OwnedFd};
+    // SAFETY: `fd` is open: it belongs to a connection still in the slab, whose read
+    // task owns the stream and closes it only after removing the entry.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let dup: OwnedFd = borrowed.try_clone_to_owned()?;
+    monoio::net::TcpStream::from_std(std::net::TcpStream::from(dup))
 }
 
 impl State {

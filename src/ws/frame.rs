@@ -93,26 +93,25 @@ struct Fragmented {
     utf8: Utf8Validator,
 }
 
-/// Decodes client frames. Holds no buffer of its own unless a fragmented message is
-/// in progress.
-#[derive(Debug)]
+/// Payload limits the decoder enforces (from the config; passed per call so that a
+/// connection does not carry copies of them).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame payload, bytes (larger: 1009).
+    pub max_frame: usize,
+    /// Largest message, all fragments together, bytes (larger: 1009).
+    pub max_message: usize,
+}
+
+/// Decodes client frames. One pointer wide: holds no buffer of its own unless a
+/// fragmented message is in progress.
+#[derive(Debug, Default)]
 pub struct Decoder {
-    max_frame: usize,
-    max_message: usize,
     /// Set from the first fragment of a message until its final fragment.
     frag: Option<Box<Fragmented>>,
 }
 
 impl Decoder {
-    /// A decoder enforcing these payload limits (bytes).
-    pub fn new(max_frame: usize, max_message: usize) -> Self {
-        Self {
-            max_frame,
-            max_message,
-            frag: None,
-        }
-    }
-
     /// Decode the frame at the front of `buf`.
     ///
     /// Returns `Ok(None)` when `buf` does not yet hold a whole frame (nothing is
@@ -123,6 +122,7 @@ impl Decoder {
     pub fn decode<'a>(
         &mut self,
         buf: &'a mut [u8],
+        limits: Limits,
     ) -> Result<Option<(usize, Event<'a>)>, Violation> {
         let mut cursor = Cursor::new(&*buf);
         let (header, len) = match FrameHeader::parse(&mut cursor) {
@@ -131,7 +131,7 @@ impl Decoder {
             Err(_) => return Err(Violation::protocol("reserved opcode")),
         };
         let header_len = cursor.position() as usize;
-        self.check_header(&header, len)?;
+        self.check_header(&header, len, limits)?;
         let len = len as usize; // bounded by max_frame above
         let total = header_len + len;
         if buf.len() < total {
@@ -157,7 +157,12 @@ impl Decoder {
     }
 
     /// Bytes a frame header alone promises, checked before its payload is buffered.
-    fn check_header(&self, header: &FrameHeader, len: u64) -> Result<(), Violation> {
+    fn check_header(
+        &self,
+        header: &FrameHeader,
+        len: u64,
+        limits: Limits,
+    ) -> Result<(), Violation> {
         if header.rsv1 || header.rsv2 || header.rsv3 {
             return Err(Violation::protocol(
                 "reserved bits set without an extension",
@@ -176,14 +181,14 @@ impl Decoder {
                 }
             }
             OpCode::Data(data) => {
-                if len > self.max_frame as u64 {
+                if len > limits.max_frame as u64 {
                     return Err(Violation {
                         code: close::TOO_BIG,
                         reason: "frame too large",
                     });
                 }
                 let so_far = self.frag.as_ref().map_or(0, |f| f.buf.len() as u64);
-                if so_far + len > self.max_message as u64 {
+                if so_far + len > limits.max_message as u64 {
                     return Err(Violation {
                         code: close::TOO_BIG,
                         reason: "message too large",
@@ -400,13 +405,17 @@ mod tests {
 
     /// Feed `input` in pieces of `step` bytes, the way a socket might deliver it.
     fn run(input: &[u8], step: usize, max: usize) -> Vec<Seen> {
-        let mut d = Decoder::new(max, max);
+        let mut d = Decoder::default();
+        let limits = Limits {
+            max_frame: max,
+            max_message: max,
+        };
         let mut buf: Vec<u8> = Vec::new();
         let mut seen = Vec::new();
         for piece in input.chunks(step.max(1)) {
             buf.extend_from_slice(piece);
             loop {
-                match d.decode(&mut buf) {
+                match d.decode(&mut buf, limits) {
                     Ok(None) => break,
                     Ok(Some((n, ev))) => {
                         let s = match ev {

@@ -1,0 +1,327 @@
+//! `ringway bench fanout`: S subscribers over R rooms, one publisher at a fixed rate.
+//! Every message carries its send time (system-wide monotonic clock); each delivery's
+//! latency goes into an hdrhistogram. The report says how many deliveries were
+//! expected and how many arrived, so an overloaded server cannot look fast by
+//! dropping.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hdrhistogram::Histogram;
+use monoio::io::AsyncWriteRentExt;
+
+use super::{Target, cpu_seconds, parse_sources, scrape, wsclient};
+
+/// `ringway bench fanout` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub target: Target,
+    /// Subscribers in total.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Rooms the subscribers are spread over (publishes round-robin over them).
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Messages per second the publisher sends.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Payload bytes per message (padding after the timestamp).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Seconds to publish.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+}
+
+/// Per-thread delivery counts and latencies.
+struct Tally {
+    delivered: u64,
+    closed: u64,
+    latency_us: Histogram<u64>,
+}
+
+/// Run the scenario.
+pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
+    crate::runtime::probe::raise_nofile();
+    let (addr, host, path) = args.target.endpoint()?;
+    let sources = parse_sources(args.target.source.as_deref())?;
+    let threads = args.target.thread_count();
+    let rooms = args.rooms.max(1);
+    let before = scrape::get(args.target.api, "/metrics").ok();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let ready = Arc::new(Barrier::new(threads + 1));
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64, Histogram<u64>)>();
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let n = args.subscribers / threads + usize::from(t < args.subscribers % threads);
+        let first = (0..t)
+            .map(|u| args.subscribers / threads + usize::from(u < args.subscribers % threads))
+            .sum::<usize>();
+        let (sources, host, path, stop, subscribed, ready, tx) = (
+            sources.clone(),
+            host.clone(),
+            path.clone(),
+            stop.clone(),
+            subscribed.clone(),
+            ready.clone(),
+            tx.clone(),
+        );
+        handles.push(std::thread::spawn(move || {
+            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .enable_timer()
+                .build()
+                .expect("bench runtime");
+            let tally = rt.block_on(subscribers(
+                first, n, rooms, sources, addr, host, path, stop, subscribed, ready,
+            ));
+            let _ = tx.send((tally.delivered, tally.closed, tally.latency_us));
+        }));
+    }
+    drop(tx);
+    ready.wait();
+    let subs = subscribed.load(Ordering::Relaxed);
+    if subs < args.subscribers {
+        eprintln!(
+            "bench fanout: only {subs} of {} subscribers subscribed",
+            args.subscribers
+        );
+    }
+
+    // Publish from this thread's own runtime.
+    let cpu0 = cpu_seconds();
+    let publish_start = Instant::now();
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()?;
+    let published = rt.block_on(publisher(&args, addr, &host, &path, rooms))?;
+    let publish_secs = publish_start.elapsed().as_secs_f64();
+
+    // Expected deliveries: each message reaches the subscribers of its room.
+    let per_room: Vec<u64> = (0..rooms)
+        .map(|r| (0..subs).filter(|j| j % rooms == r).count() as u64)
+        .collect();
+    let expected: u64 = (0..published)
+        .map(|i| per_room[(i % rooms as u64) as usize])
+        .sum();
+    // Wait for stragglers: until everything arrived or 5 s without progress.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let mut hist = Histogram::<u64>::new(3)?;
+    let (mut delivered, mut closed) = (0u64, 0u64);
+    for (d, c, h) in rx.iter().take(threads) {
+        delivered += d;
+        closed += c;
+        hist.add(h)?;
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    let cpu = cpu_seconds() - cpu0;
+    let after = scrape::get(args.target.api, "/metrics").ok();
+    let slow = match (&before, &after) {
+        (Some(b), Some(a)) => {
+            let f = |t: &str| {
+                scrape::metric(t, "ringway_dropped_total{reason=\"queue_full\"}").unwrap_or(0.0)
+            };
+            f(a) - f(b)
+        }
+        _ => 0.0,
+    };
+    let rate = delivered as f64 / publish_secs;
+    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
+    if args.target.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "scenario": "fanout", "subscribers": subs, "rooms": rooms, "rate": args.rate,
+                "size": args.size, "duration": publish_secs, "published": published,
+                "expected": expected, "delivered": delivered, "closed_by_server": closed,
+                "server_dropped": slow, "deliveries_per_sec": rate,
+                "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": hist.max() as f64 / 1000.0},
+                "bench_cpu_seconds": cpu,
+            })
+        );
+    } else {
+        println!(
+            "fanout: {subs} subscribers, {rooms} room(s), {published} messages at {} msg/s, {} B",
+            args.rate, args.size
+        );
+        println!(
+            "delivered {delivered} of {expected} expected ({:.3}%), {:.0} deliveries/s; {closed} subscribers closed by the server, {slow} frames dropped",
+            100.0 * delivered as f64 / expected.max(1) as f64,
+            rate
+        );
+        println!(
+            "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            hist.max() as f64 / 1000.0
+        );
+        println!("bench CPU: {cpu:.2}s over {publish_secs:.1}s");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn subscribers(
+    first: usize,
+    n: usize,
+    rooms: usize,
+    sources: Vec<Option<IpAddr>>,
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    stop: Arc<AtomicBool>,
+    subscribed: Arc<AtomicUsize>,
+    ready: Arc<Barrier>,
+) -> Tally {
+    let tally = Rc::new(RefCell::new(Tally {
+        delivered: 0,
+        closed: 0,
+        latency_us: Histogram::new(3).expect("histogram"),
+    }));
+    let mut waiting = Vec::new();
+    for j in first..first + n {
+        let source = sources[j % sources.len()];
+        let room = format!("bench:{}", j % rooms);
+        let Ok(mut s) = wsclient::connect_from(source, addr) else {
+            continue;
+        };
+        let Ok(left) = wsclient::upgrade(&mut s, &host, &path).await else {
+            continue;
+        };
+        let sub = wsclient::text_frame(format!(r#"{{"type":"sub","room":"{room}"}}"#).as_bytes());
+        if s.write_all(sub).await.0.is_err() {
+            continue;
+        }
+        let (tx, rx) = futures_channel::oneshot::channel();
+        monoio::spawn(subscriber(s, left, tally.clone(), tx));
+        waiting.push(rx);
+    }
+    for rx in waiting {
+        if rx.await.is_ok() {
+            subscribed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    // std Barrier blocks this thread, which has nothing else to do until publishing.
+    ready.wait();
+    while !stop.load(Ordering::Relaxed) {
+        monoio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = tally.borrow();
+    Tally {
+        delivered: t.delivered,
+        closed: t.closed,
+        latency_us: t.latency_us.clone(),
+    }
+}
+
+async fn subscriber(
+    mut s: monoio::net::TcpStream,
+    left: Vec<u8>,
+    tally: Rc<RefCell<Tally>>,
+    subscribed: futures_channel::oneshot::Sender<()>,
+) {
+    let mut reader = wsclient::FrameReader::new(left);
+    let mut subscribed = Some(subscribed);
+    loop {
+        let open = reader.drain(|text| {
+            if let Some(ts) = find_ts(text) {
+                let now = wsclient::mono_nanos();
+                let mut t = tally.borrow_mut();
+                t.delivered += 1;
+                let _ = t.latency_us.record(now.saturating_sub(ts) / 1000);
+            } else if text.starts_with(br#"{"type":"subscribed""#)
+                && let Some(tx) = subscribed.take()
+            {
+                let _ = tx.send(());
+            }
+        });
+        if !open {
+            tally.borrow_mut().closed += 1;
+            return;
+        }
+        match reader.fill(&mut s).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The `"ts":N` inside a `msg` frame's data.
+fn find_ts(text: &[u8]) -> Option<u64> {
+    if !text.starts_with(br#"{"type":"msg""#) {
+        return None;
+    }
+    let at = text.windows(5).position(|w| w == br#""ts":"#)? + 5;
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&text[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+async fn publisher(
+    args: &FanoutArgs,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    rooms: usize,
+) -> anyhow::Result<u64> {
+    let mut s = wsclient::connect_from(None, addr)?;
+    wsclient::upgrade(&mut s, host, path).await?;
+    let pad = "x".repeat(args.size.saturating_sub(24));
+    let start = Instant::now();
+    let end = Duration::from_secs(args.duration);
+    let mut sent = 0u64;
+    let mut batch = Vec::with_capacity(64 << 10);
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= end {
+            break;
+        }
+        // Send what is due by now (pacing in 1 ms steps, several messages per write).
+        let due = (elapsed.as_secs_f64() * args.rate as f64) as u64;
+        batch.clear();
+        while sent < due && batch.len() < (60 << 10) {
+            let room = sent as usize % rooms;
+            let msg = format!(
+                r#"{{"type":"pub","room":"bench:{room}","data":{{"ts":{},"p":"{pad}"}}}}"#,
+                wsclient::mono_nanos()
+            );
+            batch.extend_from_slice(&wsclient::text_frame(msg.as_bytes()));
+            sent += 1;
+        }
+        if !batch.is_empty() {
+            let (res, b) = s.write_all(std::mem::take(&mut batch)).await;
+            batch = b;
+            res?;
+        } else {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_timestamp_in_a_msg() {
+        let m = br#"{"type":"msg","room":"bench:0","seq":3,"data":{"ts":12345,"p":"xx"}}"#;
+        assert_eq!(find_ts(m), Some(12345));
+        assert_eq!(find_ts(br#"{"type":"subscribed"}"#), None);
+    }
+}

@@ -1,0 +1,264 @@
+//! `ringway bench idle`: open N connections and hold them, then read the server's
+//! resident memory from `/metrics` and divide the growth by the connections added.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::{Target, cpu_seconds, parse_sources, scrape, wsclient};
+
+/// `ringway bench idle` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct IdleArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub target: Target,
+    /// Connections to open in total.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Connections opened per second, in total (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Child processes to spread the connections over.
+    #[arg(long, default_value_t = 1)]
+    pub procs: usize,
+    /// Seconds to hold the connections at most.
+    #[arg(long, default_value_t = 60)]
+    pub hold: u64,
+    /// Internal: run as child I of K (`I/K`).
+    #[arg(long, hide = true)]
+    pub child: Option<String>,
+}
+
+/// What one opener (process) achieved.
+#[derive(Debug, Clone, Copy, Default)]
+struct Opened {
+    ok: usize,
+    failed: usize,
+    seconds: f64,
+}
+
+/// Run the scenario (as the coordinator or as a child).
+pub fn run(args: IdleArgs) -> anyhow::Result<()> {
+    crate::runtime::probe::raise_nofile();
+    if let Some(child) = &args.child {
+        return run_child(&args, child);
+    }
+    let (addr, _, _) = args.target.endpoint()?;
+    let before = scrape::get(args.target.api, "/metrics").map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the server's /metrics at {} ({e}); pass its API with --api",
+            args.target.api
+        )
+    })?;
+    let rss0 = scrape::metric(&before, "ringway_process_resident_memory_bytes").unwrap_or(0.0);
+    let conns0 = scrape::metric_sum(&before, "ringway_connections");
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+
+    let procs = args.procs.max(1);
+    let mut children = Vec::new();
+    for i in 0..procs {
+        let share = args.connections / procs + usize::from(i < args.connections % procs);
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("bench").arg("idle");
+        cmd.args(["--url", &args.target.url]);
+        cmd.args(["--api", &args.target.api.to_string()]);
+        if let Some(s) = &args.target.source {
+            cmd.args(["--source", s]);
+        }
+        if let Some(t) = args.target.threads {
+            cmd.args(["--threads", &t.to_string()]);
+        }
+        cmd.args(["--connections", &share.to_string()]);
+        cmd.args(["--rate", &(args.rate / procs as u64).to_string()]);
+        cmd.args(["--hold", &args.hold.to_string()]);
+        cmd.args(["--child", &format!("{i}/{procs}")]);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .env("RINGWAY_LOG", "warn");
+        children.push(cmd.spawn()?);
+    }
+    let mut total = Opened::default();
+    for child in &mut children {
+        let out = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        let v: Vec<&str> = line.split_whitespace().collect();
+        anyhow::ensure!(v.len() == 4 && v[0] == "READY", "child said {line:?}");
+        total.ok += v[1].parse::<usize>()?;
+        total.failed += v[2].parse::<usize>()?;
+        total.seconds = total.seconds.max(v[3].parse()?);
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    // Let the server finish processing the last upgrades before reading memory.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = scrape::get(args.target.api, "/metrics")?;
+    let rss1 = scrape::metric(&after, "ringway_process_resident_memory_bytes").unwrap_or(0.0);
+    let conns1 = scrape::metric_sum(&after, "ringway_connections");
+    for mut child in children {
+        drop(child.stdin.take()); // EOF: the child lets go of its connections
+        let _ = child.wait();
+    }
+    let cpu = cpu_seconds() - cpu0;
+    let added = conns1 - conns0;
+    let per_conn = if added > 0.0 {
+        (rss1 - rss0) / added
+    } else {
+        0.0
+    };
+    let rate = total.ok as f64 / total.seconds.max(1e-9);
+    let _ = addr;
+    if args.target.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "scenario": "idle", "connections": args.connections, "procs": procs,
+                "opened": total.ok, "failed": total.failed, "connect_seconds": connect_secs,
+                "connects_per_sec": rate, "server_connections_before": conns0,
+                "server_connections_after": conns1, "server_rss_before": rss0,
+                "server_rss_after": rss1, "server_rss_per_connection": per_conn,
+                "bench_cpu_seconds": cpu,
+            })
+        );
+    } else {
+        println!(
+            "idle: {} of {} connections open ({} failed) in {:.2}s, {:.0} connects/s, {procs} procs",
+            total.ok, args.connections, total.failed, total.seconds, rate
+        );
+        println!(
+            "server: {conns0} -> {conns1} connections; RSS {:.1} MiB -> {:.1} MiB",
+            rss0 / 1048576.0,
+            rss1 / 1048576.0
+        );
+        println!(
+            "server user RSS per idle connection: {per_conn:.0} bytes ({:.2} KiB)",
+            per_conn / 1024.0
+        );
+        println!("bench CPU: {cpu:.2}s");
+    }
+    Ok(())
+}
+
+fn run_child(args: &IdleArgs, spec: &str) -> anyhow::Result<()> {
+    let (i, k) = spec
+        .split_once('/')
+        .and_then(|(i, k)| Some((i.parse::<usize>().ok()?, k.parse::<usize>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--child takes I/K"))?;
+    let all = parse_sources(args.target.source.as_deref())?;
+    // Child i takes every k-th source when there are enough to go round.
+    let sources: Vec<_> = if all.len() >= k {
+        all.iter().copied().skip(i).step_by(k).collect()
+    } else {
+        all
+    };
+    let (addr, host, path) = args.target.endpoint()?;
+    let release = Arc::new(AtomicBool::new(false));
+    let threads = args.target.thread_count();
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let n = args.connections / threads + usize::from(t < args.connections % threads);
+        let rate = args.rate / threads as u64;
+        let (sources, host, path, release, tx) = (
+            sources.clone(),
+            host.clone(),
+            path.clone(),
+            release.clone(),
+            tx.clone(),
+        );
+        let hold = Duration::from_secs(args.hold);
+        handles.push(std::thread::spawn(move || {
+            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .enable_timer()
+                .build()
+                .expect("bench runtime");
+            rt.block_on(open_and_hold(
+                n, rate, t, sources, addr, host, path, release, hold, tx,
+            ));
+        }));
+    }
+    drop(tx);
+    let mut total = Opened::default();
+    for o in rx.iter().take(threads) {
+        total.ok += o.ok;
+        total.failed += o.failed;
+    }
+    total.seconds = started.elapsed().as_secs_f64();
+    println!("READY {} {} {:.3}", total.ok, total.failed, total.seconds);
+    // Hold until the coordinator closes our stdin (or the hold time ends).
+    let r = release.clone();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
+        r.store(true, Ordering::Relaxed);
+    });
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open_and_hold(
+    n: usize,
+    rate: u64,
+    thread: usize,
+    sources: Vec<Option<IpAddr>>,
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    release: Arc<AtomicBool>,
+    hold: Duration,
+    done: std::sync::mpsc::Sender<Opened>,
+) {
+    let start = Instant::now();
+    let mut held = Vec::with_capacity(n);
+    let mut opened = Opened::default();
+    let mut first_error = None;
+    for j in 0..n {
+        if rate > 0 {
+            let due = Duration::from_secs_f64(j as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                monoio::time::sleep(wait).await;
+            }
+        }
+        let source = sources[(j * 7 + thread) % sources.len()];
+        let result = match wsclient::connect_from(source, addr) {
+            Ok(mut s) => wsclient::upgrade(&mut s, &host, &path).await.map(|_| s),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(s) => {
+                held.push(s);
+                opened.ok += 1;
+            }
+            Err(e) => {
+                opened.failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        eprintln!(
+            "bench idle: {} connections failed; first error: {e}",
+            opened.failed
+        );
+    }
+    let _ = done.send(opened);
+    let deadline = Instant::now() + hold;
+    while !release.load(Ordering::Relaxed) && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(held);
+}

@@ -1,0 +1,151 @@
+//! `ringway bench`: the bundled load generator.
+//!
+//! Built like the server (monoio runtimes, one per thread) so the generator is not the
+//! bottleneck; its own CPU time is part of every report. One process holds at most
+//! about as many sockets as its open-file limit allows, so `--procs K` spreads
+//! connections over K child processes (each a copy of this binary), and `--source`
+//! spreads them over several loopback source addresses to get past the ~28k
+//! ephemeral ports one source address has toward one destination.
+//!
+//! Scenarios: `idle` (open and hold N connections; the server's memory per
+//! connection) and `fanout` (S subscribers, a publisher at a rate; delivered vs
+//! expected and the latency distribution).
+
+pub mod fanout;
+pub mod idle;
+pub mod scrape;
+pub mod wsclient;
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::{Args, Subcommand};
+
+/// `ringway bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The scenario.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// Benchmark scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Open N connections and hold them; report connect rate and the server's memory
+    /// per connection.
+    Idle(idle::IdleArgs),
+    /// Subscribers over rooms and a publisher at a rate; report delivered/expected,
+    /// deliveries per second and latency percentiles.
+    Fanout(fanout::FanoutArgs),
+}
+
+/// Options every scenario shares.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// WebSocket URL of the server.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// The server's HTTP API (for /metrics), host:port.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub api: SocketAddr,
+    /// Source addresses to connect from: a list (127.0.0.2,127.0.0.3) or a range
+    /// (127.0.0.2-127.0.0.40). Default: let the kernel choose.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Threads per process [default: available cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Target {
+    /// Host:port and path of the URL.
+    pub fn endpoint(&self) -> anyhow::Result<(SocketAddr, String, String)> {
+        let rest = self
+            .url
+            .strip_prefix("ws://")
+            .ok_or_else(|| anyhow::anyhow!("--url must start with ws:// (got {})", self.url))?;
+        let (host, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let addr: SocketAddr = host
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--url host must be IP:PORT (got {host})"))?;
+        Ok((addr, host.to_owned(), path.to_owned()))
+    }
+
+    /// Threads to run.
+    pub fn thread_count(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+/// Parse `--source`: comma-separated addresses and `a.b.c.x-a.b.c.y` ranges (last
+/// octet).
+pub fn parse_sources(spec: Option<&str>) -> anyhow::Result<Vec<Option<IpAddr>>> {
+    let Some(spec) = spec else {
+        return Ok(vec![None]);
+    };
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once('-') {
+            let a: std::net::Ipv4Addr = a.parse()?;
+            let b: std::net::Ipv4Addr = match b.parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    let o = a.octets();
+                    std::net::Ipv4Addr::new(o[0], o[1], o[2], b.parse()?)
+                }
+            };
+            let (lo, hi) = (u32::from(a), u32::from(b));
+            anyhow::ensure!(lo <= hi && hi - lo < 65_536, "bad source range {part}");
+            out.extend((lo..=hi).map(|v| Some(IpAddr::V4(v.into()))));
+        } else {
+            out.push(Some(part.parse()?));
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "--source names no address");
+    Ok(out)
+}
+
+/// Run a benchmark.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.scenario {
+        Scenario::Idle(a) => idle::run(a),
+        Scenario::Fanout(a) => fanout::run(a),
+    }
+}
+
+/// CPU seconds (user + system) used by this process and its waited-for children.
+pub fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let secs = |who| {
+        getrusage(who).map_or(0.0, |u| {
+            let t = u.user_time();
+            let s = u.system_time();
+            t.tv_sec() as f64
+                + t.tv_usec() as f64 / 1e6
+                + s.tv_sec() as f64
+                + s.tv_usec() as f64 / 1e6
+        })
+    };
+    secs(UsageWho::RUSAGE_SELF) + secs(UsageWho::RUSAGE_CHILDREN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_lists_and_ranges() {
+        let s = parse_sources(Some("127.0.0.2-127.0.0.4,127.0.0.9")).unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(parse_sources(Some("127.0.0.2-5")).unwrap().len(), 4);
+        assert_eq!(parse_sources(None).unwrap(), vec![None]);
+        assert!(parse_sources(Some("127.0.0.9-127.0.0.2")).is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! A lean WebSocket client for the load generator, on monoio: connect from a chosen
+//! source address, upgrade, send masked text frames, read server frames. It keeps
+//! per-connection state small so the generator can hold as many sockets as the
+//! server.
+
+use std::io::{self, Cursor};
+use std::net::{IpAddr, SocketAddr};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use socket2::{Domain, Protocol, Socket, Type};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use crate::ws::frame::unmask;
+
+/// Open a TCP connection from `source` (port chosen by the kernel).
+pub fn connect_from(source: Option<IpAddr>, to: SocketAddr) -> io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(ip) = source {
+        // Let several sockets share a source port toward different destinations.
+        let _ = s.set_reuse_address(true);
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    s.connect(&to.into())?;
+    s.set_tcp_nodelay(true)?;
+    let std: std::net::TcpStream = s.into();
+    TcpStream::from_std(std)
+}
+
+/// Send the upgrade request and read the response head. Returns bytes that came
+/// after the head (already WebSocket frames).
+pub async fn upgrade(stream: &mut TcpStream, host: &str, path: &str) -> io::Result<Vec<u8>> {
+    let key = tungstenite::handshake::client::generate_key();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\
+         Sec-WebSocket-Protocol: ringway.v1\r\n\r\n"
+    );
+    let (res, _) = stream.write_all(req.into_bytes()).await;
+    res?;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        let len = buf.len();
+        if len == buf.capacity() {
+            buf.reserve(1024);
+        }
+        let cap = buf.capacity();
+        let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
+        buf = slice.into_inner();
+        if res? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during upgrade",
+            ));
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]);
+            if !head.starts_with("HTTP/1.1 101") {
+                let line = head.lines().next().unwrap_or("").to_owned();
+                return Err(io::Error::other(format!("upgrade refused: {line}")));
+            }
+            return Ok(buf[end + 4..].to_vec());
+        }
+        if buf.len() > 16 << 10 {
+            return Err(io::Error::other("upgrade response too large"));
+        }
+    }
+}
+
+/// A masked client text frame.
+pub fn text_frame(payload: &[u8]) -> Vec<u8> {
+    let mask: [u8; 4] = fastrand::u32(..).to_ne_bytes();
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode: OpCode::Data(Data::Text),
+        mask: Some(mask),
+    };
+    let mut out = Vec::with_capacity(14 + payload.len());
+    header
+        .format(payload.len() as u64, &mut out)
+        .expect("writing to a Vec");
+    let start = out.len();
+    out.extend_from_slice(payload);
+    unmask(&mut out[start..], mask);
+    out
+}
+
+/// Reads server frames from a stream, calling back with each text payload.
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameReader {
+    /// A reader that already holds `leftover` bytes.
+    pub fn new(leftover: Vec<u8>) -> Self {
+        let mut buf = leftover;
+        buf.reserve(16 << 10);
+        Self { buf, start: 0 }
+    }
+
+    /// Hand every complete text frame buffered so far to `on_text`; returns false if
+    /// the server sent a close frame.
+    pub fn drain(&mut self, mut on_text: impl FnMut(&[u8])) -> bool {
+        loop {
+            let mut cur = Cursor::new(&self.buf[self.start..]);
+            let Ok(Some((header, len))) = FrameHeader::parse(&mut cur) else {
+                break;
+            };
+            let hlen = cur.position() as usize;
+            let total = hlen + len as usize;
+            if self.buf.len() - self.start < total {
+                break;
+            }
+            let payload = &self.buf[self.start + hlen..self.start + total];
+            match header.opcode {
+                OpCode::Data(Data::Text) => on_text(payload),
+                OpCode::Control(tungstenite::protocol::frame::coding::Control::Close) => {
+                    return false;
+                }
+                _ => {}
+            }
+            self.start += total;
+        }
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > self.buf.capacity() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        true
+    }
+
+    /// Read more bytes from `stream`. Returns the count (0 at EOF).
+    pub async fn fill(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(64 << 10);
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        let cap = buf.capacity();
+        let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+}
+
+/// Nanoseconds on the system-wide monotonic clock (comparable across processes on
+/// one host).
+pub fn mono_nanos() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available on Linux");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
