@@ -241,6 +241,12 @@ impl Config {
         if l.max_handshake_bytes < 512 {
             return bad("limits.max_handshake_bytes must be at least 512".to_owned());
         }
+        if l.max_message_size > 1 << 30 || l.max_queue_bytes > 1 << 30 {
+            return bad(
+                "limits.max_message_size and limits.max_queue_bytes must be at most 1 GiB"
+                    .to_owned(),
+            );
+        }
         if l.max_queue_messages == 0 || l.max_queue_bytes == 0 {
             return bad(
                 "limits.max_queue_messages and limits.max_queue_bytes must be above 0".to_owned(),

@@ -15,6 +15,7 @@ static GLOBAL: MiMalloc = MiMalloc;
 fn main() -> anyhow::Result<()> {
     ringway::runtime::probe::disable_transparent_huge_pages();
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_env("RINGWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -19,8 +19,11 @@ use crate::ws::frame::unmask;
 pub fn connect_from(source: Option<IpAddr>, to: SocketAddr) -> io::Result<TcpStream> {
     let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
     if let Some(ip) = source {
-        // Let several sockets share a source port toward different destinations.
-        let _ = s.set_reuse_address(true);
+        // Choose the source port at connect(), not bind(): bind() must find a port
+        // free for *every* destination and crawls once many are in TIME_WAIT;
+        // connect() only needs the 4-tuple to be unique.
+        let _ =
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::IpBindAddressNoPort, &true);
         s.bind(&SocketAddr::new(ip, 0).into())?;
     }
     s.connect(&to.into())?;

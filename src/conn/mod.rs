@@ -9,7 +9,7 @@
 pub mod driver;
 pub mod outq;
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
@@ -70,8 +70,8 @@ pub struct Conn {
     /// The socket's fd, for the non-blocking writes. The `TcpStream` itself belongs
     /// to the connection's read task, which closes it when the connection ends.
     pub fd: RawFd,
-    /// Peer address (logs, per-IP limits).
-    pub peer: SocketAddr,
+    /// Peer address (logs, per-IP limits); the port is of no use to either.
+    pub peer: IpAddr,
     /// Life-cycle phase.
     pub phase: Phase,
     /// Endpoint chosen at the upgrade.
@@ -94,7 +94,7 @@ pub struct Conn {
 
 impl Conn {
     /// A new connection in the handshake phase.
-    pub fn new(fd: RawFd, peer: SocketAddr, generation: u32) -> Self {
+    pub fn new(fd: RawFd, peer: IpAddr, generation: u32) -> Self {
         Self {
             generation,
             fd,
@@ -122,7 +122,10 @@ mod size_probe {
     #[test]
     fn print_sizes() {
         eprintln!("Conn = {}", std::mem::size_of::<super::Conn>());
-        eprintln!("connection task future = {}", fut_size(super::driver::run));
-        eprintln!("read_while future = {}", super::driver::read_while_size());
+        eprintln!("handshake task future = {}", fut_size(super::driver::run));
+        eprintln!(
+            "open-phase task future = {}",
+            super::driver::open_phase_size()
+        );
     }
 }

@@ -50,16 +50,18 @@ pub enum Flushed {
 #[derive(Debug, Default)]
 pub struct OutQueue {
     frames: VecDeque<Out>,
-    /// Bytes of the front frame already written.
-    head_written: usize,
-    /// Bytes queued and not yet written.
-    bytes: usize,
+    /// Bytes of the front frame already written (a frame is under 4 GiB: messages
+    /// are bounded by `max_message_size`).
+    head_written: u32,
+    /// Bytes queued and not yet written (bounded by `max_queue_bytes` plus one frame,
+    /// both checked under 2 GiB by `Config::validate`).
+    bytes: u32,
 }
 
 impl OutQueue {
     /// Queue a frame behind the others.
     pub fn push(&mut self, out: Out) {
-        self.bytes += out.bytes().len();
+        self.bytes += out.bytes().len() as u32;
         self.frames.push_back(out);
     }
 
@@ -75,7 +77,7 @@ impl OutQueue {
 
     /// Bytes queued.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes as usize
     }
 
     /// Drop everything not yet started; a frame half written stays (the stream must
@@ -84,7 +86,7 @@ impl OutQueue {
         let keep = usize::from(self.head_written > 0);
         let dropped = self.frames.len().saturating_sub(keep);
         for out in self.frames.drain(keep..) {
-            self.bytes -= out.bytes().len();
+            self.bytes -= out.bytes().len() as u32;
         }
         dropped
     }
@@ -105,7 +107,11 @@ impl OutQueue {
             let mut n = 0;
             for (i, out) in self.frames.iter().take(MAX_IOV).enumerate() {
                 let b = out.bytes();
-                iov[i] = IoSlice::new(if i == 0 { &b[self.head_written..] } else { b });
+                iov[i] = IoSlice::new(if i == 0 {
+                    &b[self.head_written as usize..]
+                } else {
+                    b
+                });
                 n += 1;
             }
             let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
@@ -123,10 +129,12 @@ impl OutQueue {
         (total, Flushed::All)
     }
 
-    fn consume(&mut self, mut written: usize) {
+    fn consume(&mut self, written: usize) {
+        // `written` is at most the queued bytes, which fit a u32.
+        let mut written = written as u32;
         self.bytes -= written;
         while written > 0 {
-            let front_left = self.frames[0].bytes().len() - self.head_written;
+            let front_left = self.frames[0].bytes().len() as u32 - self.head_written;
             if written >= front_left {
                 written -= front_left;
                 self.head_written = 0;
