@@ -77,6 +77,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         );
         handles.push(std::thread::spawn(move || {
             let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .with_entries(16384)
                 .enable_timer()
                 .build()
                 .expect("bench runtime");

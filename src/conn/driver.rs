@@ -82,6 +82,7 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
 /// A plain `fn` returning an `async move` block, not an `async fn`: rustc stores an
 /// `async fn`'s arguments twice in its state (unresumed and moved into locals,
 /// rust-lang/rust#62958), which cost 96 bytes per idle connection here.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
 fn open_phase(w: Rc<Worker>, stream: TcpStream, key: ConnKey) -> impl Future<Output = ()> {
     async move {
         loop {

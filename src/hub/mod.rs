@@ -9,7 +9,7 @@
 pub mod ring;
 pub mod room;
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 /// A fixed hasher (not randomised per process) so every worker agrees on owners.
 #[derive(Clone, Copy, Default)]
@@ -24,9 +24,7 @@ impl BuildHasher for Fixed {
 
 /// The worker that owns `room` on a node with `workers` workers.
 pub fn home_worker(room: &str, workers: usize) -> usize {
-    let mut h = Fixed.build_hasher();
-    room.hash(&mut h);
-    (h.finish() % workers as u64) as usize
+    (Fixed.hash_one(room) % workers as u64) as usize
 }
 
 #[cfg(test)]

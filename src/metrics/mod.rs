@@ -155,6 +155,9 @@ impl ProcessStats {
     }
 }
 
+/// A metric series: name, help text, and how to read it from a snapshot.
+type Series = (&'static str, &'static str, fn(&WorkerStats) -> u64);
+
 /// Render the Prometheus text exposition of all workers' snapshots.
 pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
     let mut out = String::with_capacity(4096);
@@ -174,7 +177,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             s.worker, s.connections
         );
     }
-    let counters: [(&str, &str, fn(&WorkerStats) -> u64); 9] = [
+    let counters: [Series; 9] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -261,7 +264,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             why.label()
         );
     }
-    let gauges: [(&str, &str, fn(&WorkerStats) -> u64); 3] = [
+    let gauges: [Series; 3] = [
         (
             "ringway_rooms_owned",
             "Rooms owned (sequenced) by this node.",

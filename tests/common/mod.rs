@@ -27,12 +27,14 @@ impl Node {
     /// Start with the defaults (two unpinned workers, echo on, ephemeral ports),
     /// adjusted by `tweak`.
     pub fn start(tweak: impl FnOnce(&mut Config)) -> Node {
-        let mut c = Config::default();
-        c.listen = "127.0.0.1:0".parse().unwrap();
-        c.api_listen = "127.0.0.1:0".parse().unwrap();
-        c.workers = 2;
-        c.pin_workers = false;
-        c.echo = true;
+        let mut c = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            api_listen: "127.0.0.1:0".parse().unwrap(),
+            workers: 2,
+            pin_workers: false,
+            echo: true,
+            ..Config::default()
+        };
         tweak(&mut c);
         let server = Server::start(c).expect("node starts");
         Node {
