@@ -360,3 +360,57 @@ fn many_clients_fan_out_across_workers() {
         assert_eq!(c.recv()["seq"].as_u64().unwrap(), seq);
     }
 }
+
+#[test]
+fn a_client_that_stops_reading_is_closed_and_reclaimed_while_others_get_everything() {
+    let node = Node::start(|c| {
+        c.limits.max_queue_bytes = 64 << 10;
+        c.limits.max_queue_messages = 64;
+    });
+    let room = "chat:flood";
+    let mut stuck = node.client();
+    stuck.sub(room);
+    let mut reader = node.client();
+    let base = reader.sub(room)["seq"].as_u64().unwrap();
+    // 2,000 messages of 8 KiB: far more than the stuck client's queue bound plus
+    // what the kernel buffers for it.
+    let pad = "x".repeat(8 << 10);
+    let n = 2000u64;
+    let publisher = std::thread::spawn({
+        let api = node.api;
+        move || {
+            for i in 0..n {
+                let body = json!({"room": room, "data": {"i": i, "pad": pad}}).to_string();
+                let (status, _) = common::http(api, "POST", "/v1/publish", &body);
+                assert_eq!(status, 200);
+            }
+        }
+    });
+    for i in 0..n {
+        let m = reader.recv();
+        assert_eq!(m["seq"].as_u64().unwrap(), base + 1 + i);
+    }
+    publisher.join().unwrap();
+    // The stuck client was closed as a slow consumer and its connection reclaimed.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let (_, text) = node.get("/metrics");
+        let value = |prefix: &str| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        let slow = value("ringway_disconnects_total{reason=\"slow_consumer\"}");
+        let open = value("ringway_connections{");
+        if slow == 1 && open == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow={slow} open={open}\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(stuck);
+}

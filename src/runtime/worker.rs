@@ -205,6 +205,9 @@ impl Worker {
             }
             conn.dirty = false;
             if conn.write_blocked {
+                if conn.phase == Phase::Closing {
+                    abort(conn);
+                }
                 continue;
             }
             let (n, res) = conn.outq.flush(conn.fd);
@@ -216,6 +219,7 @@ impl Worker {
                         let _ = shutdown(conn.fd, Shutdown::Write);
                     }
                 }
+                Flushed::Blocked if conn.phase == Phase::Closing => abort(conn),
                 Flushed::Blocked => match writability_handle(conn.fd) {
                     Ok(stream) => {
                         conn.write_blocked = true;
@@ -227,16 +231,14 @@ impl Worker {
                     }
                     Err(_) => {
                         // Out of descriptors: treat like a broken socket.
-                        conn.outq.clear_unstarted();
                         conn.phase = Phase::Closing;
-                        let _ = shutdown(conn.fd, Shutdown::Both);
+                        abort(conn);
                     }
                 },
                 Flushed::Failed => {
                     // The peer is gone. Wake the read task, which ends the connection.
-                    conn.outq.clear_unstarted();
                     conn.phase = Phase::Closing;
-                    let _ = shutdown(conn.fd, Shutdown::Both);
+                    abort(conn);
                 }
             }
         }
@@ -268,6 +270,14 @@ impl Worker {
         let mut st = self.state.borrow_mut();
         st.owned.retain(|_, room| !room.is_idle(now));
     }
+}
+
+/// A closing connection whose socket is full (a slow consumer that stopped reading)
+/// is not worth waiting for: shut the socket down, which wakes its read task (EOF) and
+/// any writability wait, so the slot, queue and rooms are reclaimed now.
+fn abort(conn: &mut Conn) {
+    conn.outq.clear_unstarted();
+    let _ = shutdown(conn.fd, Shutdown::Both);
 }
 
 /// A second handle on a connection's socket, to wait for writability while the read
