@@ -58,6 +58,15 @@ pub struct ServeArgs {
     /// Largest frame a client may send, bytes [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     pub max_frame_size: Option<usize>,
+    /// Open connections on this node; more get HTTP 503 [default: the open-file limit].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open connections per client address; more get HTTP 429 [default: no cap].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds over which a SIGTERM drain closes connections [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_window: Option<f64>,
 }
 
 impl ServeArgs {
@@ -90,6 +99,20 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_frame_size {
             c.limits.max_frame_size = v;
+        }
+        if let Some(v) = self.max_connections {
+            c.limits.max_connections = v;
+        }
+        if let Some(v) = self.max_connections_per_ip {
+            c.limits.max_connections_per_ip = v;
+        }
+        if let Some(v) = self.drain_window {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "--drain-window {v}: give a positive number of seconds, e.g. 30"
+                )));
+            }
+            c.drain.window_ms = (v * 1000.0).round().max(1.0) as u64;
         }
         c.validate()?;
         Ok(c)

@@ -69,6 +69,8 @@ pub struct Config {
     pub rooms: Rooms,
     /// Liveness checks.
     pub heartbeat: Heartbeat,
+    /// Graceful shutdown.
+    pub drain: Drain,
 }
 
 /// Limits that protect the node from large, slow or abusive clients.
@@ -97,6 +99,23 @@ pub struct Limits {
     pub listen_backlog: i32,
     /// Longest room name, in bytes. Default 128.
     pub max_room_name: usize,
+    /// Open WebSocket connections on this node; the next upgrade gets HTTP 503 with
+    /// Retry-After. `0` (the default) means as many as the open-file limit allows
+    /// (soft limit less 256 held back for listeners, peers and the API).
+    pub max_connections: usize,
+    /// Open connections per client IP address; over it: HTTP 429. `0` (the default)
+    /// is no cap: behind a NAT or a load balancer many users share one address.
+    pub max_connections_per_ip: usize,
+    /// Rooms one connection may be subscribed to at once. Default 256.
+    pub max_subscriptions: usize,
+    /// Sustained client messages per second per connection (token bucket rate).
+    /// Default 100. `0` disables rate limiting.
+    pub messages_per_second: u32,
+    /// Messages a connection may send in a burst above the rate. Default 200.
+    pub message_burst: u32,
+    /// Refused messages in a row after which a rate-limited connection is closed
+    /// with 4029. Default 20.
+    pub rate_strikes: u32,
 }
 
 /// Room history kept by each room's owner for resume.
@@ -108,6 +127,63 @@ pub struct Rooms {
     pub replay_messages: usize,
     /// How long a message stays replayable, in seconds. Default 120.
     pub replay_seconds: u64,
+    /// Slow-consumer policies by room-name prefix; rooms matching none use
+    /// `disconnect`. In TOML: `[[rooms.policy]] prefix = "ticker:"
+    /// slow_consumer = "conflate"`.
+    #[serde(rename = "policy")]
+    pub policies: Vec<RoomPolicy>,
+}
+
+impl Rooms {
+    /// The slow-consumer policy of `room` (longest matching prefix).
+    pub fn policy(&self, room: &str) -> SlowPolicy {
+        self.policies
+            .iter()
+            .filter(|p| room.starts_with(&p.prefix))
+            .max_by_key(|p| p.prefix.len())
+            .map_or(SlowPolicy::Disconnect, |p| p.slow_consumer)
+    }
+}
+
+/// What to do with a subscriber whose outbound queue is over its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowPolicy {
+    /// Close with 4008; the client reconnects and resumes from its cursor (default:
+    /// nothing is lost silently).
+    Disconnect,
+    /// Drop the oldest queued messages of the connection to make room (the client
+    /// sees a seq gap).
+    DropOldest,
+    /// Drop queued messages of the same room (and the same `key`, when messages carry
+    /// one) so only the newest value waits: for tickers, cursors, presence-like state.
+    Conflate,
+}
+
+/// A slow-consumer policy for the rooms whose names start with `prefix`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomPolicy {
+    /// Room-name prefix; the longest matching prefix wins.
+    pub prefix: String,
+    /// The policy.
+    pub slow_consumer: SlowPolicy,
+}
+
+/// Graceful shutdown (SIGTERM, SIGINT).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Drain {
+    /// Time over which connections are closed with 1012 in paced batches, in
+    /// milliseconds; what is left is closed at the end and the process exits 0.
+    /// Default 30 000.
+    pub window_ms: u64,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self { window_ms: 30_000 }
+    }
 }
 
 /// Liveness settings.
@@ -120,6 +196,9 @@ pub struct Heartbeat {
     /// A connection with no traffic (pongs count) for this long is closed, in
     /// milliseconds. Default 60 000.
     pub idle_timeout_ms: u64,
+    /// Resolution of the per-worker timer wheel, in milliseconds: pings and idle
+    /// closes happen up to one tick late. Default 1 000.
+    pub tick_ms: u64,
 }
 
 impl Default for Config {
@@ -136,6 +215,7 @@ impl Default for Config {
             limits: Limits::default(),
             rooms: Rooms::default(),
             heartbeat: Heartbeat::default(),
+            drain: Drain::default(),
         }
     }
 }
@@ -152,6 +232,12 @@ impl Default for Limits {
             max_queue_messages: 4096,
             listen_backlog: 65_535,
             max_room_name: 128,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            max_subscriptions: 256,
+            messages_per_second: 100,
+            message_burst: 200,
+            rate_strikes: 20,
         }
     }
 }
@@ -161,6 +247,7 @@ impl Default for Rooms {
         Self {
             replay_messages: 256,
             replay_seconds: 120,
+            policies: Vec::new(),
         }
     }
 }
@@ -170,6 +257,7 @@ impl Default for Heartbeat {
         Self {
             ping_interval_ms: 25_000,
             idle_timeout_ms: 60_000,
+            tick_ms: 1_000,
         }
     }
 }
@@ -263,6 +351,27 @@ impl Config {
                 self.heartbeat.idle_timeout_ms, self.heartbeat.ping_interval_ms
             ));
         }
+        let tick = self.heartbeat.tick_ms;
+        if tick == 0 || tick > self.heartbeat.ping_interval_ms {
+            return bad(format!(
+                "heartbeat.tick_ms ({tick}) must be between 1 and heartbeat.ping_interval_ms ({})",
+                self.heartbeat.ping_interval_ms
+            ));
+        }
+        if l.max_subscriptions == 0 {
+            return bad("limits.max_subscriptions must be at least 1".to_owned());
+        }
+        if l.messages_per_second > 0 && l.message_burst == 0 {
+            return bad(
+                "limits.message_burst must be at least 1 when limits.messages_per_second is set"
+                    .to_owned(),
+            );
+        }
+        if self.drain.window_ms == 0 {
+            return bad(
+                "drain.window_ms must be above 0 (use 1 to close everything at once)".to_owned(),
+            );
+        }
         Ok(())
     }
 
@@ -294,6 +403,22 @@ mod tests {
     fn unknown_key_is_an_error_naming_it() {
         let e = Config::from_toml("lisen = \"0.0.0.0:1\"\n").unwrap_err();
         assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn room_policies_by_longest_prefix() {
+        let c = Config::from_toml(
+            "[[rooms.policy]]\nprefix = \"ticker:\"\nslow_consumer = \"conflate\"\n\
+             [[rooms.policy]]\nprefix = \"ticker:fx:\"\nslow_consumer = \"drop-oldest\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.rooms.policy("ticker:AAPL"), SlowPolicy::Conflate);
+        assert_eq!(c.rooms.policy("ticker:fx:EURUSD"), SlowPolicy::DropOldest);
+        assert_eq!(c.rooms.policy("chat:1"), SlowPolicy::Disconnect);
+        assert!(
+            Config::from_toml("[[rooms.policy]]\nprefix = \"a\"\nslow_consumer = \"nope\"\n")
+                .is_err()
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
     let terminate = ringway::runtime::signals::block_terminate()?;
     let server = Server::start(config)?;
     let stopper = server.stopper();
-    terminate.on_signal(move || stopper.stop())?;
+    terminate.on_signal(move || stopper.drain())?;
     server.wait();
     Ok(())
 }

@@ -113,6 +113,8 @@ struct PublishBody<'a> {
     room: String,
     #[serde(borrow)]
     data: &'a RawValue,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 async fn publish(w: &Rc<Worker>, body: &[u8]) -> Response {
@@ -133,10 +135,10 @@ async fn publish(w: &Rc<Worker>, body: &[u8]) -> Response {
         );
     }
     let (req, rx) = w.request();
-    let stamped = w
-        .state
-        .borrow_mut()
-        .publish(&body.room, body.data, Some(req));
+    let stamped =
+        w.state
+            .borrow_mut()
+            .publish(&body.room, body.data, body.key.as_deref(), Some(req));
     let (epoch, seq) = match stamped {
         Some(done) => {
             w.state.borrow_mut().forget_request(req);

@@ -130,9 +130,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let after = scrape::get(args.target.api, "/metrics").ok();
     let slow = match (&before, &after) {
         (Some(b), Some(a)) => {
-            let f = |t: &str| {
-                scrape::metric(t, "ringway_dropped_total{reason=\"queue_full\"}").unwrap_or(0.0)
-            };
+            let f = |t: &str| scrape::metric_sum(t, "ringway_dropped_total");
             f(a) - f(b)
         }
         _ => 0.0,

@@ -25,10 +25,12 @@ use nix::sys::socket::{MsgFlags, recv};
 use tracing::debug;
 
 use super::outq::Out;
+use super::rate::TokenBucket;
 use super::{Conn, ConnKey, Phase};
 use crate::metrics::Disconnect;
 use crate::protocol::{self, ClientMsg, ErrorCode};
 use crate::runtime::worker::{State, Worker};
+use crate::ws::close;
 use crate::ws::frame::{DataKind, Event, Limits as FrameLimits, encode};
 use crate::ws::handshake::reject;
 use crate::ws::handshake::{self, Endpoint, Outcome};
@@ -52,10 +54,11 @@ enum Read {
 /// worker, the stream, the key and one pending `readable()`, nothing else.
 pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let key = w
-        .state
-        .borrow_mut()
-        .insert(|generation| Conn::new(stream.as_raw_fd(), peer.ip(), generation));
+    let key = {
+        let mut st = w.state.borrow_mut();
+        let bucket = TokenBucket::new(st.shared.config.limits.message_burst, st.now_ms());
+        st.insert(|generation| Conn::new(stream.as_raw_fd(), peer.ip(), generation, bucket))
+    };
     let limit = Duration::from_millis(w.shared.config.limits.handshake_timeout_ms);
     match monoio::time::timeout(limit, read_while(&w, &stream, key, Phase::Handshake)).await {
         Ok(Read::Eof) => w.state.borrow_mut().remove(key),
@@ -158,6 +161,10 @@ fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
             Ok(n) => {
                 let mut st = w.state.borrow_mut();
                 st.stats.bytes_in += n as u64;
+                let now = st.current_tick();
+                if let Some(conn) = st.conn_mut(key) {
+                    conn.last_seen = now;
+                }
                 if !closing {
                     process(&mut st, key, &mut scratch[..n]);
                 }
@@ -222,6 +229,12 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
             Phase::Handshake => match handshake::handle(&buf[off..], &st.shared.handshake) {
                 Outcome::Incomplete => return off,
                 Outcome::Accept(a) => {
+                    if let Err(r) = st.admit(key) {
+                        st.stats.handshake_failed(r.status);
+                        st.enqueue_raw(key, r.response);
+                        st.finish(key, None, Disconnect::Handshake);
+                        return buf.len();
+                    }
                     off += a.consumed;
                     if let Some(conn) = st.conn_mut(key) {
                         conn.endpoint = a.endpoint;
@@ -314,8 +327,44 @@ fn on_event(st: &mut State, key: ConnKey, event: Event<'_>) {
     }
 }
 
+/// Whether the connection may send another message now; refuses (and, when abuse
+/// continues, closes with 4029) when it is over its rate.
+fn within_rate(st: &mut State, key: ConnKey) -> bool {
+    let limits = &st.shared.config.limits;
+    let (rate, burst, strikes) = (
+        limits.messages_per_second,
+        limits.message_burst,
+        limits.rate_strikes,
+    );
+    if rate == 0 {
+        return true;
+    }
+    let now = st.now_ms();
+    let Some(conn) = st.conn_mut(key) else {
+        return false;
+    };
+    if conn.bucket.take(now, rate, burst) {
+        conn.strikes = 0;
+        return true;
+    }
+    conn.strikes = conn.strikes.saturating_add(1);
+    if u32::from(conn.strikes) > strikes {
+        st.close(key, close::RATE_LIMITED, "rate limit exceeded");
+    } else {
+        let reason = format!("over {rate} messages per second; slow down");
+        st.enqueue(
+            key,
+            Out::Own(protocol::error_frame(ErrorCode::RateLimited, &reason, None)),
+        );
+    }
+    false
+}
+
 /// One ringway.v1 request.
 fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
+    if !within_rate(st, key) {
+        return;
+    }
     let max_room = st.shared.config.limits.max_room_name;
     let request = match protocol::parse(text, max_room) {
         Ok(r) => r,
@@ -346,11 +395,15 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
                 refuse(st, ErrorCode::NotSubscribed, "not subscribed to this room");
             }
         }
-        ClientMsg::Pub { room, data } => {
+        ClientMsg::Pub {
+            room,
+            data,
+            key: msg_key,
+        } => {
             if is_reserved(&room) {
                 return refuse(st, ErrorCode::Reserved, RESERVED);
             }
-            st.publish(&room, data, None);
+            st.publish(&room, data, msg_key.as_deref(), None);
         }
         ClientMsg::Ping => st.enqueue(key, Out::Own(protocol::pong_frame(reference))),
         ClientMsg::Send { .. } | ClientMsg::Presence { .. } | ClientMsg::Refresh { .. } => {

@@ -8,14 +8,17 @@
 
 pub mod driver;
 pub mod outq;
+pub mod rate;
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
+use crate::runtime::wheel::Tick;
 use crate::ws::frame::Decoder;
 use crate::ws::handshake::Endpoint;
 use outq::OutQueue;
+use rate::TokenBucket;
 
 /// A connection's key inside its worker's slab. The generation makes a stale key
 /// (kept by a pending subscription, say) miss a reused slot instead of reaching the
@@ -90,11 +93,19 @@ pub struct Conn {
     pub write_blocked: bool,
     /// Shut the socket for writing once the queue drains (after a close frame).
     pub shutdown_after_flush: bool,
+    /// Counted in the node's (and its address's) open connections.
+    pub counted: bool,
+    /// Refused messages in a row (rate limit); over `rate_strikes`: close 4029.
+    pub strikes: u8,
+    /// Wheel tick of the last bytes received (any frame, pongs included).
+    pub last_seen: Tick,
+    /// Message rate limiter.
+    pub bucket: TokenBucket,
 }
 
 impl Conn {
     /// A new connection in the handshake phase.
-    pub fn new(fd: RawFd, peer: IpAddr, generation: u32) -> Self {
+    pub fn new(fd: RawFd, peer: IpAddr, generation: u32, bucket: TokenBucket) -> Self {
         Self {
             generation,
             fd,
@@ -108,6 +119,10 @@ impl Conn {
             dirty: false,
             write_blocked: false,
             shutdown_after_flush: false,
+            counted: false,
+            strikes: 0,
+            last_seen: 0,
+            bucket,
         }
     }
 }

@@ -17,20 +17,38 @@ use nix::sys::socket::{MsgFlags, sendmsg};
 /// Frames gathered into one `sendmsg` at most (Linux accepts up to 1024).
 const MAX_IOV: usize = 64;
 
+/// A broadcast frame as the subscribers of one worker share it.
+#[derive(Debug)]
+pub struct SharedFrame {
+    /// The complete encoded frame.
+    pub bytes: Bytes,
+    /// Conflation tag: frames with the same non-zero tag (same room, same key)
+    /// replace each other under the `conflate` policy.
+    pub tag: u64,
+}
+
 /// One queued frame.
 #[derive(Debug, Clone)]
 pub enum Out {
     /// A broadcast frame shared with the other subscribers on this worker.
-    Shared(Rc<Bytes>),
+    Shared(Rc<SharedFrame>),
     /// A frame for this connection only (replies, pongs, close).
     Own(Bytes),
 }
 
 impl Out {
-    fn bytes(&self) -> &[u8] {
+    /// The bytes to write.
+    pub fn bytes(&self) -> &[u8] {
         match self {
-            Out::Shared(b) => b,
+            Out::Shared(f) => &f.bytes,
             Out::Own(b) => b,
+        }
+    }
+
+    fn tag(&self) -> u64 {
+        match self {
+            Out::Shared(f) => f.tag,
+            Out::Own(_) => 0,
         }
     }
 }
@@ -89,6 +107,40 @@ impl OutQueue {
             self.bytes -= out.bytes().len() as u32;
         }
         dropped
+    }
+
+    /// Drop the oldest frame not yet started, if any. Returns whether one was dropped.
+    pub fn drop_oldest(&mut self) -> bool {
+        let first = usize::from(self.head_written > 0);
+        match self.frames.remove(first) {
+            Some(out) => {
+                self.bytes -= out.bytes().len() as u32;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drop every frame not yet started that carries `tag` (non-zero). Returns how
+    /// many were dropped.
+    pub fn drop_tagged(&mut self, tag: u64) -> usize {
+        if tag == 0 {
+            return 0;
+        }
+        let first = usize::from(self.head_written > 0);
+        let before = self.frames.len();
+        let mut i = 0;
+        let mut freed = 0u32;
+        self.frames.retain(|out| {
+            let keep = i < first || out.tag() != tag;
+            if !keep {
+                freed += out.bytes().len() as u32;
+            }
+            i += 1;
+            keep
+        });
+        self.bytes -= freed;
+        before - self.frames.len()
     }
 
     /// Free the queue's memory once it is empty, so an idle connection holds none.
@@ -163,7 +215,10 @@ mod tests {
         let mut expect = Vec::new();
         for i in 0..200u8 {
             let out = if i % 2 == 0 {
-                Out::Shared(shared.clone())
+                Out::Shared(Rc::new(SharedFrame {
+                    bytes: (*shared).clone(),
+                    tag: 0,
+                }))
             } else {
                 Out::Own(Bytes::from(vec![i; 100 + i as usize]))
             };
@@ -186,6 +241,27 @@ mod tests {
         }
         assert_eq!(got, expect);
         assert!(q.is_empty() && q.bytes() == 0);
+    }
+
+    #[test]
+    fn drop_oldest_and_tagged_spare_a_half_written_frame() {
+        let tagged = |t: u64, n: usize| {
+            Out::Shared(Rc::new(SharedFrame {
+                bytes: Bytes::from(vec![b'x'; n]),
+                tag: t,
+            }))
+        };
+        let mut q = OutQueue::default();
+        q.push(tagged(7, 10));
+        q.push(tagged(7, 20));
+        q.push(tagged(8, 30));
+        q.push(tagged(7, 40));
+        q.consume(5); // the first frame is half written
+        assert_eq!(q.drop_tagged(7), 2);
+        assert_eq!((q.len(), q.bytes()), (2, 5 + 30));
+        assert!(q.drop_oldest());
+        assert_eq!((q.len(), q.bytes()), (1, 5));
+        assert!(!q.drop_oldest(), "the half-written frame stays");
     }
 
     #[test]

@@ -44,9 +44,15 @@ impl OwnedRoom {
     }
 
     /// Stamp a message: next seq, one encoded frame, remembered for replay.
-    pub fn publish(&mut self, room: &str, data: &RawValue, now: Instant) -> (u64, Bytes) {
+    pub fn publish(
+        &mut self,
+        room: &str,
+        data: &RawValue,
+        key: Option<&str>,
+        now: Instant,
+    ) -> (u64, Bytes) {
         self.seq += 1;
-        let frame = protocol::msg_frame(room, self.seq, data);
+        let frame = protocol::msg_frame(room, self.seq, key, data);
         self.ring.push(self.seq, now, frame.clone());
         (self.seq, frame)
     }
@@ -120,7 +126,7 @@ mod tests {
         let t = Instant::now();
         let mut r = OwnedRoom::new(Epoch(7), 16, Duration::from_secs(60));
         for _ in 0..5 {
-            r.publish("x", &data(), t);
+            r.publish("x", &data(), None, t);
         }
         let ack = r.subscribe(
             Some(Cursor {
@@ -140,7 +146,7 @@ mod tests {
         let t = Instant::now();
         let mut r = OwnedRoom::new(Epoch(7), 2, Duration::from_secs(60));
         for _ in 0..5 {
-            r.publish("x", &data(), t);
+            r.publish("x", &data(), None, t);
         }
         assert!(
             !r.subscribe(

@@ -26,13 +26,17 @@ pub enum Disconnect {
     Handshake,
     /// Close handshake timed out.
     CloseTimeout,
-    /// Node shutting down.
+    /// Node shutting down (drain).
     Shutdown,
+    /// No traffic (not even a pong) within `idle_timeout_ms`.
+    IdleTimeout,
+    /// Kept sending over the rate limit (4029).
+    RateLimited,
 }
 
 impl Disconnect {
     /// All reasons, in label order.
-    pub const ALL: [Disconnect; 9] = [
+    pub const ALL: [Disconnect; 11] = [
         Disconnect::ClientClose,
         Disconnect::Eof,
         Disconnect::Protocol,
@@ -42,6 +46,8 @@ impl Disconnect {
         Disconnect::Handshake,
         Disconnect::CloseTimeout,
         Disconnect::Shutdown,
+        Disconnect::IdleTimeout,
+        Disconnect::RateLimited,
     ];
 
     fn label(self) -> &'static str {
@@ -55,6 +61,8 @@ impl Disconnect {
             Disconnect::Handshake => "handshake",
             Disconnect::CloseTimeout => "close_timeout",
             Disconnect::Shutdown => "shutdown",
+            Disconnect::IdleTimeout => "idle_timeout",
+            Disconnect::RateLimited => "rate_limited",
         }
     }
 
@@ -65,14 +73,67 @@ impl Disconnect {
             1007 => Disconnect::InvalidData,
             1009 => Disconnect::TooBig,
             4008 => Disconnect::SlowConsumer,
-            1001 | 1012 => Disconnect::Shutdown,
+            4029 => Disconnect::RateLimited,
+            1012 => Disconnect::Shutdown,
+            1001 => Disconnect::IdleTimeout,
             _ => Disconnect::Protocol,
         }
     }
 }
 
+/// Why frames toward a slow consumer were dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Drop {
+    /// Unsent frames of a connection closed with 4008.
+    Disconnect,
+    /// Oldest frames dropped to make room (`drop-oldest`).
+    DropOldest,
+    /// Older frames of the same room/key replaced (`conflate`).
+    Conflate,
+}
+
+impl Drop {
+    const ALL: [(Drop, &'static str); 3] = [
+        (Drop::Disconnect, "slow_consumer_disconnect"),
+        (Drop::DropOldest, "drop_oldest"),
+        (Drop::Conflate, "conflate"),
+    ];
+}
+
+/// Why an upgrade was refused for capacity (the HTTP statuses are counted too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Refused {
+    /// The node is at `max_connections` (503).
+    NodeFull,
+    /// The client address is at `max_connections_per_ip` (429).
+    PerIp,
+    /// The node is draining (503).
+    Draining,
+}
+
+impl Refused {
+    const ALL: [(Refused, &'static str); 3] = [
+        (Refused::NodeFull, "max_connections"),
+        (Refused::PerIp, "per_ip"),
+        (Refused::Draining, "draining"),
+    ];
+}
+
+/// Upper bounds (frames) of the send-queue depth buckets; the last is open-ended.
+pub const DEPTH_BUCKETS: [usize; 6] = [0, 1, 8, 64, 512, usize::MAX];
+
+/// The depth bucket of a queue holding `len` frames.
+pub fn depth_bucket(len: usize) -> usize {
+    DEPTH_BUCKETS
+        .iter()
+        .position(|&b| len <= b)
+        .unwrap_or(DEPTH_BUCKETS.len() - 1)
+}
+
 /// HTTP statuses a refused upgrade can get, in label order.
-pub const HANDSHAKE_STATUSES: [u16; 7] = [400, 404, 405, 408, 426, 431, 503];
+pub const HANDSHAKE_STATUSES: [u16; 8] = [400, 404, 405, 408, 426, 429, 431, 503];
 
 /// One worker's counters. Gauges are filled in when the snapshot is taken.
 #[derive(Debug, Clone, Default)]
@@ -86,9 +147,17 @@ pub struct WorkerStats {
     /// Completed WebSocket upgrades.
     pub upgrades: u64,
     /// Refused upgrades, by status (index into [`HANDSHAKE_STATUSES`]).
-    pub handshake_failures: [u64; 7],
+    pub handshake_failures: [u64; 8],
+    /// Upgrades refused for capacity, by reason (index: `Refused as usize`).
+    pub refused: [u64; 3],
     /// Ended connections, by reason (index: `Disconnect as usize`).
-    pub disconnects: [u64; 9],
+    pub disconnects: [u64; 11],
+    /// Frames dropped toward slow consumers, by reason (index: `Drop as usize`).
+    pub drops: [u64; 3],
+    /// Server pings sent.
+    pub pings: u64,
+    /// Connections by send-queue depth (gauge; buckets of [`DEPTH_BUCKETS`]).
+    pub queue_depth: [u64; 6],
     /// Data messages received from clients.
     pub messages_in: u64,
     /// Frames written toward clients (queued).
@@ -99,8 +168,6 @@ pub struct WorkerStats {
     pub bytes_out: u64,
     /// Messages stamped by this worker as room owner.
     pub published: u64,
-    /// Frames dropped because a queue was over its bound.
-    pub dropped: u64,
     /// Rooms this worker owns (gauge).
     pub rooms_owned: u64,
     /// Rooms with local subscribers (gauge).
@@ -177,7 +244,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             s.worker, s.connections
         );
     }
-    let counters: [Series; 9] = [
+    let counters: [Series; 10] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -221,6 +288,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "Resumes answered with recovered=false.",
             |s| s.replay_misses,
         ),
+        ("ringway_pings_total", "Server pings sent.", |s| s.pings),
     ];
     for (name, help, f) in counters {
         header(w, name, "counter", help);
@@ -230,13 +298,37 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
         w,
         "ringway_dropped_total",
         "counter",
-        "Frames dropped by slow-consumer policy, by reason.",
+        "Frames dropped toward slow consumers, by reason.",
     );
-    let _ = writeln!(
+    for (why, label) in Drop::ALL {
+        let n: u64 = workers.iter().map(|s| s.drops[why as usize]).sum();
+        let _ = writeln!(w, "ringway_dropped_total{{reason=\"{label}\"}} {n}");
+    }
+    header(
         w,
-        "ringway_dropped_total{{reason=\"queue_full\"}} {}",
-        sum(|s| s.dropped)
+        "ringway_refused_total",
+        "counter",
+        "Upgrades refused for capacity, by reason.",
     );
+    for (why, label) in Refused::ALL {
+        let n: u64 = workers.iter().map(|s| s.refused[why as usize]).sum();
+        let _ = writeln!(w, "ringway_refused_total{{reason=\"{label}\"}} {n}");
+    }
+    header(
+        w,
+        "ringway_send_queue_depth",
+        "gauge",
+        "Connections by send-queue depth (frames), bucketed by upper bound.",
+    );
+    for (i, bound) in DEPTH_BUCKETS.iter().enumerate() {
+        let n: u64 = workers.iter().map(|s| s.queue_depth[i]).sum();
+        let le = if *bound == usize::MAX {
+            "+Inf".to_owned()
+        } else {
+            bound.to_string()
+        };
+        let _ = writeln!(w, "ringway_send_queue_depth{{le=\"{le}\"}} {n}");
+    }
     header(
         w,
         "ringway_handshake_failures_total",

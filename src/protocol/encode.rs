@@ -17,14 +17,20 @@ fn number(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// `{"type":"msg","room":…,"seq":…,"data":…}`: the frame every subscriber shares.
-pub fn msg_frame(room: &str, seq: u64, data: &RawValue) -> Bytes {
-    let mut w = TextFrameWriter::with_capacity(40 + room.len() + data.get().len());
+/// `{"type":"msg","room":…,"seq":…,"key":…?,"data":…}`: the frame every subscriber
+/// shares.
+pub fn msg_frame(room: &str, seq: u64, key: Option<&str>, data: &RawValue) -> Bytes {
+    let key_len = key.map_or(0, |k| k.len() + 8);
+    let mut w = TextFrameWriter::with_capacity(40 + room.len() + key_len + data.get().len());
     let out = w.payload();
     out.extend_from_slice(br#"{"type":"msg","room":"#);
     string(out, room);
     out.extend_from_slice(br#","seq":"#);
     number(out, seq);
+    if let Some(key) = key {
+        out.extend_from_slice(br#","key":"#);
+        string(out, key);
+    }
     out.extend_from_slice(br#","data":"#);
     out.extend_from_slice(data.get().as_bytes());
     out.push(b'}');
@@ -69,6 +75,17 @@ pub fn unsubscribed_frame(room: &str) -> Bytes {
     let out = w.payload();
     out.extend_from_slice(br#"{"type":"unsubscribed","room":"#);
     string(out, room);
+    out.push(b'}');
+    w.finish()
+}
+
+/// `{"type":"reconnect","after_ms":…}`: the node is going away; reconnect after
+/// this long (to another node, or this one once restarted) and resume.
+pub fn reconnect_frame(after_ms: u64) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(40);
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"reconnect","after_ms":"#);
+    number(out, after_ms);
     out.push(b'}');
     w.finish()
 }
@@ -119,7 +136,10 @@ mod tests {
     #[test]
     fn frames_carry_the_contract_json() {
         let data = RawValue::from_string(r#"{"text":"hi \"there\""}"#.into()).unwrap();
-        let m = json(&msg_frame("chat:42", 18, &data));
+        let m = json(&msg_frame("chat:42", 18, None, &data));
+        let k = json(&msg_frame("t", 1, Some("AAPL"), &data));
+        assert_eq!(k["key"], "AAPL");
+        assert_eq!(json(&reconnect_frame(1500))["after_ms"], 1500);
         assert_eq!(
             m,
             serde_json::json!({"type":"msg","room":"chat:42","seq":18,"data":{"text":"hi \"there\""}})

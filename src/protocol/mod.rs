@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use encode::{
-    error_frame, msg_frame, pong_frame, subscribed_frame, unsubscribed_frame, welcome_frame,
+    error_frame, msg_frame, pong_frame, reconnect_frame, subscribed_frame, unsubscribed_frame,
+    welcome_frame,
 };
 
 /// A room's history generation. A new epoch means the history before it is gone and a
@@ -74,6 +75,9 @@ pub enum ClientMsg<'a> {
         room: Cow<'a, str>,
         /// The payload, verbatim.
         data: &'a RawValue,
+        /// Optional conflation key: under the `conflate` policy a slow subscriber
+        /// keeps only the newest message per key.
+        key: Option<Cow<'a, str>>,
     },
     /// Direct message to a user.
     Send {
@@ -125,6 +129,10 @@ pub enum ErrorCode {
     NotSubscribed,
     /// Room names with the `user:` prefix are reserved for direct messages.
     Reserved,
+    /// The connection is at `limits.max_subscriptions`.
+    TooManySubscriptions,
+    /// The connection sends faster than `limits.messages_per_second`.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -139,6 +147,8 @@ impl ErrorCode {
             ErrorCode::NotAvailable => "not_available",
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::Reserved => "reserved",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
@@ -168,6 +178,8 @@ struct Wire<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow)]
     token: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    key: Option<Cow<'a, str>>,
     since: Option<WireCursor>,
     #[serde(rename = "ref", borrow)]
     reference: Option<&'a RawValue>,
@@ -216,6 +228,12 @@ pub fn parse(text: &[u8], max_room: usize) -> Result<Request<'_>, Refusal<'_>> {
             data: wire
                 .data
                 .ok_or_else(|| refuse(ErrorCode::BadField, "pub needs \"data\"", r))?,
+            key: match wire.key {
+                Some(k) if k.is_empty() || k.len() > 128 => {
+                    return Err(refuse(ErrorCode::BadField, "key must be 1 to 128 bytes", r));
+                }
+                k => k,
+            },
         },
         "send" => ClientMsg::Send {
             user: wire
@@ -324,9 +342,10 @@ mod tests {
             ClientMsg::Unsub { room } if room == "r"
         ));
         match ok(r#"{"type":"pub","room":"r","data":{"text":"hi"}}"#) {
-            ClientMsg::Pub { room, data } => {
+            ClientMsg::Pub { room, data, key } => {
                 assert_eq!(room, "r");
                 assert_eq!(data.get(), r#"{"text":"hi"}"#);
+                assert!(key.is_none());
             }
             other => panic!("{other:?}"),
         }

@@ -66,6 +66,8 @@ pub enum Mail {
         room: Arc<str>,
         /// Payload, verbatim JSON.
         data: Box<RawValue>,
+        /// Conflation key, if the message has one.
+        key: Option<Box<str>>,
         /// Who wants the assigned epoch and seq: (worker, request id).
         reply: Option<(usize, usize)>,
     },
@@ -84,6 +86,8 @@ pub enum Mail {
         room: Arc<str>,
         /// The encoded frame, shared by every subscriber.
         frame: Bytes,
+        /// Conflation tag (room and key).
+        tag: u64,
     },
     /// Asks for a snapshot of the receiver's counters.
     StatsRequest {
@@ -98,6 +102,12 @@ pub enum Mail {
         req: usize,
         /// The counters.
         stats: Box<WorkerStats>,
+    },
+    /// Drain: stop accepting, hint every client to reconnect, close them in paced
+    /// batches over the window, then stop.
+    Drain {
+        /// The drain window.
+        window: std::time::Duration,
     },
     /// Stop the worker.
     Shutdown,

@@ -10,16 +10,19 @@
 //!                                                                         └─ inbox (mail from other workers)
 //! ```
 
+pub mod lifecycle;
 pub mod listener;
 pub mod mailbox;
 pub mod probe;
+pub mod rooms;
 pub mod signals;
+pub mod wheel;
 pub mod worker;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -69,13 +72,24 @@ impl Server {
         let workers = config.worker_count();
         let driver = probe::io_driver();
         let limits = probe::raise_nofile();
-        if limits.soft < 1024 {
-            warn!(
-                "the open-file limit is {}: fewer than 1,000 connections fit. Raise it with \
-                 `ulimit -n 1048576`, LimitNOFILE= in the systemd unit, or sysctl/limits.conf",
-                limits.soft
-            );
-        }
+        // Held back from the fd limit: listeners, the API, mailboxes, peers, files.
+        const RESERVED_FDS: usize = 256;
+        let fd_room = (limits.soft as usize).saturating_sub(RESERVED_FDS);
+        let max_connections = match config.limits.max_connections {
+            0 => fd_room,
+            n if n > fd_room => {
+                warn!(
+                    "limits.max_connections = {n} does not fit the open-file limit ({}): at most \
+                     about {fd_room} connections can be accepted. Raise the limit (LimitNOFILE= in \
+                     the systemd unit, nofile in /etc/security/limits.d, or `ulimit -n`) to at \
+                     least {}",
+                    limits.soft,
+                    n + RESERVED_FDS
+                );
+                n
+            }
+            n => n,
+        };
         if config.allow_anonymous {
             warn!(
                 "anonymous clients are allowed (allow_anonymous = true): anyone who can reach the listener can subscribe and publish"
@@ -109,6 +123,9 @@ impl Server {
             handshake,
             mailboxes,
             draining: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            max_connections,
+            per_ip: Mutex::new(std::collections::HashMap::new()),
         });
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -203,7 +220,17 @@ pub struct Stopper {
 }
 
 impl Stopper {
-    /// Ask every worker to stop.
+    /// Drain gracefully over `drain.window_ms` (see `runtime::lifecycle`); the workers
+    /// stop at the end of the window.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        let window = Duration::from_millis(self.shared.config.drain.window_ms);
+        for m in &self.shared.mailboxes {
+            m.send(Mail::Drain { window });
+        }
+    }
+
+    /// Ask every worker to stop now (open connections are dropped).
     pub fn stop(&self) {
         self.shared.draining.store(true, Ordering::Relaxed);
         for m in &self.shared.mailboxes {
@@ -249,6 +276,8 @@ fn worker_thread(
                 return;
             }
         };
+        w.listener_fd
+            .set(Some(std::os::fd::AsRawFd::as_raw_fd(&ws)));
         monoio::spawn(accept_loop(w.clone(), ws));
         monoio::spawn(crate::api::accept_loop(w.clone(), api));
         monoio::spawn(tick_loop(w.clone()));
@@ -281,6 +310,7 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
             Ok((stream, peer)) => {
                 monoio::spawn(crate::conn::driver::run(w.clone(), stream, peer));
             }
+            Err(_) if w.shared.draining() => return,
             Err(e) => {
                 // EMFILE/ENFILE: out of descriptors. Say so (at most once a second) and
                 // back off instead of spinning on the accept queue.
@@ -299,8 +329,9 @@ async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
 }
 
 async fn tick_loop(w: Rc<Worker>) {
+    let period = Duration::from_millis(w.shared.config.heartbeat.tick_ms);
     loop {
-        monoio::time::sleep(Duration::from_secs(1)).await;
+        monoio::time::sleep(period).await;
         w.tick(Instant::now());
     }
 }

@@ -13,8 +13,23 @@ pub enum Driver {
     Legacy,
 }
 
-/// Probe io_uring once; warn with the fix when it is missing.
+/// Probe io_uring (once per process); warn with the fix when it is missing.
+///
+/// The probe creates and drops a ring, and ring teardown can queue io_uring
+/// task_work to the thread that created it; a blocking `recv` with a timeout on that
+/// thread then fails with EINTR. So the probe runs on a short-lived thread of its
+/// own, never on the caller's (found by the black-box tests, whose client reads ran
+/// on the thread that had started the node).
 pub fn io_driver() -> Driver {
+    static DRIVER: std::sync::OnceLock<Driver> = std::sync::OnceLock::new();
+    *DRIVER.get_or_init(|| {
+        std::thread::spawn(probe_uring)
+            .join()
+            .unwrap_or(Driver::Legacy)
+    })
+}
+
+fn probe_uring() -> Driver {
     if monoio::utils::detect_uring() {
         info!("io_uring available: workers use the io_uring driver");
         Driver::IoUring

@@ -5,38 +5,34 @@
 //! Everything here is single-threaded: state lives in a `RefCell` that no borrow
 //! holds across an `.await`. Other workers are reached only by [`Mail`].
 //!
-//! Room routing (single node): the owner of a room is `hub::home_worker(room)`.
-//! - `sub` on worker W: the connection joins W's room index as *pending* and W mails
-//!   the owner (or asks itself inline). The owner marks W interested and answers with
-//!   epoch, latest seq and the replay. Because mail between two workers is FIFO, every
-//!   `Deliver` the owner sends after its answer arrives after it: the subscriber turns
-//!   live on the answer and sees exactly the messages after `seq`, none twice.
-//! - `pub` anywhere goes to the owner, which stamps the seq, encodes one frame and
-//!   sends it once to each interested worker; each worker wraps it in one `Rc` and
-//!   queues that to each local subscriber.
+//! This file holds the state, the mail dispatch, and the outbound side (queueing
+//! under the slow-consumer policies, flushing, closing). Room routing is in
+//! `rooms.rs`; admission limits, heartbeats and drain in `lifecycle.rs`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use nix::sys::socket::{Shutdown, shutdown};
-use serde_json::value::RawValue;
 use slab::Slab;
 use tracing::debug;
 
 use super::mailbox::{Mail, Mailbox};
-use crate::config::Config;
+use super::rooms::LocalRoom;
+use super::wheel::{Tick, Wheel};
+use crate::config::{Config, SlowPolicy};
 use crate::conn::outq::{Flushed, Out};
 use crate::conn::{Conn, ConnId, ConnKey, Phase};
-use crate::hub::home_worker;
-use crate::hub::room::{OwnedRoom, SubAck};
-use crate::metrics::{Disconnect, WorkerStats};
-use crate::protocol::{self, Cursor, Epoch, ErrorCode};
+use crate::hub::room::OwnedRoom;
+use crate::metrics::{Disconnect, Drop as DropReason, WorkerStats};
+use crate::protocol::Epoch;
 use crate::ws::close;
 use crate::ws::frame::encode_close;
 use crate::ws::handshake::HandshakeConfig;
@@ -55,6 +51,14 @@ pub struct Shared {
     pub mailboxes: Vec<Mailbox>,
     /// Set when the node stops accepting (shutdown); `/readyz` answers 503.
     pub draining: AtomicBool,
+    /// Open WebSocket connections on the node (checked against `max_connections`
+    /// at each upgrade; touched on connect and disconnect only).
+    pub connections: AtomicUsize,
+    /// The effective node-wide connection cap (`limits.max_connections`, or what the
+    /// open-file limit allows).
+    pub max_connections: usize,
+    /// Open connections per client address (only kept when a per-IP cap is set).
+    pub per_ip: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl Shared {
@@ -73,29 +77,6 @@ pub enum Reply {
     Stats(Box<WorkerStats>),
 }
 
-/// A room as seen by a worker with local subscribers.
-#[derive(Debug, Default)]
-struct LocalRoom {
-    /// Subscribers receiving live messages.
-    live: Vec<ConnKey>,
-    /// Subscribers waiting for the owner's answer; they receive nothing until it.
-    pending: Vec<ConnKey>,
-}
-
-impl LocalRoom {
-    fn is_empty(&self) -> bool {
-        self.live.is_empty() && self.pending.is_empty()
-    }
-
-    fn remove(&mut self, key: ConnKey) {
-        for list in [&mut self.live, &mut self.pending] {
-            if let Some(i) = list.iter().position(|k| *k == key) {
-                list.swap_remove(i);
-            }
-        }
-    }
-}
-
 /// The worker's mutable state.
 pub struct State {
     /// This worker's index.
@@ -106,15 +87,19 @@ pub struct State {
     pub conns: Slab<Conn>,
     next_generation: u32,
     /// Rooms with local subscribers.
-    local: HashMap<Arc<str>, LocalRoom>,
+    pub(super) local: HashMap<Arc<str>, LocalRoom>,
     /// Rooms this worker owns (sequences).
-    owned: HashMap<Arc<str>, OwnedRoom>,
+    pub(super) owned: HashMap<Arc<str>, OwnedRoom>,
     /// Connections with output queued since the last flush.
     dirty: Vec<ConnKey>,
     /// Counters.
     pub stats: WorkerStats,
     /// Tasks waiting for a reply from another worker.
     requests: Slab<oneshot::Sender<Reply>>,
+    /// Heartbeat deadlines, one entry per open connection.
+    pub(super) wheel: Wheel<ConnKey>,
+    /// When this worker started: the origin of its ticks and milliseconds.
+    pub(super) started: Instant,
 }
 
 /// A worker: its state, and the scratch buffer every socket read goes through.
@@ -127,6 +112,8 @@ pub struct Worker {
     pub state: RefCell<State>,
     /// Receive buffer shared by all connections of this worker.
     pub scratch: RefCell<Box<[u8]>>,
+    /// The client listener's fd, shut down to stop accepting when draining.
+    pub listener_fd: Cell<Option<RawFd>>,
 }
 
 impl Worker {
@@ -148,13 +135,16 @@ impl Worker {
                     ..WorkerStats::default()
                 },
                 requests: Slab::new(),
+                wheel: Wheel::new(),
+                started: Instant::now(),
             }),
             scratch: RefCell::new(vec![0u8; SCRATCH].into_boxed_slice()),
+            listener_fd: Cell::new(None),
         }
     }
 
     /// Handle one piece of mail. Returns `false` on shutdown.
-    pub fn handle_mail(&self, mail: Mail) -> bool {
+    pub fn handle_mail(self: &Rc<Self>, mail: Mail) -> bool {
         let mut st = self.state.borrow_mut();
         match mail {
             Mail::Subscribe {
@@ -172,19 +162,28 @@ impl Worker {
             }
             Mail::SubAck { room, conn, ack } => st.on_suback(&room, conn, ack),
             Mail::Uninterest { room, from } => st.owner_uninterest(&room, from),
-            Mail::Publish { room, data, reply } => {
-                let (epoch, seq) = st.owner_publish(&room, &data);
+            Mail::Publish {
+                room,
+                data,
+                key,
+                reply,
+            } => {
+                let (epoch, seq) = st.owner_publish(&room, &data, key.as_deref());
                 if let Some((w, req)) = reply {
                     st.shared.mailboxes[w].send(Mail::Published { req, epoch, seq });
                 }
             }
             Mail::Published { req, epoch, seq } => st.complete(req, Reply::Published(epoch, seq)),
-            Mail::Deliver { room, frame } => st.deliver_local(&room, frame),
+            Mail::Deliver { room, frame, tag } => st.deliver_local(&room, frame, tag),
             Mail::StatsRequest { from, req } => {
                 let stats = Box::new(st.snapshot());
                 st.shared.mailboxes[from].send(Mail::Stats { req, stats });
             }
             Mail::Stats { req, stats } => st.complete(req, Reply::Stats(stats)),
+            Mail::Drain { window } => {
+                drop(st);
+                self.start_drain(window);
+            }
             Mail::Shutdown => return false,
         }
         true
@@ -265,17 +264,23 @@ impl Worker {
         (req, rx)
     }
 
-    /// Periodic upkeep: forget rooms with no subscribers and no history left.
-    pub fn tick(&self, now: Instant) {
-        let mut st = self.state.borrow_mut();
-        st.owned.retain(|_, room| !room.is_idle(now));
+    /// Periodic upkeep, once per `heartbeat.tick_ms`: heartbeats and idle closes,
+    /// then forgetting rooms with no subscribers and no history left.
+    pub fn tick(self: &Rc<Self>, now: Instant) {
+        {
+            let mut st = self.state.borrow_mut();
+            let tick = st.tick_at(now);
+            st.heartbeat(tick);
+            st.forget_idle_rooms(now);
+        }
+        self.flush_dirty();
     }
 }
 
 /// A closing connection whose socket is full (a slow consumer that stopped reading)
 /// is not worth waiting for: shut the socket down, which wakes its read task (EOF) and
 /// any writability wait, so the slot, queue and rooms are reclaimed now.
-fn abort(conn: &mut Conn) {
+pub(super) fn abort(conn: &mut Conn) {
     conn.outq.clear_unstarted();
     let _ = shutdown(conn.fd, Shutdown::Both);
 }
@@ -329,10 +334,16 @@ impl State {
         }
     }
 
-    /// Queue a frame for a connection, enforcing the queue bound. Over the bound the
-    /// connection is a slow consumer: its unsent frames are dropped and it is closed
-    /// with 4008 (it resumes from its cursor on reconnect).
+    /// Queue a reply or control frame for a connection. Over the queue bound the
+    /// connection is a slow consumer and is closed with 4008.
     pub fn enqueue(&mut self, key: ConnKey, out: Out) {
+        self.enqueue_with(key, out, SlowPolicy::Disconnect);
+    }
+
+    /// Queue a frame, applying `policy` when the connection's queue is over its bound
+    /// (by messages or bytes). The bound limits backlog, not message size: an empty
+    /// queue always takes one frame.
+    pub fn enqueue_with(&mut self, key: ConnKey, out: Out, policy: SlowPolicy) {
         let max_msgs = self.shared.config.limits.max_queue_messages;
         let max_bytes = self.shared.config.limits.max_queue_bytes;
         let Some(conn) = self.conn_mut(key) else {
@@ -341,25 +352,47 @@ impl State {
         if conn.phase == Phase::Closing {
             return;
         }
-        let len = match &out {
-            Out::Shared(b) => b.len(),
-            Out::Own(b) => b.len(),
+        let len = out.bytes().len();
+        let over = |q: &crate::conn::outq::OutQueue| {
+            q.len() >= max_msgs || (!q.is_empty() && q.bytes() + len > max_bytes)
         };
-        // The bound limits backlog, not message size: an empty queue always takes one
-        // frame (else a message larger than the bound could never be delivered).
-        let over = conn.outq.len() >= max_msgs
-            || (!conn.outq.is_empty() && conn.outq.bytes() + len > max_bytes);
-        if over {
-            let dropped = conn.outq.clear_unstarted() as u64 + 1;
-            self.stats.dropped += dropped;
-            debug!(conn = %self.conn_id(key), dropped, "slow consumer: closing with 4008");
-            self.close(
-                key,
-                close::SLOW_CONSUMER,
-                "slow consumer: resume from your last seq",
-            );
-            return;
+        if over(&conn.outq) {
+            let (reason, dropped) = match policy {
+                SlowPolicy::Disconnect => {
+                    let dropped = conn.outq.clear_unstarted() as u64 + 1;
+                    self.stats.drops[DropReason::Disconnect as usize] += dropped;
+                    debug!(conn = %self.conn_id(key), dropped, "slow consumer: closing with 4008");
+                    self.close(
+                        key,
+                        close::SLOW_CONSUMER,
+                        "slow consumer: resume from your last seq",
+                    );
+                    return;
+                }
+                SlowPolicy::Conflate => {
+                    let tag = match &out {
+                        Out::Shared(f) => f.tag,
+                        Out::Own(_) => 0,
+                    };
+                    let mut n = conn.outq.drop_tagged(tag) as u64;
+                    while over(&conn.outq) && conn.outq.drop_oldest() {
+                        n += 1;
+                    }
+                    (DropReason::Conflate, n)
+                }
+                SlowPolicy::DropOldest => {
+                    let mut n = 0;
+                    while over(&conn.outq) && conn.outq.drop_oldest() {
+                        n += 1;
+                    }
+                    (DropReason::DropOldest, n)
+                }
+            };
+            self.stats.drops[reason as usize] += dropped;
         }
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
         conn.outq.push(out);
         self.stats.messages_out += 1;
         self.mark_dirty(key);
@@ -414,205 +447,15 @@ impl State {
             // Complete the pending writability poll so its task lets go of the socket.
             let _ = shutdown(conn.fd, Shutdown::Both);
         }
+        let (counted, peer) = (conn.counted, conn.peer);
         let rooms = std::mem::take(&mut conn.rooms);
         for room in rooms {
             self.leave_local(&room, key);
         }
         self.conns.remove(key.slot as usize);
-    }
-
-    // ----- rooms: the subscriber side -----
-
-    /// `sub`: join the room (pending until the owner answers).
-    pub fn subscribe(
-        &mut self,
-        key: ConnKey,
-        room: &str,
-        since: Option<Cursor>,
-        reference: Option<&RawValue>,
-    ) {
-        let Some(conn) = self.conn_mut(key) else {
-            return;
-        };
-        if conn.rooms.iter().any(|r| &**r == room) {
-            let frame = protocol::error_frame(
-                ErrorCode::BadField,
-                "already subscribed to this room",
-                reference,
-            );
-            self.enqueue(key, Out::Own(frame));
-            return;
+        if counted {
+            self.release(peer);
         }
-        let name = match self.local.get_key_value(room) {
-            Some((name, _)) => name.clone(),
-            None => Arc::<str>::from(room),
-        };
-        if let Some(conn) = self.conn_mut(key) {
-            conn.rooms.push(name.clone());
-        }
-        self.local
-            .entry(name.clone())
-            .or_default()
-            .pending
-            .push(key);
-        let owner = home_worker(room, self.shared.mailboxes.len());
-        if owner == self.id {
-            let ack = self.owner_subscribe(&name, self.id, since);
-            self.on_suback(&name, key, ack);
-        } else {
-            self.shared.mailboxes[owner].send(Mail::Subscribe {
-                room: name,
-                from: self.id,
-                conn: key,
-                since,
-            });
-        }
-    }
-
-    /// The owner's answer: send `subscribed` and the replay, then go live.
-    fn on_suback(&mut self, room: &str, key: ConnKey, ack: SubAck) {
-        let Some(local) = self.local.get_mut(room) else {
-            return; // everyone left before the answer came
-        };
-        let Some(i) = local.pending.iter().position(|k| *k == key) else {
-            return; // this connection left (or its slot was reused)
-        };
-        local.pending.swap_remove(i);
-        local.live.push(key);
-        let head = protocol::subscribed_frame(room, ack.epoch, ack.seq, ack.recovered);
-        self.enqueue(key, Out::Own(head));
-        for frame in ack.replay {
-            self.enqueue(key, Out::Own(frame));
-        }
-    }
-
-    /// `unsub`. Returns whether the connection was subscribed.
-    pub fn unsubscribe(&mut self, key: ConnKey, room: &str) -> bool {
-        let Some(conn) = self.conn_mut(key) else {
-            return false;
-        };
-        let Some(i) = conn.rooms.iter().position(|r| &**r == room) else {
-            return false;
-        };
-        let name = conn.rooms.swap_remove(i);
-        self.leave_local(&name, key);
-        true
-    }
-
-    fn leave_local(&mut self, room: &Arc<str>, key: ConnKey) {
-        let Some(local) = self.local.get_mut(&**room) else {
-            return;
-        };
-        local.remove(key);
-        if !local.is_empty() {
-            return;
-        }
-        self.local.remove(&**room);
-        let owner = home_worker(room, self.shared.mailboxes.len());
-        if owner == self.id {
-            self.owner_uninterest(room, self.id);
-        } else {
-            self.shared.mailboxes[owner].send(Mail::Uninterest {
-                room: room.clone(),
-                from: self.id,
-            });
-        }
-    }
-
-    /// `pub` (or the HTTP API): stamp inline when this worker owns the room,
-    /// otherwise mail the owner. Returns the epoch and seq when stamped inline.
-    pub fn publish(
-        &mut self,
-        room: &str,
-        data: &RawValue,
-        reply: Option<usize>,
-    ) -> Option<(Epoch, u64)> {
-        let owner = home_worker(room, self.shared.mailboxes.len());
-        if owner == self.id {
-            return Some(self.owner_publish(room, data));
-        }
-        self.shared.mailboxes[owner].send(Mail::Publish {
-            room: Arc::from(room),
-            data: data.to_owned(),
-            reply: reply.map(|req| (self.id, req)),
-        });
-        None
-    }
-
-    /// Queue one shared frame to every live local subscriber of `room`.
-    fn deliver_local(&mut self, room: &str, frame: Bytes) {
-        let Some(local) = self.local.get_mut(room) else {
-            return;
-        };
-        // The list is taken out while frames are queued (queueing needs `&mut self`)
-        // and put back after; queueing never changes room membership.
-        let live = std::mem::take(&mut local.live);
-        let shared = Rc::new(frame);
-        for &key in &live {
-            self.enqueue(key, Out::Shared(shared.clone()));
-        }
-        if let Some(local) = self.local.get_mut(room) {
-            local.live = live;
-        }
-    }
-
-    // ----- rooms: the owner side -----
-
-    fn owned_room(&mut self, room: &str) -> &mut OwnedRoom {
-        if !self.owned.contains_key(room) {
-            let cfg = &self.shared.config.rooms;
-            let fresh = OwnedRoom::new(
-                Epoch(fastrand::u64(..)),
-                cfg.replay_messages,
-                Duration::from_secs(cfg.replay_seconds),
-            );
-            self.owned.insert(Arc::from(room), fresh);
-        }
-        self.owned.get_mut(room).expect("inserted above")
-    }
-
-    fn owner_subscribe(&mut self, room: &str, from: usize, since: Option<Cursor>) -> SubAck {
-        let now = Instant::now();
-        let r = self.owned_room(room);
-        r.set_interest(from, true);
-        let ack = r.subscribe(since, now);
-        if since.is_some() {
-            if ack.recovered {
-                self.stats.replay_hits += 1;
-            } else {
-                self.stats.replay_misses += 1;
-            }
-        }
-        ack
-    }
-
-    fn owner_uninterest(&mut self, room: &str, from: usize) {
-        if let Some(r) = self.owned.get_mut(room) {
-            r.set_interest(from, false);
-        }
-    }
-
-    fn owner_publish(&mut self, room: &str, data: &RawValue) -> (Epoch, u64) {
-        let now = Instant::now();
-        let me = self.id;
-        let r = self.owned_room(room);
-        let (seq, frame) = r.publish(room, data, now);
-        let epoch = r.position().0;
-        let targets: Vec<usize> = r.interested().collect();
-        self.stats.published += 1;
-        let mut name: Option<Arc<str>> = None;
-        for w in targets {
-            if w == me {
-                self.deliver_local(room, frame.clone());
-            } else {
-                let room = name.get_or_insert_with(|| Arc::from(room)).clone();
-                self.shared.mailboxes[w].send(Mail::Deliver {
-                    room,
-                    frame: frame.clone(),
-                });
-            }
-        }
-        (epoch, seq)
     }
 
     /// Drop a request that was answered inline.
@@ -630,9 +473,29 @@ impl State {
     pub fn snapshot(&self) -> WorkerStats {
         let mut s = self.stats.clone();
         s.connections = self.conns.len() as u64;
-        s.rooms_owned = self.owned.len() as u64;
-        s.rooms_local = self.local.len() as u64;
-        s.queued_bytes = self.conns.iter().map(|(_, c)| c.outq.bytes() as u64).sum();
+        let (owned, local) = self.room_counts();
+        s.rooms_owned = owned as u64;
+        s.rooms_local = local as u64;
+        for (_, c) in self.conns.iter() {
+            s.queued_bytes += c.outq.bytes() as u64;
+            s.queue_depth[crate::metrics::depth_bucket(c.outq.len())] += 1;
+        }
         s
+    }
+
+    /// The last wheel tick processed (the worker's coarse clock).
+    pub fn current_tick(&self) -> Tick {
+        self.wheel.now()
+    }
+
+    /// Milliseconds since this worker started (wrapping u32, for token buckets).
+    pub fn now_ms(&self) -> u32 {
+        self.started.elapsed().as_millis() as u32
+    }
+
+    /// The wheel tick of `now`.
+    pub fn tick_at(&self, now: Instant) -> Tick {
+        (now.saturating_duration_since(self.started).as_millis()
+            / u128::from(self.shared.config.heartbeat.tick_ms)) as Tick
     }
 }

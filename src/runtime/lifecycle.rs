@@ -1,0 +1,234 @@
+//! Connection lifecycle on a worker: admission limits at the upgrade, heartbeats on
+//! the timer wheel, and graceful drain.
+//!
+//! Drain timeline (SIGTERM or SIGINT, window W):
+//!
+//! ```text
+//!  t=0   stop accepting; /readyz -> 503; upgrades in flight get 503
+//!        every client: {"type":"reconnect","after_ms":T_i}, T_i spread over [0, W)
+//!  t=T_i client i is closed with 1012 (paced: every 100 ms, the clients due by then)
+//!  t=W   whatever is left is shut down; the worker stops; the process exits 0
+//! ```
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{Shutdown, shutdown};
+use tracing::info;
+
+use super::wheel::Tick;
+use super::worker::{State, Worker, abort};
+use crate::conn::outq::Out;
+use crate::conn::{ConnKey, Phase};
+use crate::metrics::Refused;
+use crate::protocol;
+use crate::ws::close;
+use crate::ws::frame::encode;
+use crate::ws::handshake::{Rejected, reject};
+use tungstenite::protocol::frame::coding::{Control, OpCode};
+
+/// Pace of the drain: one batch of closes per step.
+const DRAIN_STEP: Duration = Duration::from_millis(100);
+
+impl State {
+    /// Admit an upgrade: refuse when draining, when the node is at its connection
+    /// cap, or when the client's address is at its cap. On success the connection
+    /// is counted and its heartbeat scheduled.
+    pub fn admit(&mut self, key: ConnKey) -> Result<(), Rejected> {
+        let shared = self.shared.clone();
+        let Some(peer) = self.conn_mut(key).map(|c| c.peer) else {
+            return Err(reject(400, "connection gone"));
+        };
+        if shared.draining() {
+            self.stats.refused[Refused::Draining as usize] += 1;
+            return Err(reject(
+                503,
+                "this node is restarting; reconnect to another node or retry shortly",
+            ));
+        }
+        let before = shared.connections.fetch_add(1, Ordering::Relaxed);
+        if before >= shared.max_connections {
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            self.stats.refused[Refused::NodeFull as usize] += 1;
+            return Err(reject(
+                503,
+                "this node is at its connection limit; retry later or elsewhere",
+            ));
+        }
+        let per_ip = shared.config.limits.max_connections_per_ip;
+        if per_ip > 0 {
+            let mut map = shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = map.entry(peer).or_insert(0);
+            if *n as usize >= per_ip {
+                drop(map);
+                shared.connections.fetch_sub(1, Ordering::Relaxed);
+                self.stats.refused[Refused::PerIp as usize] += 1;
+                return Err(reject(429, "too many connections from this address"));
+            }
+            *n += 1;
+        }
+        let now = self.wheel.now();
+        let ping = self.ping_ticks();
+        if let Some(conn) = self.conn_mut(key) {
+            conn.counted = true;
+            conn.last_seen = now;
+        }
+        self.wheel.schedule(key, now + ping);
+        Ok(())
+    }
+
+    /// Undo [`State::admit`]'s counting when a counted connection goes.
+    pub(super) fn release(&mut self, peer: IpAddr) {
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if self.shared.config.limits.max_connections_per_ip > 0 {
+            let mut map = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&peer);
+                }
+            }
+        }
+    }
+
+    fn ping_ticks(&self) -> Tick {
+        let hb = &self.shared.config.heartbeat;
+        (hb.ping_interval_ms / hb.tick_ms).max(1) as Tick
+    }
+
+    /// Advance the wheel to `now`: ping connections quiet for a ping interval, close
+    /// those quiet for the idle timeout (no pong, no traffic).
+    pub(super) fn heartbeat(&mut self, now: Tick) {
+        let hb = &self.shared.config.heartbeat;
+        let idle = hb.idle_timeout_ms.div_ceil(hb.tick_ms) as Tick;
+        let ping = self.ping_ticks();
+        let mut wheel = std::mem::take(&mut self.wheel);
+        let mut to_ping = Vec::new();
+        let mut to_close = Vec::new();
+        wheel.advance(now, |wheel, key, at| {
+            let Some(conn) = self.conn_mut(key) else {
+                return; // gone: its entry simply ends here
+            };
+            if conn.phase != Phase::Open {
+                return; // closing: bounded by the close timeout instead
+            }
+            let quiet = at.saturating_sub(conn.last_seen);
+            if quiet >= idle {
+                to_close.push(key);
+                return;
+            }
+            if quiet >= ping {
+                to_ping.push(key);
+            }
+            wheel.schedule(key, (conn.last_seen + idle).min(at + ping));
+        });
+        self.wheel = wheel;
+        for key in to_ping {
+            self.stats.pings += 1;
+            self.enqueue(key, Out::Own(encode(OpCode::Control(Control::Ping), b"")));
+        }
+        for key in to_close {
+            self.close_now(key, close::GOING_AWAY, "idle timeout: no traffic or pong");
+        }
+    }
+
+    /// Close a connection whose peer may be gone: queue the close frame, try to
+    /// write it now, and shut the socket down (which wakes its read task to reclaim
+    /// it) instead of waiting for the peer's half of the handshake.
+    pub fn close_now(&mut self, key: ConnKey, code: u16, reason: &str) {
+        self.close(key, code, reason);
+        if let Some(conn) = self.conn_mut(key) {
+            let (n, _) = conn.outq.flush(conn.fd);
+            abort(conn);
+            self.stats.bytes_out += n as u64;
+        }
+    }
+}
+
+impl Worker {
+    /// Begin draining this worker over `window` (see the module docs).
+    pub(super) fn start_drain(self: &Rc<Self>, window: Duration) {
+        if let Some(fd) = self.listener_fd.take() {
+            // Wakes the accept loop, which sees `draining` and stops.
+            let _ = shutdown(fd, Shutdown::Read);
+        }
+        let mut schedule: Vec<(Duration, ConnKey)> = {
+            let mut st = self.state.borrow_mut();
+            let mut keys: Vec<ConnKey> = st
+                .conns
+                .iter()
+                .filter(|(_, c)| c.phase == Phase::Open)
+                .map(|(slot, c)| ConnKey {
+                    slot: slot as u32,
+                    generation: c.generation,
+                })
+                .collect();
+            fastrand::shuffle(&mut keys);
+            let n = keys.len().max(1) as u32;
+            let spaced: Vec<(Duration, ConnKey)> = keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, key)| (window * i as u32 / n, key))
+                .collect();
+            for &(at, key) in &spaced {
+                let hint = protocol::reconnect_frame(at.as_millis() as u64);
+                st.enqueue(key, Out::Own(hint));
+            }
+            info!(
+                worker = self.id,
+                connections = spaced.len(),
+                window_ms = window.as_millis() as u64,
+                "draining: reconnect hints sent, closing in paced batches"
+            );
+            spaced
+        };
+        self.flush_dirty();
+        schedule.reverse(); // pop from the end: earliest first
+        let w = self.clone();
+        monoio::spawn(async move {
+            let start = Instant::now();
+            while let Some(&(at, _)) = schedule.last() {
+                let due = start + at;
+                let now = Instant::now();
+                if due > now {
+                    monoio::time::sleep((due - now).min(DRAIN_STEP)).await;
+                    continue;
+                }
+                {
+                    let mut st = w.state.borrow_mut();
+                    while let Some(&(at, key)) = schedule.last() {
+                        if start + at > Instant::now() {
+                            break;
+                        }
+                        schedule.pop();
+                        st.close(key, close::RESTART, "node restarting: reconnect and resume");
+                    }
+                }
+                w.flush_dirty();
+            }
+            if let Some(left) = window.checked_sub(start.elapsed()) {
+                monoio::time::sleep(left).await;
+            }
+            // The window is over: shut down whatever is still open.
+            {
+                let mut st = w.state.borrow_mut();
+                let left: Vec<ConnKey> = st
+                    .conns
+                    .iter()
+                    .map(|(slot, c)| ConnKey {
+                        slot: slot as u32,
+                        generation: c.generation,
+                    })
+                    .collect();
+                for key in left {
+                    st.close_now(key, close::RESTART, "node restarting");
+                }
+            }
+            // Let the read tasks see their EOF and release their sockets.
+            monoio::time::sleep(Duration::from_millis(50)).await;
+            w.shared.mailboxes[w.id].send(super::mailbox::Mail::Shutdown);
+        });
+    }
+}
