@@ -366,6 +366,8 @@ fn a_client_that_stops_reading_is_closed_and_reclaimed_while_others_get_everythi
     let node = Node::start(|c| {
         c.limits.max_queue_bytes = 64 << 10;
         c.limits.max_queue_messages = 64;
+        c.limits.close_timeout_ms = 500;
+        c.heartbeat.tick_ms = 100;
     });
     let room = "chat:flood";
     let mut stuck = node.client();
@@ -391,7 +393,8 @@ fn a_client_that_stops_reading_is_closed_and_reclaimed_while_others_get_everythi
         assert_eq!(m["seq"].as_u64().unwrap(), base + 1 + i);
     }
     publisher.join().unwrap();
-    // The stuck client was closed as a slow consumer and its connection reclaimed.
+    // The stuck client was closed as a slow consumer and, since it never read its
+    // close frame, reclaimed after the close timeout.
     let deadline = std::time::Instant::now() + common::WAIT;
     loop {
         let (_, text) = node.get("/metrics");

@@ -95,6 +95,8 @@ pub struct Conn {
     pub shutdown_after_flush: bool,
     /// Counted in the node's (and its address's) open connections.
     pub counted: bool,
+    /// The socket was shut down; the read task is about to reclaim the entry.
+    pub aborted: bool,
     /// Refused messages in a row (rate limit); over `rate_strikes`: close 4029.
     pub strikes: u8,
     /// Wheel tick of the last bytes received (any frame, pongs included).
@@ -120,6 +122,7 @@ impl Conn {
             write_blocked: false,
             shutdown_after_flush: false,
             counted: false,
+            aborted: false,
             strikes: 0,
             last_seen: 0,
             bucket,

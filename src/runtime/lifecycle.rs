@@ -22,7 +22,7 @@ use super::wheel::Tick;
 use super::worker::{State, Worker, abort};
 use crate::conn::outq::Out;
 use crate::conn::{ConnKey, Phase};
-use crate::metrics::Refused;
+use crate::metrics::{Disconnect, Refused};
 use crate::protocol;
 use crate::ws::close;
 use crate::ws::frame::encode;
@@ -99,20 +99,37 @@ impl State {
     }
 
     /// Advance the wheel to `now`: ping connections quiet for a ping interval, close
-    /// those quiet for the idle timeout (no pong, no traffic).
+    /// those quiet for the idle timeout (no pong, no traffic), and abort closing
+    /// connections whose peer has not finished the close within the close timeout
+    /// (a slow consumer that never reads its 4008, say).
     pub(super) fn heartbeat(&mut self, now: Tick) {
         let hb = &self.shared.config.heartbeat;
         let idle = hb.idle_timeout_ms.div_ceil(hb.tick_ms) as Tick;
+        let linger = self
+            .shared
+            .config
+            .limits
+            .close_timeout_ms
+            .div_ceil(hb.tick_ms) as Tick;
         let ping = self.ping_ticks();
         let mut wheel = std::mem::take(&mut self.wheel);
         let mut to_ping = Vec::new();
         let mut to_close = Vec::new();
+        let mut to_abort = Vec::new();
         wheel.advance(now, |wheel, key, at| {
             let Some(conn) = self.conn_mut(key) else {
                 return; // gone: its entry simply ends here
             };
-            if conn.phase != Phase::Open {
-                return; // closing: bounded by the close timeout instead
+            if conn.phase == Phase::Closing {
+                if conn.aborted {
+                    return; // already shut down; its read task is reclaiming it
+                }
+                if at.saturating_sub(conn.last_seen) >= linger {
+                    to_abort.push(key);
+                } else {
+                    wheel.schedule(key, conn.last_seen + linger);
+                }
+                return;
             }
             let quiet = at.saturating_sub(conn.last_seen);
             if quiet >= idle {
@@ -131,6 +148,12 @@ impl State {
         }
         for key in to_close {
             self.close_now(key, close::GOING_AWAY, "idle timeout: no traffic or pong");
+        }
+        for key in to_abort {
+            if let Some(conn) = self.conn_mut(key) {
+                abort(conn);
+                self.stats.disconnected(Disconnect::CloseTimeout);
+            }
         }
     }
 

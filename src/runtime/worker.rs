@@ -204,9 +204,6 @@ impl Worker {
             }
             conn.dirty = false;
             if conn.write_blocked {
-                if conn.phase == Phase::Closing {
-                    abort(conn);
-                }
                 continue;
             }
             let (n, res) = conn.outq.flush(conn.fd);
@@ -218,7 +215,6 @@ impl Worker {
                         let _ = shutdown(conn.fd, Shutdown::Write);
                     }
                 }
-                Flushed::Blocked if conn.phase == Phase::Closing => abort(conn),
                 Flushed::Blocked => match writability_handle(conn.fd) {
                     Ok(stream) => {
                         conn.write_blocked = true;
@@ -277,10 +273,11 @@ impl Worker {
     }
 }
 
-/// A closing connection whose socket is full (a slow consumer that stopped reading)
-/// is not worth waiting for: shut the socket down, which wakes its read task (EOF) and
-/// any writability wait, so the slot, queue and rooms are reclaimed now.
+/// Give up on a connection: drop what it has not started receiving and shut the
+/// socket down, which wakes its read task (EOF) and any writability wait, so the slot,
+/// queue and rooms are reclaimed now.
 pub(super) fn abort(conn: &mut Conn) {
+    conn.aborted = true;
     conn.outq.clear_unstarted();
     let _ = shutdown(conn.fd, Shutdown::Both);
 }
@@ -416,6 +413,7 @@ impl State {
     /// Move a connection to `Closing`, optionally queueing a last frame, and count
     /// why it ended.
     pub fn finish(&mut self, key: ConnKey, last: Option<Bytes>, why: Disconnect) {
+        let now = self.wheel.now();
         let Some(conn) = self.conn_mut(key) else {
             return;
         };
@@ -424,8 +422,24 @@ impl State {
         }
         conn.phase = Phase::Closing;
         conn.shutdown_after_flush = true;
+        // From here `last_seen` dates the close: the wheel gives the peer
+        // `close_timeout_ms` from now (more while it still sends) before aborting.
+        conn.last_seen = now;
+        let admitted = conn.counted;
         if let Some(frame) = last {
             conn.outq.push(Out::Own(frame));
+        }
+        if admitted {
+            // The open-phase entry may be a ping interval away: add one at the close
+            // deadline (a stale entry finding the connection gone or aborted is a no-op).
+            let hb = &self.shared.config.heartbeat;
+            let linger = self
+                .shared
+                .config
+                .limits
+                .close_timeout_ms
+                .div_ceil(hb.tick_ms) as Tick;
+            self.wheel.schedule(key, now + linger);
         }
         self.stats.disconnected(why);
         self.mark_dirty(key);

@@ -260,3 +260,76 @@ pub fn raw_http_status(addr: SocketAddr, request: &str) -> u16 {
     let text = String::from_utf8_lossy(&buf[..n]);
     text.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `ringway` binary as a child process, for what needs a process of its own
+/// (signals, exit status, its own RSS). Killed on drop if still running.
+pub struct Process {
+    pub child: std::process::Child,
+    pub ws: SocketAddr,
+    pub api: SocketAddr,
+}
+
+impl Process {
+    /// Start `ringway` with `args` on free loopback ports; waits until /healthz answers.
+    pub fn start(args: &[&str]) -> Process {
+        let ws: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+            .args([
+                "--listen",
+                &ws.to_string(),
+                "--api-listen",
+                &api.to_string(),
+                "--no-pin",
+            ])
+            .args(args)
+            .env("RINGWAY_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start ringway");
+        let p = Process { child, ws, api };
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(api).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ringway did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.ws)
+    }
+
+    /// A metric from /metrics (summed over label sets).
+    pub fn metric(&self, name: &str) -> f64 {
+        metric(self.api, name)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A metric from a node's /metrics, summed over its label sets.
+pub fn metric(api: SocketAddr, name: &str) -> f64 {
+    let (_, text) = http(api, "GET", "/metrics", "");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,441 @@
+//! Black-box tests of the connection lifecycle under stress: heartbeats, slow
+//! consumers and their policies, connection and rate limits, graceful drain.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Client, Node, Process, WAIT, raw_connect, raw_http_status};
+use serde_json::json;
+use tungstenite::Message;
+
+const UPGRADE: &str = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+fn fast_heartbeat(c: &mut ringway::Config) {
+    c.heartbeat.ping_interval_ms = 300;
+    c.heartbeat.idle_timeout_ms = 1000;
+    c.heartbeat.tick_ms = 100;
+}
+
+#[test]
+fn a_client_that_never_answers_pings_is_closed_within_idle_timeout_plus_one_tick() {
+    let node = Node::start(fast_heartbeat);
+    // A raw socket: it completes the upgrade, then never sends a byte (so no pongs).
+    let mut s = TcpStream::connect(node.ws).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET /ws HTTP/1.1\r\nHost: a\r\n{UPGRADE}\r\n").unwrap();
+    let opened = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s
+            .read(&mut buf)
+            .expect("the server closes, it does not stall");
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let lived = opened.elapsed();
+    // Idle timeout 1000 ms, tick 100 ms: not before the timeout (less one tick of
+    // rounding), not after it plus one tick (plus scheduling slack).
+    assert!(
+        lived >= Duration::from_millis(900),
+        "closed early: {lived:?}"
+    );
+    assert!(
+        lived <= Duration::from_millis(1100 + 400),
+        "closed late: {lived:?}"
+    );
+    // It was pinged (0x89) on the way, and closed with 1001 (0x88 len 0x03 0xe9).
+    assert!(seen.windows(2).any(|w| w == [0x89, 0x00]), "no ping seen");
+    assert!(
+        seen.windows(4)
+            .any(|w| w[0] == 0x88 && w[2..4] == [0x03, 0xe9]),
+        "no 1001 close"
+    );
+    let (_, text) = node.get("/metrics");
+    assert!(
+        text.contains("ringway_disconnects_total{reason=\"idle_timeout\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_client_that_answers_pings_stays_open() {
+    let node = Node::start(fast_heartbeat);
+    let mut c = node.client();
+    let until = Instant::now() + Duration::from_millis(3000);
+    let mut pings = 0;
+    c.ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while Instant::now() < until {
+        match c.ws.read() {
+            // tungstenite queues the pong and writes it on the next read.
+            Ok(Message::Ping(_)) => pings += 1,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("connection lost after {pings} pings: {e}"),
+        }
+    }
+    assert!(pings >= 3, "pings every 300 ms of silence, saw {pings}");
+    c.ws.get_mut().set_read_timeout(Some(WAIT)).unwrap();
+    c.send(json!({"type": "ping"}));
+    assert_eq!(c.recv()["type"], "pong");
+}
+
+#[test]
+fn the_connection_over_the_node_cap_gets_503_and_the_first_n_are_unaffected() {
+    let node = Node::start(|c| c.limits.max_connections = 3);
+    let mut first: Vec<Client> = (0..3).map(|_| node.client()).collect();
+    let mut s = TcpStream::connect(node.ws).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET /ws HTTP/1.1\r\nHost: a\r\n{UPGRADE}\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After:"), "{answer}");
+    for c in &mut first {
+        c.sub("still:here");
+    }
+    let (_, seq) = node.publish("still:here", json!(1));
+    for c in &mut first {
+        assert_eq!(c.recv()["seq"].as_u64(), Some(seq));
+    }
+    // A slot frees when one leaves.
+    drop(first.pop());
+    let deadline = Instant::now() + WAIT;
+    let request = format!("GET /ws HTTP/1.1\r\nHost: a\r\n{UPGRADE}\r\n");
+    while raw_http_status(node.ws, &request) != 101 {
+        assert!(Instant::now() < deadline, "the freed slot was never reused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_per_ip_cap_refuses_with_429_and_other_addresses_still_connect() {
+    let node = Node::start(|c| c.limits.max_connections_per_ip = 2);
+    let _a = node.client();
+    let _b = node.client();
+    let status = raw_http_status(
+        node.ws,
+        &format!("GET /ws HTTP/1.1\r\nHost: a\r\n{UPGRADE}\r\n"),
+    );
+    assert_eq!(status, 429);
+    // Another source address is another client.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.2:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.connect(&node.ws.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET /ws HTTP/1.1\r\nHost: a\r\n{UPGRADE}\r\n").unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 101");
+}
+
+#[test]
+fn a_flooding_client_is_rate_limited_then_closed_with_4029_while_others_are_unaffected() {
+    let node = Node::start(|c| {
+        c.limits.messages_per_second = 10;
+        c.limits.message_burst = 10;
+        c.limits.rate_strikes = 5;
+    });
+    let mut bystander = node.client();
+    bystander.sub("calm");
+    let mut flood = node.client();
+    for i in 0..100 {
+        if flood
+            .ws
+            .send(Message::text(json!({"type": "ping", "ref": i}).to_string()))
+            .is_err()
+        {
+            break; // closed under us
+        }
+    }
+    let (mut pongs, mut limited) = (0, 0);
+    let code = loop {
+        match flood.ws.read() {
+            Ok(Message::Text(t)) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                match v["type"].as_str() {
+                    Some("pong") => pongs += 1,
+                    Some("error") if v["code"] == "rate_limited" => limited += 1,
+                    _ => panic!("unexpected {v}"),
+                }
+            }
+            Ok(Message::Close(Some(f))) => break u16::from(f.code),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(code, 4029);
+    assert_eq!(pongs, 10, "the burst is served");
+    assert_eq!(limited, 5, "then one refusal per strike allowed");
+    let (_, seq) = node.publish("calm", json!("fine"));
+    assert_eq!(bystander.recv()["seq"].as_u64(), Some(seq));
+    let mut late = node.client();
+    late.send(json!({"type": "ping"}));
+    assert_eq!(
+        late.recv()["type"],
+        "pong",
+        "other connections have their own budget"
+    );
+}
+
+#[test]
+fn too_many_subscriptions_is_refused_politely() {
+    let node = Node::start(|c| c.limits.max_subscriptions = 2);
+    let mut c = node.client();
+    c.sub("a");
+    c.sub("b");
+    c.send(json!({"type": "sub", "room": "c"}));
+    assert_eq!(c.recv()["code"], "too_many_subscriptions");
+    c.send(json!({"type": "unsub", "room": "a"}));
+    assert_eq!(c.recv()["type"], "unsubscribed");
+    c.sub("c");
+}
+
+/// Flood a room while one subscriber does not read; then let it read and return the
+/// values it gets (the `i` of each message, in arrival order) and whether it was
+/// closed.
+fn flood_a_sleeping_subscriber(policy: &str, key: Option<&str>) -> (Vec<u64>, Option<u16>, u64) {
+    let policy = policy.to_owned();
+    let node = Node::start(move |c| {
+        c.limits.max_queue_messages = 8;
+        c.limits.max_queue_bytes = 64 << 10;
+        c.rooms.policies.push(ringway::config::RoomPolicy {
+            prefix: "ticker:".into(),
+            slow_consumer: match policy.as_str() {
+                "conflate" => ringway::config::SlowPolicy::Conflate,
+                "drop-oldest" => ringway::config::SlowPolicy::DropOldest,
+                _ => ringway::config::SlowPolicy::Disconnect,
+            },
+        });
+    });
+    let mut sleeper = node.client();
+    sleeper.sub("ticker:X");
+    let n = 3000u64;
+    let pad = "p".repeat(4 << 10);
+    for i in 0..n {
+        let mut body = json!({"room": "ticker:X", "data": {"i": i, "pad": pad}});
+        if let Some(k) = key {
+            body["key"] = json!(k);
+        }
+        let (status, _) = common::http(node.api, "POST", "/v1/publish", &body.to_string());
+        assert_eq!(status, 200);
+    }
+    // Now it reads everything that is left for it.
+    let mut got = Vec::new();
+    sleeper
+        .ws
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let closed = loop {
+        match sleeper.ws.read() {
+            Ok(Message::Text(t)) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                got.push(v["data"]["i"].as_u64().unwrap());
+            }
+            Ok(Message::Close(f)) => break f.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(_) => break None, // quiet: everything was delivered
+        }
+    };
+    (got, closed, n)
+}
+
+#[test]
+fn conflate_delivers_the_latest_value_to_a_slow_client_once_it_reads_again() {
+    let (got, closed, n) = flood_a_sleeping_subscriber("conflate", Some("AAPL"));
+    assert_eq!(closed, None, "conflate does not disconnect");
+    assert_eq!(got.last(), Some(&(n - 1)), "the newest value arrives");
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "values only move forward"
+    );
+    assert!(
+        (got.len() as u64) < n,
+        "older values were conflated away ({} of {n})",
+        got.len()
+    );
+}
+
+#[test]
+fn drop_oldest_keeps_the_client_and_the_newest_messages() {
+    let (got, closed, n) = flood_a_sleeping_subscriber("drop-oldest", None);
+    assert_eq!(closed, None);
+    assert_eq!(got.last(), Some(&(n - 1)));
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+    assert!((got.len() as u64) < n);
+}
+
+#[test]
+fn disconnect_is_the_default_policy() {
+    let (got, closed, n) = flood_a_sleeping_subscriber("disconnect", None);
+    // It reads what the kernel had buffered for it, then its 4008.
+    assert_eq!(closed, Some(4008), "got {} of {n} then no 4008", got.len());
+    assert!(
+        got.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap before the close"
+    );
+}
+
+#[test]
+fn server_memory_stays_bounded_while_slow_consumers_ignore_a_flood() {
+    // drop-oldest keeps the slow clients connected, so their queues are the thing
+    // that must stay bounded. 16 slow clients x 256 KiB of queue, ~200 MB flooded.
+    let node = Process::start(&[
+        "--config",
+        &write_config(
+            "[limits]\nmax_queue_bytes = 262144\nmax_queue_messages = 4096\nmessages_per_second = 0\n\
+             [[rooms.policy]]\nprefix = \"flood\"\nslow_consumer = \"drop-oldest\"\n",
+        ),
+    ]);
+    let mut slow: Vec<_> = (0..16).map(|_| Client::connect(&node.url())).collect();
+    for c in &mut slow {
+        c.sub("flood");
+    }
+    let mut reader = Client::connect(&node.url());
+    reader.sub("flood");
+    let rss0 = node.metric("ringway_process_resident_memory_bytes");
+    // The publisher stays at most 16 messages (128 KiB) ahead of the reader, under
+    // the 256 KiB queue bound even before the kernel's socket buffers grow, so the
+    // reader never overflows; only the sleeping clients do.
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut publisher = Client::connect(&node.url());
+    let pad = "f".repeat(8 << 10);
+    let n = 25_000u64;
+    let progress = read.clone();
+    let t = std::thread::spawn(move || {
+        for i in 0..n {
+            while i > progress.load(std::sync::atomic::Ordering::Relaxed) + 16 {
+                std::thread::yield_now();
+            }
+            publisher.send(json!({"type": "pub", "room": "flood", "data": {"i": i, "pad": pad}}));
+        }
+        publisher
+    });
+    let mut peak = rss0;
+    for i in 0..n {
+        let m = reader.recv();
+        assert_eq!(
+            m["data"]["i"].as_u64(),
+            Some(i),
+            "the reading subscriber gets every message in order"
+        );
+        read.store(i + 1, std::sync::atomic::Ordering::Relaxed);
+        if i % 2500 == 0 {
+            peak = peak.max(node.metric("ringway_process_resident_memory_bytes"));
+        }
+    }
+    let _publisher = t.join().unwrap();
+    peak = peak.max(node.metric("ringway_process_resident_memory_bytes"));
+    let bound = 16.0 * 262_144.0 * 2.0 + 64.0 * 1048576.0;
+    assert!(
+        peak - rss0 < bound,
+        "RSS grew {:.1} MiB flooding 200 MB past 16 sleeping clients (bound {:.1} MiB)",
+        (peak - rss0) / 1048576.0,
+        bound / 1048576.0
+    );
+    assert_eq!(
+        node.metric("ringway_connections"),
+        18.0,
+        "the slow clients stay (drop-oldest)"
+    );
+    assert!(node.metric("ringway_dropped_total") > 0.0);
+    drop(slow);
+}
+
+fn write_config(text: &str) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "ringway-test-{}-{}.toml",
+        std::process::id(),
+        fastrand_name()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn fastrand_name() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}
+
+#[test]
+fn sigterm_drains_with_reconnect_hints_and_1012_then_exits_0_inside_the_window() {
+    let mut node = Process::start(&["--drain-window", "2"]);
+    let mut clients: Vec<_> = (0..20).map(|_| raw_connect(&node.url())).collect();
+    for c in &mut clients {
+        let welcome = common::recv_json(c);
+        assert_eq!(welcome["type"], "welcome");
+    }
+    let sent = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(node.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // Not ready any more while draining.
+    let deadline = Instant::now() + WAIT;
+    while node.get_readyz() != 503 {
+        assert!(Instant::now() < deadline, "/readyz never turned 503");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut hints = Vec::new();
+    for c in &mut clients {
+        let hint = common::recv_json(c);
+        assert_eq!(hint["type"], "reconnect", "{hint}");
+        let after = hint["after_ms"].as_u64().unwrap();
+        assert!(after < 2000, "{hint}");
+        hints.push(after);
+        assert_eq!(common::expect_close(c), 1012);
+    }
+    assert!(
+        hints.iter().max() > hints.iter().min(),
+        "hints are spread over the window: {hints:?}"
+    );
+    let status = wait_exit(&mut node.child, Duration::from_secs(5));
+    let took = sent.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status");
+    assert!(
+        took < Duration::from_millis(2000 + 1500),
+        "exited after {took:?}"
+    );
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+trait Readyz {
+    fn get_readyz(&self) -> u16;
+}
+
+impl Readyz for Process {
+    fn get_readyz(&self) -> u16 {
+        common::http(self.api, "GET", "/readyz", "").0
+    }
+}
