@@ -64,6 +64,14 @@ pub struct ServeArgs {
     /// Open connections per client address; more get HTTP 429 [default: no cap].
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
+    /// Messages per second each client may send; 0 turns rate limiting off
+    /// (benchmarks with fast publishers) [default: 100].
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<u32>,
+    /// Kernel send buffer per client socket (SO_SNDBUF) in bytes; 0 = kernel
+    /// autotuning [default: 0].
+    #[arg(long, value_name = "BYTES")]
+    pub send_buffer: Option<usize>,
     /// Seconds over which a SIGTERM drain closes connections [default: 30].
     #[arg(long, value_name = "SECONDS")]
     pub drain_window: Option<f64>,
@@ -105,6 +113,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.max_connections_per_ip {
             c.limits.max_connections_per_ip = v;
+        }
+        if let Some(v) = self.send_buffer {
+            c.limits.send_buffer_bytes = v;
+        }
+        if let Some(v) = self.rate_limit {
+            c.limits.messages_per_second = v;
         }
         if let Some(v) = self.drain_window {
             if !(v.is_finite() && v > 0.0) {

@@ -116,6 +116,12 @@ pub struct Limits {
     /// Refused messages in a row after which a rate-limited connection is closed
     /// with 4029. Default 20.
     pub rate_strikes: u32,
+    /// Kernel send buffer per client socket (SO_SNDBUF), bytes. `0` (the default)
+    /// leaves it to the kernel's autotuning, which lets a slow client's socket hold
+    /// up to `net.ipv4.tcp_wmem` max (often 4 MiB) of kernel memory; a fixed size
+    /// bounds kernel memory per connection and hands backlog to the queue policies
+    /// sooner.
+    pub send_buffer_bytes: usize,
 }
 
 /// Room history kept by each room's owner for resume.
@@ -238,6 +244,7 @@ impl Default for Limits {
             messages_per_second: 100,
             message_burst: 200,
             rate_strikes: 20,
+            send_buffer_bytes: 0,
         }
     }
 }

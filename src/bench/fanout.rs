@@ -38,6 +38,10 @@ pub struct FanoutArgs {
     /// Seconds to publish.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// Fraction of subscribers (0 to 1) that subscribe and then never read: slow
+    /// consumers. They are left out of delivered/expected.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_fraction: f64,
 }
 
 /// Per-thread delivery counts and latencies.
@@ -56,6 +60,17 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let rooms = args.rooms.max(1);
     let before = scrape::get(args.target.api, "/metrics").ok();
 
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.slow_fraction),
+        "--slow-fraction must be between 0 and 1"
+    );
+    // Subscriber j is slow when j % slow_every == 0 (0: none).
+    let slow_every = if args.slow_fraction > 0.0 {
+        (1.0 / args.slow_fraction).round().max(1.0) as usize
+    } else {
+        0
+    };
+    let is_slow = |j: usize| slow_every > 0 && j % slow_every == 0;
     let stop = Arc::new(AtomicBool::new(false));
     let subscribed = Arc::new(AtomicUsize::new(0));
     let ready = Arc::new(Barrier::new(threads + 1));
@@ -82,7 +97,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 .build()
                 .expect("bench runtime");
             let tally = rt.block_on(subscribers(
-                first, n, rooms, sources, addr, host, path, stop, subscribed, ready,
+                first, n, rooms, slow_every, sources, addr, host, path, stop, subscribed, ready,
             ));
             let _ = tx.send((tally.delivered, tally.closed, tally.latency_us));
         }));
@@ -97,6 +112,29 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         );
     }
 
+    // Sample the server every second while publishing.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (api, sampling) = (args.target.api, sampling.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut samples = Vec::new();
+            while sampling.load(Ordering::Relaxed) {
+                if let Ok(text) = scrape::get(api, "/metrics") {
+                    samples.push((
+                        start.elapsed().as_secs_f64(),
+                        scrape::metric(&text, "ringway_process_resident_memory_bytes")
+                            .unwrap_or(0.0),
+                        scrape::metric_sum(&text, "ringway_connections"),
+                        scrape::metric_sum(&text, "ringway_dropped_total"),
+                        scrape::metric(&text, "ringway_send_queue_bytes").unwrap_or(0.0),
+                    ));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            samples
+        })
+    };
     // Publish from this thread's own runtime.
     let cpu0 = cpu_seconds();
     let publish_start = Instant::now();
@@ -106,9 +144,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let published = rt.block_on(publisher(&args, addr, &host, &path, rooms))?;
     let publish_secs = publish_start.elapsed().as_secs_f64();
 
-    // Expected deliveries: each message reaches the subscribers of its room.
+    // Expected deliveries: each message reaches the reading subscribers of its room.
     let per_room: Vec<u64> = (0..rooms)
-        .map(|r| (0..subs).filter(|j| j % rooms == r).count() as u64)
+        .map(|r| (0..subs).filter(|&j| j % rooms == r && !is_slow(j)).count() as u64)
         .collect();
     let expected: u64 = (0..published)
         .map(|i| per_room[(i % rooms as u64) as usize])
@@ -127,6 +165,8 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         let _ = h.join();
     }
     let cpu = cpu_seconds() - cpu0;
+    sampling.store(false, Ordering::Relaxed);
+    let samples = sampler.join().unwrap_or_default();
     let after = scrape::get(args.target.api, "/metrics").ok();
     let slow = match (&before, &after) {
         (Some(b), Some(a)) => {
@@ -146,7 +186,8 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 "expected": expected, "delivered": delivered, "closed_by_server": closed,
                 "server_dropped": slow, "deliveries_per_sec": rate,
                 "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": hist.max() as f64 / 1000.0},
-                "bench_cpu_seconds": cpu,
+                "bench_cpu_seconds": cpu, "slow_subscribers": (0..subs).filter(|&j| is_slow(j)).count(),
+                "server_samples": samples.iter().map(|(t, rss, c, d, q)| serde_json::json!({"t": t, "rss": rss, "connections": c, "dropped": d, "queued_bytes": q})).collect::<Vec<_>>(),
             })
         );
     } else {
@@ -168,6 +209,16 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             hist.max() as f64 / 1000.0
         );
         println!("bench CPU: {cpu:.2}s over {publish_secs:.1}s");
+        if slow_every > 0 {
+            println!("server over time (t s, RSS MiB, connections, dropped frames, queued MiB):");
+            for (t, rss, c, d, q) in &samples {
+                println!(
+                    "  {t:5.1}  {:7.1}  {c:6.0}  {d:9.0}  {:6.1}",
+                    rss / 1048576.0,
+                    q / 1048576.0
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -177,6 +228,7 @@ async fn subscribers(
     first: usize,
     n: usize,
     rooms: usize,
+    slow_every: usize,
     sources: Vec<Option<IpAddr>>,
     addr: SocketAddr,
     host: String,
@@ -194,7 +246,10 @@ async fn subscribers(
     for j in first..first + n {
         let source = sources[j % sources.len()];
         let room = format!("bench:{}", j % rooms);
-        let Ok(mut s) = wsclient::connect_from(source, addr) else {
+        let slow = slow_every > 0 && j % slow_every == 0;
+        // Slow consumers also get a small receive window, so the kernel does not
+        // absorb the backlog that the server's queue policy should see.
+        let Ok(mut s) = wsclient::connect_with(source, addr, slow.then_some(16 << 10)) else {
             continue;
         };
         let Ok(left) = wsclient::upgrade(&mut s, &host, &path).await else {
@@ -205,7 +260,12 @@ async fn subscribers(
             continue;
         }
         let (tx, rx) = futures_channel::oneshot::channel();
-        monoio::spawn(subscriber(s, left, tally.clone(), tx));
+        if slow {
+            // A slow consumer: wait for `subscribed`, then never read again.
+            monoio::spawn(sleeper(s, left, tx));
+        } else {
+            monoio::spawn(subscriber(s, left, tally.clone(), tx));
+        }
         waiting.push(rx);
     }
     for rx in waiting {
@@ -258,6 +318,28 @@ async fn subscriber(
     }
 }
 
+/// A subscriber that stops reading once subscribed (holding its socket open).
+async fn sleeper(
+    mut s: monoio::net::TcpStream,
+    left: Vec<u8>,
+    subscribed: futures_channel::oneshot::Sender<()>,
+) {
+    let mut reader = wsclient::FrameReader::new(left);
+    let mut done = false;
+    while !done {
+        reader.drain(|text| done |= text.starts_with(br#"{"type":"subscribed""#));
+        if !done && matches!(reader.fill(&mut s).await, Ok(0) | Err(_)) {
+            return;
+        }
+    }
+    let _ = subscribed.send(());
+    // Hold the socket without reading until the runtime ends. (Not `pending()`: a
+    // monoio task that holds no waker and no JoinHandle is freed, socket and all.)
+    loop {
+        monoio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
 /// The `"ts":N` inside a `msg` frame's data.
 fn find_ts(text: &[u8]) -> Option<u64> {
     if !text.starts_with(br#"{"type":"msg""#) {
@@ -305,7 +387,13 @@ async fn publisher(
         if !batch.is_empty() {
             let (res, b) = s.write_all(std::mem::take(&mut batch)).await;
             batch = b;
-            res?;
+            res.map_err(|e| {
+                anyhow::anyhow!(
+                    "the server closed the publisher's connection after {sent} messages ({e}). \
+                     If it was rate limited (close 4029), start the server with --rate-limit 0 \
+                     or a higher limits.messages_per_second"
+                )
+            })?;
         } else {
             monoio::time::sleep(Duration::from_millis(1)).await;
         }

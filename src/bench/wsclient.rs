@@ -17,7 +17,20 @@ use crate::ws::frame::unmask;
 
 /// Open a TCP connection from `source` (port chosen by the kernel).
 pub fn connect_from(source: Option<IpAddr>, to: SocketAddr) -> io::Result<TcpStream> {
+    connect_with(source, to, None)
+}
+
+/// Like [`connect_from`], with a fixed receive buffer (SO_RCVBUF, set before the
+/// handshake so the window is small from the start): a client on a slow link.
+pub fn connect_with(
+    source: Option<IpAddr>,
+    to: SocketAddr,
+    recv_buffer: Option<usize>,
+) -> io::Result<TcpStream> {
     let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(bytes) = recv_buffer {
+        s.set_recv_buffer_size(bytes)?;
+    }
     if let Some(ip) = source {
         // Choose the source port at connect(), not bind(): bind() must find a port
         // free for *every* destination and crawls once many are in TIME_WAIT;

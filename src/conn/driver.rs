@@ -54,6 +54,12 @@ enum Read {
 /// worker, the stream, the key and one pending `readable()`, nothing else.
 pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let sndbuf = w.shared.config.limits.send_buffer_bytes;
+    if sndbuf > 0 {
+        // SAFETY: the fd belongs to `stream`, which outlives this borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+        let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SndBuf, &sndbuf);
+    }
     let key = {
         let mut st = w.state.borrow_mut();
         let bucket = TokenBucket::new(st.shared.config.limits.message_burst, st.now_ms());

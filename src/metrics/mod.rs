@@ -369,7 +369,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
         ),
         (
             "ringway_send_queue_bytes",
-            "Bytes queued toward clients.",
+            "Bytes queued toward clients, summed over connections (a broadcast frame queued for N subscribers counts N times; memory holds it once).",
             |s| s.queued_bytes,
         ),
     ];
