@@ -27,8 +27,9 @@ pub struct IdleArgs {
     /// Child processes to spread the connections over.
     #[arg(long, default_value_t = 1)]
     pub procs: usize,
-    /// Seconds to hold the connections at most.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds to keep the connections open after the report is printed (for
+    /// watching the server, or draining it, with the connections in place).
+    #[arg(long, default_value_t = 0)]
     pub hold: u64,
     /// Internal: run as child I of K (`I/K`).
     #[arg(long, hide = true)]
@@ -101,10 +102,6 @@ pub fn run(args: IdleArgs) -> anyhow::Result<()> {
     let after = scrape::get(args.target.api, "/metrics")?;
     let rss1 = scrape::metric(&after, "ringway_process_resident_memory_bytes").unwrap_or(0.0);
     let conns1 = scrape::metric_sum(&after, "ringway_connections");
-    for mut child in children {
-        drop(child.stdin.take()); // EOF: the child lets go of its connections
-        let _ = child.wait();
-    }
     let cpu = cpu_seconds() - cpu0;
     let added = conns1 - conns0;
     let per_conn = if added > 0.0 {
@@ -142,6 +139,15 @@ pub fn run(args: IdleArgs) -> anyhow::Result<()> {
         );
         println!("bench CPU: {cpu:.2}s");
     }
+    if args.hold > 0 {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_secs(args.hold));
+    }
+    for mut child in children {
+        drop(child.stdin.take()); // EOF: the child lets go of its connections
+        let _ = child.wait();
+    }
     Ok(())
 }
 
@@ -173,7 +179,8 @@ fn run_child(args: &IdleArgs, spec: &str) -> anyhow::Result<()> {
             release.clone(),
             tx.clone(),
         );
-        let hold = Duration::from_secs(args.hold);
+        // A safety net: children never outlive the coordinator's hold by long.
+        let hold = Duration::from_secs(args.hold + 120);
         handles.push(std::thread::spawn(move || {
             let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
                 .enable_timer()
