@@ -439,3 +439,26 @@ impl Readyz for Process {
         common::http(self.api, "GET", "/readyz", "").0
     }
 }
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut node = Process::start(&["--drain-window", "30"]);
+    let mut c = raw_connect(&node.url());
+    assert_eq!(common::recv_json(&mut c)["type"], "welcome");
+    let pid = nix::unistd::Pid::from_raw(node.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(
+        common::recv_json(&mut c)["type"],
+        "reconnect",
+        "the drain began"
+    );
+    let sent = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = wait_exit(&mut node.child, Duration::from_secs(5));
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "exited after {:?}, not at once",
+        sent.elapsed()
+    );
+    assert_eq!(status.code(), Some(130));
+}
