@@ -26,6 +26,20 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load-generate against a node (or a peer server) and report.
     Bench(crate::bench::BenchArgs),
+    /// Validate the configuration and check that this host fits the connection
+    /// target; exits non-zero when it does not.
+    Check(CheckArgs),
+}
+
+/// `ringway check` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Connections the node must hold [default: limits.max_connections, else 100000].
+    #[arg(long, value_name = "N")]
+    pub connections: Option<u64>,
+    /// The configuration to validate (and flags as for `serve`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Flags of `ringway serve`. Each overrides the same key of `--config`.

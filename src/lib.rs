@@ -30,11 +30,13 @@
 //! | [`api`]      | the HTTP API |
 //! | [`metrics`]  | per-worker counters, Prometheus text |
 //! | [`bench`]    | the load generator (`ringway bench`) |
+//! | [`check`]    | `ringway check`: does this host fit the connection target |
 //! | [`cli`]      | command line |
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod conn;

@@ -1,0 +1,67 @@
+//! Operations: `ringway check` and the kernel profile script.
+
+use std::process::Command;
+
+fn ringway(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(args)
+        .env("RINGWAY_LOG", "warn")
+        .output()
+        .expect("run ringway");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn check_passes_a_target_this_host_fits() {
+    let (code, text) = ringway(&["check", "--connections", "1000"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("config: valid"), "{text}");
+    assert!(text.contains("open files (RLIMIT_NOFILE)"), "{text}");
+}
+
+#[test]
+fn check_fails_a_target_that_does_not_fit_and_names_the_fix() {
+    // No host of this project's kind has a hard open-file limit of 100 million.
+    let (code, text) = ringway(&["check", "--connections", "100000000"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("FAIL open files"), "{text}");
+    assert!(text.contains("LimitNOFILE="), "{text}");
+    assert!(text.contains("does NOT fit"), "{text}");
+}
+
+#[test]
+fn check_rejects_an_invalid_config_naming_the_key() {
+    let path = std::env::temp_dir().join(format!("ringway-check-{}.toml", std::process::id()));
+    std::fs::write(&path, "[limits]\nmax_frame_size = 100\n").unwrap();
+    let (code, text) = ringway(&["check", "--config", path.to_str().unwrap()]);
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("max_frame_size"), "{text}");
+}
+
+#[test]
+fn apply_sysctl_dry_run_reports_every_key_and_changes_nothing() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/apply-sysctl.sh");
+    let before = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap();
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for key in [
+        "fs.file-max",
+        "fs.nr_open",
+        "net.core.somaxconn",
+        "net.ipv4.tcp_mem",
+        "kernel.io_uring_disabled",
+    ] {
+        assert!(text.contains(key), "{key} missing:\n{text}");
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap(),
+        before
+    );
+}
