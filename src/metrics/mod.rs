@@ -228,22 +228,20 @@ type Series = (&'static str, &'static str, fn(&WorkerStats) -> u64);
 /// Render the Prometheus text exposition of all workers' snapshots.
 pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
     let mut out = String::with_capacity(4096);
-    let sum = |f: fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
-    // Writing to a String cannot fail.
     let w = &mut out;
-    header(
+    let sum = |f: &dyn Fn(&WorkerStats) -> u64| workers.iter().map(f).sum::<u64>();
+    family(
         w,
-        "ringway_connections",
-        "gauge",
-        "Open WebSocket connections, per worker.",
+        (
+            "ringway_connections",
+            "gauge",
+            "Open WebSocket connections, per worker.",
+        ),
+        "worker",
+        workers
+            .iter()
+            .map(|s| (s.worker.to_string(), s.connections)),
     );
-    for s in workers {
-        let _ = writeln!(
-            w,
-            "ringway_connections{{worker=\"{}\"}} {}",
-            s.worker, s.connections
-        );
-    }
     let counters: [Series; 10] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
@@ -292,70 +290,74 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
     ];
     for (name, help, f) in counters {
         header(w, name, "counter", help);
-        let _ = writeln!(w, "{name} {}", sum(f));
+        let _ = writeln!(w, "{name} {}", sum(&f));
     }
-    header(
+    family(
         w,
-        "ringway_dropped_total",
-        "counter",
-        "Frames dropped toward slow consumers, by reason.",
+        (
+            "ringway_dropped_total",
+            "counter",
+            "Frames dropped toward slow consumers, by reason.",
+        ),
+        "reason",
+        Drop::ALL
+            .iter()
+            .map(|&(d, label)| (label.to_owned(), sum(&|s| s.drops[d as usize]))),
     );
-    for (why, label) in Drop::ALL {
-        let n: u64 = workers.iter().map(|s| s.drops[why as usize]).sum();
-        let _ = writeln!(w, "ringway_dropped_total{{reason=\"{label}\"}} {n}");
-    }
-    header(
+    family(
         w,
-        "ringway_refused_total",
-        "counter",
-        "Upgrades refused for capacity, by reason.",
+        (
+            "ringway_refused_total",
+            "counter",
+            "Upgrades refused for capacity, by reason.",
+        ),
+        "reason",
+        Refused::ALL
+            .iter()
+            .map(|&(r, label)| (label.to_owned(), sum(&|s| s.refused[r as usize]))),
     );
-    for (why, label) in Refused::ALL {
-        let n: u64 = workers.iter().map(|s| s.refused[why as usize]).sum();
-        let _ = writeln!(w, "ringway_refused_total{{reason=\"{label}\"}} {n}");
-    }
-    header(
+    family(
         w,
-        "ringway_send_queue_depth",
-        "gauge",
-        "Connections by send-queue depth (frames), bucketed by upper bound.",
+        (
+            "ringway_send_queue_depth",
+            "gauge",
+            "Connections by send-queue depth (frames), bucketed by upper bound.",
+        ),
+        "le",
+        DEPTH_BUCKETS.iter().enumerate().map(|(i, &bound)| {
+            let le = if bound == usize::MAX {
+                "+Inf".to_owned()
+            } else {
+                bound.to_string()
+            };
+            (le, sum(&|s| s.queue_depth[i]))
+        }),
     );
-    for (i, bound) in DEPTH_BUCKETS.iter().enumerate() {
-        let n: u64 = workers.iter().map(|s| s.queue_depth[i]).sum();
-        let le = if *bound == usize::MAX {
-            "+Inf".to_owned()
-        } else {
-            bound.to_string()
-        };
-        let _ = writeln!(w, "ringway_send_queue_depth{{le=\"{le}\"}} {n}");
-    }
-    header(
+    family(
         w,
-        "ringway_handshake_failures_total",
-        "counter",
-        "Refused WebSocket upgrades, by HTTP status.",
+        (
+            "ringway_handshake_failures_total",
+            "counter",
+            "Refused WebSocket upgrades, by HTTP status.",
+        ),
+        "status",
+        HANDSHAKE_STATUSES
+            .iter()
+            .enumerate()
+            .map(|(i, status)| (status.to_string(), sum(&|s| s.handshake_failures[i]))),
     );
-    for (i, status) in HANDSHAKE_STATUSES.iter().enumerate() {
-        let n: u64 = workers.iter().map(|s| s.handshake_failures[i]).sum();
-        let _ = writeln!(
-            w,
-            "ringway_handshake_failures_total{{status=\"{status}\"}} {n}"
-        );
-    }
-    header(
+    family(
         w,
-        "ringway_disconnects_total",
-        "counter",
-        "Ended connections, by reason.",
+        (
+            "ringway_disconnects_total",
+            "counter",
+            "Ended connections, by reason.",
+        ),
+        "reason",
+        Disconnect::ALL
+            .iter()
+            .map(|&d| (d.label().to_owned(), sum(&|s| s.disconnects[d as usize]))),
     );
-    for why in Disconnect::ALL {
-        let n: u64 = workers.iter().map(|s| s.disconnects[why as usize]).sum();
-        let _ = writeln!(
-            w,
-            "ringway_disconnects_total{{reason=\"{}\"}} {n}",
-            why.label()
-        );
-    }
     let gauges: [Series; 3] = [
         (
             "ringway_rooms_owned",
@@ -375,7 +377,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
     ];
     for (name, help, f) in gauges {
         header(w, name, "gauge", help);
-        let _ = writeln!(w, "{name} {}", sum(f));
+        let _ = writeln!(w, "{name} {}", sum(&f));
     }
     header(
         w,
@@ -396,6 +398,20 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
     );
     let _ = writeln!(w, "ringway_process_open_fds {}", process.open_fds);
     out
+}
+
+/// One metric family with a single label: the header, then a series per value.
+/// (Writing to a String cannot fail.)
+fn family(
+    w: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    label: &str,
+    rows: impl Iterator<Item = (String, u64)>,
+) {
+    header(w, name, kind, help);
+    for (value, n) in rows {
+        let _ = writeln!(w, "{name}{{{label}=\"{value}\"}} {n}");
+    }
 }
 
 fn header(w: &mut String, name: &str, kind: &str, help: &str) {

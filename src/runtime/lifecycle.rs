@@ -70,7 +70,7 @@ impl State {
             *n += 1;
         }
         let now = self.wheel.now();
-        let ping = self.ping_ticks();
+        let ping = self.ticks(self.shared.config.heartbeat.ping_interval_ms);
         if let Some(conn) = self.conn_mut(key) {
             conn.counted = true;
             conn.last_seen = now;
@@ -93,25 +93,14 @@ impl State {
         }
     }
 
-    fn ping_ticks(&self) -> Tick {
-        let hb = &self.shared.config.heartbeat;
-        (hb.ping_interval_ms / hb.tick_ms).max(1) as Tick
-    }
-
     /// Advance the wheel to `now`: ping connections quiet for a ping interval, close
     /// those quiet for the idle timeout (no pong, no traffic), and abort closing
     /// connections whose peer has not finished the close within the close timeout
     /// (a slow consumer that never reads its 4008, say).
     pub(super) fn heartbeat(&mut self, now: Tick) {
-        let hb = &self.shared.config.heartbeat;
-        let idle = hb.idle_timeout_ms.div_ceil(hb.tick_ms) as Tick;
-        let linger = self
-            .shared
-            .config
-            .limits
-            .close_timeout_ms
-            .div_ceil(hb.tick_ms) as Tick;
-        let ping = self.ping_ticks();
+        let idle = self.ticks(self.shared.config.heartbeat.idle_timeout_ms);
+        let linger = self.ticks(self.shared.config.limits.close_timeout_ms);
+        let ping = self.ticks(self.shared.config.heartbeat.ping_interval_ms);
         let mut wheel = std::mem::take(&mut self.wheel);
         let mut to_ping = Vec::new();
         let mut to_close = Vec::new();

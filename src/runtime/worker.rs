@@ -432,13 +432,7 @@ impl State {
         if admitted {
             // The open-phase entry may be a ping interval away: add one at the close
             // deadline (a stale entry finding the connection gone or aborted is a no-op).
-            let hb = &self.shared.config.heartbeat;
-            let linger = self
-                .shared
-                .config
-                .limits
-                .close_timeout_ms
-                .div_ceil(hb.tick_ms) as Tick;
+            let linger = self.ticks(self.shared.config.limits.close_timeout_ms);
             self.wheel.schedule(key, now + linger);
         }
         self.stats.disconnected(why);
@@ -505,6 +499,11 @@ impl State {
     /// Milliseconds since this worker started (wrapping u32, for token buckets).
     pub fn now_ms(&self) -> u32 {
         self.started.elapsed().as_millis() as u32
+    }
+
+    /// A duration in milliseconds as wheel ticks, rounded up (at least one).
+    pub(super) fn ticks(&self, ms: u64) -> Tick {
+        ms.div_ceil(self.shared.config.heartbeat.tick_ms).max(1) as Tick
     }
 
     /// The wheel tick of `now`.
