@@ -15,7 +15,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use monoio::io::AsyncWriteRentExt;
 
-use super::{Target, cpu_seconds, parse_sources, scrape, wsclient};
+use super::{Proto, Target, cpu_seconds, parse_sources, scrape, wsclient};
 
 /// `ringway bench fanout` arguments.
 #[derive(Debug, Clone, Args)]
@@ -58,7 +58,10 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let sources = parse_sources(args.target.source.as_deref())?;
     let threads = args.target.thread_count();
     let rooms = args.rooms.max(1);
-    let before = scrape::get(args.target.api, "/metrics").ok();
+    let proto = args.target.proto;
+    let before = (proto == Proto::Ringway)
+        .then(|| scrape::get(args.target.api, "/metrics").ok())
+        .flatten();
 
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.slow_fraction),
@@ -71,6 +74,10 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         0
     };
     let is_slow = |j: usize| slow_every > 0 && j % slow_every == 0;
+    anyhow::ensure!(
+        proto == Proto::Ringway || rooms == 1,
+        "--proto broadcast has a single audience: use --rooms 1"
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let subscribed = Arc::new(AtomicUsize::new(0));
     let ready = Arc::new(Barrier::new(threads + 1));
@@ -97,7 +104,8 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 .build()
                 .expect("bench runtime");
             let tally = rt.block_on(subscribers(
-                first, n, rooms, slow_every, sources, addr, host, path, stop, subscribed, ready,
+                first, n, rooms, slow_every, proto, sources, addr, host, path, stop, subscribed,
+                ready,
             ));
             let _ = tx.send((tally.delivered, tally.closed, tally.latency_us));
         }));
@@ -167,7 +175,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let cpu = cpu_seconds() - cpu0;
     sampling.store(false, Ordering::Relaxed);
     let samples = sampler.join().unwrap_or_default();
-    let after = scrape::get(args.target.api, "/metrics").ok();
+    let after = (proto == Proto::Ringway)
+        .then(|| scrape::get(args.target.api, "/metrics").ok())
+        .flatten();
     let slow = match (&before, &after) {
         (Some(b), Some(a)) => {
             let f = |t: &str| scrape::metric_sum(t, "ringway_dropped_total");
@@ -229,6 +239,7 @@ async fn subscribers(
     n: usize,
     rooms: usize,
     slow_every: usize,
+    proto: Proto,
     sources: Vec<Option<IpAddr>>,
     addr: SocketAddr,
     host: String,
@@ -255,14 +266,25 @@ async fn subscribers(
         let Ok(left) = wsclient::upgrade(&mut s, &host, &path).await else {
             continue;
         };
-        let sub = wsclient::text_frame(format!(r#"{{"type":"sub","room":"{room}"}}"#).as_bytes());
-        if s.write_all(sub).await.0.is_err() {
-            continue;
+        if proto == Proto::Ringway {
+            let sub =
+                wsclient::text_frame(format!(r#"{{"type":"sub","room":"{room}"}}"#).as_bytes());
+            if s.write_all(sub).await.0.is_err() {
+                continue;
+            }
         }
         let (tx, rx) = futures_channel::oneshot::channel();
+        // A broadcast server has no subscription to confirm: the upgrade is it.
+        let tx = match proto {
+            Proto::Ringway => tx,
+            Proto::Broadcast => {
+                let _ = tx.send(());
+                futures_channel::oneshot::channel().0
+            }
+        };
         if slow {
             // A slow consumer: wait for `subscribed`, then never read again.
-            monoio::spawn(sleeper(s, left, tx));
+            monoio::spawn(sleeper(s, left, tx, proto == Proto::Broadcast));
         } else {
             monoio::spawn(subscriber(s, left, tally.clone(), tx));
         }
@@ -323,9 +345,10 @@ async fn sleeper(
     mut s: monoio::net::TcpStream,
     left: Vec<u8>,
     subscribed: futures_channel::oneshot::Sender<()>,
+    already: bool,
 ) {
     let mut reader = wsclient::FrameReader::new(left);
-    let mut done = false;
+    let mut done = already;
     while !done {
         reader.drain(|text| done |= text.starts_with(br#"{"type":"subscribed""#));
         if !done && matches!(reader.fill(&mut s).await, Ok(0) | Err(_)) {
@@ -340,9 +363,10 @@ async fn sleeper(
     }
 }
 
-/// The `"ts":N` inside a `msg` frame's data.
+/// The `"ts":N` of a published message (inside a ringway `msg` frame's data, or the
+/// whole frame from a broadcast server).
 fn find_ts(text: &[u8]) -> Option<u64> {
-    if !text.starts_with(br#"{"type":"msg""#) {
+    if !(text.starts_with(br#"{"type":"msg""#) || text.starts_with(br#"{"ts":"#)) {
         return None;
     }
     let at = text.windows(5).position(|w| w == br#""ts":"#)? + 5;
@@ -377,10 +401,13 @@ async fn publisher(
         batch.clear();
         while sent < due && batch.len() < (60 << 10) {
             let room = sent as usize % rooms;
-            let msg = format!(
-                r#"{{"type":"pub","room":"bench:{room}","data":{{"ts":{},"p":"{pad}"}}}}"#,
-                wsclient::mono_nanos()
-            );
+            let data = format!(r#"{{"ts":{},"p":"{pad}"}}"#, wsclient::mono_nanos());
+            let msg = match args.target.proto {
+                Proto::Ringway => {
+                    format!(r#"{{"type":"pub","room":"bench:{room}","data":{data}}}"#)
+                }
+                Proto::Broadcast => data,
+            };
             batch.extend_from_slice(&wsclient::text_frame(msg.as_bytes()));
             sent += 1;
         }

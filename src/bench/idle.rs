@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::{Target, cpu_seconds, parse_sources, scrape, wsclient};
+use super::{Target, cpu_seconds, parse_sources, server_memory, wsclient};
 
 /// `ringway bench idle` arguments.
 #[derive(Debug, Clone, Args)]
@@ -42,6 +42,8 @@ struct Opened {
     ok: usize,
     failed: usize,
     seconds: f64,
+    /// CPU seconds the opener process used.
+    cpu: f64,
 }
 
 /// Run the scenario (as the coordinator or as a child).
@@ -51,14 +53,7 @@ pub fn run(args: IdleArgs) -> anyhow::Result<()> {
         return run_child(&args, child);
     }
     let (addr, _, _) = args.target.endpoint()?;
-    let before = scrape::get(args.target.api, "/metrics").map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the server's /metrics at {} ({e}); pass its API with --api",
-            args.target.api
-        )
-    })?;
-    let rss0 = scrape::metric(&before, "ringway_process_resident_memory_bytes").unwrap_or(0.0);
-    let conns0 = scrape::metric_sum(&before, "ringway_connections");
+    let (rss0, conns0) = server_memory(&args.target)?;
     let cpu0 = cpu_seconds();
     let started = Instant::now();
 
@@ -76,6 +71,9 @@ pub fn run(args: IdleArgs) -> anyhow::Result<()> {
         if let Some(t) = args.target.threads {
             cmd.args(["--threads", &t.to_string()]);
         }
+        if let Some(pid) = args.target.pid {
+            cmd.args(["--pid", &pid.to_string()]);
+        }
         cmd.args(["--connections", &share.to_string()]);
         cmd.args(["--rate", &(args.rate / procs as u64).to_string()]);
         cmd.args(["--hold", &args.hold.to_string()]);
@@ -91,18 +89,23 @@ pub fn run(args: IdleArgs) -> anyhow::Result<()> {
         let mut line = String::new();
         BufReader::new(out).read_line(&mut line)?;
         let v: Vec<&str> = line.split_whitespace().collect();
-        anyhow::ensure!(v.len() == 4 && v[0] == "READY", "child said {line:?}");
+        anyhow::ensure!(v.len() == 5 && v[0] == "READY", "child said {line:?}");
         total.ok += v[1].parse::<usize>()?;
         total.failed += v[2].parse::<usize>()?;
         total.seconds = total.seconds.max(v[3].parse()?);
+        total.cpu += v[4].parse::<f64>()?;
     }
     let connect_secs = started.elapsed().as_secs_f64();
     // Let the server finish processing the last upgrades before reading memory.
     std::thread::sleep(Duration::from_secs(2));
-    let after = scrape::get(args.target.api, "/metrics")?;
-    let rss1 = scrape::metric(&after, "ringway_process_resident_memory_bytes").unwrap_or(0.0);
-    let conns1 = scrape::metric_sum(&after, "ringway_connections");
-    let cpu = cpu_seconds() - cpu0;
+    let (rss1, conns1) = server_memory(&args.target)?;
+    // The children's CPU time counts once they are waited for; each reports it.
+    let cpu = cpu_seconds() - cpu0 + total.cpu;
+    // A peer has no connection gauge: count what this run opened.
+    let (conns0, conns1) = match (conns0, conns1) {
+        (Some(a), Some(b)) => (a, b),
+        _ => (0.0, total.ok as f64),
+    };
     let added = conns1 - conns0;
     let per_conn = if added > 0.0 {
         (rss1 - rss0) / added
@@ -198,7 +201,13 @@ fn run_child(args: &IdleArgs, spec: &str) -> anyhow::Result<()> {
         total.failed += o.failed;
     }
     total.seconds = started.elapsed().as_secs_f64();
-    println!("READY {} {} {:.3}", total.ok, total.failed, total.seconds);
+    println!(
+        "READY {} {} {:.3} {:.3}",
+        total.ok,
+        total.failed,
+        total.seconds,
+        cpu_seconds()
+    );
     // Hold until the coordinator closes our stdin (or the hold time ends).
     let r = release.clone();
     std::thread::spawn(move || {

@@ -55,9 +55,52 @@ pub struct Target {
     /// Threads per process [default: available cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// What the server speaks: `ringway` (ringway.v1: sub/pub per room) or
+    /// `broadcast` (a server that sends every message it receives to every client,
+    /// like benches/peers/tokio-broadcast).
+    #[arg(long, value_enum, default_value_t = Proto::Ringway)]
+    pub proto: Proto,
+    /// Read the server's memory from /proc/PID instead of its /metrics (for peers
+    /// that have no ringway API).
+    #[arg(long)]
+    pub pid: Option<u32>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Server protocols the generator speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Proto {
+    /// ringway.v1.
+    Ringway,
+    /// Echo-to-all broadcast.
+    Broadcast,
+}
+
+/// A server's resident memory and connection count, from /proc/PID (when `pid` is
+/// given) or from ringway's /metrics.
+pub fn server_memory(target: &Target) -> anyhow::Result<(f64, Option<f64>)> {
+    if let Some(pid) = target.pid {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| anyhow::anyhow!("cannot read /proc/{pid}/status: {e}"))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        return Ok((kib * 1024.0, None));
+    }
+    let text = scrape::get(target.api, "/metrics").map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the server's /metrics at {} ({e}); pass its API with --api, or --pid for a non-ringway server",
+            target.api
+        )
+    })?;
+    Ok((
+        scrape::metric(&text, "ringway_process_resident_memory_bytes").unwrap_or(0.0),
+        Some(scrape::metric_sum(&text, "ringway_connections")),
+    ))
 }
 
 impl Target {
