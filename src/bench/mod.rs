@@ -8,9 +8,12 @@
 //! ephemeral ports one source address has toward one destination.
 //!
 //! Scenarios: `idle` (open and hold N connections; the server's memory per
-//! connection) and `fanout` (S subscribers, a publisher at a rate; delivered vs
-//! expected and the latency distribution).
+//! connection), `fanout` (S subscribers, a publisher at a rate, optionally a fraction
+//! of slow consumers; delivered vs expected and the latency distribution),
+//! `connect` (handshakes per second) and `storm` (everyone reconnects at once with
+//! backoff and full jitter).
 
+pub mod churn;
 pub mod fanout;
 pub mod idle;
 pub mod scrape;
@@ -37,6 +40,11 @@ pub enum Scenario {
     /// Subscribers over rooms and a publisher at a rate; report delivered/expected,
     /// deliveries per second and latency percentiles.
     Fanout(fanout::FanoutArgs),
+    /// Handshakes per second, holding the connections or closing each at once.
+    Connect(churn::ConnectArgs),
+    /// Drop every connection at once; all reconnect with exponential backoff and
+    /// full jitter; report the time until all are back.
+    Storm(churn::StormArgs),
 }
 
 /// Options every scenario shares.
@@ -160,6 +168,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::Idle(a) => idle::run(a),
         Scenario::Fanout(a) => fanout::run(a),
+        Scenario::Connect(a) => churn::run_connect(a),
+        Scenario::Storm(a) => churn::run_storm(a),
     }
 }
 
