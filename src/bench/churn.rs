@@ -162,8 +162,10 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
                 for lane in lanes {
                     lane.await;
                 }
-                let c = counts.borrow();
-                let _ = tx.send((c.ok, c.failed, c.took_us.clone()));
+                {
+                    let c = counts.borrow();
+                    let _ = tx.send((c.ok, c.failed, c.took_us.clone()));
+                }
                 while hold && !release.load(Ordering::Relaxed) {
                     monoio::time::sleep(Duration::from_millis(50)).await;
                 }
