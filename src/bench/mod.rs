@@ -13,6 +13,7 @@
 //! `connect` (handshakes per second) and `storm` (everyone reconnects at once with
 //! backoff and full jitter).
 
+pub mod chart;
 pub mod churn;
 pub mod fanout;
 pub mod idle;
@@ -45,6 +46,8 @@ pub enum Scenario {
     /// Drop every connection at once; all reconnect with exponential backoff and
     /// full jitter; report the time until all are back.
     Storm(churn::StormArgs),
+    /// Draw the chart of a scripts/bench-compare.sh run (SVG).
+    Chart(chart::ChartArgs),
 }
 
 /// Options every scenario shares.
@@ -170,6 +173,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Fanout(a) => fanout::run(a),
         Scenario::Connect(a) => churn::run_connect(a),
         Scenario::Storm(a) => churn::run_storm(a),
+        Scenario::Chart(a) => chart::run(a),
     }
 }
 
