@@ -30,7 +30,7 @@ cargo build --release --quiet
 command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 (cd benches/peers/node-ws && npm install --no-audit --no-fund --silent)
 
-RW=target/release/ringway
+RW=${RINGWAY_BIN:-target/release/ringway}
 SRC_IDLE=127.0.0.2-127.0.0.7
 SRC_FAN=127.0.0.8-127.0.0.13
 SRC_CONN=127.0.0.14-127.0.0.21
