@@ -10,9 +10,9 @@
 #
 #   usage: scripts/bench-compare.sh [--quick]        (--quick: fewer, shorter steps)
 #
-# Installs what it needs: builds ringway and benches/peers/tokio-broadcast, and
-# installs Node's `ws` (npm) for benches/peers/node-ws. Loopback only; every load is
-# bounded and ends by itself.
+# Installs what it needs: builds ringway and benches/peers/tokio-broadcast, installs
+# Node's `ws` (npm) for benches/peers/node-ws and `nats-server` (apt) with its
+# WebSocket listener. Loopback only; every load is bounded and ends by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +29,17 @@ cargo build --release --quiet
 (cd benches/peers/tokio-broadcast && cargo build --release --quiet)
 command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 (cd benches/peers/node-ws && npm install --no-audit --no-fund --silent)
+command -v nats-server >/dev/null || { apt-get update -qq && apt-get install -y -qq nats-server; }
+NATS_CONF=$(mktemp)
+cat >"$NATS_CONF" <<'CONF'
+# nats-server with its WebSocket listener, plaintext on loopback, no compression
+listen: 127.0.0.1:9402
+websocket {
+  listen: "127.0.0.1:9400"
+  no_tls: true
+  compression: false
+}
+CONF
 
 RW=${RINGWAY_BIN:-target/release/ringway}
 SRC_IDLE=127.0.0.2-127.0.0.7
@@ -56,6 +67,9 @@ start_server() {
     node-ws)
       node benches/peers/node-ws/server.js 9400 >/dev/null 2>&1 &
       PID=$!; URL=ws://127.0.0.1:9400/; PROTO=broadcast ;;
+    nats-server)
+      nats-server -c "$NATS_CONF" >/dev/null 2>&1 &
+      PID=$!; URL=ws://127.0.0.1:9400/; PROTO=nats ;;
   esac
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/9400) 2>/dev/null && return 0
@@ -65,7 +79,7 @@ start_server() {
 }
 
 results=()
-for server in ringway tokio-tungstenite node-ws; do
+for server in ringway tokio-tungstenite node-ws nats-server; do
   echo "==> $server"
   start_server "$server"
   idle=$("$RW" bench idle --url "$URL" --pid "$PID" --connections "$IDLE_N" --procs 3 --source "$SRC_IDLE" --json 2>/dev/null)

@@ -53,7 +53,10 @@ pub fn run(args: ChartArgs) -> anyhow::Result<()> {
     let root = SVGBackend::new(&args.output, (960, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("fan-out to 5,000 subscribers: p99 latency vs delivered rate", ("sans-serif", 22))
+        .caption(
+            "fan-out to 5,000 subscribers: p99 latency vs delivered rate",
+            ("sans-serif", 22),
+        )
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(70)
@@ -64,12 +67,13 @@ pub fn run(args: ChartArgs) -> anyhow::Result<()> {
         .y_desc("p99 latency, ms (log)")
         .x_label_formatter(&|x| format!("{:.1}M", x / 1e6))
         .draw()?;
-    chart.draw_series(LineSeries::new(
-        [(0.0, 200.0), (max_x * 1.05, 200.0)],
-        ShapeStyle::from(&BLACK.mix(0.3)).stroke_width(1),
-    ))?
-    .label("p99 = 200 ms")
-    .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.3)));
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, 200.0), (max_x * 1.05, 200.0)],
+            ShapeStyle::from(&BLACK.mix(0.3)).stroke_width(1),
+        ))?
+        .label("p99 = 200 ms")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.3)));
     let colors = [RED, BLUE, GREEN, MAGENTA, CYAN];
     for (i, server) in data.servers.iter().enumerate() {
         let color = colors[i % colors.len()];
@@ -82,7 +86,11 @@ pub fn run(args: ChartArgs) -> anyhow::Result<()> {
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(server.name.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, color.filled())),
+        )?;
     }
     chart
         .configure_series_labels()

@@ -15,7 +15,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use monoio::io::AsyncWriteRentExt;
 
-use super::{Proto, Target, cpu_seconds, parse_sources, scrape, wsclient};
+use super::{Proto, Target, cpu_seconds, nats, parse_sources, scrape, wsclient};
 
 /// `ringway bench fanout` arguments.
 #[derive(Debug, Clone, Args)]
@@ -75,7 +75,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     };
     let is_slow = |j: usize| slow_every > 0 && j % slow_every == 0;
     anyhow::ensure!(
-        proto == Proto::Ringway || rooms == 1,
+        proto != Proto::Broadcast || rooms == 1,
         "--proto broadcast has a single audience: use --rooms 1"
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -266,17 +266,20 @@ async fn subscribers(
         let Ok(left) = wsclient::upgrade(&mut s, &host, &path).await else {
             continue;
         };
-        if proto == Proto::Ringway {
-            let sub =
-                wsclient::text_frame(format!(r#"{{"type":"sub","room":"{room}"}}"#).as_bytes());
-            if s.write_all(sub).await.0.is_err() {
-                continue;
-            }
+        let hello = match proto {
+            Proto::Ringway => Some(format!(r#"{{"type":"sub","room":"{room}"}}"#).into_bytes()),
+            Proto::Nats => Some(nats::subscribe(&format!("bench.{}", j % rooms))),
+            Proto::Broadcast => None,
+        };
+        if let Some(hello) = hello
+            && s.write_all(wsclient::text_frame(&hello)).await.0.is_err()
+        {
+            continue;
         }
         let (tx, rx) = futures_channel::oneshot::channel();
         // A broadcast server has no subscription to confirm: the upgrade is it.
         let tx = match proto {
-            Proto::Ringway => tx,
+            Proto::Ringway | Proto::Nats => tx,
             Proto::Broadcast => {
                 let _ = tx.send(());
                 futures_channel::oneshot::channel().0
@@ -284,9 +287,9 @@ async fn subscribers(
         };
         if slow {
             // A slow consumer: wait for `subscribed`, then never read again.
-            monoio::spawn(sleeper(s, left, tx, proto == Proto::Broadcast));
+            monoio::spawn(sleeper(s, left, tx, proto));
         } else {
-            monoio::spawn(subscriber(s, left, tally.clone(), tx));
+            monoio::spawn(subscriber(s, left, tally.clone(), tx, proto));
         }
         waiting.push(rx);
     }
@@ -313,24 +316,56 @@ async fn subscriber(
     left: Vec<u8>,
     tally: Rc<RefCell<Tally>>,
     subscribed: futures_channel::oneshot::Sender<()>,
+    proto: Proto,
 ) {
     let mut reader = wsclient::FrameReader::new(left);
     let mut subscribed = Some(subscribed);
+    let mut nats_stream = nats::Stream::default();
     loop {
-        let open = reader.drain(|text| {
-            if let Some(ts) = find_ts(text) {
+        let mut pong_due = false;
+        let record = |payload: &[u8]| {
+            if let Some(ts) = find_ts(payload) {
                 let now = wsclient::mono_nanos();
                 let mut t = tally.borrow_mut();
                 t.delivered += 1;
                 let _ = t.latency_us.record(now.saturating_sub(ts) / 1000);
-            } else if text.starts_with(br#"{"type":"subscribed""#)
-                && let Some(tx) = subscribed.take()
-            {
-                let _ = tx.send(());
+                true
+            } else {
+                false
+            }
+        };
+        let open = reader.drain(|data| match proto {
+            Proto::Nats => nats_stream.feed(data, |event| match event {
+                nats::Event::Msg(p) => {
+                    record(p);
+                }
+                nats::Event::Pong => {
+                    if let Some(tx) = subscribed.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                nats::Event::Ping => pong_due = true,
+                nats::Event::Other => {}
+            }),
+            Proto::Ringway | Proto::Broadcast => {
+                if !record(data)
+                    && data.starts_with(br#"{"type":"subscribed""#)
+                    && let Some(tx) = subscribed.take()
+                {
+                    let _ = tx.send(());
+                }
             }
         });
         if !open {
             tally.borrow_mut().closed += 1;
+            return;
+        }
+        if pong_due
+            && s.write_all(wsclient::text_frame(nats::PONG))
+                .await
+                .0
+                .is_err()
+        {
             return;
         }
         match reader.fill(&mut s).await {
@@ -345,12 +380,16 @@ async fn sleeper(
     mut s: monoio::net::TcpStream,
     left: Vec<u8>,
     subscribed: futures_channel::oneshot::Sender<()>,
-    already: bool,
+    proto: Proto,
 ) {
     let mut reader = wsclient::FrameReader::new(left);
-    let mut done = already;
+    let mut nats_stream = nats::Stream::default();
+    let mut done = proto == Proto::Broadcast;
     while !done {
-        reader.drain(|text| done |= text.starts_with(br#"{"type":"subscribed""#));
+        reader.drain(|data| match proto {
+            Proto::Nats => nats_stream.feed(data, |e| done |= e == nats::Event::Pong),
+            _ => done |= data.starts_with(br#"{"type":"subscribed""#),
+        });
         if !done && matches!(reader.fill(&mut s).await, Ok(0) | Err(_)) {
             return;
         }
@@ -386,6 +425,10 @@ async fn publisher(
 ) -> anyhow::Result<u64> {
     let mut s = wsclient::connect_from(None, addr)?;
     wsclient::upgrade(&mut s, host, path).await?;
+    if args.target.proto == Proto::Nats {
+        let (res, _) = s.write_all(wsclient::text_frame(&nats::connect())).await;
+        res?;
+    }
     let pad = "x".repeat(args.size.saturating_sub(24));
     let start = Instant::now();
     let end = Duration::from_secs(args.duration);
@@ -404,11 +447,12 @@ async fn publisher(
             let data = format!(r#"{{"ts":{},"p":"{pad}"}}"#, wsclient::mono_nanos());
             let msg = match args.target.proto {
                 Proto::Ringway => {
-                    format!(r#"{{"type":"pub","room":"bench:{room}","data":{data}}}"#)
+                    format!(r#"{{"type":"pub","room":"bench:{room}","data":{data}}}"#).into_bytes()
                 }
-                Proto::Broadcast => data,
+                Proto::Broadcast => data.into_bytes(),
+                Proto::Nats => nats::publish(&format!("bench.{room}"), data.as_bytes()),
             };
-            batch.extend_from_slice(&wsclient::text_frame(msg.as_bytes()));
+            batch.extend_from_slice(&wsclient::text_frame(&msg));
             sent += 1;
         }
         if !batch.is_empty() {

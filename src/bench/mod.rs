@@ -17,6 +17,7 @@ pub mod chart;
 pub mod churn;
 pub mod fanout;
 pub mod idle;
+pub mod nats;
 pub mod scrape;
 pub mod wsclient;
 
@@ -66,9 +67,9 @@ pub struct Target {
     /// Threads per process [default: available cores].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// What the server speaks: `ringway` (ringway.v1: sub/pub per room) or
+    /// What the server speaks: `ringway` (ringway.v1: sub/pub per room),
     /// `broadcast` (a server that sends every message it receives to every client,
-    /// like benches/peers/tokio-broadcast).
+    /// like benches/peers/tokio-broadcast) or `nats` (NATS over WebSocket).
     #[arg(long, value_enum, default_value_t = Proto::Ringway)]
     pub proto: Proto,
     /// Read the server's memory from /proc/PID instead of its /metrics (for peers
@@ -87,6 +88,9 @@ pub enum Proto {
     Ringway,
     /// Echo-to-all broadcast.
     Broadcast,
+    /// The NATS protocol over WebSocket (nats-server's `websocket` listener); rooms
+    /// are subjects `bench.N`.
+    Nats,
 }
 
 /// A server's resident memory and connection count, from /proc/PID (when `pid` is

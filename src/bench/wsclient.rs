@@ -120,8 +120,8 @@ impl FrameReader {
         Self { buf, start: 0 }
     }
 
-    /// Hand every complete text frame buffered so far to `on_text`; returns false if
-    /// the server sent a close frame.
+    /// Hand every complete data frame (text or binary) buffered so far to `on_text`;
+    /// returns false if the server sent a close frame.
     pub fn drain(&mut self, mut on_text: impl FnMut(&[u8])) -> bool {
         loop {
             let mut cur = Cursor::new(&self.buf[self.start..]);
@@ -135,7 +135,7 @@ impl FrameReader {
             }
             let payload = &self.buf[self.start + hlen..self.start + total];
             match header.opcode {
-                OpCode::Data(Data::Text) => on_text(payload),
+                OpCode::Data(Data::Text | Data::Binary) => on_text(payload),
                 OpCode::Control(tungstenite::protocol::frame::coding::Control::Close) => {
                     return false;
                 }
