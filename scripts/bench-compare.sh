@@ -132,16 +132,16 @@ servers = [json.loads(s) for s in servers]
 json.dump({"host": {"cores": os.cpu_count(), "kernel": platform.release()}, "servers": servers},
           open(path, "w"), indent=2)
 rw = servers[0]
-def ratio(a, b, higher_is_better=True):
-    if not a or not b: return "-"
-    return f"{(a / b if higher_is_better else b / a):.1f}x"
+def times(a, b):
+    return f"{a / b:.3g}x" if a and b else "-"
 print()
-print(f"{'server':<20}{'idle B/conn':>14}{'vs ringway':>12}{'fan-out/s (p99<200ms)':>24}{'vs ringway':>12}{'handshakes/s':>14}{'vs ringway':>12}")
+print(f"{'server':<20}{'idle B/conn':>13}{'x ringway':>11}{'fan-out/s p99<200ms':>22}{'x ringway':>11}{'handshakes/s':>14}{'x ringway':>11}")
 for s in servers:
-    print(f"{s['name']:<20}{s['idle_bytes_per_connection']:>14.0f}{ratio(s['idle_bytes_per_connection'], rw['idle_bytes_per_connection'], False):>12}"
-          f"{s['best_fanout_deliveries_per_sec']:>24.0f}{ratio(s['best_fanout_deliveries_per_sec'], rw['best_fanout_deliveries_per_sec']):>12}"
-          f"{s['handshakes_per_sec']:>14.0f}{ratio(s['handshakes_per_sec'], rw['handshakes_per_sec']):>12}")
-print("(ratios: the server's figure relative to ringway's; below 1.0x means ringway is ahead)")
+    print(f"{s['name']:<20}{s['idle_bytes_per_connection']:>13.0f}{times(s['idle_bytes_per_connection'], rw['idle_bytes_per_connection']):>11}"
+          f"{s['best_fanout_deliveries_per_sec']:>22.0f}{times(s['best_fanout_deliveries_per_sec'], rw['best_fanout_deliveries_per_sec']):>11}"
+          f"{s['handshakes_per_sec']:>14.0f}{times(s['handshakes_per_sec'], rw['handshakes_per_sec']):>11}")
+print("(x ringway: the server's figure divided by ringway's. Memory: above 1x uses more;")
+print(" fan-out and handshakes: below 1x does less. 0 fan-out: no rate met p99 < 200 ms with all delivered.)")
 PY
 "$RW" bench chart --input "$JSON" --output "$SVG"
 echo "json: $JSON"

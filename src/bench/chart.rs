@@ -33,6 +33,8 @@ struct Server {
 struct Point {
     deliveries_per_sec: f64,
     p99_ms: f64,
+    delivered: f64,
+    expected: f64,
 }
 
 /// Draw the chart.
@@ -63,7 +65,7 @@ pub fn run(args: ChartArgs) -> anyhow::Result<()> {
         .build_cartesian_2d(0.0..max_x * 1.05, (1.0..max_y * 1.5).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc("deliveries per second (all delivered)")
+        .x_desc("deliveries per second (hollow: not every message delivered)")
         .y_desc("p99 latency, ms (log)")
         .x_label_formatter(&|x| format!("{:.1}M", x / 1e6))
         .draw()?;
@@ -77,26 +79,38 @@ pub fn run(args: ChartArgs) -> anyhow::Result<()> {
     let colors = [RED, BLUE, GREEN, MAGENTA, CYAN];
     for (i, server) in data.servers.iter().enumerate() {
         let color = colors[i % colors.len()];
-        let points: Vec<(f64, f64)> = server
+        let points: Vec<(f64, f64, bool)> = server
             .fanout
             .iter()
-            .map(|p| (p.deliveries_per_sec, p.p99_ms.max(1.0)))
+            .map(|p| {
+                (
+                    p.deliveries_per_sec,
+                    p.p99_ms.max(1.0),
+                    p.delivered >= 0.999 * p.expected,
+                )
+            })
             .collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                points.iter().map(|&(x, y, _)| (x, y)),
+                color.stroke_width(2),
+            ))?
             .label(server.name.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 3, color.filled())),
-        )?;
+        chart.draw_series(points.into_iter().map(|(x, y, all)| {
+            let style = if all {
+                color.filled()
+            } else {
+                color.stroke_width(2)
+            };
+            Circle::new((x, y), 4, style)
+        }))?;
     }
     chart
         .configure_series_labels()
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::UpperRight)
         .draw()?;
     root.present()?;
     println!("chart written to {}", args.output.display());

@@ -103,6 +103,7 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
     let (addr, host, path) = args.target.endpoint()?;
     let sources = parse_sources(args.target.source.as_deref())?;
     let threads = args.target.thread_count();
+    let _progress = super::progress::start(String::new(), ["handshakes", "failed", ""]);
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     let release = Arc::new(AtomicBool::new(false));
@@ -147,6 +148,7 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
                             let source = sources[(j * 7 + t) % sources.len()];
                             match handshake(source, addr, &host, &path).await {
                                 Ok(s) => {
+                                    super::progress::PROGRESS.add(0, 1);
                                     let mut c = counts.borrow_mut();
                                     c.ok += 1;
                                     let _ = c.took_us.record(began.elapsed().as_micros() as u64);
@@ -154,7 +156,10 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
                                         held.borrow_mut().push(s);
                                     }
                                 }
-                                Err(_) => counts.borrow_mut().failed += 1,
+                                Err(_) => {
+                                    super::progress::PROGRESS.add(1, 1);
+                                    counts.borrow_mut().failed += 1;
+                                }
                             }
                         }
                     }));
@@ -259,6 +264,7 @@ pub fn run_storm(args: StormArgs) -> anyhow::Result<()> {
                             monoio::time::sleep(backoff(attempt, base, cap, fastrand::f64())).await;
                             match handshake(source, addr, &host, &path).await {
                                 Ok(s) => {
+                                    super::progress::PROGRESS.add(0, 1);
                                     let mut c = counts.borrow_mut();
                                     c.ok += 1;
                                     c.attempts_max = c.attempts_max.max(attempt + 1);
@@ -266,6 +272,7 @@ pub fn run_storm(args: StormArgs) -> anyhow::Result<()> {
                                     return Some(s);
                                 }
                                 Err(_) => {
+                                    super::progress::PROGRESS.add(1, 1);
                                     counts.borrow_mut().failed += 1;
                                     attempt += 1;
                                     if storm.elapsed() > limit {
@@ -288,6 +295,7 @@ pub fn run_storm(args: StormArgs) -> anyhow::Result<()> {
     }
     drop(tx);
     opened.wait();
+    let _progress = super::progress::start(String::new(), ["reconnected", "failed attempts", ""]);
     let cpu0 = cpu_seconds();
     let storm = Instant::now();
     dropped.wait();

@@ -143,6 +143,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             samples
         })
     };
+    let _progress = super::progress::start(String::new(), ["published", "delivered", ""]);
     // Publish from this thread's own runtime.
     let cpu0 = cpu_seconds();
     let publish_start = Instant::now();
@@ -159,7 +160,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let expected: u64 = (0..published)
         .map(|i| per_room[(i % rooms as u64) as usize])
         .sum();
-    // Wait for stragglers: until everything arrived or 5 s without progress.
+    // Give messages still in flight 2 s to arrive before counting.
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     let mut hist = Histogram::<u64>::new(3)?;
@@ -323,6 +324,7 @@ async fn subscriber(
     let mut nats_stream = nats::Stream::default();
     loop {
         let mut pong_due = false;
+        let before = tally.borrow().delivered;
         let record = |payload: &[u8]| {
             if let Some(ts) = find_ts(payload) {
                 let now = wsclient::mono_nanos();
@@ -356,6 +358,8 @@ async fn subscriber(
                 }
             }
         });
+        // One shared-counter update per read, not per message.
+        super::progress::PROGRESS.add(1, tally.borrow().delivered - before);
         if !open {
             tally.borrow_mut().closed += 1;
             return;
@@ -454,6 +458,7 @@ async fn publisher(
             };
             batch.extend_from_slice(&wsclient::text_frame(&msg));
             sent += 1;
+            super::progress::PROGRESS.add(0, 1);
         }
         if !batch.is_empty() {
             let (res, b) = s.write_all(std::mem::take(&mut batch)).await;

@@ -167,6 +167,7 @@ fn run_child(args: &IdleArgs, spec: &str) -> anyhow::Result<()> {
         all
     };
     let (addr, host, path) = args.target.endpoint()?;
+    let progress = super::progress::start(format!("child {i}/{k} "), ["opened", "failed", ""]);
     let release = Arc::new(AtomicBool::new(false));
     let threads = args.target.thread_count();
     let started = Instant::now();
@@ -201,6 +202,7 @@ fn run_child(args: &IdleArgs, spec: &str) -> anyhow::Result<()> {
         total.failed += o.failed;
     }
     total.seconds = started.elapsed().as_secs_f64();
+    drop(progress); // opened: nothing more to report while holding
     println!(
         "READY {} {} {:.3} {:.3}",
         total.ok,
@@ -258,9 +260,11 @@ async fn open_and_hold(
             Ok(s) => {
                 held.push(s);
                 opened.ok += 1;
+                super::progress::PROGRESS.add(0, 1);
             }
             Err(e) => {
                 opened.failed += 1;
+                super::progress::PROGRESS.add(1, 1);
                 first_error.get_or_insert(e);
             }
         }

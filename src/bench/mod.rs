@@ -18,6 +18,7 @@ pub mod churn;
 pub mod fanout;
 pub mod idle;
 pub mod nats;
+pub mod progress;
 pub mod scrape;
 pub mod wsclient;
 
@@ -42,6 +43,9 @@ pub enum Scenario {
     /// Subscribers over rooms and a publisher at a rate; report delivered/expected,
     /// deliveries per second and latency percentiles.
     Fanout(fanout::FanoutArgs),
+    /// `fanout` with slow consumers: a fraction of subscribers (default 10%) stop
+    /// reading once subscribed.
+    Slow(fanout::FanoutArgs),
     /// Handshakes per second, holding the connections or closing each at once.
     Connect(churn::ConnectArgs),
     /// Drop every connection at once; all reconnect with exponential backoff and
@@ -175,6 +179,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.scenario {
         Scenario::Idle(a) => idle::run(a),
         Scenario::Fanout(a) => fanout::run(a),
+        Scenario::Slow(mut a) => {
+            if a.slow_fraction == 0.0 {
+                a.slow_fraction = 0.1;
+            }
+            fanout::run(a)
+        }
         Scenario::Connect(a) => churn::run_connect(a),
         Scenario::Storm(a) => churn::run_storm(a),
         Scenario::Chart(a) => chart::run(a),
