@@ -42,6 +42,10 @@ pub struct FanoutArgs {
     /// consumers. They are left out of delivered/expected.
     #[arg(long, default_value_t = 0.0)]
     pub slow_fraction: f64,
+    /// Slow consumers read one chunk (up to 64 KiB) every this many milliseconds
+    /// instead of never reading again (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub slow_read_ms: u64,
 }
 
 /// Per-thread delivery counts and latencies.
@@ -74,6 +78,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         0
     };
     let is_slow = |j: usize| slow_every > 0 && j % slow_every == 0;
+    let slow_read = Duration::from_millis(args.slow_read_ms);
     anyhow::ensure!(
         proto != Proto::Broadcast || rooms == 1,
         "--proto broadcast has a single audience: use --rooms 1"
@@ -104,8 +109,8 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 .build()
                 .expect("bench runtime");
             let tally = rt.block_on(subscribers(
-                first, n, rooms, slow_every, proto, sources, addr, host, path, stop, subscribed,
-                ready,
+                first, n, rooms, slow_every, slow_read, proto, sources, addr, host, path, stop,
+                subscribed, ready,
             ));
             let _ = tx.send((tally.delivered, tally.closed, tally.latency_us));
         }));
@@ -240,6 +245,7 @@ async fn subscribers(
     n: usize,
     rooms: usize,
     slow_every: usize,
+    slow_read: Duration,
     proto: Proto,
     sources: Vec<Option<IpAddr>>,
     addr: SocketAddr,
@@ -288,7 +294,7 @@ async fn subscribers(
         };
         if slow {
             // A slow consumer: wait for `subscribed`, then never read again.
-            monoio::spawn(sleeper(s, left, tx, proto));
+            monoio::spawn(sleeper(s, left, tx, proto, slow_read));
         } else {
             monoio::spawn(subscriber(s, left, tally.clone(), tx, proto));
         }
@@ -385,6 +391,7 @@ async fn sleeper(
     left: Vec<u8>,
     subscribed: futures_channel::oneshot::Sender<()>,
     proto: Proto,
+    read_every: Duration,
 ) {
     let mut reader = wsclient::FrameReader::new(left);
     let mut nats_stream = nats::Stream::default();
@@ -399,10 +406,19 @@ async fn sleeper(
         }
     }
     let _ = subscribed.send(());
-    // Hold the socket without reading until the runtime ends. (Not `pending()`: a
-    // monoio task that holds no waker and no JoinHandle is freed, socket and all.)
+    // Hold the socket, reading one chunk now and then or never, until the runtime
+    // ends. (Sleeping, not `pending()`: a monoio task that holds no waker and no
+    // JoinHandle is freed, socket and all.)
     loop {
-        monoio::time::sleep(Duration::from_secs(3600)).await;
+        if read_every.is_zero() {
+            monoio::time::sleep(Duration::from_secs(3600)).await;
+            continue;
+        }
+        monoio::time::sleep(read_every).await;
+        if matches!(reader.fill(&mut s).await, Ok(0) | Err(_)) {
+            return;
+        }
+        reader.drain(|_| {}); // discard what was read
     }
 }
 
