@@ -6,7 +6,7 @@
 //!                 ├─ bind N SO_REUSEPORT listeners for clients, N for the API
 //!                 └─ spawn N threads ── pin to core i ── monoio runtime ─┬─ accept loop (clients)
 //!                                                                         ├─ accept loop (API)
-//!                                                                         ├─ tick (1 s upkeep)
+//!                                                                         ├─ tick (heartbeat.tick_ms: wheel, rooms)
 //!                                                                         └─ inbox (mail from other workers)
 //! ```
 
