@@ -462,3 +462,69 @@ fn a_second_signal_exits_at_once() {
     );
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn every_way_a_connection_ends_gives_its_file_descriptor_back() {
+    let node = Process::start(&[
+        "--config",
+        &write_config(
+            "[limits]\nmax_queue_messages = 16\nmax_queue_bytes = 65536\nclose_timeout_ms = 300\n[heartbeat]\ntick_ms = 100\n",
+        ),
+    ]);
+    let baseline = node.metric("ringway_process_open_fds");
+    let url = node.url();
+    // Clean closes.
+    for _ in 0..50 {
+        let mut ws = raw_connect(&url);
+        let _ = common::recv_json(&mut ws);
+        ws.close(None).unwrap();
+        while ws.read().is_ok() {}
+    }
+    // Abrupt drops (no close frame, no FIN handshake from the app).
+    for _ in 0..50 {
+        let ws = raw_connect(&url);
+        drop(ws);
+    }
+    // Protocol violations (unmasked frame): the server closes 1002.
+    for _ in 0..30 {
+        assert_eq!(common::raw_bytes_then_close_code(&url, b"\x81\x02hi"), 1002);
+    }
+    // Refused upgrades and abandoned handshakes.
+    for _ in 0..20 {
+        assert_eq!(
+            raw_http_status(
+                node.ws,
+                &format!("GET /nope HTTP/1.1\r\nHost: a\r\n{UPGRADE}\r\n")
+            ),
+            404
+        );
+        let mut s = TcpStream::connect(node.ws).unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\n").unwrap(); // never finished
+        drop(s);
+    }
+    // A slow consumer that never reads, flooded until it is closed with 4008.
+    let mut sleeper = Client::connect(&url);
+    sleeper.sub("leak:flood");
+    let pad = "z".repeat(16 << 10);
+    for i in 0..400 {
+        let body = json!({"room": "leak:flood", "data": {"i": i, "pad": pad}}).to_string();
+        assert_eq!(common::http(node.api, "POST", "/v1/publish", &body).0, 200);
+    }
+    // The sleeper is closed with 4008 and, never reading it, reclaimed after the
+    // close timeout: every connection is gone and every fd is back.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let open = node.metric("ringway_connections");
+        let fds = node.metric("ringway_process_open_fds");
+        if open == 0.0 && fds <= baseline {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} connections still open, {fds} fds (baseline {baseline})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(node.metric("ringway_disconnects_total{reason=\"slow_consumer\"}") >= 1.0);
+    drop(sleeper);
+}
