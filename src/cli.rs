@@ -9,7 +9,7 @@ use crate::config::{Config, ConfigError};
 
 /// ringway: a thread-per-core WebSocket connection engine.
 #[derive(Debug, Parser)]
-#[command(name = "ringway", version, about)]
+#[command(name = "ringway", version, about, args_override_self = true)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hdrhistogram::Histogram;
 
-use super::{Target, cpu_seconds, parse_sources, wsclient};
+use super::{Target, children, cpu_seconds, parse_sources, wsclient};
 
 /// `ringway bench connect` arguments.
 #[derive(Debug, Clone, Args)]
@@ -97,13 +97,24 @@ fn runtime() -> monoio::FusionRuntime<
         .expect("bench runtime")
 }
 
+/// The progress-line prefix: which child this is, if one.
+fn who(target: &Target) -> String {
+    target
+        .child
+        .as_ref()
+        .map_or_else(String::new, |c| format!("child {c} "))
+}
+
 /// Run `ringway bench connect`.
 pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
     crate::runtime::probe::raise_nofile();
+    if args.target.procs > 1 && args.target.child.is_none() {
+        return connect_over_children(&args);
+    }
     let (addr, host, path) = args.target.endpoint()?;
     let sources = parse_sources(args.target.source.as_deref())?;
     let threads = args.target.thread_count();
-    let _progress = super::progress::start(String::new(), ["handshakes", "failed", ""]);
+    let _progress = super::progress::start(who(&args.target), ["handshakes", "failed", ""]);
     let cpu0 = cpu_seconds();
     let start = Instant::now();
     let release = Arc::new(AtomicBool::new(false));
@@ -186,17 +197,73 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
         hist.add(h)?;
     }
     let secs = start.elapsed().as_secs_f64();
+    if args.target.child.is_some() {
+        let cpu = cpu_seconds() - cpu0;
+        children::say(&format!(
+            "RESULT {ok} {failed} {secs:.4} {cpu:.4} {}",
+            children::encode(&hist)
+        ));
+        children::wait_stop(); // hold until the coordinator has everyone's result
+        release.store(true, Ordering::Relaxed);
+        for h in handles {
+            let _ = h.join();
+        }
+        return Ok(());
+    }
     release.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
     }
     let cpu = cpu_seconds() - cpu0;
+    report_connect(&args, ok, failed, secs, cpu, &hist);
+    Ok(())
+}
+
+/// `connect` over `--procs` children: each does its share; the rate is all handshakes
+/// over the slowest child's time.
+fn connect_over_children(args: &ConnectArgs) -> anyhow::Result<()> {
+    let k = args.target.procs;
+    let mut kids = children::spawn(k, |i| {
+        let (first, n) = children::share(args.connections, k, i);
+        vec![
+            "--connections".into(),
+            n.to_string(),
+            "--first-index".into(),
+            first.to_string(),
+        ]
+    })?;
+    let (mut ok, mut failed, mut secs, mut cpu) = (0u64, 0u64, 0f64, 0f64);
+    let mut hist = Histogram::<u64>::new(3)?;
+    for kid in &mut kids {
+        let w = kid.expect("RESULT")?;
+        anyhow::ensure!(w.len() == 6, "a bench child said {w:?}");
+        ok += w[1].parse::<u64>()?;
+        failed += w[2].parse::<u64>()?;
+        secs = secs.max(w[3].parse()?);
+        cpu += w[4].parse::<f64>()?;
+        hist.add(children::decode(&w[5])?)?;
+    }
+    for kid in kids {
+        kid.wait();
+    }
+    report_connect(args, ok, failed, secs, cpu, &hist);
+    Ok(())
+}
+
+fn report_connect(
+    args: &ConnectArgs,
+    ok: u64,
+    failed: u64,
+    secs: f64,
+    cpu: f64,
+    hist: &Histogram<u64>,
+) {
     let rate = ok as f64 / secs;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     if args.target.json {
         println!(
             "{}",
-            serde_json::json!({"scenario": "connect", "hold": !args.no_hold, "handshakes": ok, "failed": failed,
+            serde_json::json!({"scenario": "connect", "hold": !args.no_hold, "procs": args.target.procs, "handshakes": ok, "failed": failed,
                 "seconds": secs, "handshakes_per_sec": rate,
                 "handshake_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": hist.max() as f64 / 1000.0},
                 "bench_cpu_seconds": cpu})
@@ -209,12 +276,14 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
             ms(0.99)
         );
     }
-    Ok(())
 }
 
 /// Run `ringway bench storm`.
 pub fn run_storm(args: StormArgs) -> anyhow::Result<()> {
     crate::runtime::probe::raise_nofile();
+    if args.target.procs > 1 && args.target.child.is_none() {
+        return storm_over_children(&args);
+    }
     let (addr, host, path) = args.target.endpoint()?;
     let sources = parse_sources(args.target.source.as_deref())?;
     let threads = args.target.thread_count();
@@ -295,7 +364,14 @@ pub fn run_storm(args: StormArgs) -> anyhow::Result<()> {
     }
     drop(tx);
     opened.wait();
-    let _progress = super::progress::start(String::new(), ["reconnected", "failed attempts", ""]);
+    let child = args.target.child.is_some();
+    if child {
+        // Everyone in every child is connected; drop when the coordinator says.
+        children::say("READY");
+        children::wait_go();
+    }
+    let _progress =
+        super::progress::start(who(&args.target), ["reconnected", "failed attempts", ""]);
     let cpu0 = cpu_seconds();
     let storm = Instant::now();
     dropped.wait();
@@ -312,11 +388,70 @@ pub fn run_storm(args: StormArgs) -> anyhow::Result<()> {
         let _ = h.join();
     }
     let cpu = cpu_seconds() - cpu0;
+    if child {
+        children::say(&format!(
+            "RESULT {ok} {failed} {attempts} {all_back:.4} {cpu:.4} {}",
+            children::encode(&hist)
+        ));
+        return Ok(());
+    }
+    report_storm(&args, ok, failed, attempts, all_back, cpu, &hist);
+    Ok(())
+}
+
+/// `storm` over `--procs` children: all connect, then all drop at once on `GO`; the
+/// storm is over when the last child has everyone back.
+fn storm_over_children(args: &StormArgs) -> anyhow::Result<()> {
+    let k = args.target.procs;
+    let mut kids = children::spawn(k, |i| {
+        let (first, n) = children::share(args.connections, k, i);
+        vec![
+            "--connections".into(),
+            n.to_string(),
+            "--first-index".into(),
+            first.to_string(),
+        ]
+    })?;
+    for kid in &mut kids {
+        kid.expect("READY")?;
+    }
+    for kid in &mut kids {
+        kid.go()?;
+    }
+    let (mut ok, mut failed, mut attempts, mut all_back, mut cpu) = (0u64, 0u64, 0u32, 0f64, 0f64);
+    let mut hist = Histogram::<u64>::new(3)?;
+    for kid in &mut kids {
+        let w = kid.expect("RESULT")?;
+        anyhow::ensure!(w.len() == 7, "a bench child said {w:?}");
+        ok += w[1].parse::<u64>()?;
+        failed += w[2].parse::<u64>()?;
+        attempts = attempts.max(w[3].parse()?);
+        all_back = all_back.max(w[4].parse()?);
+        cpu += w[5].parse::<f64>()?;
+        hist.add(children::decode(&w[6])?)?;
+    }
+    for kid in kids {
+        kid.wait();
+    }
+    report_storm(args, ok, failed, attempts, all_back, cpu, &hist);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report_storm(
+    args: &StormArgs,
+    ok: u64,
+    failed: u64,
+    attempts: u32,
+    all_back: f64,
+    cpu: f64,
+    hist: &Histogram<u64>,
+) {
     let s = |q: f64| hist.value_at_quantile(q) as f64 / 1e6;
     if args.target.json {
         println!(
             "{}",
-            serde_json::json!({"scenario": "storm", "connections": args.connections, "reconnected": ok,
+            serde_json::json!({"scenario": "storm", "procs": args.target.procs, "connections": args.connections, "reconnected": ok,
                 "failed_attempts": failed, "max_attempts": attempts, "all_back_seconds": all_back,
                 "back_seconds": {"p50": s(0.5), "p99": s(0.99), "max": hist.max() as f64 / 1e6},
                 "base_ms": args.base_ms, "cap_ms": args.cap_ms, "bench_cpu_seconds": cpu})
@@ -331,7 +466,6 @@ pub fn run_storm(args: StormArgs) -> anyhow::Result<()> {
             args.cap_ms
         );
     }
-    Ok(())
 }
 
 #[cfg(test)]

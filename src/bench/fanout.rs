@@ -15,7 +15,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use monoio::io::AsyncWriteRentExt;
 
-use super::{Proto, Target, cpu_seconds, nats, parse_sources, scrape, wsclient};
+use super::{Proto, Target, children, cpu_seconds, nats, parse_sources, scrape, wsclient};
 
 /// `ringway bench fanout` arguments.
 #[derive(Debug, Clone, Args)]
@@ -83,41 +83,51 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         proto != Proto::Broadcast || rooms == 1,
         "--proto broadcast has a single audience: use --rooms 1"
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let subscribed = Arc::new(AtomicUsize::new(0));
-    let ready = Arc::new(Barrier::new(threads + 1));
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64, Histogram<u64>)>();
-    let mut handles = Vec::new();
-    for t in 0..threads {
-        let n = args.subscribers / threads + usize::from(t < args.subscribers % threads);
-        let first = (0..t)
-            .map(|u| args.subscribers / threads + usize::from(u < args.subscribers % threads))
-            .sum::<usize>();
-        let (sources, host, path, stop, subscribed, ready, tx) = (
-            sources.clone(),
-            host.clone(),
-            path.clone(),
-            stop.clone(),
-            subscribed.clone(),
-            ready.clone(),
-            tx.clone(),
-        );
-        handles.push(std::thread::spawn(move || {
-            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                .with_entries(16384)
-                .enable_timer()
-                .build()
-                .expect("bench runtime");
-            let tally = rt.block_on(subscribers(
-                first, n, rooms, slow_every, slow_read, proto, sources, addr, host, path, stop,
-                subscribed, ready,
-            ));
-            let _ = tx.send((tally.delivered, tally.closed, tally.latency_us));
-        }));
+    let spread = Spread {
+        threads,
+        rooms,
+        slow_every,
+        slow_read,
+        proto,
+        sources,
+        addr,
+        host: host.clone(),
+        path: path.clone(),
+    };
+    if args.target.child.is_some() {
+        // A child of `--procs`: subscribe this share, report, hold until told, count.
+        let local = spread.start(args.target.first_index, args.subscribers);
+        children::say(&format!("READY {}", local.subscribed));
+        children::wait_stop();
+        let (delivered, closed, hist) = local.finish()?;
+        children::say(&format!(
+            "RESULT {delivered} {closed} {}",
+            children::encode(&hist)
+        ));
+        return Ok(());
     }
-    drop(tx);
-    ready.wait();
-    let subs = subscribed.load(Ordering::Relaxed);
+    let (subscribers, subs) = if args.target.procs > 1 {
+        let k = args.target.procs;
+        let mut kids = children::spawn(k, |i| {
+            let (first, n) = children::share(args.subscribers, k, i);
+            vec![
+                "--subscribers".into(),
+                n.to_string(),
+                "--first-index".into(),
+                first.to_string(),
+            ]
+        })?;
+        let mut subs = 0;
+        for kid in &mut kids {
+            let w = kid.expect("READY")?;
+            subs += w.get(1).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        }
+        (Subscribers::Kids(kids), subs)
+    } else {
+        let local = spread.start(0, args.subscribers);
+        let subs = local.subscribed;
+        (Subscribers::Local(local), subs)
+    };
     if subs < args.subscribers {
         eprintln!(
             "bench fanout: only {subs} of {} subscribers subscribed",
@@ -148,7 +158,11 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             samples
         })
     };
-    let _progress = super::progress::start(String::new(), ["published", "delivered", ""]);
+    let delivered_label = match subscribers {
+        Subscribers::Local(_) => "delivered",
+        Subscribers::Kids(_) => "", // counted in the children
+    };
+    let _progress = super::progress::start(String::new(), ["published", delivered_label, ""]);
     // Publish from this thread's own runtime.
     let cpu0 = cpu_seconds();
     let publish_start = Instant::now();
@@ -167,17 +181,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .sum();
     // Give messages still in flight 2 s to arrive before counting.
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    let mut hist = Histogram::<u64>::new(3)?;
-    let (mut delivered, mut closed) = (0u64, 0u64);
-    for (d, c, h) in rx.iter().take(threads) {
-        delivered += d;
-        closed += c;
-        hist.add(h)?;
-    }
-    for h in handles {
-        let _ = h.join();
-    }
+    let (delivered, closed, hist) = subscribers.finish()?;
     let cpu = cpu_seconds() - cpu0;
     sampling.store(false, Ordering::Relaxed);
     let samples = sampler.join().unwrap_or_default();
@@ -237,6 +241,144 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How subscribers are set up in one process.
+struct Spread {
+    threads: usize,
+    rooms: usize,
+    slow_every: usize,
+    slow_read: Duration,
+    proto: Proto,
+    sources: Vec<Option<IpAddr>>,
+    addr: SocketAddr,
+    host: String,
+    path: String,
+}
+
+/// Subscribers running in this process: their threads and their tallies.
+struct Local {
+    stop: Arc<AtomicBool>,
+    rx: std::sync::mpsc::Receiver<(u64, u64, Histogram<u64>)>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    threads: usize,
+    subscribed: usize,
+}
+
+/// Where the subscribers are: here, or in `--procs` children.
+enum Subscribers {
+    Local(Local),
+    Kids(Vec<children::Kid>),
+}
+
+impl Spread {
+    /// Start subscribers `first .. first + count` (global indices: they decide rooms
+    /// and which ones are slow) over this process's threads; returns once all are
+    /// subscribed (or failed).
+    fn start(&self, first: usize, count: usize) -> Local {
+        let threads = self.threads;
+        let stop = Arc::new(AtomicBool::new(false));
+        let subscribed = Arc::new(AtomicUsize::new(0));
+        let ready = Arc::new(Barrier::new(threads + 1));
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, u64, Histogram<u64>)>();
+        let mut handles = Vec::new();
+        for t in 0..threads {
+            let (offset, n) = children::share(count, threads, t);
+            let (rooms, slow_every, slow_read, proto, addr) = (
+                self.rooms,
+                self.slow_every,
+                self.slow_read,
+                self.proto,
+                self.addr,
+            );
+            let (sources, host, path, stop, subscribed, ready, tx) = (
+                self.sources.clone(),
+                self.host.clone(),
+                self.path.clone(),
+                stop.clone(),
+                subscribed.clone(),
+                ready.clone(),
+                tx.clone(),
+            );
+            handles.push(std::thread::spawn(move || {
+                let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                    .with_entries(16384)
+                    .enable_timer()
+                    .build()
+                    .expect("bench runtime");
+                let tally = rt.block_on(subscribers(
+                    first + offset,
+                    n,
+                    rooms,
+                    slow_every,
+                    slow_read,
+                    proto,
+                    sources,
+                    addr,
+                    host,
+                    path,
+                    stop,
+                    subscribed,
+                    ready,
+                ));
+                let _ = tx.send((tally.delivered, tally.closed, tally.latency_us));
+            }));
+        }
+        ready.wait();
+        let subscribed = subscribed.load(Ordering::Relaxed);
+        Local {
+            stop,
+            rx,
+            handles,
+            threads,
+            subscribed,
+        }
+    }
+}
+
+impl Local {
+    /// Stop the subscribers and add up what they saw.
+    fn finish(self) -> anyhow::Result<(u64, u64, Histogram<u64>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut hist = Histogram::<u64>::new(3)?;
+        let (mut delivered, mut closed) = (0u64, 0u64);
+        for (d, c, h) in self.rx.iter().take(self.threads) {
+            delivered += d;
+            closed += c;
+            hist.add(h)?;
+        }
+        for h in self.handles {
+            let _ = h.join();
+        }
+        Ok((delivered, closed, hist))
+    }
+}
+
+impl Subscribers {
+    /// Stop every subscriber, wherever it runs, and add up what they saw.
+    fn finish(self) -> anyhow::Result<(u64, u64, Histogram<u64>)> {
+        match self {
+            Subscribers::Local(local) => local.finish(),
+            Subscribers::Kids(mut kids) => {
+                for kid in &mut kids {
+                    kid.stop();
+                }
+                let mut hist = Histogram::<u64>::new(3)?;
+                let (mut delivered, mut closed) = (0u64, 0u64);
+                for kid in &mut kids {
+                    let w = kid.expect("RESULT")?;
+                    anyhow::ensure!(w.len() == 4, "a bench child said {w:?}");
+                    delivered += w[1].parse::<u64>()?;
+                    closed += w[2].parse::<u64>()?;
+                    hist.add(children::decode(&w[3])?)?;
+                }
+                for kid in kids {
+                    kid.wait();
+                }
+                Ok((delivered, closed, hist))
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

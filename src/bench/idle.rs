@@ -24,16 +24,10 @@ pub struct IdleArgs {
     /// Connections opened per second, in total (0 = as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Child processes to spread the connections over.
-    #[arg(long, default_value_t = 1)]
-    pub procs: usize,
     /// Seconds to keep the connections open after the report is printed (for
     /// watching the server, or draining it, with the connections in place).
     #[arg(long, default_value_t = 0)]
     pub hold: u64,
-    /// Internal: run as child I of K (`I/K`).
-    #[arg(long, hide = true)]
-    pub child: Option<String>,
 }
 
 /// What one opener (process) achieved.
@@ -49,7 +43,7 @@ struct Opened {
 /// Run the scenario (as the coordinator or as a child).
 pub fn run(args: IdleArgs) -> anyhow::Result<()> {
     crate::runtime::probe::raise_nofile();
-    if let Some(child) = &args.child {
+    if let Some(child) = &args.target.child {
         return run_child(&args, child);
     }
     let (addr, _, _) = args.target.endpoint()?;
@@ -57,7 +51,7 @@ pub fn run(args: IdleArgs) -> anyhow::Result<()> {
     let cpu0 = cpu_seconds();
     let started = Instant::now();
 
-    let procs = args.procs.max(1);
+    let procs = args.target.procs.max(1);
     let mut children = Vec::new();
     for i in 0..procs {
         let share = args.connections / procs + usize::from(i < args.connections % procs);

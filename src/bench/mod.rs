@@ -14,6 +14,7 @@
 //! backoff and full jitter).
 
 pub mod chart;
+pub mod children;
 pub mod churn;
 pub mod fanout;
 pub mod idle;
@@ -80,6 +81,16 @@ pub struct Target {
     /// that have no ringway API).
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Child processes to spread the connections over (fanout, connect, storm; idle
+    /// has its own --procs).
+    #[arg(long = "procs", default_value_t = 1)]
+    pub procs: usize,
+    /// Internal: run as child I of K.
+    #[arg(long, hide = true)]
+    pub child: Option<String>,
+    /// Internal: the global index of this child's first connection.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub first_index: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
