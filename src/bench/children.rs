@@ -83,6 +83,20 @@ impl Kid {
     }
 }
 
+/// Start `k` children that split `total` connections between them: child `i` gets
+/// `--<count_flag> <its share> --first-index <global index of its first>`.
+pub fn spawn_shares(k: usize, count_flag: &str, total: usize) -> anyhow::Result<Vec<Kid>> {
+    spawn(k, |i| {
+        let (first, n) = share(total, k, i);
+        vec![
+            format!("--{count_flag}"),
+            n.to_string(),
+            "--first-index".into(),
+            first.to_string(),
+        ]
+    })
+}
+
 /// As a child: wait for the coordinator's `GO` (or for stdin to close).
 pub fn wait_go() {
     let mut line = String::new();

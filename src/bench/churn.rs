@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hdrhistogram::Histogram;
 
-use super::{Target, children, cpu_seconds, parse_sources, wsclient};
+use super::{Target, children, cpu_seconds, parse_sources, runtime, wsclient};
 
 /// `ringway bench connect` arguments.
 #[derive(Debug, Clone, Args)]
@@ -84,17 +84,6 @@ async fn handshake(
     let mut s = wsclient::connect_from(source, addr)?;
     wsclient::upgrade(&mut s, host, path).await?;
     Ok(s)
-}
-
-fn runtime() -> monoio::FusionRuntime<
-    monoio::time::TimeDriver<monoio::IoUringDriver>,
-    monoio::time::TimeDriver<monoio::LegacyDriver>,
-> {
-    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .with_entries(16384)
-        .enable_timer()
-        .build()
-        .expect("bench runtime")
 }
 
 /// The progress-line prefix: which child this is, if one.
@@ -223,15 +212,7 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
 /// over the slowest child's time.
 fn connect_over_children(args: &ConnectArgs) -> anyhow::Result<()> {
     let k = args.target.procs;
-    let mut kids = children::spawn(k, |i| {
-        let (first, n) = children::share(args.connections, k, i);
-        vec![
-            "--connections".into(),
-            n.to_string(),
-            "--first-index".into(),
-            first.to_string(),
-        ]
-    })?;
+    let mut kids = children::spawn_shares(k, "connections", args.connections)?;
     let (mut ok, mut failed, mut secs, mut cpu) = (0u64, 0u64, 0f64, 0f64);
     let mut hist = Histogram::<u64>::new(3)?;
     for kid in &mut kids {
@@ -403,15 +384,7 @@ pub fn run_storm(args: StormArgs) -> anyhow::Result<()> {
 /// storm is over when the last child has everyone back.
 fn storm_over_children(args: &StormArgs) -> anyhow::Result<()> {
     let k = args.target.procs;
-    let mut kids = children::spawn(k, |i| {
-        let (first, n) = children::share(args.connections, k, i);
-        vec![
-            "--connections".into(),
-            n.to_string(),
-            "--first-index".into(),
-            first.to_string(),
-        ]
-    })?;
+    let mut kids = children::spawn_shares(k, "connections", args.connections)?;
     for kid in &mut kids {
         kid.expect("READY")?;
     }

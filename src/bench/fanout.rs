@@ -108,15 +108,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
     let (subscribers, subs) = if args.target.procs > 1 {
         let k = args.target.procs;
-        let mut kids = children::spawn(k, |i| {
-            let (first, n) = children::share(args.subscribers, k, i);
-            vec![
-                "--subscribers".into(),
-                n.to_string(),
-                "--first-index".into(),
-                first.to_string(),
-            ]
-        })?;
+        let mut kids = children::spawn_shares(k, "subscribers", args.subscribers)?;
         let mut subs = 0;
         for kid in &mut kids {
             let w = kid.expect("READY")?;
@@ -166,10 +158,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     // Publish from this thread's own runtime.
     let cpu0 = cpu_seconds();
     let publish_start = Instant::now();
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()?;
-    let published = rt.block_on(publisher(&args, addr, &host, &path, rooms))?;
+    let published = super::runtime().block_on(publisher(&args, addr, &host, &path, rooms))?;
     let publish_secs = publish_start.elapsed().as_secs_f64();
 
     // Expected deliveries: each message reaches the reading subscribers of its room.
@@ -244,6 +233,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
 }
 
 /// How subscribers are set up in one process.
+#[derive(Clone)]
 struct Spread {
     threads: usize,
     rooms: usize,
@@ -284,39 +274,18 @@ impl Spread {
         let mut handles = Vec::new();
         for t in 0..threads {
             let (offset, n) = children::share(count, threads, t);
-            let (rooms, slow_every, slow_read, proto, addr) = (
-                self.rooms,
-                self.slow_every,
-                self.slow_read,
-                self.proto,
-                self.addr,
-            );
-            let (sources, host, path, stop, subscribed, ready, tx) = (
-                self.sources.clone(),
-                self.host.clone(),
-                self.path.clone(),
+            let (spread, stop, subscribed, ready, tx) = (
+                self.clone(),
                 stop.clone(),
                 subscribed.clone(),
                 ready.clone(),
                 tx.clone(),
             );
             handles.push(std::thread::spawn(move || {
-                let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                    .with_entries(16384)
-                    .enable_timer()
-                    .build()
-                    .expect("bench runtime");
-                let tally = rt.block_on(subscribers(
+                let tally = super::runtime().block_on(subscribers(
+                    spread,
                     first + offset,
                     n,
-                    rooms,
-                    slow_every,
-                    slow_read,
-                    proto,
-                    sources,
-                    addr,
-                    host,
-                    path,
                     stop,
                     subscribed,
                     ready,
@@ -381,22 +350,27 @@ impl Subscribers {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Subscribers `first .. first + n` of one thread: connect, subscribe, read until
+/// `stop`.
 async fn subscribers(
+    spread: Spread,
     first: usize,
     n: usize,
-    rooms: usize,
-    slow_every: usize,
-    slow_read: Duration,
-    proto: Proto,
-    sources: Vec<Option<IpAddr>>,
-    addr: SocketAddr,
-    host: String,
-    path: String,
     stop: Arc<AtomicBool>,
     subscribed: Arc<AtomicUsize>,
     ready: Arc<Barrier>,
 ) -> Tally {
+    let Spread {
+        rooms,
+        slow_every,
+        slow_read,
+        proto,
+        sources,
+        addr,
+        host,
+        path,
+        ..
+    } = spread;
     let tally = Rc::new(RefCell::new(Tally {
         delivered: 0,
         closed: 0,

@@ -180,11 +180,7 @@ fn run_child(args: &IdleArgs, spec: &str) -> anyhow::Result<()> {
         // A safety net: children never outlive the coordinator's hold by long.
         let hold = Duration::from_secs(args.hold + 120);
         handles.push(std::thread::spawn(move || {
-            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                .enable_timer()
-                .build()
-                .expect("bench runtime");
-            rt.block_on(open_and_hold(
+            super::runtime().block_on(open_and_hold(
                 n, rate, t, sources, addr, host, path, release, hold, tx,
             ));
         }));

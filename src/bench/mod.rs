@@ -202,6 +202,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// A load-generator thread's runtime: io_uring (epoll as fallback) with a timer, and
+/// rings deep enough for thousands of connections per thread (completions for all of
+/// them can arrive at once).
+pub fn runtime() -> monoio::FusionRuntime<
+    monoio::time::TimeDriver<monoio::IoUringDriver>,
+    monoio::time::TimeDriver<monoio::LegacyDriver>,
+> {
+    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(16384)
+        .enable_timer()
+        .build()
+        .expect("the load generator needs a monoio runtime (io_uring or epoll)")
+}
+
 /// CPU seconds (user + system) used by this process and its waited-for children.
 pub fn cpu_seconds() -> f64 {
     use nix::sys::resource::{UsageWho, getrusage};
