@@ -1,0 +1,299 @@
+//! The mesh wire format, sans-IO: what two nodes say to each other and how it is
+//! framed on the TCP link.
+//!
+//! A frame is a 4-byte big-endian body length, then the body: one [`Frame`] in
+//! postcard (serde's compact binary encoding). The length comes first so a reader
+//! knows how much to wait for and can refuse an oversized frame before allocating
+//! it. Client-bound payloads (`Deliver`, `SubAck`) carry the WebSocket frame the
+//! owner encoded, so a receiving node queues it to its clients without re-encoding.
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+/// Version spoken in `Hello`; a peer with another version is refused.
+pub const VERSION: u16 = 1;
+
+/// Who is waiting for an answer on the asking node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// Worker on the asking node.
+    pub worker: u16,
+    /// A request id in that worker, or a packed connection key when `conn`.
+    pub id: u64,
+    /// The answer goes to a connection (`id` is its key) rather than a waiting task.
+    pub conn: bool,
+}
+
+/// A subscriber on the node that asked: its worker and packed connection key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Subscriber {
+    /// Worker index on its node.
+    pub worker: u16,
+    /// `slot << 32 | generation`.
+    pub conn: u64,
+}
+
+/// One message on a mesh link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// First frame from each side.
+    Hello {
+        /// [`VERSION`].
+        version: u16,
+        /// Cluster name; must match.
+        cluster: String,
+        /// The sender's node id.
+        node: String,
+        /// Fresh random challenge for the other side's proof.
+        nonce: [u8; 16],
+    },
+    /// Proof of the shared secret over both nonces (see `mesh::auth`).
+    Auth {
+        /// HMAC-SHA256.
+        mac: [u8; 32],
+    },
+    /// Why the sender refuses the link (logged by the receiver), then it closes.
+    Refuse {
+        /// Cause and fix, for the other node's log.
+        reason: String,
+    },
+    /// Heartbeat, sent when a link has been idle.
+    Ping,
+    /// To a room's owner: a connection on the sending node subscribes.
+    Subscribe {
+        /// Room name.
+        room: String,
+        /// The subscriber.
+        who: Subscriber,
+        /// Resume point `(epoch, seq)`.
+        since: Option<(u64, u64)>,
+        /// The subscriber's user, for presence.
+        user: Option<String>,
+    },
+    /// From a room's owner: the answer to `Subscribe`.
+    SubAck {
+        /// Room name.
+        room: String,
+        /// The subscriber.
+        who: Subscriber,
+        /// The room's epoch.
+        epoch: u64,
+        /// Latest seq: live messages follow it.
+        seq: u64,
+        /// Whether the resume point was honoured.
+        recovered: bool,
+        /// Encoded frames to replay, oldest first.
+        replay: Vec<Bytes>,
+    },
+    /// To a room's owner: a subscriber left; with `node_left`, the sending node has
+    /// no subscriber left for the room (withdraw its interest and its roster).
+    Leave {
+        /// Room name.
+        room: String,
+        /// The subscriber that left, if one did.
+        who: Option<Subscriber>,
+        /// The sending node has no local subscriber left.
+        node_left: bool,
+    },
+    /// To a room's owner: stamp and fan out this message.
+    Publish {
+        /// Room name.
+        room: String,
+        /// The payload, verbatim JSON.
+        data: String,
+        /// Conflation key.
+        key: Option<String>,
+        /// Who wants the epoch and seq.
+        reply: Option<Ticket>,
+    },
+    /// From a room's owner: the epoch and seq a publish got.
+    Published {
+        /// The asker.
+        ticket: Ticket,
+        /// Epoch.
+        epoch: u64,
+        /// Seq.
+        seq: u64,
+    },
+    /// From a room's owner: one client frame for the receiver's local subscribers.
+    Deliver {
+        /// Room name.
+        room: String,
+        /// Conflation tag.
+        tag: u64,
+        /// The encoded WebSocket frame.
+        frame: Bytes,
+    },
+    /// To a room's owner: the roster, please.
+    PresenceQuery {
+        /// Room name.
+        room: String,
+        /// The asker.
+        ticket: Ticket,
+    },
+    /// From a room's owner: the roster as the JSON the client receives.
+    Presence {
+        /// The asker.
+        ticket: Ticket,
+        /// `{"type":"presence",...}` text.
+        json: String,
+    },
+}
+
+/// Why bytes from a peer cannot be read as frames. Any of these ends the link.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The length prefix is over the limit.
+    #[error(
+        "frame of {0} bytes is over mesh.max_frame_bytes ({1}); raise it on this node if the peer sends large messages"
+    )]
+    TooLarge(usize, usize),
+    /// The body is not a frame of this version.
+    #[error("undecodable frame ({0}); are both nodes running the same ringway version?")]
+    Malformed(String),
+}
+
+/// Encode one frame, length prefix included.
+pub fn encode(frame: &Frame) -> Bytes {
+    let mut buf = postcard::to_extend(frame, vec![0u8; 4]).expect("encoding to a Vec cannot fail");
+    let body = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&body.to_be_bytes());
+    Bytes::from(buf)
+}
+
+/// Splits a byte stream into frames. Feed it what the socket gave, then take
+/// frames until it says it needs more.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: BytesMut,
+    max: usize,
+}
+
+impl Decoder {
+    /// A decoder refusing frames over `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max,
+        }
+    }
+
+    /// The same decoder (and any bytes it holds) with another size limit.
+    pub fn with_max(self, max: usize) -> Self {
+        Self { max, ..self }
+    }
+
+    /// Append received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete frame, `None` when more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+        if len > self.max {
+            return Err(WireError::TooLarge(len, self.max));
+        }
+        if self.buf.len() < 4 + len {
+            self.buf.reserve(4 + len - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(4);
+        let body = self.buf.split_to(len);
+        postcard::from_bytes(&body)
+            .map(Some)
+            .map_err(|e| WireError::Malformed(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Frame> {
+        let who = Subscriber {
+            worker: 1,
+            conn: 7 << 32 | 3,
+        };
+        vec![
+            Frame::Hello {
+                version: VERSION,
+                cluster: "c".into(),
+                node: "n2".into(),
+                nonce: [9; 16],
+            },
+            Frame::Auth { mac: [1; 32] },
+            Frame::Ping,
+            Frame::Subscribe {
+                room: "chat:1".into(),
+                who,
+                since: Some((5, 6)),
+                user: Some("alice".into()),
+            },
+            Frame::SubAck {
+                room: "chat:1".into(),
+                who,
+                epoch: u64::MAX,
+                seq: 3,
+                recovered: true,
+                replay: vec![Bytes::from_static(b"\x81\x02hi"), Bytes::new()],
+            },
+            Frame::Leave {
+                room: "chat:1".into(),
+                who: None,
+                node_left: true,
+            },
+            Frame::Publish {
+                room: "r".into(),
+                data: "{\"a\":1}".into(),
+                key: None,
+                reply: Some(Ticket {
+                    worker: 0,
+                    id: 12,
+                    conn: false,
+                }),
+            },
+            Frame::Deliver {
+                room: "r".into(),
+                tag: 77,
+                frame: Bytes::from(vec![0x81; 300]),
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trip_fed_one_byte_at_a_time() {
+        let frames = samples();
+        let wire: Vec<u8> = frames.iter().flat_map(|f| encode(f).to_vec()).collect();
+        let mut d = Decoder::new(1 << 20);
+        let mut got = Vec::new();
+        for b in wire {
+            d.feed(&[b]);
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_the_body_arrives() {
+        let mut d = Decoder::new(100);
+        d.feed(&101u32.to_be_bytes());
+        assert_eq!(d.next_frame(), Err(WireError::TooLarge(101, 100)));
+    }
+
+    #[test]
+    fn garbage_body_is_an_error_not_a_panic() {
+        let mut d = Decoder::new(100);
+        d.feed(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
+        assert!(matches!(d.next_frame(), Err(WireError::Malformed(_))));
+        let mut d = Decoder::new(100);
+        d.feed(&[0, 0, 0, 0]);
+        assert!(matches!(d.next_frame(), Err(WireError::Malformed(_))));
+    }
+}
