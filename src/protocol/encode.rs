@@ -37,14 +37,18 @@ pub fn msg_frame(room: &str, seq: u64, key: Option<&str>, data: &RawValue) -> By
     w.finish()
 }
 
-/// `{"type":"welcome","conn":…,"node":…,"heartbeat":ms}`.
-pub fn welcome_frame(conn: &str, node: &str, heartbeat_ms: u64) -> Bytes {
-    let mut w = TextFrameWriter::with_capacity(80);
+/// `{"type":"welcome","conn":…,"node":…,"user":…?,"heartbeat":ms}`.
+pub fn welcome_frame(conn: &str, node: &str, heartbeat_ms: u64, user: Option<&str>) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(100);
     let out = w.payload();
     out.extend_from_slice(br#"{"type":"welcome","conn":"#);
     string(out, conn);
     out.extend_from_slice(br#","node":"#);
     string(out, node);
+    if let Some(user) = user {
+        out.extend_from_slice(br#","user":"#);
+        string(out, user);
+    }
     out.extend_from_slice(br#","heartbeat":"#);
     number(out, heartbeat_ms);
     out.push(b'}');
@@ -156,7 +160,7 @@ mod tests {
         );
         let e = json(&error_frame(ErrorCode::BadJson, "bad \"x\"", None));
         assert_eq!(e["reason"], "bad \"x\"");
-        let w = json(&welcome_frame("0.1.1", "n1", 25000));
+        let w = json(&welcome_frame("0.1.1", "n1", 25000, None));
         assert_eq!(w["heartbeat"], 25000);
         let r = RawValue::from_string("\"abc\"".into()).unwrap();
         assert_eq!(json(&pong_frame(Some(&r)))["ref"], "abc");

@@ -133,6 +133,10 @@ pub enum ErrorCode {
     TooManySubscriptions,
     /// The connection sends faster than `limits.messages_per_second`.
     RateLimited,
+    /// The token does not allow this room (or the room requires a token).
+    Forbidden,
+    /// A `refresh` token is invalid, expired, or for another user.
+    BadToken,
 }
 
 impl ErrorCode {
@@ -149,6 +153,8 @@ impl ErrorCode {
             ErrorCode::Reserved => "reserved",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::BadToken => "bad_token",
         }
     }
 }

@@ -22,3 +22,7 @@ pub const GOING_AWAY: u16 = 1001;
 pub const SLOW_CONSUMER: u16 = 4008;
 /// Rate limit exceeded.
 pub const RATE_LIMITED: u16 = 4029;
+/// The token expired and was not refreshed in time.
+pub const TOKEN_EXPIRED: u16 = 4001;
+/// Repeated requests outside the token's permissions.
+pub const FORBIDDEN: u16 = 4003;

@@ -42,6 +42,10 @@ pub struct Accepted {
     pub response: Vec<u8>,
     /// The endpoint asked for.
     pub endpoint: Endpoint,
+    /// The client's token, if it sent one (see `auth::token_from_request`).
+    pub token: Option<String>,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
 }
 
 /// A refused upgrade: the response to write, then close.
@@ -102,10 +106,17 @@ pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
     if write_response(&mut bytes, &response).is_err() {
         return Outcome::Reject(reject(400, "malformed HTTP request"));
     }
+    let origin = request
+        .headers()
+        .get("origin")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     Outcome::Accept(Accepted {
         consumed,
         response: bytes,
         endpoint,
+        token: crate::auth::token_from_request(&request),
+        origin,
     })
 }
 
