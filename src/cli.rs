@@ -29,6 +29,64 @@ pub enum Command {
     /// Validate the configuration and check that this host fits the connection
     /// target; exits non-zero when it does not.
     Check(CheckArgs),
+    /// Mint an HS256 client token (for testing and examples); prints it.
+    Token(TokenArgs),
+}
+
+/// `ringway token` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The HS256 secret (the node's auth.token_secret).
+    #[arg(long, env = "RINGWAY_TOKEN_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Lifetime: seconds, or with a unit: 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: u64,
+    /// Room patterns the user may subscribe and publish to (repeatable; `chat:*`).
+    #[arg(long = "rooms", value_name = "PATTERN")]
+    pub rooms: Vec<String>,
+    /// Room patterns the user may only subscribe to (repeatable).
+    #[arg(long = "sub-rooms", value_name = "PATTERN")]
+    pub sub_rooms: Vec<String>,
+}
+
+impl TokenArgs {
+    /// The token these arguments describe.
+    pub fn mint(&self) -> String {
+        let rooms = (!self.rooms.is_empty() || !self.sub_rooms.is_empty()).then(|| {
+            crate::auth::RoomClaims {
+                sub: self.rooms.iter().chain(&self.sub_rooms).cloned().collect(),
+                publish: self.rooms.clone(),
+            }
+        });
+        let claims = crate::auth::Claims {
+            sub: self.sub.clone(),
+            exp: crate::auth::unix_now() + self.ttl,
+            rooms,
+        };
+        crate::auth::mint_hs256(self.secret.as_bytes(), &claims)
+    }
+}
+
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: give seconds or 90s, 15m, 1h, 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(n * mult)
 }
 
 /// `ringway check` arguments.
@@ -63,6 +121,45 @@ pub struct ServeArgs {
     /// This node's id [default: n1].
     #[arg(long)]
     pub node_id: Option<String>,
+    /// Address peers connect to for the mesh [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub mesh_listen: Option<SocketAddr>,
+    /// A peer node, ID=HOST:PORT (repeat for each peer).
+    #[arg(long = "peer", value_name = "ID=HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Shared mesh secret (same on every node; at least 16 bytes).
+    #[arg(
+        long,
+        env = "RINGWAY_MESH_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub mesh_secret: Option<String>,
+    /// Cluster name; peers with another name are refused [default: ringway].
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// HS256 secret for client tokens (at least 32 bytes).
+    #[arg(
+        long,
+        env = "RINGWAY_TOKEN_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub token_secret: Option<String>,
+    /// PEM public key (RSA or EC P-256) for RS256/ES256 client tokens.
+    #[arg(long, value_name = "FILE")]
+    pub token_public_key: Option<PathBuf>,
+    /// Refuse clients without a valid token (HTTP 401).
+    #[arg(long)]
+    pub require_auth: bool,
+    /// Bearer key for the HTTP API.
+    #[arg(
+        long,
+        env = "RINGWAY_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
     /// Add the conformance endpoint /echo.
     #[arg(long)]
     pub echo: bool,
@@ -112,6 +209,30 @@ impl ServeArgs {
         }
         if let Some(v) = &self.node_id {
             c.node_id = v.clone();
+        }
+        if let Some(v) = self.mesh_listen {
+            c.mesh.listen = Some(v);
+        }
+        if !self.peers.is_empty() {
+            c.mesh.peers = self.peers.clone();
+        }
+        if let Some(v) = &self.mesh_secret {
+            c.mesh.secret = v.clone();
+        }
+        if let Some(v) = &self.cluster {
+            c.mesh.cluster = v.clone();
+        }
+        if let Some(v) = &self.token_secret {
+            c.auth.token_secret = v.clone();
+        }
+        if let Some(v) = &self.token_public_key {
+            c.auth.token_public_key = Some(v.clone());
+        }
+        if self.require_auth {
+            c.allow_anonymous = false;
+        }
+        if let Some(v) = &self.api_key {
+            c.auth.api_key = v.clone();
         }
         if self.echo {
             c.echo = true;

@@ -71,6 +71,10 @@ pub struct Config {
     pub heartbeat: Heartbeat,
     /// Graceful shutdown.
     pub drain: Drain,
+    /// Links to peer nodes (none by default: a single node).
+    pub mesh: Mesh,
+    /// Tokens, room permissions, origins, the API key.
+    pub auth: Auth,
 }
 
 /// Limits that protect the node from large, slow or abusive clients.
@@ -138,6 +142,13 @@ pub struct Rooms {
     /// slow_consumer = "conflate"`.
     #[serde(rename = "policy")]
     pub policies: Vec<RoomPolicy>,
+    /// Room-name prefixes whose subscribers receive `join`/`leave` events when a
+    /// user's first connection joins or last one leaves (debounced). Default none:
+    /// rosters are still available through `presence`.
+    pub presence_events: Vec<String>,
+    /// A user must stay joined (or gone) this long before the event is sent, in
+    /// milliseconds; a reconnect inside the window sends nothing. Default 1 000.
+    pub presence_debounce_ms: u64,
 }
 
 impl Rooms {
@@ -192,6 +203,151 @@ impl Default for Drain {
     }
 }
 
+/// The mesh: links to the other nodes of a cluster (see `src/mesh`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mesh {
+    /// Address on which peers connect to this node. Required when `peers` is set;
+    /// none by default.
+    pub listen: Option<SocketAddr>,
+    /// The other nodes, as `"ID=HOST:PORT"` (the peer's `mesh.listen`). Every node
+    /// lists every other node; ids sort the same everywhere. Empty by default.
+    pub peers: Vec<String>,
+    /// Cluster name; a peer with another name is refused. Default `"ringway"`.
+    pub cluster: String,
+    /// Shared secret that peers prove they know (HMAC-SHA256 over both sides'
+    /// nonces). Required with peers; at least 16 bytes. Prefer the environment
+    /// variable `RINGWAY_MESH_SECRET` to writing it in a file.
+    pub secret: String,
+    /// Each side of a link sends a heartbeat this often when idle, in milliseconds.
+    /// Default 500.
+    pub heartbeat_ms: u64,
+    /// A link silent for this long is dead, in milliseconds. Default 2 000.
+    pub dead_after_ms: u64,
+    /// Reconnect backoff: delay = random(0, min(cap, base * 2^attempt)), in
+    /// milliseconds. Defaults 100 and 5 000.
+    pub backoff_base_ms: u64,
+    /// See `backoff_base_ms`.
+    pub backoff_cap_ms: u64,
+    /// Bytes queued for one peer before the link is cut (the peer reconnects and
+    /// re-registers; its clients resume). Default 64 MiB.
+    pub queue_bytes: usize,
+    /// Frames queued for one peer before the link is cut. Default 262 144.
+    pub queue_frames: usize,
+    /// Largest frame accepted from a peer, in bytes. Default 16 MiB.
+    pub max_frame_bytes: usize,
+    /// How long presence entries of a lost node are kept before they expire, in
+    /// milliseconds. Default 10 000.
+    pub presence_lease_ms: u64,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            peers: Vec::new(),
+            cluster: "ringway".to_owned(),
+            secret: String::new(),
+            heartbeat_ms: 500,
+            dead_after_ms: 2_000,
+            backoff_base_ms: 100,
+            backoff_cap_ms: 5_000,
+            queue_bytes: 64 << 20,
+            queue_frames: 1 << 18,
+            max_frame_bytes: 16 << 20,
+            presence_lease_ms: 10_000,
+        }
+    }
+}
+
+/// A peer from `mesh.peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its node id.
+    pub id: String,
+    /// Where its mesh listener is (`HOST:PORT`, resolved at each dial).
+    pub addr: String,
+}
+
+impl Mesh {
+    /// Parse `peers`; the error names the bad entry and the expected form.
+    pub fn parsed_peers(&self) -> Result<Vec<Peer>, ConfigError> {
+        self.peers
+            .iter()
+            .map(|p| {
+                let (id, addr) = p.split_once('=').ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "mesh.peers entry {p:?} must be ID=HOST:PORT, e.g. \"n2=10.0.0.2:7400\""
+                    ))
+                })?;
+                let port_ok = addr
+                    .rsplit_once(':')
+                    .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+                if id.is_empty() || !port_ok {
+                    return Err(ConfigError::Invalid(format!(
+                        "mesh.peers entry {p:?} must be ID=HOST:PORT, e.g. \"n2=10.0.0.2:7400\""
+                    )));
+                }
+                Ok(Peer {
+                    id: id.to_owned(),
+                    addr: addr.to_owned(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Authentication and authorization (see `src/auth.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// HS256 secret for client tokens (at least 32 bytes). Prefer the environment
+    /// variable `RINGWAY_TOKEN_SECRET`. None by default.
+    pub token_secret: String,
+    /// PEM file with an RSA or EC (P-256) public key: RS256/ES256 client tokens.
+    pub token_public_key: Option<std::path::PathBuf>,
+    /// Seconds before `exp` at which `refresh_needed` is sent. Default 60.
+    pub refresh_margin_s: u64,
+    /// Seconds after `exp` a connection may stay open waiting for its refresh;
+    /// then it is closed with 4001. Default 10.
+    pub refresh_grace_s: u64,
+    /// Room-name prefixes that anonymous connections may not use even when
+    /// `allow_anonymous` is on. Default none.
+    pub rooms_require_auth: Vec<String>,
+    /// Browser origins allowed to connect (`https://app.example.com`); a request
+    /// with another `Origin` header gets 403. Empty (the default) allows any.
+    pub origins: Vec<String>,
+    /// Connections per user on this node; 0 = no cap (the default). More get 429.
+    pub max_connections_per_user: usize,
+    /// Bearer key for the HTTP API, compared in constant time. Without one the API
+    /// must listen on loopback. Prefer `RINGWAY_API_KEY`.
+    pub api_key: String,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            token_secret: String::new(),
+            token_public_key: None,
+            refresh_margin_s: 60,
+            refresh_grace_s: 10,
+            rooms_require_auth: Vec::new(),
+            origins: Vec::new(),
+            max_connections_per_user: 0,
+            api_key: String::new(),
+        }
+    }
+}
+
+impl Auth {
+    /// Whether anonymous connections are kept out of `room`.
+    pub fn room_requires_auth(&self, room: &str) -> bool {
+        self.rooms_require_auth
+            .iter()
+            .any(|p| room.starts_with(p.as_str()))
+    }
+}
+
 /// Liveness settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -222,6 +378,8 @@ impl Default for Config {
             rooms: Rooms::default(),
             heartbeat: Heartbeat::default(),
             drain: Drain::default(),
+            mesh: Mesh::default(),
+            auth: Auth::default(),
         }
     }
 }
@@ -255,6 +413,8 @@ impl Default for Rooms {
             replay_messages: 256,
             replay_seconds: 120,
             policies: Vec::new(),
+            presence_events: Vec::new(),
+            presence_debounce_ms: 1_000,
         }
     }
 }
@@ -374,10 +534,76 @@ impl Config {
                     .to_owned(),
             );
         }
+        self.validate_mesh()?;
+        let a = &self.auth;
+        if !a.token_secret.is_empty() && a.token_secret.len() < 32 {
+            return bad("auth.token_secret must be at least 32 bytes (e.g. `openssl rand -hex 32`); a short HS256 secret can be brute-forced".to_owned());
+        }
+        if !self.allow_anonymous && a.token_secret.is_empty() && a.token_public_key.is_none() {
+            return bad("tokens are required (require_auth / allow_anonymous = false) but no key is set: give --token-secret (RINGWAY_TOKEN_SECRET) or --token-public-key FILE".to_owned());
+        }
+        if a.api_key.is_empty() && !self.api_listen.ip().is_loopback() {
+            return bad(format!(
+                "api_listen = {} is not a loopback address but no auth.api_key is set: set one (RINGWAY_API_KEY) or keep the API on 127.0.0.1",
+                self.api_listen
+            ));
+        }
         if self.drain.window_ms == 0 {
             return bad(
                 "drain.window_ms must be above 0 (use 1 to close everything at once)".to_owned(),
             );
+        }
+        Ok(())
+    }
+
+    fn validate_mesh(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let m = &self.mesh;
+        let peers = m.parsed_peers()?;
+        if peers.is_empty() {
+            return Ok(());
+        }
+        if m.listen.is_none() {
+            return bad("mesh.peers is set but mesh.listen is not: give this node an address its peers can reach (--mesh-listen HOST:PORT)".to_owned());
+        }
+        if m.secret.len() < 16 {
+            return bad("mesh.secret must be at least 16 bytes when peers are configured; set the same value on every node (RINGWAY_MESH_SECRET or --mesh-secret), e.g. from `openssl rand -hex 32`".to_owned());
+        }
+        if peers.len() > 63 {
+            return bad(format!(
+                "{} peers: a cluster has at most 64 nodes",
+                peers.len()
+            ));
+        }
+        let mut ids: Vec<&str> = peers.iter().map(|p| p.id.as_str()).collect();
+        ids.push(&self.node_id);
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return bad(format!(
+                "node id {:?} appears twice among node_id and mesh.peers; every node needs its own id",
+                w[0]
+            ));
+        }
+        if m.heartbeat_ms == 0 || m.dead_after_ms < 2 * m.heartbeat_ms {
+            return bad(format!(
+                "mesh.dead_after_ms ({}) must be at least twice mesh.heartbeat_ms ({})",
+                m.dead_after_ms, m.heartbeat_ms
+            ));
+        }
+        if m.backoff_base_ms == 0 || m.backoff_cap_ms < m.backoff_base_ms {
+            return bad(
+                "mesh.backoff_base_ms must be above 0 and at most mesh.backoff_cap_ms".to_owned(),
+            );
+        }
+        if m.max_frame_bytes < 2 * self.limits.max_message_size + 4096 {
+            return bad(format!(
+                "mesh.max_frame_bytes ({}) must be at least twice limits.max_message_size plus 4096 ({}) so any message fits a mesh frame",
+                m.max_frame_bytes,
+                2 * self.limits.max_message_size + 4096
+            ));
+        }
+        if m.queue_frames == 0 || m.queue_bytes < m.max_frame_bytes {
+            return bad("mesh.queue_bytes must be at least mesh.max_frame_bytes, and mesh.queue_frames above 0".to_owned());
         }
         Ok(())
     }
@@ -434,5 +660,24 @@ mod tests {
         c.limits.max_frame_size = 2 << 20;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("raise max_message_size"), "{e}");
+    }
+
+    #[test]
+    fn mesh_needs_listen_secret_and_well_formed_peers() {
+        let mut c = Config::default();
+        c.mesh.peers = vec!["n2=127.0.0.1:7402".into()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--mesh-listen"), "{e}");
+        c.mesh.listen = Some("127.0.0.1:7401".parse().unwrap());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("RINGWAY_MESH_SECRET"), "{e}");
+        c.mesh.secret = "0123456789abcdef".into();
+        c.validate().unwrap();
+        c.mesh.peers.push("n1=127.0.0.1:7403".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
+        c.mesh.peers = vec!["n2:127.0.0.1:7402".into()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("ID=HOST:PORT"), "{e}");
     }
 }

@@ -21,12 +21,14 @@
 //!
 //! | module       | job |
 //! |--------------|-----|
+//! | [`auth`]     | sans-IO tokens (JWT) and room permissions |
 //! | [`config`]   | every limit with its default; TOML file and flags |
 //! | [`ws`]       | sans-IO WebSocket: handshake, frames, close codes, UTF-8 |
 //! | [`protocol`] | sans-IO client protocol `ringway.v1` (parse requests, encode frames) |
 //! | [`hub`]      | sans-IO rooms: owner state, replay ring, resume rules, room homes |
 //! | [`conn`]     | per-connection state, outbound queue, the read loop |
-//! | [`runtime`]  | workers, pinning, mailboxes, listeners, start-up probes |
+//! | [`mesh`]     | links between nodes: sans-IO wire codec and auth, link threads |
+//! | [`runtime`]  | workers, pinning, mailboxes, listeners, start-up probes, cluster routing |
 //! | [`api`]      | the HTTP API |
 //! | [`metrics`]  | per-worker counters, Prometheus text |
 //! | [`bench`]    | the load generator (`ringway bench`) |
@@ -35,12 +37,14 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod hub;
+pub mod mesh;
 pub mod metrics;
 pub mod protocol;
 pub mod runtime;

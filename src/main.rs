@@ -25,6 +25,10 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => args,
         Some(Command::Bench(args)) => return ringway::bench::run(args),
         Some(Command::Check(args)) => return check(args),
+        Some(Command::Token(args)) => {
+            println!("{}", args.mint());
+            return Ok(());
+        }
         None => cli.serve,
     };
     let config = args.load()?;

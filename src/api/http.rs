@@ -15,6 +15,8 @@ pub struct Request {
     pub path: String,
     /// Whether the client wants the connection kept open.
     pub keep_alive: bool,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -45,7 +47,11 @@ pub fn parse(buf: &[u8]) -> Parsed {
     };
     let mut content_length = 0usize;
     let mut keep_alive = req.version == Some(1);
+    let mut authorization = None;
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(String::from_utf8_lossy(h.value).into_owned());
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             match std::str::from_utf8(h.value)
                 .ok()
@@ -78,6 +84,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
             method: req.method.unwrap_or("GET").to_owned(),
             path: path.to_owned(),
             keep_alive,
+            authorization,
             body: buf[head..head + content_length].to_vec(),
         },
         head + content_length,

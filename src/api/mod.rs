@@ -1,4 +1,6 @@
-//! The HTTP API, for app services and operators: publish, metrics, health.
+//! The HTTP API, for app services and operators: publish, direct messages,
+//! presence, metrics, health. With `auth.api_key` set, every route but the health
+//! checks needs `Authorization: Bearer <key>`.
 //!
 //! Every worker accepts on the API address too (SO_REUSEPORT), so the API scales with
 //! the workers and needs no thread of its own. A publish is handed to the room's owner
@@ -6,7 +8,10 @@
 //!
 //! | route                | answer |
 //! |----------------------|--------|
-//! | `POST /v1/publish`   | `{"room","data"}` → `{"epoch","seq"}` |
+//! | `POST /v1/publish`   | `{"room","data","key"?}` → `{"epoch","seq"}` |
+//! | `POST /v1/send`      | `{"user","data"}` → `{"epoch","seq"}` of the room `user:<id>` |
+//! | `GET /v1/presence/R` | the cluster-wide roster of room R |
+//! | `GET /v1/cluster`    | this node and its peers' link state |
 //! | `GET /metrics`       | Prometheus text, summed over workers |
 //! | `GET /healthz`       | 200 while the process runs |
 //! | `GET /readyz`        | 200, or 503 while draining |
@@ -83,8 +88,18 @@ async fn serve(w: Rc<Worker>, mut stream: TcpStream) {
 }
 
 async fn route(w: &Rc<Worker>, req: &http::Request) -> Response {
-    match (req.method.as_str(), req.path.as_str()) {
+    let path = req.path.as_str();
+    let open = matches!(path, "/healthz" | "/readyz");
+    if !open && !authorized(&w.shared.config.auth.api_key, req.authorization.as_deref()) {
+        return Response::error(401, "this API needs Authorization: Bearer <auth.api_key>");
+    }
+    match (req.method.as_str(), path) {
         ("POST", "/v1/publish") => publish(w, &req.body).await,
+        ("POST", "/v1/send") => send(w, &req.body).await,
+        ("GET", p) if p.starts_with("/v1/presence/") => {
+            presence(w, &p["/v1/presence/".len()..]).await
+        }
+        ("GET", "/v1/cluster") => Response::json(200, cluster(w)),
         ("GET", "/metrics") => Response {
             status: 200,
             content_type: "text/plain; version=0.0.4",
@@ -98,13 +113,81 @@ async fn route(w: &Rc<Worker>, req: &http::Request) -> Response {
                 Response::text(200, "ready\n")
             }
         }
-        (_, "/v1/publish" | "/metrics" | "/healthz" | "/readyz") => {
+        (_, "/v1/publish" | "/v1/send" | "/v1/cluster" | "/metrics" | "/healthz" | "/readyz") => {
+            Response::error(405, "method not allowed for this path")
+        }
+        (_, p) if p.starts_with("/v1/presence/") => {
             Response::error(405, "method not allowed for this path")
         }
         _ => Response::error(
             404,
-            "no such route; see GET /healthz, /readyz, /metrics, POST /v1/publish",
+            "no such route; see GET /healthz, /readyz, /metrics, /v1/cluster, /v1/presence/{room}, POST /v1/publish, /v1/send",
         ),
+    }
+}
+
+/// Whether the request carries the API key (constant-time comparison). Without a
+/// configured key every request is allowed (the API is then loopback-only; see
+/// `Config::validate`).
+fn authorized(key: &str, header: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    if key.is_empty() {
+        return true;
+    }
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    bool::from(given.trim().as_bytes().ct_eq(key.as_bytes()))
+}
+
+fn cluster(w: &Rc<Worker>) -> String {
+    match &w.shared.mesh {
+        Some(m) => m.describe() + "\n",
+        None => format!(
+            "{{\"node\":{},\"peers\":[]}}\n",
+            serde_json::to_string(&w.shared.config.node_id).unwrap_or_default()
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct SendBody<'a> {
+    user: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+async fn send(w: &Rc<Worker>, body: &[u8]) -> Response {
+    let body: SendBody<'_> = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => {
+            return Response::error(
+                400,
+                &format!("body must be {{\"user\": string, \"data\": any JSON}}: {e}"),
+            );
+        }
+    };
+    let room = format!("user:{}", body.user);
+    stamp(w, &room, body.data, None).await
+}
+
+async fn presence(w: &Rc<Worker>, encoded: &str) -> Response {
+    let room = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+    let max = w.shared.config.limits.max_room_name;
+    if !protocol::valid_room(&room, max) {
+        return Response::error(400, "not a valid room name");
+    }
+    let (req, rx) = w.request();
+    let ticket = crate::mesh::wire::Ticket {
+        worker: w.id as u16,
+        id: req as u64,
+        conn: false,
+    };
+    w.state.borrow_mut().presence(&room, ticket);
+    w.flush_dirty();
+    match rx.await {
+        Ok(Reply::Presence(json)) => Response::json(200, json + "\n"),
+        _ => Response::error(503, "the room's owner did not answer; retry"),
     }
 }
 
@@ -134,20 +217,25 @@ async fn publish(w: &Rc<Worker>, body: &[u8]) -> Response {
             &format!("room names are 1 to {max} bytes of A-Z a-z 0-9 _ - . : / @ # = +"),
         );
     }
+    stamp(w, &body.room, body.data, body.key.as_deref()).await
+}
+
+/// Publish and wait for the owner's epoch and seq.
+async fn stamp(w: &Rc<Worker>, room: &str, data: &RawValue, key: Option<&str>) -> Response {
     let (req, rx) = w.request();
-    let stamped =
-        w.state
-            .borrow_mut()
-            .publish(&body.room, body.data, body.key.as_deref(), Some(req));
+    let stamped = w.state.borrow_mut().publish(room, data, key, Some(req));
     let (epoch, seq) = match stamped {
         Some(done) => {
             w.state.borrow_mut().forget_request(req);
             done
         }
-        None => match rx.await {
-            Ok(Reply::Published(epoch, seq)) => (epoch, seq),
-            _ => return Response::error(503, "the room's owner did not answer; retry"),
-        },
+        None => {
+            w.flush_dirty();
+            match rx.await {
+                Ok(Reply::Published(epoch, seq)) => (epoch, seq),
+                _ => return Response::error(503, "the room's owner did not answer; retry"),
+            }
+        }
     };
     w.flush_dirty();
     published(epoch, seq)
@@ -175,5 +263,9 @@ async fn scrape(w: &Rc<Worker>) -> String {
         }
     }
     all.sort_by_key(|s| s.worker);
-    metrics::render(&all, ProcessStats::read())
+    let mut text = metrics::render(&all, ProcessStats::read());
+    if let Some(mesh) = &w.shared.mesh {
+        mesh.render(&mut text);
+    }
+    text
 }

@@ -77,7 +77,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     } else {
         0
     };
-    let is_slow = |j: usize| slow_every > 0 && j % slow_every == 0;
+    let is_slow = |j: usize| slow_every > 0 && j.is_multiple_of(slow_every);
     let slow_read = Duration::from_millis(args.slow_read_ms);
     anyhow::ensure!(
         proto != Proto::Broadcast || rooms == 1,
@@ -380,7 +380,7 @@ async fn subscribers(
     for j in first..first + n {
         let source = sources[j % sources.len()];
         let room = format!("bench:{}", j % rooms);
-        let slow = slow_every > 0 && j % slow_every == 0;
+        let slow = slow_every > 0 && j.is_multiple_of(slow_every);
         // Slow consumers also get a small receive window, so the kernel does not
         // absorb the backlog that the server's queue policy should see.
         let Ok(mut s) = wsclient::connect_with(source, addr, slow.then_some(16 << 10)) else {

@@ -27,6 +27,9 @@ use tracing::debug;
 use super::outq::Out;
 use super::rate::TokenBucket;
 use super::{Conn, ConnKey, Phase};
+use serde_json::value::RawValue;
+
+use crate::mesh::wire::Ticket;
 use crate::metrics::Disconnect;
 use crate::protocol::{self, ClientMsg, ErrorCode};
 use crate::runtime::worker::{State, Worker};
@@ -235,7 +238,18 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
             Phase::Handshake => match handshake::handle(&buf[off..], &st.shared.handshake) {
                 Outcome::Incomplete => return off,
                 Outcome::Accept(a) => {
-                    if let Err(r) = st.admit(key) {
+                    let identity = if a.endpoint == Endpoint::Client {
+                        st.identify(&a)
+                    } else {
+                        Ok(None)
+                    };
+                    let admitted = identity.and_then(|grant| {
+                        if let Some(conn) = st.conn_mut(key) {
+                            conn.grant = grant;
+                        }
+                        st.admit(key)
+                    });
+                    if let Err(r) = admitted {
                         st.stats.handshake_failed(r.status);
                         st.enqueue_raw(key, r.response);
                         st.finish(key, None, Disconnect::Handshake);
@@ -250,13 +264,19 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
                     st.enqueue_raw(key, a.response);
                     if a.endpoint == Endpoint::Client {
                         let id = st.conn_id(key).to_string();
+                        let user = st.conn_mut(key).and_then(|c| c.user());
                         let cfg = &st.shared.config;
                         let hello = protocol::welcome_frame(
                             &id,
                             &cfg.node_id,
                             cfg.heartbeat.ping_interval_ms,
+                            user.as_deref(),
                         );
                         st.enqueue(key, Out::Own(hello));
+                        if let Some(user) = user {
+                            // Direct messages arrive through the personal room.
+                            st.subscribe(key, &format!("user:{user}"), None, None);
+                        }
                     }
                 }
                 Outcome::Reject(r) => {
@@ -389,8 +409,11 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
     };
     match request.msg {
         ClientMsg::Sub { room, since } => {
-            if is_reserved(&room) {
+            if is_reserved(&room) && !is_own_room(st, key, &room) {
                 return refuse(st, ErrorCode::Reserved, RESERVED);
+            }
+            if !permitted(st, key, &room, Access::Subscribe, reference) {
+                return;
             }
             st.subscribe(key, &room, since, reference);
         }
@@ -409,17 +432,100 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
             if is_reserved(&room) {
                 return refuse(st, ErrorCode::Reserved, RESERVED);
             }
+            if !permitted(st, key, &room, Access::Publish, reference) {
+                return;
+            }
             st.publish(&room, data, msg_key.as_deref(), None);
         }
-        ClientMsg::Ping => st.enqueue(key, Out::Own(protocol::pong_frame(reference))),
-        ClientMsg::Send { .. } | ClientMsg::Presence { .. } | ClientMsg::Refresh { .. } => {
-            refuse(
-                st,
-                ErrorCode::NotAvailable,
-                "direct messages, presence and token refresh are not available on this node yet",
-            );
+        ClientMsg::Send { user, data } => {
+            let room = format!("user:{user}");
+            if !protocol::valid_room(&room, st.shared.config.limits.max_room_name) {
+                return refuse(
+                    st,
+                    ErrorCode::BadField,
+                    "user ids are 1 to 100 characters of A-Z a-z 0-9 _ - . : / @ # = +",
+                );
+            }
+            if !permitted(st, key, &room, Access::Send, reference) {
+                return;
+            }
+            st.publish(&room, data, None, None);
         }
+        ClientMsg::Presence { room } => {
+            if !permitted(st, key, &room, Access::Subscribe, reference) {
+                return;
+            }
+            let ticket = Ticket {
+                worker: st.id as u16,
+                id: u64::from(key.slot) << 32 | u64::from(key.generation),
+                conn: true,
+            };
+            st.presence(&room, ticket);
+        }
+        ClientMsg::Ping => st.enqueue(key, Out::Own(protocol::pong_frame(reference))),
+        ClientMsg::Refresh { token } => st.refresh(key, &token, reference),
     }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    Subscribe,
+    Publish,
+    Send,
+}
+
+/// Whether the connection's token (or lack of one) allows `room`; refuses with an
+/// error reply, and closes with 4003 at the second refusal.
+fn permitted(
+    st: &mut State,
+    key: ConnKey,
+    room: &str,
+    access: Access,
+    reference: Option<&RawValue>,
+) -> bool {
+    let requires = st.shared.config.auth.room_requires_auth(room);
+    let anonymous_ok = st.shared.config.allow_anonymous;
+    let Some(conn) = st.conn_mut(key) else {
+        return false;
+    };
+    let reason = match (&conn.grant, access) {
+        (None, Access::Send) if !anonymous_ok => Some("sending needs a token"),
+        (None, _) if requires => Some("this room requires a token"),
+        (None, _) => None,
+        (Some(g), Access::Subscribe) if !g.may_subscribe(room) => {
+            Some("your token does not allow subscribing to this room")
+        }
+        (Some(g), Access::Publish | Access::Send) if !g.may_publish(room) => {
+            Some("your token does not allow publishing to this room")
+        }
+        (Some(_), _) => None,
+    };
+    let Some(reason) = reason else {
+        return true;
+    };
+    if conn.denied {
+        st.close(
+            key,
+            close::FORBIDDEN,
+            "repeated requests outside the token's permissions",
+        );
+    } else {
+        conn.denied = true;
+        st.enqueue(
+            key,
+            Out::Own(protocol::error_frame(
+                ErrorCode::Forbidden,
+                reason,
+                reference,
+            )),
+        );
+    }
+    false
+}
+
+fn is_own_room(st: &mut State, key: ConnKey, room: &str) -> bool {
+    let user = st.conn_mut(key).and_then(|c| c.user());
+    user.is_some_and(|u| room.strip_prefix("user:") == Some(&*u))
 }
 
 const RESERVED: &str = "rooms named user:* are reserved for direct messages";

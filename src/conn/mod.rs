@@ -87,6 +87,8 @@ pub struct Conn {
     pub outq: OutQueue,
     /// Rooms this connection is subscribed to (names shared with the room index).
     pub rooms: Vec<Arc<str>>,
+    /// What the connection's token grants (`None`: anonymous).
+    pub grant: Option<Box<crate::auth::Grant>>,
     /// Queued on the worker's dirty list for a flush.
     pub dirty: bool,
     /// A task is waiting for the socket to become writable.
@@ -97,6 +99,8 @@ pub struct Conn {
     pub counted: bool,
     /// The socket was shut down; the read task is about to reclaim the entry.
     pub aborted: bool,
+    /// A request was refused for permissions once; the next closes with 4003.
+    pub denied: bool,
     /// Refused messages in a row (rate limit); over `rate_strikes`: close 4029.
     pub strikes: u8,
     /// Wheel tick of the last bytes received (any frame, pongs included).
@@ -106,6 +110,11 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// The connection's user, if it presented a valid token.
+    pub fn user(&self) -> Option<Arc<str>> {
+        self.grant.as_ref().map(|g| g.user.clone())
+    }
+
     /// A new connection in the handshake phase.
     pub fn new(fd: RawFd, peer: IpAddr, generation: u32, bucket: TokenBucket) -> Self {
         Self {
@@ -118,11 +127,13 @@ impl Conn {
             partial: Vec::new(),
             outq: OutQueue::default(),
             rooms: Vec::new(),
+            grant: None,
             dirty: false,
             write_blocked: false,
             shutdown_after_flush: false,
             counted: false,
             aborted: false,
+            denied: false,
             strikes: 0,
             last_seen: 0,
             bucket,

@@ -6,6 +6,8 @@
 //! ([`home_worker`]). Only the owner assigns seqs, so a room has one total order no
 //! matter which worker its publishers are on.
 
+pub mod presence;
+pub mod rendezvous;
 pub mod ring;
 pub mod room;
 

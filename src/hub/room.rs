@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use super::presence::Roster;
 use super::ring::ReplayRing;
 use crate::protocol::{self, Cursor, Epoch};
 
@@ -22,14 +23,54 @@ pub struct SubAck {
     pub replay: Vec<Bytes>,
 }
 
+/// A set of small indexes (workers), as bits.
+#[derive(Debug, Default, Clone)]
+pub struct WorkerSet(Vec<u64>);
+
+impl WorkerSet {
+    /// Add or remove `w`.
+    pub fn set(&mut self, w: usize, on: bool) {
+        let (word, bit) = (w / 64, w % 64);
+        if self.0.len() <= word {
+            if !on {
+                return;
+            }
+            self.0.resize(word + 1, 0);
+        }
+        if on {
+            self.0[word] |= 1 << bit;
+        } else {
+            self.0[word] &= !(1 << bit);
+        }
+    }
+
+    /// The members, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, &word)| {
+            (0..64)
+                .filter(move |b| word & (1 << b) != 0)
+                .map(move |b| i * 64 + b)
+        })
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
+}
+
 /// Owner-side state of one room.
 #[derive(Debug)]
 pub struct OwnedRoom {
     epoch: Epoch,
     seq: u64,
     ring: ReplayRing,
-    /// Workers with at least one local subscriber, as a bit set.
-    interested: Vec<u64>,
+    /// Workers of this node with at least one local subscriber.
+    interested: WorkerSet,
+    /// Peer nodes with at least one subscriber, as a bit mask over the mesh's nodes.
+    peers: u64,
+    /// Identified subscribers, for presence.
+    pub roster: Roster,
 }
 
 impl OwnedRoom {
@@ -39,7 +80,9 @@ impl OwnedRoom {
             epoch,
             seq: 0,
             ring: ReplayRing::new(replay_len, replay_age),
-            interested: Vec::new(),
+            interested: WorkerSet::default(),
+            peers: 0,
+            roster: Roster::default(),
         }
     }
 
@@ -77,34 +120,37 @@ impl OwnedRoom {
 
     /// Mark worker `w` as having (or no longer having) local subscribers.
     pub fn set_interest(&mut self, w: usize, on: bool) {
-        let (word, bit) = (w / 64, w % 64);
-        if self.interested.len() <= word {
-            if !on {
-                return;
-            }
-            self.interested.resize(word + 1, 0);
-        }
-        if on {
-            self.interested[word] |= 1 << bit;
-        } else {
-            self.interested[word] &= !(1 << bit);
-        }
+        self.interested.set(w, on);
     }
 
     /// Workers with local subscribers.
     pub fn interested(&self) -> impl Iterator<Item = usize> + '_ {
-        self.interested.iter().enumerate().flat_map(|(i, &word)| {
-            (0..64)
-                .filter(move |b| word & (1 << b) != 0)
-                .map(move |b| i * 64 + b)
-        })
+        self.interested.iter()
+    }
+
+    /// Mark peer node `n` as having (or no longer having) subscribers.
+    pub fn set_peer(&mut self, n: usize, on: bool) {
+        if on {
+            self.peers |= 1 << n;
+        } else {
+            self.peers &= !(1 << n);
+        }
+    }
+
+    /// Peer nodes with subscribers.
+    pub fn peers(&self) -> impl Iterator<Item = usize> + use<> {
+        let mask = self.peers;
+        (0..64).filter(move |n| mask & (1 << n) != 0)
     }
 
     /// Whether the room can be forgotten: nobody listens and no history is kept.
     /// Forgetting it loses its history, so the next incarnation gets a new epoch.
     pub fn is_idle(&mut self, now: Instant) -> bool {
         self.ring.evict(now);
-        self.ring.is_empty() && self.interested.iter().all(|&w| w == 0)
+        self.ring.is_empty()
+            && self.interested.is_empty()
+            && self.peers == 0
+            && self.roster.is_empty()
     }
 
     /// Bytes of replay history held.

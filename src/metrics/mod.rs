@@ -111,13 +111,22 @@ pub enum Refused {
     PerIp,
     /// The node is draining (503).
     Draining,
+    /// No valid token where one is needed (401).
+    Unauthorized,
+    /// `Origin` not in `auth.origins` (403).
+    Origin,
+    /// The user is at `auth.max_connections_per_user` (429).
+    PerUser,
 }
 
 impl Refused {
-    const ALL: [(Refused, &'static str); 3] = [
+    const ALL: [(Refused, &'static str); 6] = [
         (Refused::NodeFull, "max_connections"),
         (Refused::PerIp, "per_ip"),
         (Refused::Draining, "draining"),
+        (Refused::Unauthorized, "unauthorized"),
+        (Refused::Origin, "origin"),
+        (Refused::PerUser, "per_user"),
     ];
 }
 
@@ -133,7 +142,7 @@ pub fn depth_bucket(len: usize) -> usize {
 }
 
 /// HTTP statuses a refused upgrade can get, in label order.
-pub const HANDSHAKE_STATUSES: [u16; 8] = [400, 404, 405, 408, 426, 429, 431, 503];
+pub const HANDSHAKE_STATUSES: [u16; 10] = [400, 401, 403, 404, 405, 408, 426, 429, 431, 503];
 
 /// One worker's counters. Gauges are filled in when the snapshot is taken.
 #[derive(Debug, Clone, Default)]
@@ -147,9 +156,9 @@ pub struct WorkerStats {
     /// Completed WebSocket upgrades.
     pub upgrades: u64,
     /// Refused upgrades, by status (index into [`HANDSHAKE_STATUSES`]).
-    pub handshake_failures: [u64; 8],
+    pub handshake_failures: [u64; 10],
     /// Upgrades refused for capacity, by reason (index: `Refused as usize`).
-    pub refused: [u64; 3],
+    pub refused: [u64; 6],
     /// Ended connections, by reason (index: `Disconnect as usize`).
     pub disconnects: [u64; 11],
     /// Frames dropped toward slow consumers, by reason (index: `Drop as usize`).
@@ -178,6 +187,15 @@ pub struct WorkerStats {
     pub replay_misses: u64,
     /// Bytes queued toward clients (gauge).
     pub queued_bytes: u64,
+    /// Room messages sent to peer nodes (one per message per interested node).
+    pub mesh_forwarded: u64,
+    /// Room messages from peer nodes fanned out to local subscribers.
+    pub mesh_delivered: u64,
+    /// Rooms that moved to another owner (disowned here or rehomed from a mirror).
+    pub owner_moves: u64,
+    /// Interest entries: peers interested in owned rooms plus rooms mirrored from
+    /// peers (gauge).
+    pub interest: u64,
 }
 
 impl WorkerStats {
@@ -242,7 +260,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|s| (s.worker.to_string(), s.connections)),
     );
-    let counters: [Series; 10] = [
+    let counters: [Series; 13] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -287,6 +305,21 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             |s| s.replay_misses,
         ),
         ("ringway_pings_total", "Server pings sent.", |s| s.pings),
+        (
+            "ringway_mesh_forwarded_total",
+            "Room messages this node's owners sent to peer nodes (one per message per interested node).",
+            |s| s.mesh_forwarded,
+        ),
+        (
+            "ringway_mesh_delivered_total",
+            "Room messages from peer nodes fanned out to local subscribers.",
+            |s| s.mesh_delivered,
+        ),
+        (
+            "ringway_owner_moves_total",
+            "Rooms that moved to another owner after a mesh link went up or down.",
+            |s| s.owner_moves,
+        ),
     ];
     for (name, help, f) in counters {
         header(w, name, "counter", help);
@@ -358,7 +391,12 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|&d| (d.label().to_owned(), sum(&|s| s.disconnects[d as usize]))),
     );
-    let gauges: [Series; 3] = [
+    let gauges: [Series; 4] = [
+        (
+            "ringway_mesh_interest",
+            "Interest entries: peer nodes registered on owned rooms plus rooms mirrored from peers.",
+            |s| s.interest,
+        ),
         (
             "ringway_rooms_owned",
             "Rooms owned (sequenced) by this node.",

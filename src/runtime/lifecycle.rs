@@ -12,6 +12,7 @@
 
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,13 +21,14 @@ use tracing::info;
 
 use super::wheel::Tick;
 use super::worker::{State, Worker, abort};
+use crate::auth::{Grant, Refused as AuthRefused};
 use crate::conn::outq::Out;
 use crate::conn::{ConnKey, Phase};
 use crate::metrics::{Disconnect, Refused};
 use crate::protocol;
 use crate::ws::close;
 use crate::ws::frame::encode;
-use crate::ws::handshake::{Rejected, reject};
+use crate::ws::handshake::{Accepted, Rejected, reject};
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 /// Pace of the drain: one batch of closes per step.
@@ -69,6 +71,22 @@ impl State {
             }
             *n += 1;
         }
+        let per_user = shared.config.auth.max_connections_per_user;
+        let user = self.conn_mut(key).and_then(|c| c.user());
+        if let (true, Some(user)) = (per_user > 0, user) {
+            let mut map = shared.per_user.lock().unwrap_or_else(|p| p.into_inner());
+            let n = map.entry(user).or_insert(0);
+            if *n as usize >= per_user {
+                drop(map);
+                self.release_counts(peer, None);
+                self.stats.refused[Refused::PerUser as usize] += 1;
+                return Err(reject(
+                    429,
+                    "this user has too many open connections; close one first",
+                ));
+            }
+            *n += 1;
+        }
         let now = self.wheel.now();
         let ping = self.ticks(self.shared.config.heartbeat.ping_interval_ms);
         if let Some(conn) = self.conn_mut(key) {
@@ -76,11 +94,149 @@ impl State {
             conn.last_seen = now;
         }
         self.wheel.schedule(key, now + ping);
+        self.schedule_expiry(key);
         Ok(())
     }
 
     /// Undo [`State::admit`]'s counting when a counted connection goes.
-    pub(super) fn release(&mut self, peer: IpAddr) {
+    /// Check who the client is before admitting it: its `Origin` against
+    /// `auth.origins`, and its token (required unless anonymous clients are allowed).
+    pub fn identify(&mut self, accepted: &Accepted) -> Result<Option<Box<Grant>>, Rejected> {
+        let auth = &self.shared.config.auth;
+        if let Some(origin) = &accepted.origin
+            && !auth.origins.is_empty()
+            && !auth.origins.iter().any(|o| o == origin)
+        {
+            self.stats.refused[Refused::Origin as usize] += 1;
+            return Err(reject(
+                403,
+                &format!("origin {origin} is not allowed here (auth.origins)"),
+            ));
+        }
+        let verdict = match (&accepted.token, &self.shared.verifier) {
+            (Some(t), Some(v)) => v.verify(t).map(|g| Some(Box::new(g))),
+            (Some(_), None) => Err(AuthRefused::NoKey),
+            (None, _) if self.shared.config.allow_anonymous => Ok(None),
+            (None, _) => Err(AuthRefused::Missing),
+        };
+        verdict.map_err(|e| {
+            self.stats.refused[Refused::Unauthorized as usize] += 1;
+            reject(401, &e.to_string())
+        })
+    }
+
+    /// Put a token's next deadline on the expiry heap: `refresh_needed` at
+    /// `exp - refresh_margin_s`, the 4001 close at `exp + refresh_grace_s`.
+    pub(super) fn schedule_expiry(&mut self, key: ConnKey) {
+        let auth = &self.shared.config.auth;
+        let (margin, grace) = (auth.refresh_margin_s, auth.refresh_grace_s);
+        let Some(g) = self.conn_mut(key).and_then(|c| c.grant.as_deref()) else {
+            return;
+        };
+        let at = if g.refresh_asked {
+            g.exp.saturating_add(grace)
+        } else {
+            g.exp.saturating_sub(margin)
+        };
+        self.expiries
+            .push(std::cmp::Reverse((at, key.slot, key.generation)));
+    }
+
+    /// Ask for fresh tokens and close connections whose token ran out (once a tick).
+    pub(super) fn check_expiries(&mut self, now_s: u64) {
+        let grace = self.shared.config.auth.refresh_grace_s;
+        let margin = self.shared.config.auth.refresh_margin_s;
+        while let Some(&std::cmp::Reverse((at, slot, generation))) = self.expiries.peek() {
+            if at > now_s {
+                break;
+            }
+            self.expiries.pop();
+            let key = ConnKey { slot, generation };
+            let Some(conn) = self.conn_mut(key) else {
+                continue;
+            };
+            if conn.phase != Phase::Open {
+                continue;
+            }
+            let Some(g) = conn.grant.as_deref_mut() else {
+                continue;
+            };
+            if now_s >= g.exp.saturating_add(grace) {
+                self.close(key, close::TOKEN_EXPIRED, "token expired");
+                continue;
+            }
+            if !g.refresh_asked && now_s >= g.exp.saturating_sub(margin) {
+                g.refresh_asked = true;
+                let exp = g.exp;
+                let frame = crate::hub::presence::text_frame(&format!(
+                    "{{\"type\":\"refresh_needed\",\"exp\":{exp}}}"
+                ));
+                self.enqueue(key, Out::Own(frame));
+            }
+            // Not yet due (refreshed since) or waiting for the refresh: next deadline.
+            self.schedule_expiry(key);
+        }
+    }
+
+    /// `refresh`: swap the connection's token for a newer one of the same user.
+    pub fn refresh(
+        &mut self,
+        key: ConnKey,
+        token: &str,
+        reference: Option<&serde_json::value::RawValue>,
+    ) {
+        let verdict = match &self.shared.verifier {
+            Some(v) => v.verify(token).map_err(|e| e.to_string()),
+            None => Err("this node has no token key configured".to_owned()),
+        };
+        let current = self.conn_mut(key).and_then(|c| c.user());
+        let result = verdict.and_then(|g| match &current {
+            Some(u) if *u == g.user => Ok(g),
+            Some(_) => {
+                Err("the new token is for another user; reconnect to change users".to_owned())
+            }
+            None => Err("this connection is anonymous; reconnect with a token".to_owned()),
+        });
+        match result {
+            Ok(g) => {
+                let exp = g.exp;
+                if let Some(conn) = self.conn_mut(key) {
+                    conn.grant = Some(Box::new(g));
+                    conn.denied = false;
+                }
+                self.schedule_expiry(key);
+                let frame = crate::hub::presence::text_frame(&format!(
+                    "{{\"type\":\"refreshed\",\"exp\":{exp}}}"
+                ));
+                self.enqueue(key, Out::Own(frame));
+            }
+            Err(reason) => {
+                let frame =
+                    protocol::error_frame(protocol::ErrorCode::BadToken, &reason, reference);
+                self.enqueue(key, Out::Own(frame));
+            }
+        }
+    }
+
+    /// Give back what [`State::admit`] counted for a connection from `peer`.
+    pub(super) fn release(&mut self, peer: IpAddr, user: Option<Arc<str>>) {
+        self.release_counts(peer, user);
+    }
+
+    fn release_counts(&mut self, peer: IpAddr, user: Option<Arc<str>>) {
+        if let (true, Some(user)) = (self.shared.config.auth.max_connections_per_user > 0, user) {
+            let mut map = self
+                .shared
+                .per_user
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&user) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&user);
+                }
+            }
+        }
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         if self.shared.config.limits.max_connections_per_ip > 0 {
             let mut map = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());

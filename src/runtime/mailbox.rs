@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 
 use crate::conn::ConnKey;
 use crate::hub::room::SubAck;
+use crate::mesh::wire::{Frame, Ticket};
 use crate::metrics::WorkerStats;
 use crate::protocol::{Cursor, Epoch};
 
@@ -33,7 +34,7 @@ use crate::protocol::{Cursor, Epoch};
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Mail {
-    /// To a room's owner: a connection on worker `from` subscribes.
+    /// To a room's home worker: a connection on worker `from` subscribes.
     Subscribe {
         /// Room name.
         room: Arc<str>,
@@ -43,8 +44,10 @@ pub enum Mail {
         conn: ConnKey,
         /// Resume point, if any.
         since: Option<Cursor>,
+        /// The subscriber's user, for presence.
+        user: Option<Arc<str>>,
     },
-    /// From a room's owner: the answer to `Subscribe`.
+    /// From a room's home worker: the answer to `Subscribe`.
     SubAck {
         /// Room name.
         room: Arc<str>,
@@ -53,12 +56,18 @@ pub enum Mail {
         /// Epoch, seq and replay.
         ack: SubAck,
     },
-    /// To a room's owner: worker `from` has no local subscriber left.
-    Uninterest {
+    /// To a room's home worker: a connection on worker `from` left the room.
+    Leave {
         /// Room name.
         room: Arc<str>,
-        /// The worker losing interest.
+        /// The worker.
         from: usize,
+        /// The connection's key there.
+        conn: ConnKey,
+        /// Whether it was an identified user (the roster has it).
+        user: bool,
+        /// Worker `from` has no local subscriber left.
+        last: bool,
     },
     /// To a room's owner: publish.
     Publish {
@@ -68,8 +77,8 @@ pub enum Mail {
         data: Box<RawValue>,
         /// Conflation key, if the message has one.
         key: Option<Box<str>>,
-        /// Who wants the assigned epoch and seq: (worker, request id).
-        reply: Option<(usize, usize)>,
+        /// Who wants the assigned epoch and seq.
+        reply: Option<Ticket>,
     },
     /// From a room's owner: the epoch and seq a publish got.
     Published {
@@ -88,6 +97,41 @@ pub enum Mail {
         frame: Bytes,
         /// Conflation tag (room and key).
         tag: u64,
+    },
+    /// To a room's home worker: the roster, please.
+    PresenceQuery {
+        /// Room name.
+        room: Arc<str>,
+        /// Who asks.
+        ticket: Ticket,
+    },
+    /// The answer to `PresenceQuery`.
+    Presence {
+        /// Who asked.
+        ticket: Ticket,
+        /// The `presence` JSON.
+        json: String,
+    },
+    /// From a room's home worker: the room moved to another owner; subscribe this
+    /// worker's subscribers again (they get `subscribed` with the new epoch).
+    Rehome {
+        /// Room name.
+        room: Arc<str>,
+    },
+    /// A frame from a peer node (see `mesh::link::dispatch` for who gets which).
+    FromPeer {
+        /// The peer's node index.
+        peer: usize,
+        /// The frame.
+        frame: Frame,
+    },
+    /// A mesh link came up or went down. Every frame of a session is mailed after
+    /// its `up` and before its `down`.
+    Membership {
+        /// The peer's node index.
+        peer: usize,
+        /// Up or down.
+        up: bool,
     },
     /// Asks for a snapshot of the receiver's counters.
     StatsRequest {

@@ -10,6 +10,7 @@
 //!                                                                         └─ inbox (mail from other workers)
 //! ```
 
+pub mod cluster;
 pub mod lifecycle;
 pub mod listener;
 pub mod mailbox;
@@ -118,6 +119,36 @@ impl Server {
             echo: config.echo,
             max_bytes: config.limits.max_handshake_bytes,
         };
+        let mesh = crate::mesh::Mesh::from_config(&config)?.map(Arc::new);
+        let mesh_listener = match (&mesh, config.mesh.listen) {
+            (Some(_), Some(addr)) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+                StartError::Listen(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot listen for peers on {addr} (mesh.listen): {e}; pick a free port or stop what holds it"
+                    ),
+                ))
+            })?),
+            _ => None,
+        };
+        let verifier = match (
+            &config.auth.token_public_key,
+            config.auth.token_secret.as_str(),
+        ) {
+            (Some(path), _) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read auth.token_public_key {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(crate::auth::Verifier::public_pem(&pem).map_err(|e| {
+                    ConfigError::Invalid(format!("auth.token_public_key {}: {e}", path.display()))
+                })?)
+            }
+            (None, "") => None,
+            (None, secret) => Some(crate::auth::Verifier::hs256(secret.as_bytes())),
+        };
         let shared = Arc::new(Shared {
             config,
             handshake,
@@ -126,6 +157,9 @@ impl Server {
             connections: AtomicUsize::new(0),
             max_connections,
             per_ip: Mutex::new(std::collections::HashMap::new()),
+            mesh,
+            verifier,
+            per_user: Mutex::new(std::collections::HashMap::new()),
         });
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -164,6 +198,26 @@ impl Server {
                 }
             }
         }
+        if let (Some(mesh), Some(listener)) = (&shared.mesh, mesh_listener) {
+            let addr = listener.local_addr().map_err(StartError::Listen)?;
+            crate::mesh::link::start(shared.clone(), listener).map_err(|e| StartError::Worker {
+                worker: 0,
+                message: format!("cannot start the mesh threads: {e}"),
+            })?;
+            let peers: Vec<&str> = mesh
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != mesh.me)
+                .map(|(_, n)| n.id.as_str())
+                .collect();
+            info!(
+                "mesh: node {} in cluster {:?} listening for peers on {addr}; peers: {}",
+                shared.config.node_id,
+                shared.config.mesh.cluster,
+                peers.join(", ")
+            );
+        }
         info!(
             %ws_addr, %api_addr, workers, driver = ?driver,
             "ringway node {} listening: clients ws://{ws_addr}{}, API http://{api_addr}",
@@ -190,6 +244,9 @@ impl Server {
     /// Stop every worker and wait for their threads. Open connections are dropped.
     pub fn shutdown(self) {
         self.shared.draining.store(true, Ordering::Relaxed);
+        if let Some(mesh) = &self.shared.mesh {
+            mesh.stop();
+        }
         for m in &self.shared.mailboxes {
             m.send(Mail::Shutdown);
         }

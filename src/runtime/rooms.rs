@@ -1,14 +1,23 @@
-//! Room routing on a worker: the subscriber side (the local room index) and the owner
-//! side (seq, epoch, replay, interested workers), connected by mail.
+//! Room routing on a worker: the subscriber side (the local room index), the home
+//! side (one worker per room on each node), and the owner side (seq, epoch, replay,
+//! interested workers and nodes, roster), connected by mail and mesh frames.
 //!
-//! - `sub` on worker W: the connection joins W's index as *pending* and W asks the
-//!   owner (inline when W owns the room). The owner marks W interested and answers
-//!   with epoch, latest seq and the replay. Mail between two workers is FIFO, so every
-//!   `Deliver` the owner sends after its answer arrives after it: the subscriber turns
-//!   live on the answer and sees exactly the messages after `seq`, none twice.
-//! - `pub` anywhere goes to the owner, which stamps the seq, encodes one frame and
-//!   sends it once to each interested worker; each worker wraps it in one `Rc` and
-//!   queues that to each local subscriber under the room's slow-consumer policy.
+//! - `sub` on worker W: the connection joins W's index as *pending* and W tells the
+//!   room's home worker H on this node. If this node owns the room, H is its owner:
+//!   it marks W interested and answers with epoch, latest seq and the replay. If a
+//!   peer owns it, H records W in the room's *mirror* and forwards the subscription
+//!   over the mesh; the owner marks this node interested and answers through H.
+//!   Every hop (worker mail, the mesh link) is FIFO and the answer and the messages
+//!   after it travel the same path, so the subscriber turns live on the answer and
+//!   sees exactly the messages after `seq`, none twice.
+//! - `pub` anywhere goes to the owner (H, or the owner node's link), which stamps the
+//!   seq, encodes one frame, and sends it once to each interested worker and once to
+//!   each interested node. A node's H fans a frame from a peer out to its own
+//!   interested workers and never forwards it to another node (one hop).
+//! - Each worker wraps a frame in one `Rc` and queues that to each local subscriber
+//!   under the room's slow-consumer policy.
+//!
+//! Ownership changes (mesh links up or down) are in `cluster.rs`.
 
 use std::hash::BuildHasher;
 use std::rc::Rc;
@@ -23,16 +32,18 @@ use super::worker::State;
 use crate::conn::ConnKey;
 use crate::conn::outq::{Out, SharedFrame};
 use crate::hub::home_worker;
-use crate::hub::room::{OwnedRoom, SubAck};
+use crate::hub::presence::{self, Member};
+use crate::hub::room::{OwnedRoom, SubAck, WorkerSet};
+use crate::mesh::wire::{self, Frame, Subscriber, Ticket};
 use crate::protocol::{self, Cursor, Epoch, ErrorCode};
 
 /// A room as seen by a worker with local subscribers.
 #[derive(Debug, Default)]
 pub(super) struct LocalRoom {
     /// Subscribers receiving live messages.
-    live: Vec<ConnKey>,
+    pub(super) live: Vec<ConnKey>,
     /// Subscribers waiting for the owner's answer; they receive nothing until it.
-    pending: Vec<ConnKey>,
+    pub(super) pending: Vec<ConnKey>,
 }
 
 impl LocalRoom {
@@ -49,6 +60,16 @@ impl LocalRoom {
     }
 }
 
+/// A room owned by a peer node, as its home worker here sees it.
+#[derive(Debug)]
+pub(super) struct Mirror {
+    /// The owner node the subscriptions were sent to; frames about the room from
+    /// any other node are stale and dropped.
+    pub(super) owner: usize,
+    /// Local workers with subscribers.
+    pub(super) workers: WorkerSet,
+}
+
 /// The conflation tag of a message: the same for the same room and key, never 0.
 pub fn conflation_tag(room: &str, key: Option<&str>) -> u64 {
     let h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
@@ -56,7 +77,43 @@ pub fn conflation_tag(room: &str, key: Option<&str>) -> u64 {
     h | 1
 }
 
+/// A connection key as it travels in mesh frames.
+pub(super) fn pack(k: ConnKey) -> u64 {
+    u64::from(k.slot) << 32 | u64::from(k.generation)
+}
+
+/// The inverse of [`pack`].
+pub(super) fn unpack(v: u64) -> ConnKey {
+    ConnKey {
+        slot: (v >> 32) as u32,
+        generation: v as u32,
+    }
+}
+
 impl State {
+    /// This node's index in the mesh (0 without one).
+    pub(super) fn node_index(&self) -> usize {
+        self.shared.mesh.as_ref().map_or(0, |m| m.me)
+    }
+
+    /// The peer node that owns `room`, or `None` when this node does.
+    pub(super) fn remote_owner(&self, room: &str) -> Option<usize> {
+        let mesh = self.shared.mesh.as_ref()?;
+        let o = mesh.owner(room);
+        (o != mesh.me).then_some(o)
+    }
+
+    fn home(&self, room: &str) -> usize {
+        home_worker(room, self.shared.mailboxes.len())
+    }
+
+    /// Queue an encoded mesh frame for `peer`.
+    pub(super) fn to_peer(&self, peer: usize, frame: &Frame) {
+        if let Some(mesh) = &self.shared.mesh {
+            mesh.send(peer, wire::encode(frame));
+        }
+    }
+
     /// `sub`: join the room (pending until the owner answers).
     pub fn subscribe(
         &mut self,
@@ -101,30 +158,101 @@ impl State {
             .or_default()
             .pending
             .push(key);
-        let owner = home_worker(room, self.shared.mailboxes.len());
-        if owner == self.id {
-            let ack = self.owner_subscribe(&name, self.id, since);
-            self.on_suback(&name, key, ack);
+        self.send_subscribe(name, key, since);
+    }
+
+    /// Ask the room's home worker to (re)subscribe `key`, which is pending.
+    pub(super) fn send_subscribe(&mut self, room: Arc<str>, key: ConnKey, since: Option<Cursor>) {
+        let user = self.conn_mut(key).and_then(|c| c.user());
+        let home = self.home(&room);
+        if home == self.id {
+            self.home_subscribe(room, self.id, key, since, user);
         } else {
-            self.shared.mailboxes[owner].send(Mail::Subscribe {
-                room: name,
+            self.shared.mailboxes[home].send(Mail::Subscribe {
+                room,
                 from: self.id,
                 conn: key,
                 since,
+                user,
             });
         }
     }
 
-    /// The owner's answer: send `subscribed` and the replay, then go live.
+    /// Home side of `sub`: answer as the owner, or forward to the owner node.
+    pub(super) fn home_subscribe(
+        &mut self,
+        room: Arc<str>,
+        from: usize,
+        conn: ConnKey,
+        since: Option<Cursor>,
+        user: Option<Arc<str>>,
+    ) {
+        self.check_mirror(&room);
+        match self.remote_owner(&room) {
+            None => {
+                let who = Member {
+                    node: self.node_index() as u16,
+                    worker: from as u16,
+                    conn: pack(conn),
+                };
+                let ack = self.owner_subscribe(&room, who, since, user);
+                self.owner_interest(&room, Interest::Worker(from));
+                self.send_suback(&room, from, conn, ack);
+            }
+            Some(owner) => {
+                let mirror = self.mirrors.entry(room.clone()).or_insert_with(|| Mirror {
+                    owner,
+                    workers: WorkerSet::default(),
+                });
+                mirror.workers.set(from, true);
+                self.to_peer(
+                    owner,
+                    &Frame::Subscribe {
+                        room: room.to_string(),
+                        who: Subscriber {
+                            worker: from as u16,
+                            conn: pack(conn),
+                        },
+                        since: since.map(|c| (c.epoch.0, c.seq)),
+                        user: user.map(|u| u.to_string()),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Hand an answer to the subscriber's worker.
+    pub(super) fn send_suback(
+        &mut self,
+        room: &Arc<str>,
+        worker: usize,
+        conn: ConnKey,
+        ack: SubAck,
+    ) {
+        if worker == self.id {
+            self.on_suback(room, conn, ack);
+        } else if let Some(m) = self.shared.mailboxes.get(worker) {
+            m.send(Mail::SubAck {
+                room: room.clone(),
+                conn,
+                ack,
+            });
+        }
+    }
+
+    /// The owner's answer: send `subscribed` and the replay, then go live. A second
+    /// answer for a live subscriber (the room moved while it subscribed) restarts its
+    /// stream: the client gets another `subscribed` and re-syncs.
     pub(super) fn on_suback(&mut self, room: &str, key: ConnKey, ack: SubAck) {
         let Some(local) = self.local.get_mut(room) else {
             return; // everyone left before the answer came
         };
-        let Some(i) = local.pending.iter().position(|k| *k == key) else {
+        if let Some(i) = local.pending.iter().position(|k| *k == key) {
+            local.pending.swap_remove(i);
+            local.live.push(key);
+        } else if !local.live.contains(&key) {
             return; // this connection left (or its slot was reused)
-        };
-        local.pending.swap_remove(i);
-        local.live.push(key);
+        }
         let head = protocol::subscribed_frame(room, ack.epoch, ack.seq, ack.recovered);
         self.enqueue(key, Out::Own(head));
         for frame in ack.replay {
@@ -145,30 +273,101 @@ impl State {
         true
     }
 
-    /// Take a connection out of a room's local index; tell the owner when the last
-    /// local subscriber leaves.
+    /// Take a connection out of a room's local index; tell the home worker when the
+    /// last local subscriber leaves, or when the roster has this connection.
     pub(super) fn leave_local(&mut self, room: &Arc<str>, key: ConnKey) {
         let Some(local) = self.local.get_mut(&**room) else {
             return;
         };
         local.remove(key);
-        if !local.is_empty() {
+        let last = local.is_empty();
+        if last {
+            self.local.remove(&**room);
+        }
+        let user = self.conns_user(key);
+        if !last && !user {
             return;
         }
-        self.local.remove(&**room);
-        let owner = home_worker(room, self.shared.mailboxes.len());
-        if owner == self.id {
-            self.owner_uninterest(room, self.id);
+        let home = self.home(room);
+        if home == self.id {
+            self.home_leave(room, self.id, key, user, last);
         } else {
-            self.shared.mailboxes[owner].send(Mail::Uninterest {
+            self.shared.mailboxes[home].send(Mail::Leave {
                 room: room.clone(),
                 from: self.id,
+                conn: key,
+                user,
+                last,
             });
         }
     }
 
+    fn conns_user(&self, key: ConnKey) -> bool {
+        self.conns
+            .get(key.slot as usize)
+            .is_some_and(|c| c.generation == key.generation && c.grant.is_some())
+    }
+
+    /// Home side of a connection leaving a room.
+    pub(super) fn home_leave(
+        &mut self,
+        room: &Arc<str>,
+        from: usize,
+        conn: ConnKey,
+        user: bool,
+        last: bool,
+    ) {
+        self.check_mirror(room);
+        if let Some(mirror) = self.mirrors.get_mut(&**room) {
+            if last {
+                mirror.workers.set(from, false);
+            }
+            let node_left = mirror.workers.is_empty();
+            let owner = mirror.owner;
+            if node_left {
+                self.mirrors.remove(&**room);
+            }
+            if user || node_left {
+                self.to_peer(
+                    owner,
+                    &Frame::Leave {
+                        room: room.to_string(),
+                        who: user.then_some(Subscriber {
+                            worker: from as u16,
+                            conn: pack(conn),
+                        }),
+                        node_left,
+                    },
+                );
+            }
+            return;
+        }
+        let node = self.node_index() as u16;
+        let now = Instant::now();
+        let events = self.presence_events(room);
+        if let Some(r) = self.owned.get_mut(&**room) {
+            if user {
+                r.roster.remove(
+                    &Member {
+                        node,
+                        worker: from as u16,
+                        conn: pack(conn),
+                    },
+                    now,
+                );
+                if events && r.roster.has_changes() {
+                    self.presence_dirty.push(room.clone());
+                }
+            }
+            if last {
+                r.set_interest(from, false);
+            }
+        }
+    }
+
     /// `pub` (or the HTTP API): stamp inline when this worker owns the room,
-    /// otherwise mail the owner. Returns the epoch and seq when stamped inline.
+    /// otherwise send it to the owner (worker or node). Returns the epoch and seq
+    /// when stamped inline.
     pub fn publish(
         &mut self,
         room: &str,
@@ -176,17 +375,63 @@ impl State {
         key: Option<&str>,
         reply: Option<usize>,
     ) -> Option<(Epoch, u64)> {
-        let owner = home_worker(room, self.shared.mailboxes.len());
-        if owner == self.id {
+        let ticket = reply.map(|req| Ticket {
+            worker: self.id as u16,
+            id: req as u64,
+            conn: false,
+        });
+        if let Some(owner) = self.remote_owner(room) {
+            self.to_peer(
+                owner,
+                &Frame::Publish {
+                    room: room.to_owned(),
+                    data: data.get().to_owned(),
+                    key: key.map(str::to_owned),
+                    reply: ticket,
+                },
+            );
+            return None;
+        }
+        let home = self.home(room);
+        if home == self.id {
             return Some(self.owner_publish(room, data, key));
         }
-        self.shared.mailboxes[owner].send(Mail::Publish {
+        self.shared.mailboxes[home].send(Mail::Publish {
             room: Arc::from(room),
             data: data.to_owned(),
             key: key.map(Box::from),
-            reply: reply.map(|req| (self.id, req)),
+            reply: ticket,
         });
         None
+    }
+
+    /// Answer a publish's asker, local or on a peer.
+    pub(super) fn reply_published(
+        &mut self,
+        from_peer: Option<usize>,
+        ticket: Ticket,
+        epoch: Epoch,
+        seq: u64,
+    ) {
+        match from_peer {
+            Some(peer) => self.to_peer(
+                peer,
+                &Frame::Published {
+                    ticket,
+                    epoch: epoch.0,
+                    seq,
+                },
+            ),
+            None => {
+                if let Some(m) = self.shared.mailboxes.get(usize::from(ticket.worker)) {
+                    m.send(Mail::Published {
+                        req: ticket.id as usize,
+                        epoch,
+                        seq,
+                    });
+                }
+            }
+        }
     }
 
     /// Queue one shared frame to every live local subscriber of `room`, under the
@@ -208,6 +453,23 @@ impl State {
         }
     }
 
+    /// Send a frame to each of `workers` (this one inline).
+    pub(super) fn fan_out(&mut self, room: &str, workers: &[usize], frame: Bytes, tag: u64) {
+        let mut name: Option<Arc<str>> = None;
+        for &w in workers {
+            if w == self.id {
+                self.deliver_local(room, frame.clone(), tag);
+            } else {
+                let room = name.get_or_insert_with(|| Arc::from(room)).clone();
+                self.shared.mailboxes[w].send(Mail::Deliver {
+                    room,
+                    frame: frame.clone(),
+                    tag,
+                });
+            }
+        }
+    }
+
     fn owned_room(&mut self, room: &str) -> &mut OwnedRoom {
         if !self.owned.contains_key(room) {
             let cfg = &self.shared.config.rooms;
@@ -221,17 +483,36 @@ impl State {
         self.owned.get_mut(room).expect("inserted above")
     }
 
-    /// Owner side of `sub`.
+    /// Whether `room` announces joins and leaves.
+    pub(super) fn presence_events(&self, room: &str) -> bool {
+        self.shared
+            .config
+            .rooms
+            .presence_events
+            .iter()
+            .any(|p| room.starts_with(p.as_str()))
+    }
+
+    /// Owner side of `sub`: the answer, and the roster entry.
     pub(super) fn owner_subscribe(
         &mut self,
-        room: &str,
-        from: usize,
+        room: &Arc<str>,
+        who: Member,
         since: Option<Cursor>,
+        user: Option<Arc<str>>,
     ) -> SubAck {
         let now = Instant::now();
+        let events = self.presence_events(room);
         let r = self.owned_room(room);
-        r.set_interest(from, true);
         let ack = r.subscribe(since, now);
+        let mut dirty = false;
+        if let Some(user) = user {
+            r.roster.add(who, user, now);
+            dirty = events && r.roster.has_changes();
+        }
+        if dirty {
+            self.presence_dirty.push(room.clone());
+        }
         if since.is_some() {
             if ack.recovered {
                 self.stats.replay_hits += 1;
@@ -242,14 +523,17 @@ impl State {
         ack
     }
 
-    /// Owner side of a worker's last local subscriber leaving.
-    pub(super) fn owner_uninterest(&mut self, room: &str, from: usize) {
-        if let Some(r) = self.owned.get_mut(room) {
-            r.set_interest(from, false);
+    /// Record who listens to an owned room.
+    pub(super) fn owner_interest(&mut self, room: &str, who: Interest) {
+        let r = self.owned_room(room);
+        match who {
+            Interest::Worker(w) => r.set_interest(w, true),
+            Interest::Node(n) => r.set_peer(n, true),
         }
     }
 
-    /// Owner side of `pub`: stamp, remember, fan out once per interested worker.
+    /// Owner side of `pub`: stamp, remember, fan out once per interested worker and
+    /// once per interested node.
     pub(super) fn owner_publish(
         &mut self,
         room: &str,
@@ -257,27 +541,118 @@ impl State {
         key: Option<&str>,
     ) -> (Epoch, u64) {
         let now = Instant::now();
-        let me = self.id;
         let r = self.owned_room(room);
         let (seq, frame) = r.publish(room, data, key, now);
         let epoch = r.position().0;
-        let targets: Vec<usize> = r.interested().collect();
+        let workers: Vec<usize> = r.interested().collect();
+        let peers: Vec<usize> = r.peers().collect();
         self.stats.published += 1;
         let tag = conflation_tag(room, key);
-        let mut name: Option<Arc<str>> = None;
-        for w in targets {
-            if w == me {
-                self.deliver_local(room, frame.clone(), tag);
-            } else {
-                let room = name.get_or_insert_with(|| Arc::from(room)).clone();
-                self.shared.mailboxes[w].send(Mail::Deliver {
-                    room,
-                    frame: frame.clone(),
-                    tag,
-                });
+        self.forward(room, &peers, &frame, tag);
+        self.fan_out(room, &workers, frame, tag);
+        (epoch, seq)
+    }
+
+    /// Send a room frame once to each of `peers` (encoded once).
+    pub(super) fn forward(&mut self, room: &str, peers: &[usize], frame: &Bytes, tag: u64) {
+        let Some(mesh) = &self.shared.mesh else {
+            return;
+        };
+        if peers.is_empty() {
+            return;
+        }
+        let wire = wire::encode(&Frame::Deliver {
+            room: room.to_owned(),
+            tag,
+            frame: frame.clone(),
+        });
+        for &p in peers {
+            mesh.slots[p]
+                .stats
+                .delivers_out
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            mesh.send(p, wire.clone());
+        }
+        self.stats.mesh_forwarded += peers.len() as u64;
+    }
+
+    /// `presence`: ask the owner (worker or node) for the roster.
+    pub fn presence(&mut self, room: &str, ticket: Ticket) {
+        if let Some(owner) = self.remote_owner(room) {
+            self.to_peer(
+                owner,
+                &Frame::PresenceQuery {
+                    room: room.to_owned(),
+                    ticket,
+                },
+            );
+            return;
+        }
+        let home = self.home(room);
+        if home == self.id {
+            let json = self.roster_json(room);
+            self.answer_presence(ticket, json);
+        } else {
+            self.shared.mailboxes[home].send(Mail::PresenceQuery {
+                room: Arc::from(room),
+                ticket,
+            });
+        }
+    }
+
+    /// The roster of an owned room (empty when the room has none).
+    pub(super) fn roster_json(&self, room: &str) -> String {
+        match self.owned.get(room) {
+            Some(r) => r.roster.json(room),
+            None => presence::Roster::default().json(room),
+        }
+    }
+
+    /// Deliver a roster to whoever asked on this node.
+    pub(super) fn answer_presence(&mut self, ticket: Ticket, json: String) {
+        let w = usize::from(ticket.worker);
+        if w != self.id {
+            if let Some(m) = self.shared.mailboxes.get(w) {
+                m.send(Mail::Presence { ticket, json });
+            }
+            return;
+        }
+        if ticket.conn {
+            self.enqueue(unpack(ticket.id), Out::Own(presence::text_frame(&json)));
+        } else {
+            self.complete(ticket.id as usize, super::worker::Reply::Presence(json));
+        }
+    }
+
+    /// Announce settled joins and leaves of rooms whose rosters changed.
+    pub(super) fn settle_presence(&mut self, now: Instant) {
+        if self.presence_dirty.is_empty() {
+            return;
+        }
+        let debounce = Duration::from_millis(self.shared.config.rooms.presence_debounce_ms);
+        let rooms = std::mem::take(&mut self.presence_dirty);
+        let mut again = Vec::new();
+        for room in rooms {
+            if again.contains(&room) {
+                continue;
+            }
+            let Some(r) = self.owned.get_mut(&room) else {
+                continue;
+            };
+            let changes = r.roster.settle(now, debounce);
+            if r.roster.has_changes() {
+                again.push(room.clone());
+            }
+            let workers: Vec<usize> = r.interested().collect();
+            let peers: Vec<usize> = r.peers().collect();
+            let tag = conflation_tag(&room, Some("\0presence"));
+            for c in changes {
+                let frame = presence::change_frame(&room, &c);
+                self.forward(&room, &peers, &frame, tag);
+                self.fan_out(&room, &workers, frame, tag);
             }
         }
-        (epoch, seq)
+        self.presence_dirty = again;
     }
 
     /// Forget owned rooms with no subscribers and no history left (their next
@@ -286,8 +661,24 @@ impl State {
         self.owned.retain(|_, room| !room.is_idle(now));
     }
 
-    /// Rooms owned and rooms with local subscribers (gauges).
-    pub(super) fn room_counts(&self) -> (usize, usize) {
-        (self.owned.len(), self.local.len())
+    /// Rooms owned, rooms with local subscribers, and interest entries (interested
+    /// peers of owned rooms plus mirrors of rooms owned elsewhere) (gauges).
+    pub(super) fn room_counts(&self) -> (usize, usize, usize) {
+        let interest = self
+            .owned
+            .values()
+            .map(|r| r.peers().count())
+            .sum::<usize>()
+            + self.mirrors.len();
+        (self.owned.len(), self.local.len(), interest)
     }
+}
+
+/// Who registers interest in an owned room.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Interest {
+    /// A worker of this node.
+    Worker(usize),
+    /// A peer node.
+    Node(usize),
 }

@@ -25,7 +25,7 @@ use slab::Slab;
 use tracing::debug;
 
 use super::mailbox::{Mail, Mailbox};
-use super::rooms::LocalRoom;
+use super::rooms::{LocalRoom, Mirror};
 use super::wheel::{Tick, Wheel};
 use crate::config::{Config, SlowPolicy};
 use crate::conn::outq::{Flushed, Out};
@@ -59,6 +59,12 @@ pub struct Shared {
     pub max_connections: usize,
     /// Open connections per client address (only kept when a per-IP cap is set).
     pub per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// The cluster, when peers are configured.
+    pub mesh: Option<Arc<crate::mesh::Mesh>>,
+    /// Checks client tokens, when a key is configured.
+    pub verifier: Option<crate::auth::Verifier>,
+    /// Open connections per user (only kept when a per-user cap is set).
+    pub per_user: Mutex<HashMap<Arc<str>, u32>>,
 }
 
 impl Shared {
@@ -75,6 +81,8 @@ pub enum Reply {
     Published(Epoch, u64),
     /// A worker's counters.
     Stats(Box<WorkerStats>),
+    /// A room's roster (`presence` JSON).
+    Presence(String),
 }
 
 /// The worker's mutable state.
@@ -90,6 +98,14 @@ pub struct State {
     pub(super) local: HashMap<Arc<str>, LocalRoom>,
     /// Rooms this worker owns (sequences).
     pub(super) owned: HashMap<Arc<str>, OwnedRoom>,
+    /// Rooms this worker is home to that a peer node owns.
+    pub(super) mirrors: HashMap<Arc<str>, Mirror>,
+    /// Until when a lost peer's roster entries are kept, by node index.
+    pub(super) lease: Vec<Option<Instant>>,
+    /// Owned rooms with presence changes waiting for their debounce window.
+    pub(super) presence_dirty: Vec<Arc<str>>,
+    /// Token deadlines (Unix seconds, slot, generation), earliest first.
+    pub(super) expiries: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u32, u32)>>,
     /// Connections with output queued since the last flush.
     dirty: Vec<ConnKey>,
     /// Counters.
@@ -129,6 +145,10 @@ impl Worker {
                 next_generation: 0,
                 local: HashMap::new(),
                 owned: HashMap::new(),
+                mirrors: HashMap::new(),
+                lease: Vec::new(),
+                presence_dirty: Vec::new(),
+                expiries: std::collections::BinaryHeap::new(),
                 dirty: Vec::new(),
                 stats: WorkerStats {
                     worker: id,
@@ -152,16 +172,16 @@ impl Worker {
                 from,
                 conn,
                 since,
-            } => {
-                let ack = st.owner_subscribe(&room, from, since);
-                if from == st.id {
-                    st.on_suback(&room, conn, ack);
-                } else {
-                    st.shared.mailboxes[from].send(Mail::SubAck { room, conn, ack });
-                }
-            }
+                user,
+            } => st.home_subscribe(room, from, conn, since, user),
             Mail::SubAck { room, conn, ack } => st.on_suback(&room, conn, ack),
-            Mail::Uninterest { room, from } => st.owner_uninterest(&room, from),
+            Mail::Leave {
+                room,
+                from,
+                conn,
+                user,
+                last,
+            } => st.home_leave(&room, from, conn, user, last),
             Mail::Publish {
                 room,
                 data,
@@ -169,12 +189,20 @@ impl Worker {
                 reply,
             } => {
                 let (epoch, seq) = st.owner_publish(&room, &data, key.as_deref());
-                if let Some((w, req)) = reply {
-                    st.shared.mailboxes[w].send(Mail::Published { req, epoch, seq });
+                if let Some(ticket) = reply {
+                    st.reply_published(None, ticket, epoch, seq);
                 }
             }
             Mail::Published { req, epoch, seq } => st.complete(req, Reply::Published(epoch, seq)),
             Mail::Deliver { room, frame, tag } => st.deliver_local(&room, frame, tag),
+            Mail::PresenceQuery { room, ticket } => {
+                let json = st.roster_json(&room);
+                st.answer_presence(ticket, json);
+            }
+            Mail::Presence { ticket, json } => st.answer_presence(ticket, json),
+            Mail::Rehome { room } => st.rehome(&room),
+            Mail::FromPeer { peer, frame } => st.on_peer_frame(peer, frame),
+            Mail::Membership { peer, up } => st.on_membership(peer, up),
             Mail::StatsRequest { from, req } => {
                 let stats = Box::new(st.snapshot());
                 st.shared.mailboxes[from].send(Mail::Stats { req, stats });
@@ -268,6 +296,9 @@ impl Worker {
             let tick = st.tick_at(now);
             st.heartbeat(tick);
             st.forget_idle_rooms(now);
+            st.settle_presence(now);
+            st.expire_leases(now);
+            st.check_expiries(crate::auth::unix_now());
         }
         self.flush_dirty();
     }
@@ -455,14 +486,14 @@ impl State {
             // Complete the pending writability poll so its task lets go of the socket.
             let _ = shutdown(conn.fd, Shutdown::Both);
         }
-        let (counted, peer) = (conn.counted, conn.peer);
+        let (counted, peer, user) = (conn.counted, conn.peer, conn.user());
         let rooms = std::mem::take(&mut conn.rooms);
         for room in rooms {
             self.leave_local(&room, key);
         }
         self.conns.remove(key.slot as usize);
         if counted {
-            self.release(peer);
+            self.release(peer, user);
         }
     }
 
@@ -471,7 +502,7 @@ impl State {
         self.requests.try_remove(req);
     }
 
-    fn complete(&mut self, req: usize, reply: Reply) {
+    pub(super) fn complete(&mut self, req: usize, reply: Reply) {
         if let Some(tx) = self.requests.try_remove(req) {
             let _ = tx.send(reply); // the asking task may have gone; fine
         }
@@ -481,7 +512,8 @@ impl State {
     pub fn snapshot(&self) -> WorkerStats {
         let mut s = self.stats.clone();
         s.connections = self.conns.len() as u64;
-        let (owned, local) = self.room_counts();
+        let (owned, local, interest) = self.room_counts();
+        s.interest = interest as u64;
         s.rooms_owned = owned as u64;
         s.rooms_local = local as u64;
         for (_, c) in self.conns.iter() {

@@ -102,6 +102,16 @@ impl Drop for Node {
 
 /// One HTTP/1.1 request with `Connection: close`, through ureq.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    try_http(addr, method, path, body).expect("HTTP request")
+}
+
+/// [`http`], with transport errors returned instead of failing the test.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(WAIT))
@@ -115,10 +125,10 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Str
             .send(body),
         _ => agent.get(&url).call(),
     };
-    let mut res = res.expect("HTTP request");
+    let mut res = res?;
     let status = res.status().as_u16();
     let text = res.body_mut().read_to_string().unwrap_or_default();
-    (status, text)
+    Ok((status, text))
 }
 
 /// A blocking WebSocket client speaking ringway.v1.
@@ -283,6 +293,11 @@ impl Process {
     pub fn start(args: &[&str]) -> Process {
         let ws: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Process::start_at(ws, api, args)
+    }
+
+    /// Start `ringway` on the given client and API addresses (a restart keeps them).
+    pub fn start_at(ws: SocketAddr, api: SocketAddr, args: &[&str]) -> Process {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
             .args([
                 "--listen",
@@ -298,7 +313,9 @@ impl Process {
             .expect("start ringway");
         let p = Process { child, ws, api };
         let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(api).is_err() {
+        // An HTTP answer, not just a TCP connect: a connect can succeed against a
+        // port that is not ours yet (a self-connect to a free ephemeral port).
+        while !matches!(try_http(api, "GET", "/healthz", ""), Ok((200, _))) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "ringway did not start"

@@ -1,0 +1,532 @@
+//! The link threads: the listener, one manager per peer (dial or wait, run a session,
+//! back off), and per session a writer (queue to socket) and a reader (socket to the
+//! workers' inboxes).
+
+use std::io::{BufWriter, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::RecvTimeoutError;
+use tracing::{debug, info, warn};
+
+use super::auth::{self, Role, Transcript};
+use super::wire::{self, Frame};
+use super::{Mesh, Slot};
+use crate::hub::home_worker;
+use crate::runtime::mailbox::Mail;
+use crate::runtime::worker::Shared;
+
+/// How long a peer has to complete the hello exchange.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Start the listener and one manager thread per peer.
+pub fn start(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<()> {
+    let mesh = shared.mesh.as_ref().expect("a mesh is configured").clone();
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("ringway-mesh-listen".into())
+            .spawn(move || accept_loop(shared, listener))?;
+    }
+    for peer in 0..mesh.nodes.len() {
+        if peer == mesh.me {
+            continue;
+        }
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("ringway-mesh-{}", mesh.nodes[peer].id))
+            .spawn(move || manage(shared, peer))?;
+    }
+    Ok(())
+}
+
+/// Of each pair, the node whose id sorts first dials.
+fn dials(mesh: &Mesh, peer: usize) -> bool {
+    mesh.me < peer
+}
+
+fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let mesh = shared.mesh.as_ref().expect("mesh").clone();
+    for stream in listener.incoming() {
+        if mesh.stopping() {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        let mesh = mesh.clone();
+        // The hello exchange gets its own short-lived thread so a silent or slow
+        // stranger cannot hold up a real peer.
+        let _ = std::thread::Builder::new()
+            .name("ringway-mesh-hello".into())
+            .spawn(move || {
+                let from = stream.peer_addr().ok();
+                match accept_hello(&mesh, stream) {
+                    Ok((peer, stream, decoder)) => {
+                        let slot = &mesh.slots[peer];
+                        // A new session replaces a stale one (the peer restarted
+                        // before this side noticed).
+                        slot.cut();
+                        let _ = slot.incoming.0.send((stream, decoder));
+                    }
+                    Err(e) => warn!("mesh: refused a link from {from:?}: {e}"),
+                }
+            });
+    }
+}
+
+/// The acceptor's side of the hello exchange. Returns the peer's index.
+fn accept_hello(
+    mesh: &Mesh,
+    mut stream: TcpStream,
+) -> Result<(usize, TcpStream, wire::Decoder), String> {
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let mut decoder = wire::Decoder::new(4096);
+    let Frame::Hello {
+        version,
+        cluster,
+        node,
+        nonce: theirs,
+    } = read_frame(&mut stream, &mut decoder)?
+    else {
+        return Err("the first frame was not a hello".into());
+    };
+    let refuse = |stream: &mut TcpStream, reason: String| {
+        let _ = stream.write_all(&wire::encode(&Frame::Refuse {
+            reason: reason.clone(),
+        }));
+        Err(reason)
+    };
+    if version != wire::VERSION {
+        return refuse(
+            &mut stream,
+            format!(
+                "mesh version {version} != {}: run the same ringway version on every node",
+                wire::VERSION
+            ),
+        );
+    }
+    if cluster != mesh.config.cluster {
+        return refuse(
+            &mut stream,
+            format!(
+                "cluster {cluster:?} != {:?}: set the same mesh.cluster on every node",
+                mesh.config.cluster
+            ),
+        );
+    }
+    let Some(peer) = mesh.nodes.iter().position(|n| n.id == node) else {
+        return refuse(
+            &mut stream,
+            format!(
+                "node {node:?} is not in {}'s peer list: add it with --peer {node}=HOST:PORT on every node",
+                mesh.nodes[mesh.me].id
+            ),
+        );
+    };
+    if peer == mesh.me || dials(mesh, peer) {
+        return refuse(
+            &mut stream,
+            format!(
+                "node {node:?} should not dial {}: of each pair the id that sorts first dials (is the id duplicated?)",
+                mesh.nodes[mesh.me].id
+            ),
+        );
+    }
+    let mine = auth::nonce();
+    let me = &mesh.nodes[mesh.me].id;
+    write_frame(
+        &mut stream,
+        &Frame::Hello {
+            version: wire::VERSION,
+            cluster: mesh.config.cluster.clone(),
+            node: me.clone(),
+            nonce: mine,
+        },
+    )?;
+    let t = Transcript {
+        cluster: &mesh.config.cluster,
+        dialer: (&node, theirs),
+        acceptor: (me, mine),
+    };
+    let secret = mesh.config.secret.as_bytes();
+    match read_frame(&mut stream, &mut decoder)? {
+        Frame::Auth { mac } if t.verify(secret, Role::Dialer, &mac) => {}
+        Frame::Auth { .. } => {
+            return refuse(
+                &mut stream,
+                format!(
+                    "node {node:?} failed authentication: the mesh secrets differ; set the same mesh.secret (RINGWAY_MESH_SECRET) on every node"
+                ),
+            );
+        }
+        other => return Err(format!("expected auth, got {other:?}")),
+    }
+    write_frame(
+        &mut stream,
+        &Frame::Auth {
+            mac: t.prove(secret, Role::Acceptor),
+        },
+    )?;
+    decoder = resize(decoder, mesh);
+    Ok((peer, stream, decoder))
+}
+
+/// The dialer's side of the hello exchange.
+fn dial(mesh: &Mesh, peer: usize) -> Result<(TcpStream, wire::Decoder), String> {
+    let target = &mesh.nodes[peer];
+    let addrs: Vec<_> = target
+        .addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", target.addr))?
+        .collect();
+    let mut last = format!("{} resolved to no address", target.addr);
+    let mut stream = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, HANDSHAKE_TIMEOUT) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("cannot connect to {a}: {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let me = &mesh.nodes[mesh.me].id;
+    let mine = auth::nonce();
+    write_frame(
+        &mut stream,
+        &Frame::Hello {
+            version: wire::VERSION,
+            cluster: mesh.config.cluster.clone(),
+            node: me.clone(),
+            nonce: mine,
+        },
+    )?;
+    let mut decoder = wire::Decoder::new(4096);
+    let theirs = match read_frame(&mut stream, &mut decoder)? {
+        Frame::Hello { node, nonce, .. } if node == target.id => nonce,
+        Frame::Hello { node, .. } => {
+            return Err(format!(
+                "{} answered as node {node:?}, not {:?}: check --peer {}=...",
+                target.addr, target.id, target.id
+            ));
+        }
+        Frame::Refuse { reason } => return Err(format!("refused: {reason}")),
+        other => return Err(format!("expected hello, got {other:?}")),
+    };
+    let t = Transcript {
+        cluster: &mesh.config.cluster,
+        dialer: (me, mine),
+        acceptor: (&target.id, theirs),
+    };
+    let secret = mesh.config.secret.as_bytes();
+    write_frame(
+        &mut stream,
+        &Frame::Auth {
+            mac: t.prove(secret, Role::Dialer),
+        },
+    )?;
+    match read_frame(&mut stream, &mut decoder)? {
+        Frame::Auth { mac } if t.verify(secret, Role::Acceptor, &mac) => {}
+        Frame::Auth { .. } => {
+            return Err(
+                "the peer's proof does not match our secret: set the same mesh.secret on every node"
+                    .into(),
+            );
+        }
+        Frame::Refuse { reason } => return Err(format!("refused: {reason}")),
+        other => return Err(format!("expected auth, got {other:?}")),
+    }
+    Ok((stream, resize(decoder, mesh)))
+}
+
+/// After the hello, frames may be as large as the configuration allows.
+fn resize(small: wire::Decoder, mesh: &Mesh) -> wire::Decoder {
+    small.with_max(mesh.config.max_frame_bytes)
+}
+
+fn write_frame(stream: &mut TcpStream, f: &Frame) -> Result<(), String> {
+    stream
+        .write_all(&wire::encode(f))
+        .map_err(|e| format!("write failed: {e}"))
+}
+
+fn read_frame(stream: &mut TcpStream, decoder: &mut wire::Decoder) -> Result<Frame, String> {
+    let mut buf = [0u8; 1024];
+    loop {
+        if let Some(f) = decoder.next_frame().map_err(|e| e.to_string())? {
+            return Ok(f);
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Err("the peer closed the connection".into()),
+            Ok(n) => decoder.feed(&buf[..n]),
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
+}
+
+/// A peer's manager: get a session (dial, or take one the listener accepted), run
+/// it, and start over.
+fn manage(shared: Arc<Shared>, peer: usize) {
+    let mesh = shared.mesh.as_ref().expect("mesh").clone();
+    let slot = &mesh.slots[peer];
+    let id = &mesh.nodes[peer].id;
+    let mut attempt: u32 = 0;
+    let mut quiet = false;
+    while !mesh.stopping() {
+        let session = if dials(&mesh, peer) {
+            match dial(&mesh, peer) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    // Say it once per outage, not at every retry.
+                    if quiet {
+                        debug!("mesh: link to {id} not up: {e}");
+                    } else {
+                        warn!("mesh: link to {id} not up: {e}; retrying with backoff");
+                        quiet = true;
+                    }
+                    std::thread::sleep(backoff(&mesh, attempt));
+                    attempt = attempt.saturating_add(1);
+                    None
+                }
+            }
+        } else {
+            slot.incoming
+                .1
+                .recv_timeout(Duration::from_millis(200))
+                .ok()
+        };
+        if let Some((stream, decoder)) = session {
+            attempt = 0;
+            quiet = false;
+            run_session(&shared, &mesh, peer, stream, decoder);
+        }
+    }
+}
+
+/// Full jitter: random(0, min(cap, base * 2^attempt)).
+fn backoff(mesh: &Mesh, attempt: u32) -> Duration {
+    let c = &mesh.config;
+    let ceiling = c
+        .backoff_base_ms
+        .saturating_mul(1u64 << attempt.min(30))
+        .min(c.backoff_cap_ms);
+    Duration::from_millis(fastrand::u64(0..=ceiling))
+}
+
+fn run_session(
+    shared: &Arc<Shared>,
+    mesh: &Arc<Mesh>,
+    peer: usize,
+    stream: TcpStream,
+    decoder: wire::Decoder,
+) {
+    let slot = &mesh.slots[peer];
+    let id = &mesh.nodes[peer].id;
+    // Frames queued while the link was down were computed for a view that no longer
+    // holds; everything they were for is redone once the link is up.
+    while slot.rx.try_recv().is_ok() {}
+    slot.queued.store(0, Ordering::Release);
+    slot.overflow.store(false, Ordering::Release);
+    let (Ok(for_writer), Ok(for_cut)) = (stream.try_clone(), stream.try_clone()) else {
+        return;
+    };
+    *slot.socket.lock().expect("not poisoned") = Some(for_cut);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (mesh, stop) = (mesh.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("ringway-mesh-w-{id}"))
+            .spawn(move || write_loop(&mesh, peer, for_writer, &stop))
+    };
+    let Ok(writer) = writer else {
+        *slot.socket.lock().expect("not poisoned") = None;
+        return;
+    };
+    slot.stats.connects.fetch_add(1, Ordering::Relaxed);
+    slot.up.store(true, Ordering::Release);
+    mesh.set_live(peer, true);
+    for m in &shared.mailboxes {
+        m.send(Mail::Membership { peer, up: true });
+    }
+    info!(peer = %id, "mesh: link to {id} up");
+
+    let why = read_loop(shared, mesh, peer, stream, decoder);
+
+    slot.up.store(false, Ordering::Release);
+    mesh.set_live(peer, false);
+    for m in &shared.mailboxes {
+        m.send(Mail::Membership { peer, up: false });
+    }
+    if mesh.stopping() {
+        info!(peer = %id, "mesh: link to {id} closed (shutting down)");
+    } else {
+        warn!(peer = %id, "mesh: link to {id} down: {why}; its rooms move to the next owner");
+    }
+    stop.store(true, Ordering::Release);
+    slot.cut();
+    let _ = writer.join();
+    *slot.socket.lock().expect("not poisoned") = None;
+}
+
+fn read_loop(
+    shared: &Shared,
+    mesh: &Mesh,
+    peer: usize,
+    mut stream: TcpStream,
+    mut decoder: wire::Decoder,
+) -> String {
+    let slot = &mesh.slots[peer];
+    let dead = Duration::from_millis(mesh.config.dead_after_ms);
+    if let Err(e) = stream.set_read_timeout(Some(dead)) {
+        return e.to_string();
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(f)) => {
+                    slot.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                    dispatch(shared, mesh, peer, f);
+                }
+                Ok(None) => break,
+                Err(e) => return format!("bad frame: {e}"),
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return "the peer closed the link".into(),
+            Ok(n) => {
+                slot.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                decoder.feed(&buf[..n]);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return format!(
+                    "no frame for {} ms (mesh.dead_after_ms): the peer is down or the network is partitioned",
+                    mesh.config.dead_after_ms
+                );
+            }
+            Err(e) => return format!("read failed: {e}"),
+        }
+    }
+}
+
+/// Hand a peer's frame to the worker that handles it: the room's home worker, or
+/// the worker that asked.
+fn dispatch(shared: &Shared, mesh: &Mesh, peer: usize, frame: Frame) {
+    let workers = shared.mailboxes.len();
+    let to = match &frame {
+        Frame::Ping => return,
+        Frame::Subscribe { room, .. }
+        | Frame::SubAck { room, .. }
+        | Frame::Leave { room, .. }
+        | Frame::Publish { room, .. }
+        | Frame::PresenceQuery { room, .. } => home_worker(room, workers),
+        Frame::Deliver { room, .. } => {
+            mesh.slots[peer]
+                .stats
+                .delivers_in
+                .fetch_add(1, Ordering::Relaxed);
+            home_worker(room, workers)
+        }
+        Frame::Published { ticket, .. } | Frame::Presence { ticket, .. } => {
+            usize::from(ticket.worker).min(workers - 1)
+        }
+        Frame::Hello { .. } | Frame::Auth { .. } | Frame::Refuse { .. } => {
+            debug!("mesh: ignoring a hello frame inside a session");
+            return;
+        }
+    };
+    shared.mailboxes[to].send(Mail::FromPeer { peer, frame });
+}
+
+fn write_loop(mesh: &Mesh, peer: usize, stream: TcpStream, stop: &AtomicBool) {
+    let slot: &Slot = &mesh.slots[peer];
+    let heartbeat = Duration::from_millis(mesh.config.heartbeat_ms);
+    let ping = wire::encode(&Frame::Ping);
+    let mut out = BufWriter::with_capacity(256 << 10, stream);
+    let write = |out: &mut BufWriter<TcpStream>, b: &Bytes| -> bool {
+        slot.stats.frames_out.fetch_add(1, Ordering::Relaxed);
+        slot.stats
+            .bytes_out
+            .fetch_add(b.len() as u64, Ordering::Relaxed);
+        out.write_all(b).is_ok()
+    };
+    while !stop.load(Ordering::Acquire) {
+        let first = match slot.rx.recv_timeout(heartbeat) {
+            Ok(b) => b,
+            Err(RecvTimeoutError::Timeout) => {
+                if !write(&mut out, &ping) || out.flush().is_err() {
+                    break;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut ok = true;
+        let mut taken = first.len();
+        ok &= write(&mut out, &first);
+        // Cork: everything already queued leaves in as few writes as the buffer allows.
+        while ok {
+            let Ok(b) = slot.rx.try_recv() else { break };
+            taken += b.len();
+            ok &= write(&mut out, &b);
+        }
+        slot.queued.fetch_sub(taken, Ordering::AcqRel);
+        if !ok || out.flush().is_err() {
+            break;
+        }
+    }
+    let _ = out.get_ref().shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn backoff_is_full_jitter_under_the_cap() {
+        let mut c = Config {
+            node_id: "a".into(),
+            ..Config::default()
+        };
+        c.mesh.peers = vec!["b=127.0.0.1:1".into()];
+        c.mesh.backoff_base_ms = 100;
+        c.mesh.backoff_cap_ms = 1000;
+        let mesh = Mesh::from_config(&c).unwrap().unwrap();
+        let samples: Vec<u64> = (0..2000)
+            .map(|_| backoff(&mesh, 10).as_millis() as u64)
+            .collect();
+        assert!(samples.iter().all(|&d| d <= 1000));
+        assert!(samples.iter().any(|&d| d < 100), "jitter reaches near zero");
+        assert!(samples.iter().any(|&d| d > 900), "and up to the cap");
+        assert!((0..200).all(|_| backoff(&mesh, 0).as_millis() <= 100));
+    }
+
+    #[test]
+    fn lower_id_dials() {
+        let mut c = Config {
+            node_id: "n2".into(),
+            ..Config::default()
+        };
+        c.mesh.peers = vec!["n1=127.0.0.1:1".into(), "n3=127.0.0.1:2".into()];
+        let mesh = Mesh::from_config(&c).unwrap().unwrap();
+        assert_eq!(mesh.me, 1);
+        assert!(!dials(&mesh, 0));
+        assert!(dials(&mesh, 2));
+    }
+}

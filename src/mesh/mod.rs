@@ -1,0 +1,344 @@
+//! The mesh: TCP links between the nodes of a cluster, so a fleet behaves like one
+//! server without an external broker.
+//!
+//! ```text
+//!   node n1                                   node n2
+//!   workers ──(frames for n2)──▶ slot[n2] queue ─▶ writer ══TCP══▶ reader ─▶ home worker of the room
+//!   home worker ◀─ reader ◀══TCP══ writer ◀─ slot[n1] queue ◀── workers
+//! ```
+//!
+//! - Membership is static: `node_id` plus `mesh.peers`. Of each pair, the node whose
+//!   id sorts first dials; the other accepts. One link per pair.
+//! - A link starts with `Hello` both ways and an HMAC proof of the shared secret
+//!   (`auth`); unknown nodes, other clusters and wrong secrets are refused with a
+//!   `Refuse` frame naming the cause.
+//! - Each side sends `Ping` when it has sent nothing for `heartbeat_ms`; a link silent
+//!   for `dead_after_ms` is dead. The dialer reconnects with exponential backoff and
+//!   full jitter.
+//! - Workers queue encoded frames for a peer on the peer's bounded slot (frames and
+//!   bytes); a writer thread drains it in batches. A peer that cannot keep up gets
+//!   its link cut rather than this node's memory: it reconnects and re-registers, and
+//!   its clients re-sync.
+//! - Links run on plain threads (two per live link, one manager per peer). A cluster
+//!   has a handful of links, each carrying many messages, so the per-connection
+//!   economy of the io_uring workers buys nothing here, and blocking I/O keeps the
+//!   state machine obvious.
+//!
+//! The rooms logic on top (owners, interest, rehoming) is in `runtime::cluster`; this
+//! module only moves frames and reports links going up and down, in order: every frame
+//! a link delivered is in the workers' inboxes before the mail saying it went down,
+//! and the mail saying it came up is there before its first frame.
+
+pub mod auth;
+pub mod link;
+pub mod wire;
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::{self, Config, ConfigError};
+use crate::hub::rendezvous;
+
+/// One node of the cluster.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Node id.
+    pub id: String,
+    /// Mesh address (`HOST:PORT`); empty for this node.
+    pub addr: String,
+    /// Rendezvous seed.
+    pub seed: u64,
+}
+
+/// Counters of one link (monotonic unless named as a gauge).
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Frames written to the peer.
+    pub frames_out: AtomicU64,
+    /// Bytes written to the peer.
+    pub bytes_out: AtomicU64,
+    /// Frames read from the peer.
+    pub frames_in: AtomicU64,
+    /// Bytes read from the peer.
+    pub bytes_in: AtomicU64,
+    /// `Deliver` frames written (room traffic forwarded to the peer).
+    pub delivers_out: AtomicU64,
+    /// `Deliver` frames read.
+    pub delivers_in: AtomicU64,
+    /// Sessions established.
+    pub connects: AtomicU64,
+    /// Links cut because the peer's queue was over its bound.
+    pub overflows: AtomicU64,
+    /// Frames not sent because the link was down.
+    pub dropped: AtomicU64,
+}
+
+/// An authenticated stream, with whatever bytes its hello left in the decoder.
+type Session = (std::net::TcpStream, wire::Decoder);
+
+/// A metric family over the links: name, help, and how to read it.
+type Series<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+/// A peer's outbound queue and link state, shared by the workers (producers) and
+/// the link's threads.
+#[derive(Debug)]
+pub struct Slot {
+    tx: Sender<Bytes>,
+    rx: Receiver<Bytes>,
+    queued: AtomicUsize,
+    overflow: AtomicBool,
+    up: AtomicBool,
+    /// A clone of the current session's socket, to cut it from outside.
+    socket: Mutex<Option<std::net::TcpStream>>,
+    /// Authenticated streams accepted from this peer, for its manager.
+    incoming: (Sender<Session>, Receiver<Session>),
+    /// Counters.
+    pub stats: LinkStats,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug)]
+pub struct Mesh {
+    /// This node's index in `nodes`.
+    pub me: usize,
+    /// Every node, this one included, sorted by id.
+    pub nodes: Vec<Node>,
+    seeds: Vec<u64>,
+    /// Bit `i` set: node `i` is reachable (this node always is).
+    live: AtomicU64,
+    /// One per node (this node's is unused).
+    pub slots: Vec<Slot>,
+    /// Mesh settings.
+    pub config: config::Mesh,
+    stopping: AtomicBool,
+}
+
+impl Mesh {
+    /// The cluster from the configuration; `None` for a single node.
+    pub fn from_config(c: &Config) -> Result<Option<Mesh>, ConfigError> {
+        let peers = c.mesh.parsed_peers()?;
+        if peers.is_empty() {
+            return Ok(None);
+        }
+        let mut nodes: Vec<Node> = peers
+            .into_iter()
+            .map(|p| Node {
+                seed: rendezvous::seed(&p.id),
+                id: p.id,
+                addr: p.addr,
+            })
+            .collect();
+        nodes.push(Node {
+            id: c.node_id.clone(),
+            addr: String::new(),
+            seed: rendezvous::seed(&c.node_id),
+        });
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        let me = nodes
+            .iter()
+            .position(|n| n.id == c.node_id)
+            .expect("pushed above");
+        let slots = nodes
+            .iter()
+            .map(|_| {
+                let (tx, rx) = crossbeam_channel::bounded(c.mesh.queue_frames);
+                Slot {
+                    tx,
+                    rx,
+                    queued: AtomicUsize::new(0),
+                    overflow: AtomicBool::new(false),
+                    up: AtomicBool::new(false),
+                    socket: Mutex::new(None),
+                    incoming: crossbeam_channel::bounded(4),
+                    stats: LinkStats::default(),
+                }
+            })
+            .collect();
+        Ok(Some(Mesh {
+            me,
+            seeds: nodes.iter().map(|n| n.seed).collect(),
+            live: AtomicU64::new(1 << me),
+            slots,
+            nodes,
+            config: c.mesh.clone(),
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    /// The live set, as a bit mask over `nodes`.
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Whether node `i` is reachable now.
+    pub fn is_live(&self, i: usize) -> bool {
+        self.live() & (1 << i) != 0
+    }
+
+    /// The owner of `room` among the live nodes.
+    pub fn owner(&self, room: &str) -> usize {
+        rendezvous::owner(room, &self.seeds, self.live())
+    }
+
+    fn set_live(&self, i: usize, on: bool) {
+        if on {
+            self.live.fetch_or(1 << i, Ordering::AcqRel);
+        } else {
+            self.live.fetch_and(!(1 << i), Ordering::AcqRel);
+        }
+    }
+
+    /// Queue an encoded frame for node `to`. When the link is down the frame is
+    /// dropped (counted): whatever it was for is redone when the link returns. When
+    /// the queue is over its bound, the link is cut.
+    pub fn send(&self, to: usize, frame: Bytes) {
+        let slot = &self.slots[to];
+        if !slot.up.load(Ordering::Acquire) || slot.overflow.load(Ordering::Relaxed) {
+            slot.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let n = frame.len();
+        let over = slot.queued.fetch_add(n, Ordering::AcqRel) + n > self.config.queue_bytes;
+        if over || slot.tx.try_send(frame).is_err() {
+            slot.queued.fetch_sub(n, Ordering::AcqRel);
+            if !slot.overflow.swap(true, Ordering::AcqRel) {
+                slot.stats.overflows.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    peer = %self.nodes[to].id,
+                    "mesh link to {} is over its queue bound (mesh.queue_bytes = {}, mesh.queue_frames = {}): cutting it; the peer reconnects and its clients re-sync. If this repeats, the peer or the network is too slow for the traffic",
+                    self.nodes[to].id, self.config.queue_bytes, self.config.queue_frames
+                );
+                slot.cut();
+            }
+            slot.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Stop every link (the node is shutting down).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        for s in &self.slots {
+            s.cut();
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Prometheus text for the links.
+    pub fn render(&self, out: &mut String) {
+        let gauges: [Series<Slot>; 2] = [
+            (
+                "ringway_mesh_link_up",
+                "1 while the link to the peer is established",
+                |s| s.up.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "ringway_mesh_link_queued_bytes",
+                "Bytes waiting in the queue to the peer",
+                |s| s.queued.load(Ordering::Relaxed) as u64,
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (i, s) in self.slots.iter().enumerate() {
+                if i != self.me {
+                    let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", self.nodes[i].id, get(s));
+                }
+            }
+        }
+        let counters: [Series<LinkStats>; 9] = [
+            (
+                "ringway_mesh_frames_out_total",
+                "Frames written to the peer",
+                |s| s.frames_out.load(Ordering::Relaxed),
+            ),
+            (
+                "ringway_mesh_bytes_out_total",
+                "Bytes written to the peer",
+                |s| s.bytes_out.load(Ordering::Relaxed),
+            ),
+            (
+                "ringway_mesh_frames_in_total",
+                "Frames read from the peer",
+                |s| s.frames_in.load(Ordering::Relaxed),
+            ),
+            (
+                "ringway_mesh_bytes_in_total",
+                "Bytes read from the peer",
+                |s| s.bytes_in.load(Ordering::Relaxed),
+            ),
+            (
+                "ringway_mesh_delivers_out_total",
+                "Room messages forwarded to the peer (one per message per interested peer)",
+                |s| s.delivers_out.load(Ordering::Relaxed),
+            ),
+            (
+                "ringway_mesh_delivers_in_total",
+                "Room messages received from the peer for local subscribers",
+                |s| s.delivers_in.load(Ordering::Relaxed),
+            ),
+            (
+                "ringway_mesh_connects_total",
+                "Link sessions established",
+                |s| s.connects.load(Ordering::Relaxed),
+            ),
+            (
+                "ringway_mesh_overflows_total",
+                "Links cut because the peer's queue was over its bound",
+                |s| s.overflows.load(Ordering::Relaxed),
+            ),
+            (
+                "ringway_mesh_dropped_total",
+                "Frames not sent because the link was down or cut",
+                |s| s.dropped.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (i, s) in self.slots.iter().enumerate() {
+                if i != self.me {
+                    let v = get(&s.stats);
+                    let _ = writeln!(out, "{name}{{peer=\"{}\"}} {v}", self.nodes[i].id);
+                }
+            }
+        }
+    }
+
+    /// `{"node":..,"peers":[{"id","addr","up"}]}` for `GET /v1/cluster`.
+    pub fn describe(&self) -> String {
+        let peers: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.me)
+            .map(|(i, n)| {
+                serde_json::json!({
+                    "id": n.id,
+                    "addr": n.addr,
+                    "up": self.slots[i].up.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        serde_json::json!({"node": self.nodes[self.me].id, "peers": peers}).to_string()
+    }
+}
+
+impl Slot {
+    /// Shut the current session's socket (its threads notice and end the session).
+    fn cut(&self) {
+        if let Some(s) = self.socket.lock().expect("not poisoned").as_ref() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Whether the link is established.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,437 @@
+//! Several real nodes on this machine, linked by the mesh, driven by real WebSocket
+//! clients: interest routing, one total order per room, direct messages, presence,
+//! node loss and return, and refused peers.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Client, Process, free_port, http, metric};
+use serde_json::{Value, json};
+
+const SECRET: &str = "cluster-test-secret-0123456789";
+const TOKEN_SECRET: &str = "token-secret-for-the-cluster-tests-0123";
+
+/// A static cluster of `n` nodes `n1..nN`, each a child process.
+struct Cluster {
+    ids: Vec<String>,
+    mesh: Vec<SocketAddr>,
+    ws: Vec<SocketAddr>,
+    api: Vec<SocketAddr>,
+    nodes: Vec<Option<Process>>,
+    secrets: Vec<String>,
+}
+
+fn addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+impl Cluster {
+    fn start(n: usize) -> Cluster {
+        Self::start_with_secrets(vec![SECRET.to_owned(); n])
+    }
+
+    fn start_with_secrets(secrets: Vec<String>) -> Cluster {
+        let n = secrets.len();
+        let mut c = Cluster {
+            ids: (1..=n).map(|i| format!("n{i}")).collect(),
+            mesh: (0..n).map(|_| addr()).collect(),
+            ws: (0..n).map(|_| addr()).collect(),
+            api: (0..n).map(|_| addr()).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+            secrets,
+        };
+        for i in 0..n {
+            c.boot(i);
+        }
+        c
+    }
+
+    fn boot(&mut self, i: usize) {
+        let mut args: Vec<String> = vec![
+            "--node-id".into(),
+            self.ids[i].clone(),
+            "--mesh-listen".into(),
+            self.mesh[i].to_string(),
+            "--mesh-secret".into(),
+            self.secrets[i].clone(),
+            "--token-secret".into(),
+            TOKEN_SECRET.into(),
+            "--workers".into(),
+            "2".into(),
+            "--rate-limit".into(),
+            "0".into(),
+        ];
+        for j in 0..self.ids.len() {
+            if j != i {
+                args.push("--peer".into());
+                args.push(format!("{}={}", self.ids[j], self.mesh[j]));
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes[i] = Some(Process::start_at(self.ws[i], self.api[i], &args));
+    }
+
+    /// Kill node `i` at once (SIGKILL: a crash, nothing said to its peers).
+    fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].take() {
+            p.child.kill().unwrap();
+            p.child.wait().unwrap();
+        }
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("ws://{}/ws", self.ws[i])
+    }
+
+    fn client(&self, i: usize) -> Client {
+        Client::connect(&self.url(i))
+    }
+
+    fn user(&self, i: usize, user: &str) -> Client {
+        let token = ringway::auth::mint_hs256(
+            TOKEN_SECRET.as_bytes(),
+            &ringway::auth::Claims {
+                sub: user.into(),
+                exp: ringway::auth::unix_now() + 3600,
+                rooms: None,
+            },
+        );
+        let mut c = Client::connect(&format!("{}?token={token}", self.url(i)));
+        assert_eq!(c.welcome["user"], user);
+        let personal = c.recv();
+        assert_eq!(personal["type"], "subscribed", "{personal}");
+        assert_eq!(personal["room"], format!("user:{user}"));
+        c
+    }
+
+    /// Links up as seen from node `i`.
+    fn links_up(&self, i: usize) -> usize {
+        let (_, body) = http(self.api[i], "GET", "/v1/cluster", "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["up"] == true)
+            .count()
+    }
+
+    /// Wait until every running node sees every other running node.
+    fn wait_converged(&self) {
+        let running: Vec<usize> = (0..self.ids.len())
+            .filter(|&i| self.nodes[i].is_some())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if running
+                .iter()
+                .all(|&i| self.links_up(i) == running.len() - 1)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the mesh did not converge");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Index of the node that owns `room` among the nodes in `live` (mirrors the
+    /// nodes' rendezvous hashing).
+    fn owner(&self, room: &str, live: &[usize]) -> usize {
+        let seeds: Vec<u64> = self
+            .ids
+            .iter()
+            .map(|id| ringway::hub::rendezvous::seed(id))
+            .collect();
+        let mask = live.iter().fold(0u64, |m, &i| m | 1 << i);
+        ringway::hub::rendezvous::owner(room, &seeds, mask)
+    }
+
+    /// A room name owned by node `want` while `live` are up.
+    fn room_owned_by(&self, want: usize, live: &[usize], prefix: &str) -> String {
+        (0..)
+            .map(|k| format!("{prefix}{k}"))
+            .find(|r| self.owner(r, live) == want)
+            .unwrap()
+    }
+
+    fn publish(&self, i: usize, room: &str, data: Value) -> (String, u64) {
+        let (status, body) = http(
+            self.api[i],
+            "POST",
+            "/v1/publish",
+            &json!({"room": room, "data": data}).to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        (
+            v["epoch"].as_str().unwrap().to_owned(),
+            v["seq"].as_u64().unwrap(),
+        )
+    }
+
+    fn metric(&self, i: usize, name: &str) -> f64 {
+        metric(self.api[i], name)
+    }
+}
+
+/// Read messages until one of type `kind` arrives (skipping others such as joins).
+fn next_of(c: &mut Client, kind: &str) -> Value {
+    loop {
+        let v = c.recv();
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn publish_reaches_other_nodes_once_in_order_and_idle_nodes_get_nothing() {
+    let cl = Cluster::start(4);
+    cl.wait_converged();
+    let all = [0, 1, 2, 3];
+    // Owned by n1; subscribers on n2 and n3; n4 has none.
+    let room = cl.room_owned_by(0, &all, "interest:");
+    let mut a = cl.client(1);
+    let mut b = cl.client(2);
+    let sa = a.sub(&room);
+    let sb = b.sub(&room);
+    assert_eq!(sa["epoch"], sb["epoch"], "one owner, one epoch");
+    let delivers_to_n4 = cl.metric(3, "ringway_mesh_delivers_in_total");
+    let mut seqs = Vec::new();
+    for k in 0..20 {
+        // Published on n1 (the owner) and on n4 (forwarded to the owner).
+        let from = if k % 2 == 0 { 0 } else { 3 };
+        let (epoch, seq) = cl.publish(from, &room, json!({"k": k}));
+        assert_eq!(json!(epoch), sa["epoch"]);
+        seqs.push(seq);
+    }
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+    for c in [&mut a, &mut b] {
+        for (k, seq) in seqs.iter().enumerate() {
+            let m = c.recv();
+            assert_eq!(m["type"], "msg");
+            assert_eq!(m["seq"], *seq, "{m}");
+            assert_eq!(m["data"]["k"], k);
+        }
+    }
+    // Exactly once: nothing more arrives.
+    a.send(json!({"type": "ping"}));
+    assert_eq!(a.recv()["type"], "pong");
+    // No N×M traffic: the owner sent each message once to each interested node,
+    // and the node without subscribers received none.
+    assert_eq!(
+        cl.metric(3, "ringway_mesh_delivers_in_total") - delivers_to_n4,
+        0.0
+    );
+    assert_eq!(cl.metric(0, "ringway_mesh_forwarded_total"), 40.0);
+    assert_eq!(cl.metric(1, "ringway_mesh_delivered_total"), 20.0);
+    assert_eq!(cl.metric(2, "ringway_mesh_delivered_total"), 20.0);
+}
+
+#[test]
+fn publishers_on_two_nodes_make_one_total_order_seen_by_all() {
+    let cl = Cluster::start(3);
+    cl.wait_converged();
+    let room = "order:1";
+    let mut subs: Vec<Client> = (0..3).map(|i| cl.client(i)).collect();
+    for s in &mut subs {
+        s.sub(room);
+    }
+    let mut p1 = cl.client(0);
+    let mut p2 = cl.client(1);
+    for k in 0..100 {
+        p1.send(json!({"type": "pub", "room": room, "data": {"from": 1, "k": k}}));
+        p2.send(json!({"type": "pub", "room": room, "data": {"from": 2, "k": k}}));
+    }
+    let streams: Vec<Vec<(u64, Value)>> = subs
+        .iter_mut()
+        .map(|s| {
+            (0..200)
+                .map(|_| {
+                    let m = s.recv();
+                    (m["seq"].as_u64().unwrap(), m["data"].clone())
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(streams[0], streams[1]);
+    assert_eq!(streams[0], streams[2]);
+    let seqs: Vec<u64> = streams[0].iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+    // Each publisher's own messages keep their order.
+    for from in [1, 2] {
+        let ks: Vec<u64> = streams[0]
+            .iter()
+            .filter(|(_, d)| d["from"] == from)
+            .map(|(_, d)| d["k"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ks, (0..100).collect::<Vec<u64>>());
+    }
+}
+
+#[test]
+fn send_reaches_every_connection_of_the_user_on_any_node() {
+    let cl = Cluster::start(3);
+    cl.wait_converged();
+    let mut alice1 = cl.user(0, "alice");
+    let mut alice2 = cl.user(1, "alice");
+    let mut bob = cl.user(2, "bob");
+    bob.send(json!({"type": "send", "user": "alice", "data": {"text": "hi"}}));
+    for a in [&mut alice1, &mut alice2] {
+        let m = a.recv();
+        assert_eq!(m["type"], "msg");
+        assert_eq!(m["room"], "user:alice");
+        assert_eq!(m["data"]["text"], "hi");
+    }
+    // The HTTP API reaches them too, from a node where alice is not connected.
+    let (status, body) = http(
+        cl.api[2],
+        "POST",
+        "/v1/send",
+        r#"{"user":"alice","data":{"text":"from the app"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    for a in [&mut alice1, &mut alice2] {
+        assert_eq!(a.recv()["data"]["text"], "from the app");
+    }
+    // Nobody may subscribe to someone else's personal room.
+    bob.send(json!({"type": "sub", "room": "user:alice"}));
+    assert_eq!(bob.recv()["code"], "reserved");
+}
+
+#[test]
+fn presence_is_cluster_wide() {
+    let cl = Cluster::start(3);
+    cl.wait_converged();
+    let room = "lobby:1";
+    let mut alice1 = cl.user(0, "alice");
+    let mut alice2 = cl.user(1, "alice");
+    let mut bob = cl.user(2, "bob");
+    for c in [&mut alice1, &mut alice2, &mut bob] {
+        c.sub(room);
+    }
+    for i in 0..3 {
+        let (status, body) = http(cl.api[i], "GET", &format!("/v1/presence/{room}"), "");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["users"],
+            json!([{"user": "alice", "connections": 2}, {"user": "bob", "connections": 1}]),
+            "seen from n{}",
+            i + 1
+        );
+    }
+    let mut anon = cl.client(1);
+    anon.send(json!({"type": "presence", "room": room}));
+    let p = anon.recv();
+    assert_eq!(p["type"], "presence");
+    assert_eq!(p["connections"], 3);
+    // One of alice's connections leaves: she is still there, with one.
+    drop(alice2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = http(cl.api[2], "GET", &format!("/v1/presence/{room}"), "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["users"][0] == json!({"user": "alice", "connections": 1}) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "roster did not update: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn losing_a_non_owner_affects_only_its_clients() {
+    let mut cl = Cluster::start(3);
+    cl.wait_converged();
+    let room = cl.room_owned_by(0, &[0, 1, 2], "steady:");
+    let mut a = cl.client(1);
+    let mut b = cl.client(2);
+    a.sub(&room);
+    b.sub(&room);
+    cl.publish(0, &room, json!(1));
+    assert_eq!(a.recv()["seq"], 1);
+    assert_eq!(b.recv()["seq"], 1);
+    cl.kill(2);
+    // n2's subscriber keeps its stream: same epoch, next seq, no re-subscribe.
+    for k in 2..=5 {
+        let (_, seq) = cl.publish(0, &room, json!(k));
+        assert_eq!(seq, k);
+        let m = a.recv();
+        assert_eq!(m["type"], "msg", "{m}");
+        assert_eq!(m["seq"], k);
+    }
+}
+
+#[test]
+fn losing_the_owner_rehomes_the_room_and_its_return_moves_it_back() {
+    let mut cl = Cluster::start(3);
+    cl.wait_converged();
+    let room = cl.room_owned_by(0, &[0, 1, 2], "moving:");
+    let mut a = cl.client(1);
+    let mut b = cl.client(2);
+    let first = a.sub(&room);
+    b.sub(&room);
+    cl.publish(1, &room, json!("before"));
+    assert_eq!(a.recv()["seq"], 1);
+    assert_eq!(b.recv()["seq"], 1);
+
+    cl.kill(0);
+    // Both subscribers are told the stream restarted under a new owner and epoch.
+    let mut epochs = Vec::new();
+    for c in [&mut a, &mut b] {
+        let s = next_of(c, "subscribed");
+        assert_eq!(s["recovered"], false);
+        assert_ne!(s["epoch"], first["epoch"]);
+        epochs.push(s["epoch"].clone());
+    }
+    assert_eq!(epochs[0], epochs[1], "one new owner");
+    let (epoch, seq) = cl.publish(2, &room, json!("after"));
+    assert_eq!(json!(epoch), epochs[0]);
+    assert_eq!(seq, 1);
+    for c in [&mut a, &mut b] {
+        let m = c.recv();
+        assert_eq!(
+            (m["seq"].clone(), m["data"].clone()),
+            (json!(1), json!("after"))
+        );
+    }
+    // A resume with the lost owner's cursor cannot be honoured.
+    let mut late = cl.client(2);
+    late.send(json!({"type": "sub", "room": room, "since": {"epoch": first["epoch"], "seq": 1}}));
+    let s = late.recv();
+    assert_eq!(s["recovered"], false);
+
+    // The owner returns: the room moves back (another new epoch) and delivery goes on.
+    cl.boot(0);
+    cl.wait_converged();
+    for c in [&mut a, &mut b, &mut late] {
+        let s = next_of(c, "subscribed");
+        assert_ne!(s["epoch"], json!(epoch));
+    }
+    let (_, seq) = cl.publish(1, &room, json!("home again"));
+    assert_eq!(seq, 1);
+    for c in [&mut a, &mut b, &mut late] {
+        assert_eq!(c.recv()["data"], "home again");
+    }
+}
+
+#[test]
+fn a_peer_with_the_wrong_secret_is_refused() {
+    let cl = Cluster::start_with_secrets(vec![
+        SECRET.to_owned(),
+        "a-different-secret-0123456789".to_owned(),
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cl.links_up(0), 0);
+    assert_eq!(cl.links_up(1), 0);
+    assert_eq!(cl.metric(0, "ringway_mesh_connects_total"), 0.0);
+    // Without the mesh each node owns its rooms alone: nothing crosses.
+    let mut a = cl.client(1);
+    a.sub("island:1");
+    cl.publish(0, "island:1", json!(1));
+    a.send(json!({"type": "ping"}));
+    assert_eq!(a.recv()["type"], "pong");
+}
