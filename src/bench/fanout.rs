@@ -46,6 +46,11 @@ pub struct FanoutArgs {
     /// instead of never reading again (0: never).
     #[arg(long, default_value_t = 0)]
     pub slow_read_ms: u64,
+    /// Spread the subscribers over these nodes of a cluster (comma-separated
+    /// WebSocket URLs; subscriber j uses URL j mod N). The publisher stays on --url.
+    /// Default: all on --url.
+    #[arg(long, value_delimiter = ',', value_name = "URL,URL,...")]
+    pub nodes: Vec<String>,
 }
 
 /// Per-thread delivery counts and latencies.
@@ -90,9 +95,20 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         slow_read,
         proto,
         sources,
-        addr,
-        host: host.clone(),
-        path: path.clone(),
+        endpoints: if args.nodes.is_empty() {
+            vec![(addr, host.clone(), path.clone())]
+        } else {
+            args.nodes
+                .iter()
+                .map(|url| {
+                    Target {
+                        url: url.clone(),
+                        ..args.target.clone()
+                    }
+                    .endpoint()
+                })
+                .collect::<anyhow::Result<_>>()?
+        },
     };
     if args.target.child.is_some() {
         // A child of `--procs`: subscribe this share, report, hold until told, count.
@@ -241,9 +257,8 @@ struct Spread {
     slow_read: Duration,
     proto: Proto,
     sources: Vec<Option<IpAddr>>,
-    addr: SocketAddr,
-    host: String,
-    path: String,
+    /// Where subscriber j connects: `endpoints[j % len]`.
+    endpoints: Vec<(SocketAddr, String, String)>,
 }
 
 /// Subscribers running in this process: their threads and their tallies.
@@ -366,9 +381,7 @@ async fn subscribers(
         slow_read,
         proto,
         sources,
-        addr,
-        host,
-        path,
+        endpoints,
         ..
     } = spread;
     let tally = Rc::new(RefCell::new(Tally {
@@ -383,10 +396,11 @@ async fn subscribers(
         let slow = slow_every > 0 && j.is_multiple_of(slow_every);
         // Slow consumers also get a small receive window, so the kernel does not
         // absorb the backlog that the server's queue policy should see.
-        let Ok(mut s) = wsclient::connect_with(source, addr, slow.then_some(16 << 10)) else {
+        let (addr, host, path) = &endpoints[j % endpoints.len()];
+        let Ok(mut s) = wsclient::connect_with(source, *addr, slow.then_some(16 << 10)) else {
             continue;
         };
-        let Ok(left) = wsclient::upgrade(&mut s, &host, &path).await else {
+        let Ok(left) = wsclient::upgrade(&mut s, host, path).await else {
             continue;
         };
         let hello = match proto {
