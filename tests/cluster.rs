@@ -21,6 +21,8 @@ struct Cluster {
     api: Vec<SocketAddr>,
     nodes: Vec<Option<Process>>,
     secrets: Vec<String>,
+    /// Extra flags for every node.
+    extra: Vec<String>,
 }
 
 fn addr() -> SocketAddr {
@@ -41,6 +43,30 @@ impl Cluster {
             api: (0..n).map(|_| addr()).collect(),
             nodes: (0..n).map(|_| None).collect(),
             secrets,
+            extra: Vec::new(),
+        };
+        for i in 0..n {
+            c.boot(i);
+        }
+        c
+    }
+
+    /// A cluster whose nodes all read `toml` as their config file.
+    fn start_with_config(n: usize, toml: &str) -> Cluster {
+        let path = std::env::temp_dir().join(format!(
+            "ringway-cluster-{}-{}.toml",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::write(&path, toml).unwrap();
+        let mut c = Cluster {
+            ids: (1..=n).map(|i| format!("n{i}")).collect(),
+            mesh: (0..n).map(|_| addr()).collect(),
+            ws: (0..n).map(|_| addr()).collect(),
+            api: (0..n).map(|_| addr()).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+            secrets: vec![SECRET.to_owned(); n],
+            extra: vec!["--config".into(), path.display().to_string()],
         };
         for i in 0..n {
             c.boot(i);
@@ -63,6 +89,7 @@ impl Cluster {
             "--rate-limit".into(),
             "0".into(),
         ];
+        args.extend(self.extra.iter().cloned());
         for j in 0..self.ids.len() {
             if j != i {
                 args.push("--peer".into());
@@ -434,4 +461,41 @@ fn a_peer_with_the_wrong_secret_is_refused() {
     cl.publish(0, "island:1", json!(1));
     a.send(json!({"type": "ping"}));
     assert_eq!(a.recv()["type"], "pong");
+}
+
+#[test]
+fn a_lost_nodes_presence_expires_after_the_lease() {
+    let mut cl = Cluster::start_with_config(
+        3,
+        "[mesh]\npresence_lease_ms = 1500\n[heartbeat]\ntick_ms = 100\n",
+    );
+    cl.wait_converged();
+    let room = cl.room_owned_by(0, &[0, 1, 2], "leased:");
+    let mut alice = cl.user(1, "alice");
+    let mut bob = cl.user(2, "bob");
+    alice.sub(&room);
+    bob.sub(&room);
+    let users = |cl: &Cluster| -> Value {
+        let (_, body) = http(cl.api[0], "GET", &format!("/v1/presence/{room}"), "");
+        serde_json::from_str::<Value>(&body).unwrap()["users"].clone()
+    };
+    assert_eq!(users(&cl).as_array().unwrap().len(), 2);
+    let lost = Instant::now();
+    cl.kill(1);
+    // Still listed inside the lease (a blip must not flap presence)...
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(users(&cl).as_array().unwrap().len(), 2, "{}", users(&cl));
+    // ...and gone after it.
+    loop {
+        let u = users(&cl);
+        if u == json!([{"user": "bob", "connections": 1}]) {
+            break;
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(5),
+            "alice never expired: {u}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(lost.elapsed() >= Duration::from_millis(1400));
 }

@@ -342,3 +342,77 @@ impl Slot {
         self.up.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh(queue_bytes: usize, queue_frames: usize) -> Mesh {
+        let mut c = Config {
+            node_id: "n1".into(),
+            ..Config::default()
+        };
+        c.mesh.peers = vec!["n2=127.0.0.1:1".into()];
+        c.mesh.queue_bytes = queue_bytes;
+        c.mesh.queue_frames = queue_frames;
+        Mesh::from_config(&c).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_peer_over_its_queue_bound_is_cut_not_buffered() {
+        let m = mesh(1000, 100);
+        let slot = &m.slots[1];
+        m.send(1, Bytes::from_static(b"x"));
+        assert_eq!(
+            slot.stats.dropped.load(Ordering::Relaxed),
+            1,
+            "down: dropped"
+        );
+        slot.up.store(true, Ordering::Release);
+        for _ in 0..4 {
+            m.send(1, Bytes::from(vec![0u8; 250]));
+        }
+        assert_eq!(slot.queued.load(Ordering::Relaxed), 1000);
+        assert_eq!(slot.stats.overflows.load(Ordering::Relaxed), 0);
+        m.send(1, Bytes::from(vec![0u8; 1]));
+        assert_eq!(slot.stats.overflows.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            slot.queued.load(Ordering::Relaxed),
+            1000,
+            "nothing more queued"
+        );
+        m.send(1, Bytes::from(vec![0u8; 1]));
+        assert_eq!(slot.stats.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(slot.stats.overflows.load(Ordering::Relaxed), 1, "cut once");
+    }
+
+    #[test]
+    fn the_frame_count_bounds_too() {
+        let m = mesh(1 << 20, 2);
+        m.slots[1].up.store(true, Ordering::Release);
+        for _ in 0..3 {
+            m.send(1, Bytes::from_static(b"x"));
+        }
+        assert_eq!(m.slots[1].stats.overflows.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn nodes_sort_by_id_and_ownership_follows_the_live_set() {
+        let mut c = Config {
+            node_id: "b".into(),
+            ..Config::default()
+        };
+        c.mesh.peers = vec!["c=h:1".into(), "a=h:2".into()];
+        let m = Mesh::from_config(&c).unwrap().unwrap();
+        let ids: Vec<&str> = m.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(m.me, 1);
+        // Alone, this node owns everything.
+        assert!((0..50).all(|i| m.owner(&format!("r{i}")) == 1));
+        m.set_live(0, true);
+        m.set_live(2, true);
+        let owners: std::collections::HashSet<usize> =
+            (0..50).map(|i| m.owner(&format!("r{i}"))).collect();
+        assert_eq!(owners.len(), 3);
+    }
+}
