@@ -160,6 +160,12 @@ pub struct ServeArgs {
         value_name = "KEY"
     )]
     pub api_key: Option<String>,
+    /// PEM certificate chain: serve wss on --listen (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Add the conformance endpoint /echo.
     #[arg(long)]
     pub echo: bool,
@@ -233,6 +239,12 @@ impl ServeArgs {
         }
         if let Some(v) = &self.api_key {
             c.auth.api_key = v.clone();
+        }
+        if let Some(v) = &self.tls_cert {
+            c.tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            c.tls.key = Some(v.clone());
         }
         if self.echo {
             c.echo = true;

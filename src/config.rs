@@ -75,6 +75,8 @@ pub struct Config {
     pub mesh: Mesh,
     /// Tokens, room permissions, origins, the API key.
     pub auth: Auth,
+    /// TLS for the client listener (wss). Off by default.
+    pub tls: Tls,
 }
 
 /// Limits that protect the node from large, slow or abusive clients.
@@ -297,6 +299,16 @@ impl Mesh {
     }
 }
 
+/// TLS for client connections: set both files to serve wss on `listen`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain (leaf first).
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<std::path::PathBuf>,
+}
+
 /// Authentication and authorization (see `src/auth.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -380,6 +392,7 @@ impl Default for Config {
             drain: Drain::default(),
             mesh: Mesh::default(),
             auth: Auth::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -535,6 +548,11 @@ impl Config {
             );
         }
         self.validate_mesh()?;
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad(
+                "set both tls.cert and tls.key (--tls-cert, --tls-key), or neither".to_owned(),
+            );
+        }
         let a = &self.auth;
         if !a.token_secret.is_empty() && a.token_secret.len() < 32 {
             return bad("auth.token_secret must be at least 32 bytes (e.g. `openssl rand -hex 32`); a short HS256 secret can be brute-forced".to_owned());

@@ -26,6 +26,7 @@ use tracing::debug;
 
 use super::outq::Out;
 use super::rate::TokenBucket;
+use super::tls::Received;
 use super::{Conn, ConnKey, Phase};
 use serde_json::value::RawValue;
 
@@ -66,7 +67,21 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let key = {
         let mut st = w.state.borrow_mut();
         let bucket = TokenBucket::new(st.shared.config.limits.message_burst, st.now_ms());
-        st.insert(|generation| Conn::new(stream.as_raw_fd(), peer.ip(), generation, bucket))
+        let tls = match &st.shared.tls {
+            Some(cfg) => match super::tls::Tls::new(cfg) {
+                Ok(t) => Some(Box::new(t)),
+                Err(e) => {
+                    debug!("cannot start a TLS session: {e}");
+                    return;
+                }
+            },
+            None => None,
+        };
+        st.insert(|generation| {
+            let mut conn = Conn::new(stream.as_raw_fd(), peer.ip(), generation, bucket);
+            conn.tls = tls;
+            conn
+        })
     };
     let limit = Duration::from_millis(w.shared.config.limits.handshake_timeout_ms);
     match monoio::time::timeout(limit, read_while(&w, &stream, key, Phase::Handshake)).await {
@@ -175,7 +190,36 @@ fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                     conn.last_seen = now;
                 }
                 if !closing {
-                    process(&mut st, key, &mut scratch[..n]);
+                    let tls = st.conn_mut(key).and_then(|c| c.tls.take());
+                    match tls {
+                        None => process(&mut st, key, &mut scratch[..n]),
+                        Some(mut tls) => {
+                            let mut plain = w.plain.borrow_mut();
+                            let got = tls.receive(&scratch[..n], &mut plain, |bytes| {
+                                process(&mut st, key, bytes)
+                            });
+                            let wants = tls.session.wants_write();
+                            if let Some(conn) = st.conn_mut(key) {
+                                conn.tls = Some(tls);
+                            }
+                            if wants {
+                                st.mark_dirty(key);
+                            }
+                            match got {
+                                Received::More => {}
+                                Received::Closed => result = Read::Eof,
+                                Received::Failed(e) => {
+                                    debug!("TLS error: {e}");
+                                    st.stats.handshake_failed(400);
+                                    st.finish(key, None, Disconnect::Handshake);
+                                    result = Read::Eof;
+                                }
+                            }
+                            if result == Read::Eof {
+                                break;
+                            }
+                        }
+                    }
                 }
                 if n < scratch.len() {
                     break; // most likely drained; readiness tells us when there is more

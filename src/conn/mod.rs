@@ -9,6 +9,7 @@
 pub mod driver;
 pub mod outq;
 pub mod rate;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -87,6 +88,8 @@ pub struct Conn {
     pub outq: OutQueue,
     /// Rooms this connection is subscribed to (names shared with the room index).
     pub rooms: Vec<Arc<str>>,
+    /// TLS session (wss listeners only).
+    pub tls: Option<Box<tls::Tls>>,
     /// What the connection's token grants (`None`: anonymous).
     pub grant: Option<Box<crate::auth::Grant>>,
     /// Queued on the worker's dirty list for a flush.
@@ -110,6 +113,14 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Write queued frames (through TLS when the connection has it).
+    pub fn flush(&mut self) -> (usize, outq::Flushed) {
+        match self.tls.as_deref_mut() {
+            Some(tls) => self.outq.flush_tls(self.fd, tls),
+            None => self.outq.flush(self.fd),
+        }
+    }
+
     /// The connection's user, if it presented a valid token.
     pub fn user(&self) -> Option<Arc<str>> {
         self.grant.as_ref().map(|g| g.user.clone())
@@ -127,6 +138,7 @@ impl Conn {
             partial: Vec::new(),
             outq: OutQueue::default(),
             rooms: Vec::new(),
+            tls: None,
             grant: None,
             dirty: false,
             write_blocked: false,

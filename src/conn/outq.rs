@@ -181,6 +181,50 @@ impl OutQueue {
         (total, Flushed::All)
     }
 
+    /// [`OutQueue::flush`] through a TLS session: send the ciphertext already sealed;
+    /// once it is all out, seal up to 64 KiB more of the queue, and repeat. Frames stay
+    /// in the queue until the socket has taken the records before them, so the queue
+    /// bounds still see a slow reader.
+    pub fn flush_tls(&mut self, fd: RawFd, tls: &mut super::tls::Tls) -> (usize, Flushed) {
+        const SEAL: usize = 64 << 10;
+        let mut total = 0;
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        loop {
+            while !tls.out.is_empty() {
+                match nix::sys::socket::send(fd, &tls.out, flags) {
+                    Ok(n) => {
+                        total += n;
+                        tls.out.drain(..n);
+                    }
+                    Err(Errno::EINTR) => continue,
+                    Err(Errno::EAGAIN) => return (total, Flushed::Blocked),
+                    Err(_) => return (total, Flushed::Failed),
+                }
+            }
+            // An idle connection holds no ciphertext buffer.
+            tls.out = Vec::new();
+            let mut sealed = 0;
+            while sealed < SEAL {
+                let Some(front) = self.frames.front() else {
+                    break;
+                };
+                let rest = &front.bytes()[self.head_written as usize..];
+                let n = rest.len();
+                if tls.write_plain(rest).is_err() {
+                    return (total, Flushed::Failed);
+                }
+                sealed += n;
+                self.consume(n);
+            }
+            tls.seal();
+            if tls.out.is_empty() {
+                break;
+            }
+        }
+        self.shrink_if_empty();
+        (total, Flushed::All)
+    }
+
     fn consume(&mut self, written: usize) {
         // `written` is at most the queued bytes, which fit a u32.
         let mut written = written as u32;

@@ -308,7 +308,7 @@ impl State {
     pub fn close_now(&mut self, key: ConnKey, code: u16, reason: &str) {
         self.close(key, code, reason);
         if let Some(conn) = self.conn_mut(key) {
-            let (n, _) = conn.outq.flush(conn.fd);
+            let (n, _) = conn.flush();
             abort(conn);
             self.stats.bytes_out += n as u64;
         }

@@ -149,6 +149,12 @@ impl Server {
             (None, "") => None,
             (None, secret) => Some(crate::auth::Verifier::hs256(secret.as_bytes())),
         };
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::conn::tls::server_config(cert, key).map_err(ConfigError::Invalid)?)
+            }
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             config,
             handshake,
@@ -160,6 +166,7 @@ impl Server {
             mesh,
             verifier,
             per_user: Mutex::new(std::collections::HashMap::new()),
+            tls,
         });
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -220,8 +227,10 @@ impl Server {
         }
         info!(
             %ws_addr, %api_addr, workers, driver = ?driver,
-            "ringway node {} listening: clients ws://{ws_addr}{}, API http://{api_addr}",
-            shared.config.node_id, shared.config.ws_path
+            "ringway node {} listening: clients {}://{ws_addr}{}, API http://{api_addr}",
+            shared.config.node_id,
+            if shared.tls.is_some() { "wss" } else { "ws" },
+            shared.config.ws_path
         );
         Ok(Server {
             ws_addr,

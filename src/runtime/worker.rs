@@ -65,6 +65,8 @@ pub struct Shared {
     pub verifier: Option<crate::auth::Verifier>,
     /// Open connections per user (only kept when a per-user cap is set).
     pub per_user: Mutex<HashMap<Arc<str>, u32>>,
+    /// TLS server configuration, when the client listener serves wss.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
@@ -128,6 +130,8 @@ pub struct Worker {
     pub state: RefCell<State>,
     /// Receive buffer shared by all connections of this worker.
     pub scratch: RefCell<Box<[u8]>>,
+    /// Plaintext out of TLS sessions (empty without TLS).
+    pub plain: RefCell<Box<[u8]>>,
     /// The client listener's fd, shut down to stop accepting when draining.
     pub listener_fd: Cell<Option<RawFd>>,
 }
@@ -135,6 +139,7 @@ pub struct Worker {
 impl Worker {
     /// A worker with no connections.
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
+        let plain = if shared.tls.is_some() { SCRATCH } else { 0 };
         Self {
             id,
             shared: shared.clone(),
@@ -159,6 +164,7 @@ impl Worker {
                 started: Instant::now(),
             }),
             scratch: RefCell::new(vec![0u8; SCRATCH].into_boxed_slice()),
+            plain: RefCell::new(vec![0u8; plain].into_boxed_slice()),
             listener_fd: Cell::new(None),
         }
     }
@@ -234,7 +240,7 @@ impl Worker {
             if conn.write_blocked {
                 continue;
             }
-            let (n, res) = conn.outq.flush(conn.fd);
+            let (n, res) = conn.flush();
             st.stats.bytes_out += n as u64;
             match res {
                 Flushed::All => {
@@ -353,7 +359,8 @@ impl State {
         }
     }
 
-    fn mark_dirty(&mut self, key: ConnKey) {
+    /// Put a connection on the list flushed at the end of this batch.
+    pub fn mark_dirty(&mut self, key: ConnKey) {
         if let Some(conn) = self.conn_mut(key)
             && !conn.dirty
         {
@@ -453,6 +460,9 @@ impl State {
         }
         conn.phase = Phase::Closing;
         conn.shutdown_after_flush = true;
+        if let Some(tls) = conn.tls.as_deref_mut() {
+            tls.session.send_close_notify();
+        }
         // From here `last_seen` dates the close: the wheel gives the peer
         // `close_timeout_ms` from now (more while it still sends) before aborting.
         conn.last_seen = now;
