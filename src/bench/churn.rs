@@ -80,10 +80,8 @@ async fn handshake(
     addr: SocketAddr,
     host: &str,
     path: &str,
-) -> std::io::Result<monoio::net::TcpStream> {
-    let mut s = wsclient::connect_from(source, addr)?;
-    wsclient::upgrade(&mut s, host, path).await?;
-    Ok(s)
+) -> std::io::Result<wsclient::Held> {
+    wsclient::open(source, addr, host, path).await
 }
 
 /// The progress-line prefix: which child this is, if one.

@@ -63,6 +63,10 @@ struct Tally {
 /// Run the scenario.
 pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     crate::runtime::probe::raise_nofile();
+    anyhow::ensure!(
+        !args.target.url.starts_with("wss://"),
+        "bench fanout speaks ws:// only; measure TLS with bench idle, connect or storm"
+    );
     let (addr, host, path) = args.target.endpoint()?;
     let sources = parse_sources(args.target.source.as_deref())?;
     let threads = args.target.thread_count();

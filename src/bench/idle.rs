@@ -68,6 +68,9 @@ pub fn run(args: IdleArgs) -> anyhow::Result<()> {
         if let Some(pid) = args.target.pid {
             cmd.args(["--pid", &pid.to_string()]);
         }
+        if let Some(ca) = &args.target.tls_ca {
+            cmd.arg("--tls-ca").arg(ca);
+        }
         cmd.args(["--connections", &share.to_string()]);
         cmd.args(["--rate", &(args.rate / procs as u64).to_string()]);
         cmd.args(["--hold", &args.hold.to_string()]);
@@ -242,10 +245,7 @@ async fn open_and_hold(
             }
         }
         let source = sources[(j * 7 + thread) % sources.len()];
-        let result = match wsclient::connect_from(source, addr) {
-            Ok(mut s) => wsclient::upgrade(&mut s, &host, &path).await.map(|_| s),
-            Err(e) => Err(e),
-        };
+        let result = wsclient::open(source, addr, &host, &path).await;
         match result {
             Ok(s) => {
                 held.push(s);

@@ -94,6 +94,10 @@ pub struct Target {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// For `wss://` URLs (idle, connect, storm): PEM file with the CA certificate
+    /// to trust (the server's own self-signed certificate will do).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Server protocols the generator speaks.
@@ -134,12 +138,22 @@ pub fn server_memory(target: &Target) -> anyhow::Result<(f64, Option<f64>)> {
 }
 
 impl Target {
-    /// Host:port and path of the URL.
+    /// Host:port and path of the URL. For `wss://`, also set up TLS for
+    /// [`wsclient::open`] (which needs `--tls-ca`).
     pub fn endpoint(&self) -> anyhow::Result<(SocketAddr, String, String)> {
-        let rest = self
-            .url
-            .strip_prefix("ws://")
-            .ok_or_else(|| anyhow::anyhow!("--url must start with ws:// (got {})", self.url))?;
+        let rest = if let Some(rest) = self.url.strip_prefix("wss://") {
+            let ca = self.tls_ca.as_deref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a wss:// URL needs --tls-ca FILE (the CA or the server's certificate, PEM)"
+                )
+            })?;
+            wsclient::set_tls(ca)?;
+            rest
+        } else {
+            self.url.strip_prefix("ws://").ok_or_else(|| {
+                anyhow::anyhow!("--url must start with ws:// or wss:// (got {})", self.url)
+            })?
+        };
         let (host, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),

@@ -85,6 +85,107 @@ pub async fn upgrade(stream: &mut TcpStream, host: &str, path: &str) -> io::Resu
     }
 }
 
+/// The TLS client configuration for `wss://` targets, set once per process by the
+/// scenario (`set_tls`) before any connection opens; `None` for `ws://`.
+static TLS: std::sync::OnceLock<Option<std::sync::Arc<rustls::ClientConfig>>> =
+    std::sync::OnceLock::new();
+
+/// Use TLS for every connection [`open`] makes, trusting the CA certificates in
+/// `ca_pem` (a PEM file: the server's self-signed certificate will do).
+pub fn set_tls(ca_pem: &std::path::Path) -> anyhow::Result<()> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem)
+        .map_err(|e| anyhow::anyhow!("cannot read --tls-ca {}: {e}", ca_pem.display()))?
+    {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let _ = TLS.set(Some(std::sync::Arc::new(cfg)));
+    Ok(())
+}
+
+/// An upgraded connection: the socket, and its TLS session for `wss://`.
+pub struct Held {
+    /// The socket.
+    pub stream: TcpStream,
+    /// The TLS session, if any.
+    pub tls: Option<Box<rustls::ClientConnection>>,
+}
+
+/// Connect from `source`, do the TLS handshake when [`set_tls`] was called, and
+/// upgrade to WebSocket.
+pub async fn open(
+    source: Option<IpAddr>,
+    to: SocketAddr,
+    host: &str,
+    path: &str,
+) -> io::Result<Held> {
+    let mut stream = connect_from(source, to)?;
+    let Some(Some(cfg)) = TLS.get() else {
+        upgrade(&mut stream, host, path).await?;
+        return Ok(Held { stream, tls: None });
+    };
+    let name =
+        rustls::pki_types::ServerName::try_from(to.ip().to_string()).map_err(io::Error::other)?;
+    let mut tls =
+        Box::new(rustls::ClientConnection::new(cfg.clone(), name).map_err(io::Error::other)?);
+    let key = tungstenite::handshake::client::generate_key();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\
+         Sec-WebSocket-Protocol: ringway.v1\r\n\r\n"
+    );
+    // Queued now, sent as soon as the TLS handshake allows.
+    std::io::Write::write_all(&mut tls.writer(), req.as_bytes())?;
+    let mut plain = Vec::new();
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        while tls.wants_write() {
+            let mut out = Vec::new();
+            tls.write_tls(&mut out)?;
+            let (res, _) = stream.write_all(out).await;
+            res?;
+        }
+        if let Some(end) = plain.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&plain[..end]);
+            if !head.starts_with("HTTP/1.1 101") {
+                let line = head.lines().next().unwrap_or("").to_owned();
+                return Err(io::Error::other(format!("upgrade refused: {line}")));
+            }
+            return Ok(Held {
+                stream,
+                tls: Some(tls),
+            });
+        }
+        let (res, b) = stream.read(buf).await;
+        buf = b;
+        let n = res?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during the TLS or WebSocket handshake",
+            ));
+        }
+        tls.read_tls(&mut &buf[..n])?;
+        tls.process_new_packets().map_err(io::Error::other)?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut tls.reader(), &mut chunk) {
+                Ok(0) => break,
+                Ok(k) => plain.extend_from_slice(&chunk[..k]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// A masked client text frame.
 pub fn text_frame(payload: &[u8]) -> Vec<u8> {
     let mask: [u8; 4] = fastrand::u32(..).to_ne_bytes();
