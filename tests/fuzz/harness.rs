@@ -1,0 +1,113 @@
+//! The fuzz harnesses, shared by the cargo-fuzz targets (`fuzz_targets/`) and by the
+//! regression test (`tests/fuzz_regressions.rs`), which replays every kept input
+//! (`regressions/<target>/`) on stable Rust in `cargo test`.
+//!
+//! Each function takes arbitrary bytes and must not panic; the assertions inside are
+//! the properties the fuzzer checks.
+
+#![allow(dead_code)]
+
+use ringway::auth::{Verifier, matches, token_from_request};
+use ringway::mesh::wire;
+use ringway::ws::frame::{Decoder, Limits};
+use ringway::ws::handshake::{HandshakeConfig, Outcome, handle};
+use tungstenite::handshake::machine::TryParse;
+
+/// Every target, by name.
+pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+    ("ws_frame", ws_frame),
+    ("handshake", handshake),
+    ("client_protocol", client_protocol),
+    ("mesh_wire", mesh_wire),
+    ("token", token),
+];
+
+/// The WebSocket frame decoder, fed the way the connection driver feeds it: bytes
+/// arrive in chunks (the first input byte sets their size), whole frames are consumed
+/// from the front, the unfinished tail waits for more. Every decision consumes at
+/// least one byte and no more than it was given.
+pub fn ws_frame(data: &[u8]) {
+    let Some((&chunk, bytes)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(chunk).max(1);
+    let limits = Limits {
+        max_frame: 4096,
+        max_message: 16384,
+    };
+    let mut decoder = Decoder::default();
+    let mut pending: Vec<u8> = Vec::new();
+    for piece in bytes.chunks(chunk) {
+        pending.extend_from_slice(piece);
+        loop {
+            let len = pending.len();
+            match decoder.decode(&mut pending, limits) {
+                Ok(Some((n, _event))) => {
+                    assert!(n > 0 && n <= len, "consumed {n} of {len}");
+                    pending.drain(..n);
+                }
+                Ok(None) => break,
+                Err(_violation) => return, // the connection would be closed
+            }
+        }
+    }
+}
+
+/// The HTTP upgrade parser, on growing prefixes as bytes trickle in: Incomplete,
+/// Accept or Reject, and an accepted request never claims more than it was given.
+pub fn handshake(data: &[u8]) {
+    let cfg = HandshakeConfig {
+        ws_path: "/ws".into(),
+        echo: true,
+        max_bytes: 2048,
+    };
+    let step = (data.len() / 64).max(1);
+    for end in (0..=data.len()).step_by(step).chain([data.len()]) {
+        if let Outcome::Accept(a) = handle(&data[..end], &cfg) {
+            assert!(a.consumed <= end);
+        }
+    }
+}
+
+/// The ringway.v1 request parser: a request or a refusal.
+pub fn client_protocol(data: &[u8]) {
+    let _ = ringway::protocol::parse(data, 128);
+}
+
+/// The mesh frame decoder on chunked input (first byte = chunk size): frames or an
+/// error that ends the link; every decoded frame re-encodes to itself.
+pub fn mesh_wire(data: &[u8]) {
+    let Some((&chunk, bytes)) = data.split_first() else {
+        return;
+    };
+    let chunk = usize::from(chunk).max(1);
+    let mut d = wire::Decoder::new(1 << 16);
+    for piece in bytes.chunks(chunk) {
+        d.feed(piece);
+        loop {
+            match d.next_frame() {
+                Ok(Some(frame)) => {
+                    let mut again = wire::Decoder::new(1 << 20);
+                    again.feed(&wire::encode(&frame));
+                    assert_eq!(again.next_frame().unwrap().as_ref(), Some(&frame));
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Token handling: any string verifies or is refused; any request yields a token or
+/// none; any pattern matches a room or not.
+pub fn token(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let v = Verifier::hs256(b"fuzz-secret-0123456789abcdef0123");
+    let _ = v.verify(&text);
+    if let Some((pattern, room)) = text.split_once('\n') {
+        let _ = matches(pattern, room);
+    }
+    if let Ok(Some((_, req))) = tungstenite::handshake::server::Request::try_parse(data) {
+        let _ = token_from_request(&req);
+    }
+}
