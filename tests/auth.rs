@@ -235,3 +235,24 @@ fn presence_events_are_debounced_joins_and_leaves() {
     let p = alice.recv();
     assert_eq!(p["users"], json!([{"user": "alice", "connections": 1}]));
 }
+
+#[test]
+fn an_origin_outside_the_allow_list_gets_403() {
+    let n = Node::start(|c| c.auth.origins = vec!["https://app.example.com".into()]);
+    let req = |origin: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+        )
+    };
+    assert_eq!(
+        raw_http_status(n.ws, &req("Origin: https://evil.example\r\n")),
+        403
+    );
+    assert_eq!(
+        raw_http_status(n.ws, &req("Origin: https://app.example.com\r\n")),
+        101
+    );
+    // Clients that send no Origin (servers, native apps) are not browsers: allowed.
+    assert_eq!(raw_http_status(n.ws, &req("")), 101);
+}

@@ -499,3 +499,24 @@ fn a_lost_nodes_presence_expires_after_the_lease() {
     }
     assert!(lost.elapsed() >= Duration::from_millis(1400));
 }
+
+#[test]
+fn the_per_user_cap_holds_across_the_cluster() {
+    let cl = Cluster::start_with_config(2, "[auth]\nmax_connections_per_user = 2\n");
+    cl.wait_converged();
+    let _a1 = cl.user(0, "alice");
+    let _a2 = cl.user(1, "alice");
+    // A third connection, on either node, is one too many for the cluster.
+    let token = ringway::auth::mint_hs256(
+        TOKEN_SECRET.as_bytes(),
+        &ringway::auth::Claims {
+            sub: "alice".into(),
+            exp: ringway::auth::unix_now() + 3600,
+            rooms: None,
+        },
+    );
+    let mut a3 = Client::connect(&format!("{}?token={token}", cl.url(1)));
+    assert_eq!(a3.expect_close(), 4009);
+    // Another user is not affected.
+    let _b = cl.user(1, "bob");
+}

@@ -18,6 +18,10 @@ fn every_kept_fuzz_input_passes_its_harness() {
             assert!(outcome.is_ok(), "{target}: {} fails", path.display());
             inputs += 1;
         }
-        assert!(inputs > 0, "{target} has no kept inputs in {}", dir.display());
+        assert!(
+            inputs > 0,
+            "{target} has no kept inputs in {}",
+            dir.display()
+        );
     }
 }

@@ -124,6 +124,11 @@ impl Roster {
         out
     }
 
+    /// Connections of `user` on the roster.
+    pub fn count(&self, user: &str) -> u32 {
+        self.counts.get(user).copied().unwrap_or(0)
+    }
+
     /// Users and their connection counts, sorted by user.
     pub fn users(&self) -> impl Iterator<Item = (&str, u32)> {
         self.counts.iter().map(|(u, &c)| (&**u, c))

@@ -21,6 +21,9 @@ pub struct SubAck {
     pub recovered: bool,
     /// Frames to replay, oldest first (empty unless `recovered`).
     pub replay: Vec<Bytes>,
+    /// The subscription is refused: the user is over `auth.max_connections_per_user`
+    /// across the cluster (only for personal rooms).
+    pub refused: bool,
 }
 
 /// A set of small indexes (workers), as bits.
@@ -110,6 +113,7 @@ impl OwnedRoom {
             seq: self.seq,
             recovered: replay.is_some(),
             replay: replay.unwrap_or_default(),
+            refused: false,
         }
     }
 

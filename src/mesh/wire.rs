@@ -84,6 +84,8 @@ pub enum Frame {
         recovered: bool,
         /// Encoded frames to replay, oldest first.
         replay: Vec<Bytes>,
+        /// Refused: the user is over its cluster-wide connection cap.
+        refused: bool,
     },
     /// To a room's owner: a subscriber left; with `node_left`, the sending node has
     /// no subscriber left for the room (withdraw its interest and its roster).
@@ -241,6 +243,7 @@ mod tests {
                 seq: 3,
                 recovered: true,
                 replay: vec![Bytes::from_static(b"\x81\x02hi"), Bytes::new()],
+                refused: false,
             },
             Frame::Leave {
                 room: "chat:1".into(),

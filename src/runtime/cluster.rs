@@ -71,6 +71,7 @@ impl State {
                         seq: ack.seq,
                         recovered: ack.recovered,
                         replay: ack.replay,
+                        refused: ack.refused,
                     },
                 );
             }
@@ -81,6 +82,7 @@ impl State {
                 seq,
                 recovered,
                 replay,
+                refused,
             } => {
                 if self.mirrors.get(room.as_str()).map(|m| m.owner) != Some(peer) {
                     return; // from an owner this node no longer subscribes with
@@ -91,6 +93,7 @@ impl State {
                     seq,
                     recovered,
                     replay,
+                    refused,
                 };
                 self.send_suback(&room, usize::from(who.worker), unpack(who.conn), ack);
             }

@@ -36,6 +36,7 @@ use crate::hub::presence::{self, Member};
 use crate::hub::room::{OwnedRoom, SubAck, WorkerSet};
 use crate::mesh::wire::{self, Frame, Subscriber, Ticket};
 use crate::protocol::{self, Cursor, Epoch, ErrorCode};
+use crate::ws::close;
 
 /// A room as seen by a worker with local subscribers.
 #[derive(Debug, Default)]
@@ -247,6 +248,15 @@ impl State {
         let Some(local) = self.local.get_mut(room) else {
             return; // everyone left before the answer came
         };
+        if ack.refused {
+            let cap = self.shared.config.auth.max_connections_per_user;
+            self.close(
+                key,
+                close::USER_LIMIT,
+                &format!("this user already has {cap} connections in the cluster"),
+            );
+            return;
+        }
         if let Some(i) = local.pending.iter().position(|k| *k == key) {
             local.pending.swap_remove(i);
             local.live.push(key);
@@ -503,10 +513,19 @@ impl State {
     ) -> SubAck {
         let now = Instant::now();
         let events = self.presence_events(room);
+        let cap = self.shared.config.auth.max_connections_per_user as u32;
+        let personal = room.starts_with("user:");
         let r = self.owned_room(room);
-        let ack = r.subscribe(since, now);
+        let mut ack = r.subscribe(since, now);
         let mut dirty = false;
         if let Some(user) = user {
+            // The personal room's roster is the user's connections across the
+            // cluster: the cluster-wide per-user cap is enforced here.
+            if personal && cap > 0 && r.roster.count(&user) >= cap {
+                ack.refused = true;
+                ack.replay.clear();
+                return ack;
+            }
             r.roster.add(who, user, now);
             dirty = events && r.roster.has_changes();
         }

@@ -26,3 +26,5 @@ pub const RATE_LIMITED: u16 = 4029;
 pub const TOKEN_EXPIRED: u16 = 4001;
 /// Repeated requests outside the token's permissions.
 pub const FORBIDDEN: u16 = 4003;
+/// The user is at `auth.max_connections_per_user` across the cluster.
+pub const USER_LIMIT: u16 = 4009;
