@@ -13,8 +13,11 @@ use ringway::ws::frame::{Decoder, Limits};
 use ringway::ws::handshake::{HandshakeConfig, Outcome, handle};
 use tungstenite::handshake::machine::TryParse;
 
+/// A harness: arbitrary bytes in, a panic on a violated property.
+pub type Harness = fn(&[u8]);
+
 /// Every target, by name.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Harness); 5] = [
     ("ws_frame", ws_frame),
     ("handshake", handshake),
     ("client_protocol", client_protocol),
