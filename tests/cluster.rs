@@ -520,3 +520,43 @@ fn the_per_user_cap_holds_across_the_cluster() {
     // Another user is not affected.
     let _b = cl.user(1, "bob");
 }
+
+#[test]
+fn a_node_missing_from_the_peer_list_is_refused() {
+    // n1 knows only n2; a stranger "n0" (which sorts first, so it dials) lists n1.
+    let (m1, m0) = (addr(), addr());
+    let n1 = Process::start(&[
+        "--node-id",
+        "n1",
+        "--mesh-listen",
+        &m1.to_string(),
+        "--mesh-secret",
+        SECRET,
+        "--peer",
+        &format!("n2={}", addr()),
+    ]);
+    let n0 = Process::start(&[
+        "--node-id",
+        "n0",
+        "--mesh-listen",
+        &m0.to_string(),
+        "--mesh-secret",
+        SECRET,
+        "--peer",
+        &format!("n1={m1}"),
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    for p in [&n1, &n0] {
+        let (_, body) = http(p.api, "GET", "/v1/cluster", "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["up"] == false),
+            "{v}"
+        );
+        assert_eq!(p.metric("ringway_mesh_connects_total"), 0.0);
+    }
+}
