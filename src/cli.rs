@@ -166,6 +166,12 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Serve the demo page at / (the default).
+    #[arg(long, conflicts_with = "no_demo")]
+    pub demo: bool,
+    /// Do not serve the demo page and guest tokens.
+    #[arg(long)]
+    pub no_demo: bool,
     /// Add the conformance endpoint /echo.
     #[arg(long)]
     pub echo: bool,
@@ -245,6 +251,12 @@ impl ServeArgs {
         }
         if let Some(v) = &self.tls_key {
             c.tls.key = Some(v.clone());
+        }
+        if self.demo {
+            c.demo = true;
+        }
+        if self.no_demo {
+            c.demo = false;
         }
         if self.echo {
             c.echo = true;

@@ -63,6 +63,10 @@ pub struct Config {
     pub echo: bool,
     /// Accept clients without a token. Default `true`, logged as a warning at start-up.
     pub allow_anonymous: bool,
+    /// Serve the demo chat page at `/` and guest tokens for `demo:*` rooms at
+    /// `/demo/token` on the client listener. Default `true`; turn off in production
+    /// (`demo = false`, `--no-demo`). `/client.js` is served either way.
+    pub demo: bool,
     /// Per-connection and per-node limits.
     pub limits: Limits,
     /// Room history and replay.
@@ -386,6 +390,7 @@ impl Default for Config {
             ws_path: "/ws".to_owned(),
             echo: false,
             allow_anonymous: true,
+            demo: true,
             limits: Limits::default(),
             rooms: Rooms::default(),
             heartbeat: Heartbeat::default(),

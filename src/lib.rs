@@ -34,6 +34,7 @@
 //! | [`bench`]    | the load generator (`ringway bench`) |
 //! | [`check`]    | `ringway check`: does this host fit the connection target |
 //! | [`cli`]      | command line |
+//! | [`client`]   | the embedded browser client (`/client.js`) and demo page |
 #![warn(missing_docs)]
 
 pub mod api;
@@ -41,6 +42,7 @@ pub mod auth;
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod hub;

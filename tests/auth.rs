@@ -256,3 +256,29 @@ fn an_origin_outside_the_allow_list_gets_403() {
     // Clients that send no Origin (servers, native apps) are not browsers: allowed.
     assert_eq!(raw_http_status(n.ws, &req("")), 101);
 }
+
+#[test]
+fn the_node_serves_the_client_the_demo_and_guest_tokens() {
+    let n = Node::start(|_| {});
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(raw_http_status(n.ws, &get("/client.js")), 200);
+    assert_eq!(raw_http_status(n.ws, &get("/client.d.ts")), 200);
+    assert_eq!(raw_http_status(n.ws, &get("/")), 200);
+    assert_eq!(
+        raw_http_status(n.ws, &get("/demo/token?name=bad%20name")),
+        400
+    );
+    // A guest token names the user and only opens demo:* rooms.
+    let (_, body) = common::http_raw_body(n.ws, &get("/demo/token?name=zoe"));
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut c = connect(&n, token["token"].as_str().unwrap());
+    assert_eq!(c.welcome["user"], "guest:zoe");
+    c.sub("demo:lobby");
+    c.send(json!({"type": "sub", "room": "chat:1"}));
+    assert_eq!(c.recv()["code"], "forbidden");
+
+    let off = Node::start(|c| c.demo = false);
+    assert_eq!(raw_http_status(off.ws, &get("/")), 404);
+    assert_eq!(raw_http_status(off.ws, &get("/demo/token?name=zoe")), 404);
+    assert_eq!(raw_http_status(off.ws, &get("/client.js")), 200);
+}

@@ -12,6 +12,7 @@
 //! | `POST /v1/send`      | `{"user","data"}` → `{"epoch","seq"}` of the room `user:<id>` |
 //! | `GET /v1/presence/R` | the cluster-wide roster of room R |
 //! | `GET /v1/cluster`    | this node and its peers' link state |
+//! | `GET /v1/rooms/R`    | `{"room","owner"}`: the node that owns room R now |
 //! | `GET /metrics`       | Prometheus text, summed over workers |
 //! | `GET /healthz`       | 200 while the process runs |
 //! | `GET /readyz`        | 200, or 503 while draining |
@@ -100,6 +101,7 @@ async fn route(w: &Rc<Worker>, req: &http::Request) -> Response {
             presence(w, &p["/v1/presence/".len()..]).await
         }
         ("GET", "/v1/cluster") => Response::json(200, cluster(w)),
+        ("GET", p) if p.starts_with("/v1/rooms/") => room_owner(w, &p["/v1/rooms/".len()..]),
         ("GET", "/metrics") => Response {
             status: 200,
             content_type: "text/plain; version=0.0.4",
@@ -121,7 +123,7 @@ async fn route(w: &Rc<Worker>, req: &http::Request) -> Response {
         }
         _ => Response::error(
             404,
-            "no such route; see GET /healthz, /readyz, /metrics, /v1/cluster, /v1/presence/{room}, POST /v1/publish, /v1/send",
+            "no such route; see GET /healthz, /readyz, /metrics, /v1/cluster, /v1/presence/{room}, /v1/rooms/{room}, POST /v1/publish, /v1/send",
         ),
     }
 }
@@ -148,6 +150,22 @@ fn cluster(w: &Rc<Worker>) -> String {
             serde_json::to_string(&w.shared.config.node_id).unwrap_or_default()
         ),
     }
+}
+
+/// `{"room","owner"}`: the node that owns a room as this node sees the cluster now.
+fn room_owner(w: &Rc<Worker>, encoded: &str) -> Response {
+    let room = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+    if !protocol::valid_room(&room, w.shared.config.limits.max_room_name) {
+        return Response::error(400, "not a valid room name");
+    }
+    let owner = match &w.shared.mesh {
+        Some(m) => m.nodes[m.owner(&room)].id.clone(),
+        None => w.shared.config.node_id.clone(),
+    };
+    Response::json(
+        200,
+        serde_json::json!({"room": &*room, "owner": owner}).to_string() + "\n",
+    )
 }
 
 #[derive(Deserialize)]

@@ -323,6 +323,12 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
                         }
                     }
                 }
+                Outcome::Get { path, query } => {
+                    let response = crate::client::serve(&st.shared, &path, query.as_deref());
+                    st.enqueue_raw(key, response);
+                    st.finish(key, None, Disconnect::Handshake);
+                    return buf.len();
+                }
                 Outcome::Reject(r) => {
                     debug!(status = r.status, "upgrade refused");
                     st.stats.handshake_failed(r.status);

@@ -91,6 +91,11 @@ impl Server {
             }
             n => n,
         };
+        if config.demo {
+            info!(
+                "demo page on the client listener at / (guest tokens for demo:* rooms); turn it off with --no-demo or demo = false"
+            );
+        }
         if config.allow_anonymous {
             warn!(
                 "anonymous clients are allowed (allow_anonymous = true): anyone who can reach the listener can subscribe and publish"
@@ -149,6 +154,24 @@ impl Server {
             (None, "") => None,
             (None, secret) => Some(crate::auth::Verifier::hs256(secret.as_bytes())),
         };
+        // Demo tokens: signed with the configured HS256 secret, or with a random key
+        // that only this node knows (then the verifier checks that key).
+        let mut verifier = verifier;
+        let demo_secret = match (config.demo, config.auth.token_public_key.is_some()) {
+            (false, _) | (true, true) => None,
+            (true, false) if !config.auth.token_secret.is_empty() => {
+                Some(config.auth.token_secret.as_bytes().to_vec())
+            }
+            (true, false) => {
+                let mut key = vec![0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| StartError::Worker {
+                    worker: 0,
+                    message: format!("no randomness for the demo token key: {e}"),
+                })?;
+                verifier = Some(crate::auth::Verifier::hs256(&key));
+                Some(key)
+            }
+        };
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
                 Some(crate::conn::tls::server_config(cert, key).map_err(ConfigError::Invalid)?)
@@ -167,6 +190,7 @@ impl Server {
             verifier,
             per_user: Mutex::new(std::collections::HashMap::new()),
             tls,
+            demo_secret,
         });
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -67,6 +67,9 @@ pub struct Shared {
     pub per_user: Mutex<HashMap<Arc<str>, u32>>,
     /// TLS server configuration, when the client listener serves wss.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The HS256 key demo tokens are signed with (`auth.token_secret`, or a random
+    /// one when only the demo needs it).
+    pub demo_secret: Option<Vec<u8>>,
 }
 
 impl Shared {

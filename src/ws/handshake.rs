@@ -66,6 +66,14 @@ pub enum Outcome {
     Accept(Accepted),
     /// Upgrade refused.
     Reject(Rejected),
+    /// A plain `GET` without an upgrade (a browser loading a page or the client
+    /// library): the caller decides what to answer.
+    Get {
+        /// The path.
+        path: String,
+        /// The query string, if any.
+        query: Option<String>,
+    },
 }
 
 /// Judge the request head in `buf`.
@@ -85,6 +93,16 @@ pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
         return Outcome::Reject(reject(431, "request header fields too large"));
     }
     let path = request.uri().path();
+    let upgrade = request
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !upgrade && path != cfg.ws_path && path != "/echo" {
+        return Outcome::Get {
+            path: path.to_owned(),
+            query: request.uri().query().map(str::to_owned),
+        };
+    }
     let endpoint = if path == cfg.ws_path {
         Endpoint::Client
     } else if cfg.echo && path == "/echo" {
@@ -191,6 +209,7 @@ mod tests {
             Outcome::Accept(_) => 101,
             Outcome::Reject(r) => r.status,
             Outcome::Incomplete => 0,
+            Outcome::Get { .. } => 200,
         }
     }
 
@@ -241,5 +260,19 @@ mod tests {
         let no_echo = HandshakeConfig { echo: false, ..c };
         let echo = GOOD.replace("GET /ws?", "GET /echo?");
         assert_eq!(status(&handle(echo.as_bytes(), &no_echo)), 404);
+    }
+
+    #[test]
+    fn a_plain_get_elsewhere_is_left_to_the_caller() {
+        let get = b"GET /client.js?v=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+        match handle(get, &cfg()) {
+            Outcome::Get { path, query } => {
+                assert_eq!(
+                    (path.as_str(), query.as_deref()),
+                    ("/client.js", Some("v=1"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

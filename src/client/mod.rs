@@ -1,0 +1,111 @@
+//! The browser client (`ringway.js`, with TypeScript declarations) and the demo
+//! page, embedded in the binary and served on the client listener to plain `GET`s:
+//!
+//! | path                 | what |
+//! |----------------------|------|
+//! | `/client.js`         | the ES module (always) |
+//! | `/client.d.ts`       | its TypeScript declarations (always) |
+//! | `/`                  | the demo chat page (`demo = true`, the default) |
+//! | `/demo/token?name=N` | a 10-minute token for user `guest:N`, rooms `demo:*` only (`demo = true` and anonymous clients allowed) |
+//!
+//! Demo tokens are signed with `auth.token_secret` when set, otherwise with a random
+//! key made at start-up; they grant nothing an anonymous client could not do except a
+//! name for presence, and only in `demo:*` rooms.
+
+use crate::auth::{Claims, RoomClaims, mint_hs256, unix_now};
+use crate::runtime::worker::Shared;
+
+/// The client library.
+pub const JS: &str = include_str!("ringway.js");
+/// Its TypeScript declarations.
+pub const DTS: &str = include_str!("ringway.d.ts");
+/// The demo page.
+pub const DEMO: &str = include_str!("demo.html");
+
+/// Lifetime of a demo token, in seconds.
+const DEMO_TTL: u64 = 600;
+
+/// The complete HTTP response to a plain `GET` on the client listener.
+pub fn serve(shared: &Shared, path: &str, query: Option<&str>) -> Vec<u8> {
+    let demo = shared.config.demo;
+    match path {
+        "/client.js" => ok("text/javascript; charset=utf-8", JS.as_bytes()),
+        "/client.d.ts" => ok("application/typescript; charset=utf-8", DTS.as_bytes()),
+        "/" | "/index.html" if demo => ok("text/html; charset=utf-8", DEMO.as_bytes()),
+        "/demo/token" if demo => demo_token(shared, query),
+        _ => text(
+            404,
+            "not found: this is a WebSocket endpoint (see /client.js and, with demo = true, /)",
+        ),
+    }
+}
+
+fn demo_token(shared: &Shared, query: Option<&str>) -> Vec<u8> {
+    if !shared.config.allow_anonymous {
+        return text(
+            403,
+            "demo tokens are off while tokens are required (require_auth)",
+        );
+    }
+    let Some(secret) = &shared.demo_secret else {
+        return text(
+            503,
+            "demo tokens need an HS256 key (auth.token_public_key is set)",
+        );
+    };
+    let name = query
+        .into_iter()
+        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let valid = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return text(400, "name must be 1 to 32 of A-Z a-z 0-9 - _");
+    }
+    let token = mint_hs256(
+        secret,
+        &Claims {
+            sub: format!("guest:{name}"),
+            exp: unix_now() + DEMO_TTL,
+            rooms: Some(RoomClaims {
+                sub: vec!["demo:*".into()],
+                publish: vec!["demo:*".into()],
+            }),
+        },
+    );
+    ok(
+        "application/json",
+        format!("{{\"token\":\"{token}\"}}").as_bytes(),
+    )
+}
+
+fn ok(content_type: &str, body: &[u8]) -> Vec<u8> {
+    response(200, content_type, body)
+}
+
+fn text(status: u16, reason: &str) -> Vec<u8> {
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        format!("{reason}\n").as_bytes(),
+    )
+}
+
+fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let reason = tungstenite::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
