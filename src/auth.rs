@@ -289,6 +289,27 @@ mod tests {
     }
 
     #[test]
+    fn es256_tokens_verify_against_the_public_key_pem() {
+        let pair = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256
+        let claims = claims(unix_now() + 60);
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let v = Verifier::public_pem(pair.public_key_pem().as_bytes()).unwrap();
+        assert_eq!(&*v.verify(&token).unwrap().user, "alice");
+        // Another key's signature, and an HS256 token, are refused.
+        let other = rcgen::KeyPair::generate().unwrap();
+        let v2 = Verifier::public_pem(other.public_key_pem().as_bytes()).unwrap();
+        assert_eq!(v2.verify(&token), Err(Refused::BadSignature));
+        let hs = mint_hs256(SECRET, &claims);
+        assert!(v.verify(&hs).is_err());
+        assert!(Verifier::public_pem(b"not a pem").is_err());
+    }
+
+    #[test]
     fn patterns() {
         assert!(matches("*", "anything"));
         assert!(matches("a:*", "a:"));

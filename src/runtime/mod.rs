@@ -91,6 +91,12 @@ impl Server {
             }
             n => n,
         };
+        if config.auth.api_key.is_empty() {
+            info!(
+                "the HTTP API has no key (auth.api_key): it may only listen on loopback ({}); set --api-key to expose it",
+                config.api_listen
+            );
+        }
         if config.demo {
             info!(
                 "demo page on the client listener at / (guest tokens for demo:* rooms); turn it off with --no-demo or demo = false"

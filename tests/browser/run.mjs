@@ -287,6 +287,34 @@ await test("200 sockets from one browser context stay healthy", async () => {
   }
 });
 
+await test("the heartbeat watchdog notices a dead socket and reconnects", async () => {
+  const node = await (await new Node("n1").ports()).start();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${node.http}/client.js`);
+    await page.evaluate(async (url) => {
+      const { Ringway } = await import("/client.js");
+      window.log = [];
+      window.w = new Ringway(url, { heartbeat: 500 });
+      for (const e of ["error", "retry", "welcome"]) window.w.addEventListener(e, (ev) => window.log.push([e, ev.detail && ev.detail.reason]));
+      window.w.subscribe("demo:watch", () => {});
+    }, `ws://127.0.0.1:${node.ws}/ws`);
+    await page.waitForFunction(() => window.w.state === "open");
+    // Freeze the node: its sockets stay open but nothing comes back, like a dead
+    // peer behind a NAT that dropped the flow.
+    node.proc.kill("SIGSTOP");
+    await page.waitForFunction(() => window.w.state === "reconnecting", null, { timeout: 5000 });
+    const log = await page.evaluate(() => window.log);
+    assert(log.some(([e, r]) => e === "error" && /no traffic/.test(r || "")), JSON.stringify(log));
+    node.proc.kill("SIGCONT");
+    await page.waitForFunction(() => window.w.state === "open", null, { timeout: 20000 });
+    await page.close();
+  } finally {
+    node.proc.kill("SIGCONT");
+    await node.stop();
+  }
+});
+
 await browser.close();
 const failed = results.filter((r) => !r.ok).length;
 console.log(`browser tests: ${results.length - failed} passed, ${failed} failed`);
