@@ -8,6 +8,7 @@
 //!        every client: {"type":"reconnect","after_ms":T_i}, T_i spread over [0, W)
 //!  t=T_i client i is closed with 1012 (paced: every 100 ms, the clients due by then)
 //!  t=W   whatever is left is shut down; the worker stops; the process exits 0
+//!        (a worker whose connections have all gone stops before W)
 //! ```
 
 use std::net::IpAddr;
@@ -376,8 +377,9 @@ impl Worker {
                 }
                 w.flush_dirty();
             }
-            if let Some(left) = window.checked_sub(start.elapsed()) {
-                monoio::time::sleep(left).await;
+            // Wait out the window, or less once every connection here has gone.
+            while start.elapsed() < window && !w.state.borrow().conns.is_empty() {
+                monoio::time::sleep(DRAIN_STEP.min(window.saturating_sub(start.elapsed()))).await;
             }
             // The window is over: shut down whatever is still open.
             {
