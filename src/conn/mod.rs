@@ -163,6 +163,10 @@ mod size_probe {
     #[test]
     fn print_sizes() {
         eprintln!("Conn = {}", std::mem::size_of::<super::Conn>());
+        eprintln!(
+            "rustls ServerConnection = {}",
+            std::mem::size_of::<rustls::ServerConnection>()
+        );
         eprintln!("handshake task future = {}", fut_size(super::driver::run));
         eprintln!(
             "open-phase task future = {}",
