@@ -117,15 +117,7 @@ impl Cluster {
     }
 
     fn user(&self, i: usize, user: &str) -> Client {
-        let token = ringway::auth::mint_hs256(
-            TOKEN_SECRET.as_bytes(),
-            &ringway::auth::Claims {
-                sub: user.into(),
-                exp: ringway::auth::unix_now() + 3600,
-                rooms: None,
-            },
-        );
-        let mut c = Client::connect(&format!("{}?token={token}", self.url(i)));
+        let mut c = Client::connect(&format!("{}?token={}", self.url(i), token(user)));
         assert_eq!(c.welcome["user"], user);
         let personal = c.recv();
         assert_eq!(personal["type"], "subscribed", "{personal}");
@@ -201,6 +193,18 @@ impl Cluster {
     fn metric(&self, i: usize, name: &str) -> f64 {
         metric(self.api[i], name)
     }
+}
+
+/// A one-hour token for `user`.
+fn token(user: &str) -> String {
+    ringway::auth::mint_hs256(
+        TOKEN_SECRET.as_bytes(),
+        &ringway::auth::Claims {
+            sub: user.into(),
+            exp: ringway::auth::unix_now() + 3600,
+            rooms: None,
+        },
+    )
 }
 
 /// Read messages until one of type `kind` arrives (skipping others such as joins).
@@ -507,15 +511,7 @@ fn the_per_user_cap_holds_across_the_cluster() {
     let _a1 = cl.user(0, "alice");
     let _a2 = cl.user(1, "alice");
     // A third connection, on either node, is one too many for the cluster.
-    let token = ringway::auth::mint_hs256(
-        TOKEN_SECRET.as_bytes(),
-        &ringway::auth::Claims {
-            sub: "alice".into(),
-            exp: ringway::auth::unix_now() + 3600,
-            rooms: None,
-        },
-    );
-    let mut a3 = Client::connect(&format!("{}?token={token}", cl.url(1)));
+    let mut a3 = Client::connect(&format!("{}?token={}", cl.url(1), token("alice")));
     assert_eq!(a3.expect_close(), 4009);
     // Another user is not affected.
     let _b = cl.user(1, "bob");

@@ -137,17 +137,8 @@ fn accept_hello(
             ),
         );
     }
-    let mine = auth::nonce();
     let me = &mesh.nodes[mesh.me].id;
-    write_frame(
-        &mut stream,
-        &Frame::Hello {
-            version: wire::VERSION,
-            cluster: mesh.config.cluster.clone(),
-            node: me.clone(),
-            nonce: mine,
-        },
-    )?;
+    let mine = send_hello(&mut stream, mesh)?;
     let t = Transcript {
         cluster: &mesh.config.cluster,
         dialer: (&node, theirs),
@@ -201,16 +192,7 @@ fn dial(mesh: &Mesh, peer: usize) -> Result<(TcpStream, wire::Decoder), String> 
         .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let me = &mesh.nodes[mesh.me].id;
-    let mine = auth::nonce();
-    write_frame(
-        &mut stream,
-        &Frame::Hello {
-            version: wire::VERSION,
-            cluster: mesh.config.cluster.clone(),
-            node: me.clone(),
-            nonce: mine,
-        },
-    )?;
+    let mine = send_hello(&mut stream, mesh)?;
     let mut decoder = wire::Decoder::new(4096);
     let theirs = match read_frame(&mut stream, &mut decoder)? {
         Frame::Hello { node, nonce, .. } if node == target.id => nonce,
@@ -247,6 +229,21 @@ fn dial(mesh: &Mesh, peer: usize) -> Result<(TcpStream, wire::Decoder), String> 
         other => return Err(format!("expected auth, got {other:?}")),
     }
     Ok((stream, resize(decoder, mesh)))
+}
+
+/// Say who this node is, with a fresh nonce for the peer's proof; returns the nonce.
+fn send_hello(stream: &mut TcpStream, mesh: &Mesh) -> Result<[u8; 16], String> {
+    let nonce = auth::nonce();
+    write_frame(
+        stream,
+        &Frame::Hello {
+            version: wire::VERSION,
+            cluster: mesh.config.cluster.clone(),
+            node: mesh.nodes[mesh.me].id.clone(),
+            nonce,
+        },
+    )?;
+    Ok(nonce)
 }
 
 /// After the hello, frames may be as large as the configuration allows.
