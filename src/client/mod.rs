@@ -9,8 +9,9 @@
 //! | `/demo/token?name=N` | a 10-minute token for user `guest:N`, rooms `demo:*` only (`demo = true` and anonymous clients allowed) |
 //!
 //! Demo tokens are signed with `auth.token_secret` when set, otherwise with a random
-//! key made at start-up; they grant nothing an anonymous client could not do except a
-//! name for presence, and only in `demo:*` rooms.
+//! key made at start-up (then they are good on this node only: set a shared
+//! `auth.token_secret` for a cluster's demo); they grant nothing an anonymous client
+//! could not do except a name for presence, and only in `demo:*` rooms.
 
 use crate::auth::{Claims, RoomClaims, mint_hs256, unix_now};
 use crate::runtime::worker::Shared;
