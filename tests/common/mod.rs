@@ -287,13 +287,43 @@ pub fn http_raw_body(addr: SocketAddr, request: &str) -> (u16, String) {
     (status, body)
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
+/// A free TCP port on 127.0.0.1 for a node started later (child processes, mesh
+/// addresses).
+///
+/// Ports come from below the kernel's ephemeral range, handed out by a counter, so
+/// two tests running at once never get the same one and no client's source port or
+/// in-process node (which bind port 0, in the ephemeral range) can take it between
+/// this call and the node's bind. Each port is checked free before it is returned.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    if low < 12_000 {
+        // No room below the ephemeral range on this host: let the kernel choose.
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let span = low - 10_000;
+    // Start each test binary somewhere else, in case one runs while another lingers.
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id() * 7919 % span + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (10_000 + n % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The `ringway` binary as a child process, for what needs a process of its own
