@@ -148,44 +148,110 @@ fn the_per_ip_cap_refuses_with_429_and_other_addresses_still_connect() {
     assert_eq!(&buf, b"HTTP/1.1 101");
 }
 
-#[test]
-fn a_flooding_client_is_rate_limited_then_closed_with_4029_while_others_are_unaffected() {
-    let node = Node::start(|c| {
-        c.limits.messages_per_second = 10;
-        c.limits.message_burst = 10;
-        c.limits.rate_strikes = 5;
-    });
-    let mut bystander = node.client();
-    bystander.sub("calm");
-    let mut flood = node.client();
-    for i in 0..100 {
-        if flood
-            .ws
-            .send(Message::text(json!({"type": "ping", "ref": i}).to_string()))
-            .is_err()
-        {
-            break; // closed under us
+/// What a paced flood of `ping` requests (or WebSocket pings) got back.
+#[derive(Debug)]
+struct Flood {
+    /// The close code, and when it came (from the first message).
+    closed: Option<(u16, Duration)>,
+    pongs: u32,
+    rate_errors: u32,
+}
+
+/// Send `per_second` messages a second for at most `limit`, reading what comes
+/// back as it comes.
+fn flood(client: &mut Client, per_second: u32, limit: Duration, control: bool) -> Flood {
+    let mut out = Flood {
+        closed: None,
+        pongs: 0,
+        rate_errors: 0,
+    };
+    let start = Instant::now();
+    let interval = Duration::from_secs(1) / per_second;
+    client
+        .ws
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    let mut i = 0u32;
+    while start.elapsed() < limit {
+        let due = start + interval * i;
+        if Instant::now() >= due {
+            let msg = if control {
+                Message::Ping(vec![1, 2, 3].into())
+            } else {
+                Message::text(json!({"type": "ping", "ref": i}).to_string())
+            };
+            let _ = client.ws.send(msg); // fails once the server has closed
+            i += 1;
         }
-    }
-    let (mut pongs, mut limited) = (0, 0);
-    let code = loop {
-        match flood.ws.read() {
+        match client.ws.read() {
             Ok(Message::Text(t)) => {
                 let v: serde_json::Value = serde_json::from_str(&t).unwrap();
                 match v["type"].as_str() {
-                    Some("pong") => pongs += 1,
-                    Some("error") if v["code"] == "rate_limited" => limited += 1,
+                    Some("pong") => out.pongs += 1,
+                    Some("error") if v["code"] == "rate_limited" => out.rate_errors += 1,
                     _ => panic!("unexpected {v}"),
                 }
             }
-            Ok(Message::Close(Some(f))) => break u16::from(f.code),
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(e) => panic!("no close frame: {e}"),
+            Ok(Message::Pong(_)) => out.pongs += 1,
+            Ok(Message::Close(Some(f))) => {
+                out.closed = Some((u16::from(f.code), start.elapsed()));
+                break;
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
         }
-    };
-    assert_eq!(code, 4029);
-    assert_eq!(pongs, 10, "the burst is served");
-    assert_eq!(limited, 5, "then one refusal per strike allowed");
+    }
+    out
+}
+
+#[test]
+fn a_sustained_flood_at_any_multiple_is_closed_with_4029_within_the_bound() {
+    let node = Node::start(|c| {
+        c.limits.messages_per_second = 50;
+        c.limits.message_burst = 10;
+    });
+    let mut bystander = node.client();
+    bystander.sub("calm");
+    // 9x and 2x the rate, at the same time; the burst lasts 25 ms and 200 ms.
+    let runs: Vec<_> = [450u32, 100]
+        .into_iter()
+        .map(|rate| {
+            let url = node.url("/ws");
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&url);
+                (rate, flood(&mut c, rate, Duration::from_secs(5), false))
+            })
+        })
+        .collect();
+    for run in runs {
+        let (rate, f) = run.join().unwrap();
+        let (code, at) = f
+            .closed
+            .unwrap_or_else(|| panic!("{rate}/s never closed: {f:?}"));
+        assert_eq!(code, 4029, "{rate}/s: {f:?}");
+        assert!(
+            at < Duration::from_millis(3200),
+            "{rate}/s: closed {at:?} after it started (2 s after its burst ran out, plus slack)"
+        );
+        assert_eq!(
+            f.rate_errors, 1,
+            "{rate}/s: one error per overrun, not one per message"
+        );
+        assert!(f.pongs >= 10, "{rate}/s: the burst is served: {f:?}");
+    }
+    assert_eq!(
+        common::metric(
+            node.api,
+            "ringway_disconnects_total{reason=\"rate_limited\"}"
+        ),
+        2.0
+    );
     let (_, seq) = node.publish("calm", json!("fine"));
     assert_eq!(bystander.recv()["seq"].as_u64(), Some(seq));
     let mut late = node.client();
@@ -195,6 +261,23 @@ fn a_flooding_client_is_rate_limited_then_closed_with_4029_while_others_are_unaf
         "pong",
         "other connections have their own budget"
     );
+}
+
+#[test]
+fn a_client_at_its_rate_stays_and_a_ping_flood_counts_too() {
+    let node = Node::start(|c| {
+        c.limits.messages_per_second = 50;
+        c.limits.message_burst = 10;
+    });
+    let mut polite = node.client();
+    let f = flood(&mut polite, 40, Duration::from_millis(2500), false);
+    assert!(f.closed.is_none() && f.rate_errors == 0, "{f:?}");
+    assert!(f.pongs >= 95, "every request answered: {f:?}");
+    // WebSocket pings cost a pong each: a flood of them is closed like any other.
+    let mut pinger = node.client();
+    let f = flood(&mut pinger, 450, Duration::from_secs(5), true);
+    assert_eq!(f.closed.map(|c| c.0), Some(4029), "{f:?}");
+    assert!(f.pongs < 300, "refused pings go unanswered: {f:?}");
 }
 
 #[test]
@@ -303,7 +386,7 @@ fn server_memory_stays_bounded_while_slow_consumers_ignore_a_flood() {
     let node = Process::start(&[
         "--config",
         &write_config(
-            "[limits]\nmax_queue_bytes = 262144\nmax_queue_messages = 4096\nmessages_per_second = 0\n\
+            "[limits]\nmax_queue_bytes = 262144\nmax_queue_messages = 4096\nmessages_per_second = 0\nbytes_per_second = 0\n\
              [[rooms.policy]]\nprefix = \"flood\"\nslow_consumer = \"drop-oldest\"\n",
         ),
     ]);

@@ -178,7 +178,8 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     // Publish from this thread's own runtime.
     let cpu0 = cpu_seconds();
     let publish_start = Instant::now();
-    let published = super::runtime().block_on(publisher(&args, addr, &host, &path, rooms))?;
+    let (published, stopped) =
+        super::runtime().block_on(publisher(&args, addr, &host, &path, rooms))?;
     let publish_secs = publish_start.elapsed().as_secs_f64();
 
     // Expected deliveries: each message reaches the reading subscribers of its room.
@@ -197,13 +198,15 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let after = (proto == Proto::Ringway)
         .then(|| scrape::get(args.target.api, "/metrics").ok())
         .flatten();
-    let slow = match (&before, &after) {
-        (Some(b), Some(a)) => {
-            let f = |t: &str| scrape::metric_sum(t, "ringway_dropped_total");
-            f(a) - f(b)
-        }
+    let grew = |name: &str| match (&before, &after) {
+        (Some(b), Some(a)) => scrape::metric_sum(a, name) - scrape::metric_sum(b, name),
         _ => 0.0,
     };
+    let slow = grew("ringway_dropped_total");
+    // The publisher is one client: over the node's per-connection rate its messages
+    // are refused (and it is closed with 4029), which explains missing deliveries.
+    let rate_limited = grew("ringway_rate_limited_total");
+    let rate_closed = grew("ringway_disconnects_total{reason=\"rate_limited\"}");
     let rate = delivered as f64 / publish_secs;
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
     if args.target.json {
@@ -213,7 +216,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 "scenario": "fanout", "subscribers": subs, "rooms": rooms, "rate": args.rate,
                 "size": args.size, "duration": publish_secs, "published": published,
                 "expected": expected, "delivered": delivered, "closed_by_server": closed,
-                "server_dropped": slow, "deliveries_per_sec": rate,
+                "server_dropped": slow, "rate_limited": rate_limited, "publisher_stopped": stopped, "deliveries_per_sec": rate,
                 "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": hist.max() as f64 / 1000.0},
                 "bench_cpu_seconds": cpu, "slow_subscribers": (0..subs).filter(|&j| is_slow(j)).count(),
                 "server_samples": samples.iter().map(|(t, rss, c, d, q)| serde_json::json!({"t": t, "rss": rss, "connections": c, "dropped": d, "queued_bytes": q})).collect::<Vec<_>>(),
@@ -229,6 +232,22 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             100.0 * delivered as f64 / expected.max(1) as f64,
             rate
         );
+        if let Some(why) = &stopped {
+            println!("publishing stopped early: {why}");
+        }
+        if rate_limited > 0.0 {
+            let closed = if rate_closed > 0.0 {
+                ", then closed it with 4029 for staying over"
+            } else {
+                ""
+            };
+            println!(
+                "deliveries are missing because the node refused {rate_limited} of the publisher's \
+                 messages for its per-client rate limit (ringway_rate_limited_total){closed}: start \
+                 the node with --rate-limit 0, or raise limits.messages_per_second and \
+                 limits.bytes_per_second above --rate"
+            );
+        }
         println!(
             "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
             q(0.5),
@@ -576,7 +595,7 @@ async fn publisher(
     host: &str,
     path: &str,
     rooms: usize,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, Option<String>)> {
     let mut s = wsclient::connect_from(None, addr)?;
     wsclient::upgrade(&mut s, host, path).await?;
     if args.target.proto == Proto::Nats {
@@ -613,18 +632,20 @@ async fn publisher(
         if !batch.is_empty() {
             let (res, b) = s.write_all(std::mem::take(&mut batch)).await;
             batch = b;
-            res.map_err(|e| {
-                anyhow::anyhow!(
-                    "the server closed the publisher's connection after {sent} messages ({e}). \
-                     If it was rate limited (close 4029), start the server with --rate-limit 0 \
-                     or a higher limits.messages_per_second"
-                )
-            })?;
+            if let Err(e) = res {
+                // Report what was delivered until then, and why publishing stopped.
+                return Ok((
+                    sent,
+                    Some(format!(
+                        "the server closed the publisher's connection after {sent} messages ({e})"
+                    )),
+                ));
+            }
         } else {
             monoio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    Ok(sent)
+    Ok((sent, None))
 }
 
 #[cfg(test)]

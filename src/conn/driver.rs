@@ -25,13 +25,14 @@ use nix::sys::socket::{MsgFlags, recv};
 use tracing::debug;
 
 use super::outq::Out;
-use super::rate::TokenBucket;
+use super::rate::{RateLimiter, Verdict};
 use super::tls::Received;
 use super::{Conn, ConnKey, Phase};
 use serde_json::value::RawValue;
 
 use crate::mesh::wire::Ticket;
 use crate::metrics::Disconnect;
+use crate::metrics::histogram::now_ns;
 use crate::protocol::{self, ClientMsg, ErrorCode};
 use crate::runtime::worker::{State, Worker};
 use crate::ws::close;
@@ -66,7 +67,7 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     }
     let key = {
         let mut st = w.state.borrow_mut();
-        let bucket = TokenBucket::new(st.shared.config.limits.message_burst, st.now_ms());
+        let rate = RateLimiter::new(&st.shared.config.limits.rates(), st.now_ms());
         let tls = match &st.shared.tls {
             Some(cfg) => match super::tls::Tls::new(cfg) {
                 Ok(t) => Some(Box::new(t)),
@@ -78,7 +79,7 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             None => None,
         };
         st.insert(|generation| {
-            let mut conn = Conn::new(stream.as_raw_fd(), peer.ip(), generation, bucket);
+            let mut conn = Conn::new(stream.as_raw_fd(), peer.ip(), generation, rate);
             conn.tls = tls;
             conn
         })
@@ -386,6 +387,12 @@ fn on_event(st: &mut State, key: ConnKey, event: Event<'_>) {
             }
         }
         Event::Ping(payload) => {
+            // Pings cost a pong: they count against the rate like messages (a refused
+            // one goes unanswered).
+            let endpoint = st.conn_mut(key).map(|c| c.endpoint);
+            if endpoint == Some(Endpoint::Client) && !within_rate(st, key, payload.len()) {
+                return;
+            }
             st.enqueue(
                 key,
                 Out::Own(encode(OpCode::Control(Control::Pong), payload)),
@@ -403,42 +410,53 @@ fn on_event(st: &mut State, key: ConnKey, event: Event<'_>) {
     }
 }
 
-/// Whether the connection may send another message now; refuses (and, when abuse
-/// continues, closes with 4029) when it is over its rate.
-fn within_rate(st: &mut State, key: ConnKey) -> bool {
-    let limits = &st.shared.config.limits;
-    let (rate, burst, strikes) = (
-        limits.messages_per_second,
-        limits.message_burst,
-        limits.rate_strikes,
-    );
-    if rate == 0 {
+/// Whether the connection may send another message (or ping) of `len` bytes now.
+/// Over its rate it is refused: the first refusal of an overrun is answered with an
+/// error, and an overrun that lasts `limits.rate_close_after_ms` closes it with 4029
+/// (see `conn::rate`).
+fn within_rate(st: &mut State, key: ConnKey, len: usize) -> bool {
+    let rates = st.shared.config.limits.rates();
+    if rates.messages_per_second == 0 && rates.bytes_per_second == 0 {
         return true;
     }
     let now = st.now_ms();
     let Some(conn) = st.conn_mut(key) else {
         return false;
     };
-    if conn.bucket.take(now, rate, burst) {
-        conn.strikes = 0;
-        return true;
+    match conn.rate.check(now, len, &rates) {
+        Verdict::Allow => true,
+        Verdict::Refuse { notify, bytes } => {
+            st.stats.rate_refused += 1;
+            if notify {
+                let reason = if bytes {
+                    format!(
+                        "over {} bytes per second (limits.bytes_per_second); slow down or you will be disconnected",
+                        rates.bytes_per_second
+                    )
+                } else {
+                    format!(
+                        "over {} messages per second (limits.messages_per_second); slow down or you will be disconnected",
+                        rates.messages_per_second
+                    )
+                };
+                st.enqueue(
+                    key,
+                    Out::Own(protocol::error_frame(ErrorCode::RateLimited, &reason, None)),
+                );
+            }
+            false
+        }
+        Verdict::Close => {
+            st.stats.rate_refused += 1;
+            st.close(key, close::RATE_LIMITED, "rate limit exceeded");
+            false
+        }
     }
-    conn.strikes = conn.strikes.saturating_add(1);
-    if u32::from(conn.strikes) > strikes {
-        st.close(key, close::RATE_LIMITED, "rate limit exceeded");
-    } else {
-        let reason = format!("over {rate} messages per second; slow down");
-        st.enqueue(
-            key,
-            Out::Own(protocol::error_frame(ErrorCode::RateLimited, &reason, None)),
-        );
-    }
-    false
 }
 
 /// One ringway.v1 request.
 fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
-    if !within_rate(st, key) {
+    if !within_rate(st, key, text.len()) {
         return;
     }
     let max_room = st.shared.config.limits.max_room_name;
@@ -485,7 +503,7 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
             if !permitted(st, key, &room, Access::Publish, reference) {
                 return;
             }
-            st.publish(&room, data, msg_key.as_deref(), None);
+            st.publish(&room, data, msg_key.as_deref(), None, now_ns());
         }
         ClientMsg::Send { user, data } => {
             let room = format!("user:{user}");
@@ -499,7 +517,7 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
             if !permitted(st, key, &room, Access::Send, reference) {
                 return;
             }
-            st.publish(&room, data, None, None);
+            st.publish(&room, data, None, None, now_ns());
         }
         ClientMsg::Presence { room } => {
             if !permitted(st, key, &room, Access::Subscribe, reference) {

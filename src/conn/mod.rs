@@ -19,7 +19,7 @@ use crate::runtime::wheel::Tick;
 use crate::ws::frame::Decoder;
 use crate::ws::handshake::Endpoint;
 use outq::OutQueue;
-use rate::TokenBucket;
+use rate::RateLimiter;
 
 /// A connection's key inside its worker's slab. The generation makes a stale key
 /// (kept by a pending subscription, say) miss a reused slot instead of reaching the
@@ -104,20 +104,23 @@ pub struct Conn {
     pub aborted: bool,
     /// A request was refused for permissions once; the next closes with 4003.
     pub denied: bool,
-    /// Refused messages in a row (rate limit); over `rate_strikes`: close 4029.
-    pub strikes: u8,
     /// Wheel tick of the last bytes received (any frame, pongs included).
     pub last_seen: Tick,
-    /// Message rate limiter.
-    pub bucket: TokenBucket,
+    /// Message and byte rate limits.
+    pub rate: RateLimiter,
 }
 
 impl Conn {
-    /// Write queued frames (through TLS when the connection has it).
-    pub fn flush(&mut self) -> (usize, outq::Flushed) {
+    /// Write queued frames (through TLS when the connection has it), timing the
+    /// broadcast frames that leave into `lat`.
+    pub fn flush(
+        &mut self,
+        now_ns: u64,
+        lat: &mut crate::metrics::Histogram,
+    ) -> (usize, outq::Flushed) {
         match self.tls.as_deref_mut() {
-            Some(tls) => self.outq.flush_tls(self.fd, tls),
-            None => self.outq.flush(self.fd),
+            Some(tls) => self.outq.flush_tls(self.fd, tls, now_ns, lat),
+            None => self.outq.flush(self.fd, now_ns, lat),
         }
     }
 
@@ -127,7 +130,7 @@ impl Conn {
     }
 
     /// A new connection in the handshake phase.
-    pub fn new(fd: RawFd, peer: IpAddr, generation: u32, bucket: TokenBucket) -> Self {
+    pub fn new(fd: RawFd, peer: IpAddr, generation: u32, rate: RateLimiter) -> Self {
         Self {
             generation,
             fd,
@@ -146,9 +149,8 @@ impl Conn {
             counted: false,
             aborted: false,
             denied: false,
-            strikes: 0,
             last_seen: 0,
-            bucket,
+            rate,
         }
     }
 }
