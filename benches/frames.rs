@@ -84,6 +84,7 @@ fn fanout(c: &mut Criterion) {
                 let shared = Rc::new(SharedFrame {
                     bytes: frame.clone(),
                     tag: 0,
+                    born: 0,
                 });
                 for q in queues.iter_mut() {
                     q.push(Out::Shared(shared.clone()));

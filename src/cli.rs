@@ -17,6 +17,26 @@ pub struct Cli {
     /// Flags for `serve` when no subcommand is given.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Log format on stderr: `text` (coloured only on a terminal; NO_COLOR turns
+    /// colour off) or `json` (one object per line, for log shippers).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "RINGWAY_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the
+    /// event's fields.
+    Json,
 }
 
 /// Subcommands.
@@ -187,8 +207,8 @@ pub struct ServeArgs {
     /// Open connections per client address; more get HTTP 429 [default: no cap].
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
-    /// Messages per second each client may send; 0 turns rate limiting off
-    /// (benchmarks with fast publishers) [default: 100].
+    /// Messages per second each client may send; 0 turns rate limiting off, the
+    /// byte rate included (benchmarks with fast publishers) [default: 100].
     #[arg(long, value_name = "N")]
     pub rate_limit: Option<u32>,
     /// Kernel send buffer per client socket (SO_SNDBUF) in bytes; 0 = kernel
@@ -278,6 +298,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.rate_limit {
             c.limits.messages_per_second = v;
+            if v == 0 {
+                c.limits.bytes_per_second = 0;
+            }
         }
         if let Some(v) = self.drain_window {
             if !(v.is_finite() && v > 0.0) {

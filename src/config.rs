@@ -123,9 +123,14 @@ pub struct Limits {
     pub messages_per_second: u32,
     /// Messages a connection may send in a burst above the rate. Default 200.
     pub message_burst: u32,
-    /// Refused messages in a row after which a rate-limited connection is closed
-    /// with 4029. Default 20.
-    pub rate_strikes: u32,
+    /// Sustained payload bytes per second per connection (a second token bucket,
+    /// whose burst is the larger of this and `max_message_size`), so one client
+    /// cannot fill the node's history budget in seconds. Default 1 MiB. `0` disables.
+    pub bytes_per_second: u32,
+    /// A client that stays over its message or byte rate this long (its buckets
+    /// never refill to half) is closed with 4029, in milliseconds. Only the first
+    /// refused message of such an overrun gets a `rate_limited` error. Default 2 000.
+    pub rate_close_after_ms: u32,
     /// Kernel send buffer per client socket (SO_SNDBUF), bytes. `0` (the default)
     /// leaves it to the kernel's autotuning, which lets a slow client's socket hold
     /// up to `net.ipv4.tcp_wmem` max (often 4 MiB) of kernel memory; a fixed size
@@ -155,6 +160,21 @@ pub struct Rooms {
     /// A user must stay joined (or gone) this long before the event is sent, in
     /// milliseconds; a reconnect inside the window sends nothing. Default 1 000.
     pub presence_debounce_ms: u64,
+}
+
+impl Limits {
+    /// The per-connection rate limits.
+    pub fn rates(&self) -> crate::conn::rate::Rates {
+        crate::conn::rate::Rates {
+            messages_per_second: self.messages_per_second,
+            message_burst: self.message_burst,
+            bytes_per_second: self.bytes_per_second,
+            byte_burst: self
+                .bytes_per_second
+                .max(u32::try_from(self.max_message_size).unwrap_or(u32::MAX)),
+            close_after_ms: self.rate_close_after_ms,
+        }
+    }
 }
 
 impl Rooms {
@@ -419,7 +439,8 @@ impl Default for Limits {
             max_subscriptions: 256,
             messages_per_second: 100,
             message_burst: 200,
-            rate_strikes: 20,
+            bytes_per_second: 1 << 20,
+            rate_close_after_ms: 2_000,
             send_buffer_bytes: 0,
         }
     }
@@ -551,6 +572,17 @@ impl Config {
                 "limits.message_burst must be at least 1 when limits.messages_per_second is set"
                     .to_owned(),
             );
+        }
+        let mut addrs = vec![("listen", self.listen), ("api_listen", self.api_listen)];
+        addrs.extend(self.mesh.listen.map(|a| ("mesh.listen", a)));
+        for (i, (a_key, a)) in addrs.iter().enumerate() {
+            for (b_key, b) in &addrs[i + 1..] {
+                if a.port() != 0 && a == b {
+                    return bad(format!(
+                        "{a_key} and {b_key} are both {a}: each listener needs its own address (different ports)"
+                    ));
+                }
+            }
         }
         self.validate_mesh()?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {

@@ -1,4 +1,7 @@
-//! `ringway`: parse the command line, load the config, run.
+//! `ringway`: parse the command line, set up logging, load the config, run.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use clap::Parser;
 #[cfg(not(feature = "system-allocator"))]
@@ -6,21 +9,45 @@ use mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 
 use ringway::Server;
-use ringway::cli::{Cli, Command};
+use ringway::cli::{Cli, Command, LogFormat};
 
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     ringway::runtime::probe::disable_transparent_huge_pages();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_env("RINGWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
+    // Errors end here as one line with their cause and fix: never a backtrace, even
+    // with RUST_BACKTRACE set (that is for panics, which are bugs).
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs go to stderr: text (coloured only on a terminal, and never with `NO_COLOR`
+/// set) or one JSON object per line for log shippers. `RINGWAY_LOG` sets the level.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("RINGWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(ansi).init();
+        }
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Bench(args)) => return ringway::bench::run(args),

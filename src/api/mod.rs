@@ -241,7 +241,8 @@ async fn publish(w: &Rc<Worker>, body: &[u8]) -> Response {
 /// Publish and wait for the owner's epoch and seq.
 async fn stamp(w: &Rc<Worker>, room: &str, data: &RawValue, key: Option<&str>) -> Response {
     let (req, rx) = w.request();
-    let stamped = w.state.borrow_mut().publish(room, data, key, Some(req));
+    let at = crate::metrics::histogram::now_ns();
+    let stamped = w.state.borrow_mut().publish(room, data, key, Some(req), at);
     let (epoch, seq) = match stamped {
         Some(done) => {
             w.state.borrow_mut().forget_request(req);
@@ -281,7 +282,11 @@ async fn scrape(w: &Rc<Worker>) -> String {
         }
     }
     all.sort_by_key(|s| s.worker);
-    let mut text = metrics::render(&all, ProcessStats::read());
+    let process = ProcessStats {
+        max_connections: w.shared.max_connections as u64,
+        ..ProcessStats::read()
+    };
+    let mut text = metrics::render(&all, process);
     if let Some(mesh) = &w.shared.mesh {
         mesh.render(&mut text);
     }

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, sendmsg};
 
+use crate::metrics::Histogram;
+
 /// Frames gathered into one `sendmsg` at most (Linux accepts up to 1024).
 const MAX_IOV: usize = 64;
 
@@ -25,6 +27,9 @@ pub struct SharedFrame {
     /// Conflation tag: frames with the same non-zero tag (same room, same key)
     /// replace each other under the `conflate` policy.
     pub tag: u64,
+    /// When the message reached this node ([`crate::metrics::histogram::now_ns`]),
+    /// for `ringway_publish_to_write_seconds`.
+    pub born: u64,
 }
 
 /// One queued frame.
@@ -49,6 +54,14 @@ impl Out {
         match self {
             Out::Shared(f) => f.tag,
             Out::Own(_) => 0,
+        }
+    }
+
+    /// When a broadcast frame's message reached the node (replies have none).
+    fn born(&self) -> Option<u64> {
+        match self {
+            Out::Shared(f) => Some(f.born),
+            Out::Own(_) => None,
         }
     }
 }
@@ -151,8 +164,9 @@ impl OutQueue {
     }
 
     /// Write queued frames to `fd` without blocking, many per syscall. Returns the
-    /// bytes written and the outcome.
-    pub fn flush(&mut self, fd: RawFd) -> (usize, Flushed) {
+    /// bytes written and the outcome. Each broadcast frame that leaves entirely is
+    /// timed into `lat` (from its `born` to `now_ns`).
+    pub fn flush(&mut self, fd: RawFd, now_ns: u64, lat: &mut Histogram) -> (usize, Flushed) {
         let mut total = 0;
         while !self.frames.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
@@ -170,7 +184,7 @@ impl OutQueue {
             match sendmsg::<()>(fd, &iov[..n], &[], flags, None) {
                 Ok(written) => {
                     total += written;
-                    self.consume(written);
+                    self.consume(written, now_ns, lat);
                 }
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => return (total, Flushed::Blocked),
@@ -185,7 +199,13 @@ impl OutQueue {
     /// once it is all out, seal up to 64 KiB more of the queue, and repeat. Frames stay
     /// in the queue until the socket has taken the records before them, so the queue
     /// bounds still see a slow reader.
-    pub fn flush_tls(&mut self, fd: RawFd, tls: &mut super::tls::Tls) -> (usize, Flushed) {
+    pub fn flush_tls(
+        &mut self,
+        fd: RawFd,
+        tls: &mut super::tls::Tls,
+        now_ns: u64,
+        lat: &mut Histogram,
+    ) -> (usize, Flushed) {
         const SEAL: usize = 64 << 10;
         let mut total = 0;
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
@@ -214,7 +234,7 @@ impl OutQueue {
                     return (total, Flushed::Failed);
                 }
                 sealed += n;
-                self.consume(n);
+                self.consume(n, now_ns, lat);
             }
             tls.seal();
             if tls.out.is_empty() {
@@ -225,7 +245,7 @@ impl OutQueue {
         (total, Flushed::All)
     }
 
-    fn consume(&mut self, written: usize) {
+    fn consume(&mut self, written: usize, now_ns: u64, lat: &mut Histogram) {
         // `written` is at most the queued bytes, which fit a u32.
         let mut written = written as u32;
         self.bytes -= written;
@@ -234,7 +254,9 @@ impl OutQueue {
             if written >= front_left {
                 written -= front_left;
                 self.head_written = 0;
-                self.frames.pop_front();
+                if let Some(born) = self.frames.pop_front().and_then(|f| f.born()) {
+                    lat.record(now_ns.saturating_sub(born));
+                }
             } else {
                 self.head_written += written;
                 written = 0;
@@ -262,6 +284,7 @@ mod tests {
                 Out::Shared(Rc::new(SharedFrame {
                     bytes: (*shared).clone(),
                     tag: 0,
+                    born: 0,
                 }))
             } else {
                 Out::Own(Bytes::from(vec![i; 100 + i as usize]))
@@ -271,9 +294,10 @@ mod tests {
         }
         assert_eq!(q.bytes(), expect.len());
         let mut got = Vec::new();
+        let mut lat = Histogram::default();
         let mut buf = vec![0u8; 65536];
         loop {
-            let (_, res) = q.flush(a.as_raw_fd());
+            let (_, res) = q.flush(a.as_raw_fd(), 7, &mut lat);
             b.set_nonblocking(true).unwrap();
             while let Ok(n) = b.read(&mut buf) {
                 got.extend_from_slice(&buf[..n]);
@@ -285,6 +309,7 @@ mod tests {
         }
         assert_eq!(got, expect);
         assert!(q.is_empty() && q.bytes() == 0);
+        assert_eq!(lat.count(), 100, "each broadcast frame timed once");
     }
 
     #[test]
@@ -293,6 +318,7 @@ mod tests {
             Out::Shared(Rc::new(SharedFrame {
                 bytes: Bytes::from(vec![b'x'; n]),
                 tag: t,
+                born: 0,
             }))
         };
         let mut q = OutQueue::default();
@@ -300,7 +326,7 @@ mod tests {
         q.push(tagged(7, 20));
         q.push(tagged(8, 30));
         q.push(tagged(7, 40));
-        q.consume(5); // the first frame is half written
+        q.consume(5, 0, &mut Histogram::default()); // the first frame is half written
         assert_eq!(q.drop_tagged(7), 2);
         assert_eq!((q.len(), q.bytes()), (2, 5 + 30));
         assert!(q.drop_oldest());
@@ -313,7 +339,7 @@ mod tests {
         let mut q = OutQueue::default();
         q.push(Out::Own(Bytes::from_static(b"abcdef")));
         q.push(Out::Own(Bytes::from_static(b"gh")));
-        q.consume(3);
+        q.consume(3, 0, &mut Histogram::default());
         assert_eq!(q.clear_unstarted(), 1);
         assert_eq!((q.len(), q.bytes()), (1, 3));
     }

@@ -14,6 +14,39 @@ struct Entry {
     frame: Bytes,
 }
 
+/// Why a resume could not be served from the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// The cursor's epoch is not the room's: its history was lost since.
+    StaleEpoch,
+    /// The messages after the cursor are no longer kept (count, age or byte bound).
+    OutOfWindow,
+    /// The cursor is ahead of the room's latest seq.
+    Future,
+    /// The replay is too large to send in one answer (across the mesh).
+    TooLarge,
+}
+
+impl Miss {
+    /// Every reason, in label order.
+    pub const ALL: [Miss; 4] = [
+        Miss::StaleEpoch,
+        Miss::OutOfWindow,
+        Miss::Future,
+        Miss::TooLarge,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Miss::StaleEpoch => "stale_epoch",
+            Miss::OutOfWindow => "out_of_window",
+            Miss::Future => "future_cursor",
+            Miss::TooLarge => "too_large",
+        }
+    }
+}
+
 /// Bounded by count and by age. Seqs in the ring are consecutive.
 #[derive(Debug)]
 pub struct ReplayRing {
@@ -59,28 +92,26 @@ impl ReplayRing {
     }
 
     /// The frames after `since` up to `latest`, oldest first, if the ring still
-    /// holds every one of them; `None` when any is gone (or `since` is in the
-    /// future).
-    pub fn after(&mut self, since: u64, latest: u64, now: Instant) -> Option<Vec<Bytes>> {
+    /// holds every one of them; otherwise why not.
+    pub fn after(&mut self, since: u64, latest: u64, now: Instant) -> Result<Vec<Bytes>, Miss> {
         if since > latest {
-            return None;
+            return Err(Miss::Future);
         }
         if since == latest {
-            return Some(Vec::new());
+            return Ok(Vec::new());
         }
         self.evict(now);
-        let first = self.entries.front()?.seq;
+        let first = self.entries.front().ok_or(Miss::OutOfWindow)?.seq;
         if since + 1 < first {
-            return None;
+            return Err(Miss::OutOfWindow);
         }
-        let skip = usize::try_from(since + 1 - first).ok()?;
-        Some(
-            self.entries
-                .iter()
-                .skip(skip)
-                .map(|e| e.frame.clone())
-                .collect(),
-        )
+        let skip = usize::try_from(since + 1 - first).map_err(|_| Miss::OutOfWindow)?;
+        Ok(self
+            .entries
+            .iter()
+            .skip(skip)
+            .map(|e| e.frame.clone())
+            .collect())
     }
 
     /// Whether nothing is remembered.
@@ -114,16 +145,16 @@ mod tests {
         assert_eq!(got, vec![Bytes::from("9"), Bytes::from("10")]);
         assert_eq!(r.after(6, 10, t0).unwrap().len(), 4);
         assert_eq!(r.after(10, 10, t0).unwrap().len(), 0);
-        assert!(r.after(5, 10, t0).is_none(), "7 and 6 needed, 6 is gone");
-        assert!(r.after(11, 10, t0).is_none(), "cursor from the future");
+        assert_eq!(r.after(5, 10, t0), Err(Miss::OutOfWindow), "6 is gone");
+        assert_eq!(r.after(11, 10, t0), Err(Miss::Future));
     }
 
     #[test]
     fn age_bound_forgets_old_messages() {
         let t0 = Instant::now();
         let mut r = ring_with(3, 10, t0);
-        assert!(r.after(0, 3, t0 + Duration::from_secs(5)).is_some());
-        assert!(r.after(0, 3, t0 + Duration::from_secs(11)).is_none());
+        assert!(r.after(0, 3, t0 + Duration::from_secs(5)).is_ok());
+        assert!(r.after(0, 3, t0 + Duration::from_secs(11)).is_err());
         assert!(r.is_empty());
     }
 
@@ -131,7 +162,7 @@ mod tests {
     fn zero_capacity_never_recovers_a_gap() {
         let t0 = Instant::now();
         let mut r = ring_with(3, 0, t0);
-        assert!(r.after(2, 3, t0).is_none());
+        assert!(r.after(2, 3, t0).is_err());
         assert_eq!(r.after(3, 3, t0).unwrap().len(), 0);
     }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::presence::Roster;
-use super::ring::ReplayRing;
+use super::ring::{Miss, ReplayRing};
 use crate::protocol::{self, Cursor, Epoch};
 
 /// What a subscriber gets back from the owner.
@@ -19,6 +19,8 @@ pub struct SubAck {
     pub seq: u64,
     /// Whether the cursor was honoured (replay covers the gap exactly).
     pub recovered: bool,
+    /// Why a cursor was not honoured (`None` when it was, or without a cursor).
+    pub miss: Option<Miss>,
     /// Frames to replay, oldest first (empty unless `recovered`).
     pub replay: Vec<Bytes>,
     /// The subscription is refused: the user is over `auth.max_connections_per_user`
@@ -105,14 +107,24 @@ impl OwnedRoom {
 
     /// Answer a subscription, resuming after `since` when the history allows.
     pub fn subscribe(&mut self, since: Option<Cursor>, now: Instant) -> SubAck {
-        let replay = since
-            .filter(|c| c.epoch == self.epoch)
-            .and_then(|c| self.ring.after(c.seq, self.seq, now));
+        let replay = since.map(|c| {
+            if c.epoch == self.epoch {
+                self.ring.after(c.seq, self.seq, now)
+            } else {
+                Err(Miss::StaleEpoch)
+            }
+        });
+        let (recovered, miss, replay) = match replay {
+            None => (false, None, Vec::new()),
+            Some(Ok(frames)) => (true, None, frames),
+            Some(Err(m)) => (false, Some(m), Vec::new()),
+        };
         SubAck {
             epoch: self.epoch,
             seq: self.seq,
-            recovered: replay.is_some(),
-            replay: replay.unwrap_or_default(),
+            recovered,
+            miss,
+            replay,
             refused: false,
         }
     }

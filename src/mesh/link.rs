@@ -447,7 +447,8 @@ fn dispatch(shared: &Shared, mesh: &Mesh, peer: usize, frame: Frame) {
             return;
         }
     };
-    shared.mailboxes[to].send(Mail::FromPeer { peer, frame });
+    let at = crate::metrics::histogram::now_ns();
+    shared.mailboxes[to].send(Mail::FromPeer { peer, frame, at });
 }
 
 fn write_loop(mesh: &Mesh, peer: usize, stream: TcpStream, stop: &AtomicBool) {

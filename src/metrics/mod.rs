@@ -4,7 +4,13 @@
 //! path). A scrape asks every worker for a snapshot by mail and renders the sum, with
 //! per-worker series where the split matters (connections).
 
+pub mod histogram;
+
 use std::fmt::Write;
+
+use crate::hub::ring::Miss;
+use crate::hub::room::SubAck;
+pub use histogram::Histogram;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,17 +32,30 @@ pub enum Disconnect {
     Handshake,
     /// Close handshake timed out.
     CloseTimeout,
-    /// Node shutting down (drain).
+    /// Node shutting down (drain, 1012).
     Shutdown,
-    /// No traffic (not even a pong) within `idle_timeout_ms`.
+    /// No traffic (not even a pong) within `idle_timeout_ms` (1001).
     IdleTimeout,
     /// Kept sending over the rate limit (4029).
     RateLimited,
+    /// The token expired without a refresh (4001).
+    TokenExpired,
+    /// Repeated requests outside the token's permissions (4003).
+    Forbidden,
+    /// The user is over its connection cap across the cluster (4009).
+    UserLimit,
+    /// Closed by the app (`POST /v1/disconnect`).
+    Kicked,
+    /// Any other close code we sent (1011 internal error, say).
+    Other,
 }
 
 impl Disconnect {
+    /// Number of reasons (the size of the counter array).
+    pub const COUNT: usize = Disconnect::Other as usize + 1;
+
     /// All reasons, in label order.
-    pub const ALL: [Disconnect; 11] = [
+    pub const ALL: [Disconnect; Disconnect::COUNT] = [
         Disconnect::ClientClose,
         Disconnect::Eof,
         Disconnect::Protocol,
@@ -48,9 +67,15 @@ impl Disconnect {
         Disconnect::Shutdown,
         Disconnect::IdleTimeout,
         Disconnect::RateLimited,
+        Disconnect::TokenExpired,
+        Disconnect::Forbidden,
+        Disconnect::UserLimit,
+        Disconnect::Kicked,
+        Disconnect::Other,
     ];
 
-    fn label(self) -> &'static str {
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
         match self {
             Disconnect::ClientClose => "client_close",
             Disconnect::Eof => "eof",
@@ -63,20 +88,30 @@ impl Disconnect {
             Disconnect::Shutdown => "shutdown",
             Disconnect::IdleTimeout => "idle_timeout",
             Disconnect::RateLimited => "rate_limited",
+            Disconnect::TokenExpired => "token_expired",
+            Disconnect::Forbidden => "forbidden",
+            Disconnect::UserLimit => "user_limit",
+            Disconnect::Kicked => "kicked",
+            Disconnect::Other => "other",
         }
     }
 
     /// The reason matching a close code we sent.
     pub fn for_code(code: u16) -> Self {
+        use crate::ws::close;
         match code {
-            1002 => Disconnect::Protocol,
-            1007 => Disconnect::InvalidData,
-            1009 => Disconnect::TooBig,
-            4008 => Disconnect::SlowConsumer,
-            4029 => Disconnect::RateLimited,
-            1012 => Disconnect::Shutdown,
-            1001 => Disconnect::IdleTimeout,
-            _ => Disconnect::Protocol,
+            close::PROTOCOL => Disconnect::Protocol,
+            close::INVALID_DATA => Disconnect::InvalidData,
+            close::TOO_BIG => Disconnect::TooBig,
+            close::SLOW_CONSUMER => Disconnect::SlowConsumer,
+            close::RATE_LIMITED => Disconnect::RateLimited,
+            close::RESTART => Disconnect::Shutdown,
+            close::GOING_AWAY => Disconnect::IdleTimeout,
+            close::TOKEN_EXPIRED => Disconnect::TokenExpired,
+            close::FORBIDDEN => Disconnect::Forbidden,
+            close::USER_LIMIT => Disconnect::UserLimit,
+            close::KICKED => Disconnect::Kicked,
+            _ => Disconnect::Other,
         }
     }
 }
@@ -156,17 +191,17 @@ pub struct WorkerStats {
     /// Completed WebSocket upgrades.
     pub upgrades: u64,
     /// Refused upgrades, by status (index into [`HANDSHAKE_STATUSES`]).
-    pub handshake_failures: [u64; 10],
+    pub handshake_failures: [u64; HANDSHAKE_STATUSES.len()],
     /// Upgrades refused for capacity, by reason (index: `Refused as usize`).
-    pub refused: [u64; 6],
+    pub refused: [u64; Refused::ALL.len()],
     /// Ended connections, by reason (index: `Disconnect as usize`).
-    pub disconnects: [u64; 11],
+    pub disconnects: [u64; Disconnect::COUNT],
     /// Frames dropped toward slow consumers, by reason (index: `Drop as usize`).
-    pub drops: [u64; 3],
+    pub drops: [u64; Drop::ALL.len()],
     /// Server pings sent.
     pub pings: u64,
     /// Connections by send-queue depth (gauge; buckets of [`DEPTH_BUCKETS`]).
-    pub queue_depth: [u64; 6],
+    pub queue_depth: [u64; DEPTH_BUCKETS.len()],
     /// Data messages received from clients.
     pub messages_in: u64,
     /// Frames written toward clients (queued).
@@ -181,10 +216,16 @@ pub struct WorkerStats {
     pub rooms_owned: u64,
     /// Rooms with local subscribers (gauge).
     pub rooms_local: u64,
-    /// Subscriptions answered with `recovered: true` after a resume request.
-    pub replay_hits: u64,
-    /// Resume requests answered with `recovered: false`.
-    pub replay_misses: u64,
+    /// Resume requests (`sub` with `since`) answered with `recovered: true`.
+    pub resumes_recovered: u64,
+    /// Resume requests answered with `recovered: false`, by reason (index: `Miss as
+    /// usize`).
+    pub resumes_missed: [u64; Miss::ALL.len()],
+    /// Messages and pings refused for the rate limits.
+    pub rate_refused: u64,
+    /// Time from a message reaching this node to its frame being handed to the
+    /// kernel for a subscriber.
+    pub publish_to_write: Histogram,
     /// Bytes queued toward clients (gauge).
     pub queued_bytes: u64,
     /// Room messages sent to peer nodes (one per message per interested node).
@@ -210,6 +251,15 @@ impl WorkerStats {
     pub fn disconnected(&mut self, why: Disconnect) {
         self.disconnects[why as usize] += 1;
     }
+
+    /// Count the outcome of a subscription, if it asked to resume.
+    pub fn resumed(&mut self, asked: bool, ack: &SubAck) {
+        match (asked, ack.miss) {
+            (false, _) => {}
+            (true, None) => self.resumes_recovered += 1,
+            (true, Some(m)) => self.resumes_missed[m as usize] += 1,
+        }
+    }
 }
 
 /// Process-wide figures read at scrape time.
@@ -219,23 +269,31 @@ pub struct ProcessStats {
     pub rss_bytes: u64,
     /// Open file descriptors.
     pub open_fds: u64,
+    /// The host's memory (`MemTotal`), bytes.
+    pub host_memory_bytes: u64,
+    /// The node's effective connection cap (set by the caller).
+    pub max_connections: u64,
 }
 
 impl ProcessStats {
-    /// Read from /proc/self.
+    /// Read from /proc (the connection cap is left for the caller).
     pub fn read() -> Self {
-        let rss_kib = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            })
-            .unwrap_or(0);
+        let kib = |file: &str, key: &str| {
+            std::fs::read_to_string(file)
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix(key))
+                        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                })
+                .unwrap_or(0)
+        };
         let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
         Self {
-            rss_bytes: rss_kib * 1024,
+            rss_bytes: kib("/proc/self/status", "VmRSS:") * 1024,
             open_fds,
+            host_memory_bytes: kib("/proc/meminfo", "MemTotal:") * 1024,
+            max_connections: 0,
         }
     }
 }
@@ -260,7 +318,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|s| (s.worker.to_string(), s.connections)),
     );
-    let counters: [Series; 13] = [
+    let counters: [Series; 12] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -295,14 +353,9 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             |s| s.published,
         ),
         (
-            "ringway_replay_hits_total",
-            "Resumes answered with recovered=true.",
-            |s| s.replay_hits,
-        ),
-        (
-            "ringway_replay_misses_total",
-            "Resumes answered with recovered=false.",
-            |s| s.replay_misses,
+            "ringway_rate_limited_total",
+            "Client messages and pings refused for the rate limits (limits.messages_per_second, limits.bytes_per_second).",
+            |s| s.rate_refused,
         ),
         ("ringway_pings_total", "Server pings sent.", |s| s.pings),
         (
@@ -325,6 +378,34 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
         header(w, name, "counter", help);
         let _ = writeln!(w, "{name} {}", sum(&f));
     }
+    header(
+        w,
+        "ringway_resumes_total",
+        "counter",
+        "Resume requests (sub with since) answered by this node's room owners, by outcome and reason. A jump is a reconnect storm.",
+    );
+    let _ = writeln!(
+        w,
+        "ringway_resumes_total{{outcome=\"recovered\",reason=\"in_window\"}} {}",
+        sum(&|s| s.resumes_recovered)
+    );
+    for m in Miss::ALL {
+        let _ = writeln!(
+            w,
+            "ringway_resumes_total{{outcome=\"not_recovered\",reason=\"{}\"}} {}",
+            m.label(),
+            sum(&|s| s.resumes_missed[m as usize])
+        );
+    }
+    let mut latency = Histogram::default();
+    for s in workers {
+        latency.merge(&s.publish_to_write);
+    }
+    latency.render(
+        w,
+        "ringway_publish_to_write_seconds",
+        "Time from a message reaching this node (from a client, the API or a peer) to its frame being handed to the kernel for a subscriber.",
+    );
     family(
         w,
         (
@@ -428,6 +509,20 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
         "ringway_process_resident_memory_bytes {}",
         process.rss_bytes
     );
+    header(
+        w,
+        "ringway_max_connections",
+        "gauge",
+        "The node's connection cap (limits.max_connections, or what the open-file limit allows).",
+    );
+    let _ = writeln!(w, "ringway_max_connections {}", process.max_connections);
+    header(
+        w,
+        "ringway_host_memory_bytes",
+        "gauge",
+        "The host's memory (MemTotal), to compare with the resident set size.",
+    );
+    let _ = writeln!(w, "ringway_host_memory_bytes {}", process.host_memory_bytes);
     header(
         w,
         "ringway_process_open_fds",

@@ -31,7 +31,7 @@ use crate::protocol::{Cursor, Epoch};
 
 impl State {
     /// A frame from peer node `peer` (already routed to this worker).
-    pub(super) fn on_peer_frame(&mut self, peer: usize, frame: Frame) {
+    pub(super) fn on_peer_frame(&mut self, peer: usize, frame: Frame, at: u64) {
         match frame {
             Frame::Subscribe {
                 room,
@@ -61,7 +61,9 @@ impl State {
                 if ack.replay.iter().map(|b| b.len()).sum::<usize>() > budget {
                     ack.replay.clear();
                     ack.recovered = false;
+                    ack.miss = Some(crate::hub::ring::Miss::TooLarge);
                 }
+                self.stats.resumed(since.is_some(), &ack);
                 self.to_peer(
                     peer,
                     &Frame::SubAck {
@@ -92,6 +94,7 @@ impl State {
                     epoch: Epoch(epoch),
                     seq,
                     recovered,
+                    miss: None,
                     replay,
                     refused,
                 };
@@ -139,7 +142,7 @@ impl State {
                 let Ok(data) = serde_json::value::RawValue::from_string(data) else {
                     return; // validated by the sending node; a bad one is dropped
                 };
-                let (epoch, seq) = self.owner_publish(&room, &data, key.as_deref());
+                let (epoch, seq) = self.owner_publish(&room, &data, key.as_deref(), at);
                 if let Some(ticket) = reply {
                     self.reply_published(Some(peer), ticket, epoch, seq);
                 }
@@ -159,7 +162,7 @@ impl State {
                 }
                 let workers: Vec<usize> = mirror.workers.iter().collect();
                 self.stats.mesh_delivered += 1;
-                self.fan_out(&room, &workers, frame, tag);
+                self.fan_out(&room, &workers, frame, tag, at);
             }
             Frame::PresenceQuery { room, ticket } => {
                 let json = self.roster_json(&room);

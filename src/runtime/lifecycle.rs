@@ -308,8 +308,13 @@ impl State {
     /// it) instead of waiting for the peer's half of the handshake.
     pub fn close_now(&mut self, key: ConnKey, code: u16, reason: &str) {
         self.close(key, code, reason);
-        if let Some(conn) = self.conn_mut(key) {
-            let (n, _) = conn.flush();
+        let now = crate::metrics::histogram::now_ns();
+        if let Some(conn) = self
+            .conns
+            .get_mut(key.slot as usize)
+            .filter(|c| c.generation == key.generation)
+        {
+            let (n, _) = conn.flush(now, &mut self.stats.publish_to_write);
             abort(conn);
             self.stats.bytes_out += n as u64;
         }

@@ -1,6 +1,18 @@
-//! Listening sockets, built with socket2 so we choose the backlog and SO_REUSEPORT:
-//! one listener per worker on the same address, and the kernel spreads connections
-//! across them (no shared accept queue, no thundering herd).
+//! Listening sockets, built with socket2 so we choose the backlog: one socket per
+//! address, shared by every worker through its own duplicate of the descriptor.
+//!
+//! Why one shared socket and not one `SO_REUSEPORT` socket per worker: a reuseport
+//! group can be joined by any other socket bound to the same address with
+//! `SO_REUSEPORT` by the same user, and the kernel then splits new connections
+//! between the node and the stranger (a second ringway started by mistake answered
+//! every other request). A socket bound *without* `SO_REUSEPORT` cannot be joined at
+//! all: the kernel refuses every other bind to the address with `EADDRINUSE`, whatever
+//! the process, its user or its options, so a second node on the same address (or
+//! `--listen` equal to `--api-listen`) fails at start-up with a message naming the
+//! holder. The workers share the one accept queue: each has an accept pending on its
+//! duplicate, the kernel wakes one of them per connection (io_uring polls accept
+//! exclusively), and a busy worker simply posts its next accept later, so connections
+//! go to whoever has time.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -9,43 +21,243 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::probe::Driver;
 
-/// Bind `count` SO_REUSEPORT listeners on `addr`. With port 0, the first bind picks
-/// the port and the others join it.
-pub fn bind_group(
+/// Bind one listening socket on `addr` and hand out `count` handles on it (the first
+/// is the socket itself, the others duplicates of its descriptor).
+pub fn bind_shared(
     addr: SocketAddr,
     count: usize,
     backlog: i32,
     driver: Driver,
 ) -> io::Result<Vec<TcpListener>> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // SO_REUSEADDR only lets a restarted node bind while old connections sit in
+    // TIME_WAIT; it does not let two listeners share the address.
+    s.set_reuse_address(true)?;
+    s.set_tcp_nodelay(true)?;
+    // monoio's io_uring driver wants blocking sockets; its epoll driver wants
+    // non-blocking ones. (O_NONBLOCK belongs to the open file, so every duplicate
+    // shares it.)
+    s.set_nonblocking(driver == Driver::Legacy)?;
+    bind_patiently(&s, addr)?;
+    s.listen(backlog)?;
+    let first: TcpListener = s.into();
     let mut out = Vec::with_capacity(count);
-    let mut addr = addr;
-    for _ in 0..count {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        s.set_reuse_address(true)?;
-        s.set_reuse_port(true)?;
-        s.set_tcp_nodelay(true)?;
-        // monoio's io_uring driver wants blocking sockets; its epoll driver wants
-        // non-blocking ones.
-        s.set_nonblocking(driver == Driver::Legacy)?;
-        s.bind(&addr.into()).map_err(|e| bind_error(addr, e))?;
-        s.listen(backlog)?;
-        let l: TcpListener = s.into();
-        addr = l.local_addr()?;
-        out.push(l);
+    for _ in 1..count {
+        out.push(first.try_clone()?);
     }
+    out.insert(0, first);
     Ok(out)
 }
 
-fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
+/// How long a bind waits for an address that no live process holds.
+const LINGER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Bind, waiting out a listener that outlives its process. When a node is killed,
+/// its io_uring instance is torn down asynchronously and the accepts it had pending
+/// keep the listening socket open for a few more milliseconds (measured: 10 to 25 ms
+/// after the process was reaped), so a restart on the same address can find it still
+/// bound. A holder that is a live process fails at once.
+fn bind_patiently(s: &Socket, addr: SocketAddr) -> io::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match s.bind(&addr.into()) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && start.elapsed() < LINGER_WAIT
+                    && holder(addr).is_none() =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(bind_error(addr, e)),
+        }
+    }
+}
+
+/// The error for a failed bind, with its cause and the fix (naming the process that
+/// holds the address when it can).
+pub fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
     let hint = match e.kind() {
-        io::ErrorKind::AddrInUse => {
-            "another process holds this port: stop it or choose another address (--listen / --api-listen)"
-        }
+        io::ErrorKind::AddrInUse => match holder(addr) {
+            Some(h) if h.pid == std::process::id() => {
+                "this node itself already listens there: give --listen, --api-listen and \
+                 --mesh-listen different addresses"
+                    .to_owned()
+            }
+            Some(h) => format!(
+                "process {} ({}) holds this port: stop it or choose another address \
+                 (--listen / --api-listen)",
+                h.pid, h.command
+            ),
+            None => "something holds this port, but no process this user can see (another \
+                     user's, or a container's): stop it or choose another address (--listen / \
+                     --api-listen; `ss -ltnp` as root shows who)"
+                .to_owned(),
+        },
         io::ErrorKind::PermissionDenied => {
-            "ports below 1024 need root or CAP_NET_BIND_SERVICE: use a higher port or grant the capability"
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: use a higher port or grant \
+             the capability"
+                .to_owned()
         }
-        io::ErrorKind::AddrNotAvailable => "this host has no such address: check the IP",
-        _ => "check the address",
+        io::ErrorKind::AddrNotAvailable => "this host has no such address: check the IP".to_owned(),
+        _ => "check the address".to_owned(),
     };
     io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}; {hint}"))
+}
+
+/// A process that holds a listening socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`).
+    pub command: String,
+}
+
+/// Who listens on `addr` (or on the wildcard address of its port), as far as
+/// `/proc` lets this process see: the socket's inode from `/proc/net/tcp{,6}`, then
+/// the process with that inode among its descriptors. `None` when it cannot tell
+/// (another user's process, no `/proc`).
+pub fn holder(addr: SocketAddr) -> Option<Holder> {
+    let tables = ["/proc/net/tcp", "/proc/net/tcp6"];
+    let inodes: Vec<u64> = tables
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .flat_map(|text| listening_inodes(&text, addr))
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            let inode = target
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .and_then(|s| s.parse::<u64>().ok());
+            if inode.is_some_and(|i| inodes.contains(&i)) {
+                let command = std::fs::read_to_string(entry.path().join("comm"))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|_| "?".to_owned());
+                return Some(Holder { pid, command });
+            }
+        }
+    }
+    None
+}
+
+/// Inodes of the sockets in a `/proc/net/tcp{,6}` table that listen on `addr`'s
+/// port at `addr`'s IP or at the wildcard address (either side may be the wildcard).
+fn listening_inodes(table: &str, addr: SocketAddr) -> Vec<u64> {
+    const LISTEN: &str = "0A";
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            if *state != LISTEN {
+                return None;
+            }
+            let (ip_hex, port_hex) = local.split_once(':')?;
+            let port = u16::from_str_radix(port_hex, 16).ok()?;
+            let ip = parse_proc_ip(ip_hex)?;
+            let same_ip = ip == addr.ip() || ip.is_unspecified() || addr.ip().is_unspecified();
+            (port == addr.port() && same_ip).then(|| inode.parse().ok())?
+        })
+        .collect()
+}
+
+/// An address as `/proc/net/tcp{,6}` prints it: each 32-bit word of the address as
+/// the hex of the integer in this host's memory (so native byte order).
+fn parse_proc_ip(hex: &str) -> Option<std::net::IpAddr> {
+    let word = |i: usize| {
+        let w = u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        Some(w.to_ne_bytes())
+    };
+    match hex.len() {
+        8 => Some(std::net::Ipv4Addr::from(word(0)?).into()),
+        32 => {
+            let mut octets = [0u8; 16];
+            for i in 0..4 {
+                octets[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            let v6 = std::net::Ipv6Addr::from(octets);
+            Some(match v6.to_ipv4_mapped() {
+                Some(v4) => v4.into(),
+                None => v6.into(),
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 00000000:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 100 0 0 10 0
+   2: 0100007F:1F92 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0
+";
+
+    #[test]
+    fn finds_the_listener_on_the_address_or_the_wildcard() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(listening_inodes(TCP, a("127.0.0.1:8080")), vec![4242]);
+        assert_eq!(listening_inodes(TCP, a("0.0.0.0:8080")), vec![4242]);
+        assert_eq!(
+            listening_inodes(TCP, a("127.0.0.1:8081")),
+            vec![4343],
+            "wildcard holder"
+        );
+        assert!(listening_inodes(TCP, a("127.0.0.2:8080")).is_empty());
+        assert!(
+            listening_inodes(TCP, a("127.0.0.1:8082")).is_empty(),
+            "not listening"
+        );
+    }
+
+    #[test]
+    fn parses_proc_addresses() {
+        assert_eq!(
+            parse_proc_ip("0100007F"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_ip("0000000000000000FFFF00000100007F"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_ip("00000000000000000000000001000000"),
+            Some("::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_second_bind_on_a_held_address_is_refused_naming_this_process() {
+        let held = bind_shared("127.0.0.1:0".parse().unwrap(), 2, 16, Driver::IoUring).unwrap();
+        let addr = held[0].local_addr().unwrap();
+        let e = bind_shared(addr, 1, 16, Driver::IoUring).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("this node itself"), "{e}");
+        // A reuseport socket of a stranger cannot join either.
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_reuse_port(true).unwrap();
+        assert!(s.bind(&addr.into()).is_err());
+    }
 }

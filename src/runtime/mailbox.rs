@@ -79,6 +79,8 @@ pub enum Mail {
         key: Option<Box<str>>,
         /// Who wants the assigned epoch and seq.
         reply: Option<Ticket>,
+        /// When the message reached this node (`metrics::histogram::now_ns`).
+        at: u64,
     },
     /// From a room's owner: the epoch and seq a publish got.
     Published {
@@ -97,6 +99,8 @@ pub enum Mail {
         frame: Bytes,
         /// Conflation tag (room and key).
         tag: u64,
+        /// When the message reached this node.
+        at: u64,
     },
     /// To a room's home worker: the roster, please.
     PresenceQuery {
@@ -124,6 +128,8 @@ pub enum Mail {
         peer: usize,
         /// The frame.
         frame: Frame,
+        /// When it arrived.
+        at: u64,
     },
     /// A mesh link came up or went down. Every frame of a session is mailed after
     /// its `up` and before its `down`.

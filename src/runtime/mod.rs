@@ -73,24 +73,32 @@ impl Server {
         let workers = config.worker_count();
         let driver = probe::io_driver();
         let limits = probe::raise_nofile();
-        // Held back from the fd limit: listeners, the API, mailboxes, peers, files.
+        // Held back from the fd limit: listeners, mailboxes, the API, peers, files.
         const RESERVED_FDS: usize = 256;
         let fd_room = (limits.soft as usize).saturating_sub(RESERVED_FDS);
         let max_connections = match config.limits.max_connections {
             0 => fd_room,
             n if n > fd_room => {
                 warn!(
-                    "limits.max_connections = {n} does not fit the open-file limit ({}): at most \
-                     about {fd_room} connections can be accepted. Raise the limit (LimitNOFILE= in \
-                     the systemd unit, nofile in /etc/security/limits.d, or `ulimit -n`) to at \
-                     least {}",
+                    "limits.max_connections = {n} does not fit the open-file limit ({}): the cap \
+                     is lowered to {fd_room}. Raise the limit (LimitNOFILE= in the systemd unit, \
+                     nofile in /etc/security/limits.d, or `ulimit -n`) to at least {}",
                     limits.soft,
                     n + RESERVED_FDS
                 );
-                n
+                fd_room
             }
             n => n,
         };
+        info!(
+            "up to {max_connections} client connections (limits.max_connections{}); \
+             {RESERVED_FDS} descriptors held back for listeners, the API and the mesh",
+            if config.limits.max_connections == 0 {
+                " = 0: the open-file limit less the reserve"
+            } else {
+                ""
+            }
+        );
         if config.auth.api_key.is_empty() {
             info!(
                 "the HTTP API has no key (auth.api_key): it may only listen on loopback ({}); set --api-key to expose it",
@@ -108,9 +116,9 @@ impl Server {
             );
         }
         let backlog = config.limits.listen_backlog;
-        let ws = listener::bind_group(config.listen, workers, backlog, driver)
+        let ws = listener::bind_shared(config.listen, workers, backlog, driver)
             .map_err(StartError::Listen)?;
-        let api = listener::bind_group(config.api_listen, workers, backlog, driver)
+        let api = listener::bind_shared(config.api_listen, workers, backlog, driver)
             .map_err(StartError::Listen)?;
         let ws_addr = ws[0].local_addr().map_err(StartError::Listen)?;
         let api_addr = api[0].local_addr().map_err(StartError::Listen)?;
@@ -132,14 +140,10 @@ impl Server {
         };
         let mesh = crate::mesh::Mesh::from_config(&config)?.map(Arc::new);
         let mesh_listener = match (&mesh, config.mesh.listen) {
-            (Some(_), Some(addr)) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
-                StartError::Listen(std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot listen for peers on {addr} (mesh.listen): {e}; pick a free port or stop what holds it"
-                    ),
-                ))
-            })?),
+            (Some(_), Some(addr)) => Some(
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| StartError::Listen(listener::bind_error(addr, e)))?,
+            ),
             _ => None,
         };
         let verifier = match (

@@ -80,10 +80,7 @@ pub fn raise_nofile() -> FdLimits {
     }
     info!(
         soft_before,
-        soft,
-        hard,
-        "open-file limit: about {} connections fit (one fd each, a few held back)",
-        soft.saturating_sub(64)
+        soft, hard, "open-file limit: {soft} (raised from {soft_before}; hard limit {hard})"
     );
     FdLimits {
         soft_before,

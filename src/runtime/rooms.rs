@@ -197,6 +197,7 @@ impl State {
                     conn: pack(conn),
                 };
                 let ack = self.owner_subscribe(&room, who, since, user);
+                self.stats.resumed(since.is_some(), &ack);
                 self.owner_interest(&room, Interest::Worker(from));
                 self.send_suback(&room, from, conn, ack);
             }
@@ -384,6 +385,7 @@ impl State {
         data: &RawValue,
         key: Option<&str>,
         reply: Option<usize>,
+        at: u64,
     ) -> Option<(Epoch, u64)> {
         let ticket = reply.map(|req| Ticket {
             worker: self.id as u16,
@@ -404,13 +406,14 @@ impl State {
         }
         let home = self.home(room);
         if home == self.id {
-            return Some(self.owner_publish(room, data, key));
+            return Some(self.owner_publish(room, data, key, at));
         }
         self.shared.mailboxes[home].send(Mail::Publish {
             room: Arc::from(room),
             data: data.to_owned(),
             key: key.map(Box::from),
             reply: ticket,
+            at,
         });
         None
     }
@@ -446,7 +449,7 @@ impl State {
 
     /// Queue one shared frame to every live local subscriber of `room`, under the
     /// room's slow-consumer policy.
-    pub(super) fn deliver_local(&mut self, room: &str, frame: Bytes, tag: u64) {
+    pub(super) fn deliver_local(&mut self, room: &str, frame: Bytes, tag: u64, at: u64) {
         let policy = self.shared.config.rooms.policy(room);
         let Some(local) = self.local.get_mut(room) else {
             return;
@@ -454,7 +457,11 @@ impl State {
         // The list is taken out while frames are queued (queueing needs `&mut self`)
         // and put back after; queueing never changes room membership.
         let live = std::mem::take(&mut local.live);
-        let shared = Rc::new(SharedFrame { bytes: frame, tag });
+        let shared = Rc::new(SharedFrame {
+            bytes: frame,
+            tag,
+            born: at,
+        });
         for &key in &live {
             self.enqueue_with(key, Out::Shared(shared.clone()), policy);
         }
@@ -464,17 +471,25 @@ impl State {
     }
 
     /// Send a frame to each of `workers` (this one inline).
-    pub(super) fn fan_out(&mut self, room: &str, workers: &[usize], frame: Bytes, tag: u64) {
+    pub(super) fn fan_out(
+        &mut self,
+        room: &str,
+        workers: &[usize],
+        frame: Bytes,
+        tag: u64,
+        at: u64,
+    ) {
         let mut name: Option<Arc<str>> = None;
         for &w in workers {
             if w == self.id {
-                self.deliver_local(room, frame.clone(), tag);
+                self.deliver_local(room, frame.clone(), tag, at);
             } else {
                 let room = name.get_or_insert_with(|| Arc::from(room)).clone();
                 self.shared.mailboxes[w].send(Mail::Deliver {
                     room,
                     frame: frame.clone(),
                     tag,
+                    at,
                 });
             }
         }
@@ -532,13 +547,6 @@ impl State {
         if dirty {
             self.presence_dirty.push(room.clone());
         }
-        if since.is_some() {
-            if ack.recovered {
-                self.stats.replay_hits += 1;
-            } else {
-                self.stats.replay_misses += 1;
-            }
-        }
         ack
     }
 
@@ -558,6 +566,7 @@ impl State {
         room: &str,
         data: &RawValue,
         key: Option<&str>,
+        at: u64,
     ) -> (Epoch, u64) {
         let now = Instant::now();
         let r = self.owned_room(room);
@@ -568,7 +577,7 @@ impl State {
         self.stats.published += 1;
         let tag = conflation_tag(room, key);
         self.forward(room, &peers, &frame, tag);
-        self.fan_out(room, &workers, frame, tag);
+        self.fan_out(room, &workers, frame, tag, at);
         (epoch, seq)
     }
 
@@ -668,7 +677,13 @@ impl State {
             for c in changes {
                 let frame = presence::change_frame(&room, &c);
                 self.forward(&room, &peers, &frame, tag);
-                self.fan_out(&room, &workers, frame, tag);
+                self.fan_out(
+                    &room,
+                    &workers,
+                    frame,
+                    tag,
+                    crate::metrics::histogram::now_ns(),
+                );
             }
         }
         self.presence_dirty = again;

@@ -31,6 +31,7 @@ use crate::config::{Config, SlowPolicy};
 use crate::conn::outq::{Flushed, Out};
 use crate::conn::{Conn, ConnId, ConnKey, Phase};
 use crate::hub::room::OwnedRoom;
+use crate::metrics::histogram::now_ns;
 use crate::metrics::{Disconnect, Drop as DropReason, WorkerStats};
 use crate::protocol::Epoch;
 use crate::ws::close;
@@ -196,21 +197,27 @@ impl Worker {
                 data,
                 key,
                 reply,
+                at,
             } => {
-                let (epoch, seq) = st.owner_publish(&room, &data, key.as_deref());
+                let (epoch, seq) = st.owner_publish(&room, &data, key.as_deref(), at);
                 if let Some(ticket) = reply {
                     st.reply_published(None, ticket, epoch, seq);
                 }
             }
             Mail::Published { req, epoch, seq } => st.complete(req, Reply::Published(epoch, seq)),
-            Mail::Deliver { room, frame, tag } => st.deliver_local(&room, frame, tag),
+            Mail::Deliver {
+                room,
+                frame,
+                tag,
+                at,
+            } => st.deliver_local(&room, frame, tag, at),
             Mail::PresenceQuery { room, ticket } => {
                 let json = st.roster_json(&room);
                 st.answer_presence(ticket, json);
             }
             Mail::Presence { ticket, json } => st.answer_presence(ticket, json),
             Mail::Rehome { room } => st.rehome(&room),
-            Mail::FromPeer { peer, frame } => st.on_peer_frame(peer, frame),
+            Mail::FromPeer { peer, frame, at } => st.on_peer_frame(peer, frame, at),
             Mail::Membership { peer, up } => st.on_membership(peer, up),
             Mail::StatsRequest { from, req } => {
                 let stats = Box::new(st.snapshot());
@@ -232,7 +239,13 @@ impl Worker {
         let mut st = self.state.borrow_mut();
         let st = &mut *st;
         let mut dirty = std::mem::take(&mut st.dirty);
-        for key in dirty.drain(..) {
+        let mut now_ns = now_ns();
+        for (i, key) in dirty.drain(..).enumerate() {
+            // A batch of many writes takes a while: re-read the clock now and then
+            // so the latency histogram sees when each frame really left.
+            if i % 64 == 63 {
+                now_ns = crate::metrics::histogram::now_ns();
+            }
             let Some(conn) = st.conns.get_mut(key.slot as usize) else {
                 continue;
             };
@@ -243,7 +256,7 @@ impl Worker {
             if conn.write_blocked {
                 continue;
             }
-            let (n, res) = conn.flush();
+            let (n, res) = conn.flush(now_ns, &mut st.stats.publish_to_write);
             st.stats.bytes_out += n as u64;
             match res {
                 Flushed::All => {

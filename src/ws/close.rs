@@ -28,3 +28,5 @@ pub const TOKEN_EXPIRED: u16 = 4001;
 pub const FORBIDDEN: u16 = 4003;
 /// The user is at `auth.max_connections_per_user` across the cluster.
 pub const USER_LIMIT: u16 = 4009;
+/// Closed by the app (`POST /v1/disconnect`).
+pub const KICKED: u16 = 4010;
