@@ -233,11 +233,12 @@ impl Default for Drain {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mesh {
-    /// Address on which peers connect to this node. Required when `peers` is set;
-    /// none by default.
+    /// Address on which peers connect to this node. With peers, it defaults to this
+    /// node's own entry in `peers` (when that is an `IP:PORT`); none by default.
     pub listen: Option<SocketAddr>,
-    /// The other nodes, as `"ID=HOST:PORT"` (the peer's `mesh.listen`). Every node
-    /// lists every other node; ids sort the same everywhere. Empty by default.
+    /// The nodes of the cluster, as `"ID=HOST:PORT"` (each node's `mesh.listen`).
+    /// The list may include this node itself (recognised by `node_id`), so every
+    /// host can carry the same file. Empty by default.
     pub peers: Vec<String>,
     /// Cluster name; a peer with another name is refused. Default `"ringway"`.
     pub cluster: String,
@@ -295,9 +296,51 @@ pub struct Peer {
     pub addr: String,
 }
 
+/// `mesh.peers` read for one node: the other nodes, and this node's own entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerList {
+    /// Every node but this one, one entry per id.
+    pub others: Vec<Peer>,
+    /// This node's entry, when the list names it.
+    pub own: Option<Peer>,
+}
+
 impl Mesh {
+    /// Read `peers` for the node `me`: one entry per id (the same id at two
+    /// addresses is an error), this node's own entry set apart. The error names the
+    /// bad entry and the expected form.
+    pub fn peer_list(&self, me: &str) -> Result<PeerList, ConfigError> {
+        let mut list = PeerList {
+            others: Vec::new(),
+            own: None,
+        };
+        for p in self.parsed_peers()? {
+            let seen = list.others.iter().chain(&list.own).find(|q| q.id == p.id);
+            match seen {
+                Some(q) if q.addr == p.addr => continue,
+                Some(q) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "node id {:?} appears twice in mesh.peers, at {} and at {}; every node needs its own id",
+                        p.id, q.addr, p.addr
+                    )));
+                }
+                None if p.id == me => list.own = Some(p),
+                None => list.others.push(p),
+            }
+        }
+        Ok(list)
+    }
+
+    /// Where this node listens for peers: `listen`, or its own entry in `peers`.
+    pub fn listen_addr(&self, me: &str) -> Option<SocketAddr> {
+        self.listen.or_else(|| {
+            let own = self.peer_list(me).ok()?.own?;
+            own.addr.parse().ok()
+        })
+    }
+
     /// Parse `peers`; the error names the bad entry and the expected form.
-    pub fn parsed_peers(&self) -> Result<Vec<Peer>, ConfigError> {
+    fn parsed_peers(&self) -> Result<Vec<Peer>, ConfigError> {
         self.peers
             .iter()
             .map(|p| {
@@ -574,7 +617,11 @@ impl Config {
             );
         }
         let mut addrs = vec![("listen", self.listen), ("api_listen", self.api_listen)];
-        addrs.extend(self.mesh.listen.map(|a| ("mesh.listen", a)));
+        addrs.extend(
+            self.mesh
+                .listen_addr(&self.node_id)
+                .map(|a| ("mesh.listen", a)),
+        );
         for (i, (a_key, a)) in addrs.iter().enumerate() {
             for (b_key, b) in &addrs[i + 1..] {
                 if a.port() != 0 && a == b {
@@ -614,12 +661,15 @@ impl Config {
     fn validate_mesh(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let m = &self.mesh;
-        let peers = m.parsed_peers()?;
+        let peers = m.peer_list(&self.node_id)?.others;
         if peers.is_empty() {
             return Ok(());
         }
-        if m.listen.is_none() {
-            return bad("mesh.peers is set but mesh.listen is not: give this node an address its peers can reach (--mesh-listen HOST:PORT)".to_owned());
+        if m.listen_addr(&self.node_id).is_none() {
+            return bad(format!(
+                "mesh.peers is set but this node ({:?}) has no mesh address: set mesh.listen (--mesh-listen HOST:PORT), or list it in mesh.peers as {:?}=IP:PORT",
+                self.node_id, self.node_id
+            ));
         }
         if m.secret.len() < 16 {
             return bad("mesh.secret must be at least 16 bytes when peers are configured; set the same value on every node (RINGWAY_MESH_SECRET or --mesh-secret), e.g. from `openssl rand -hex 32`".to_owned());
@@ -628,15 +678,6 @@ impl Config {
             return bad(format!(
                 "{} peers: a cluster has at most 64 nodes",
                 peers.len()
-            ));
-        }
-        let mut ids: Vec<&str> = peers.iter().map(|p| p.id.as_str()).collect();
-        ids.push(&self.node_id);
-        ids.sort_unstable();
-        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-            return bad(format!(
-                "node id {:?} appears twice among node_id and mesh.peers; every node needs its own id",
-                w[0]
             ));
         }
         if m.heartbeat_ms == 0 || m.dead_after_ms < 2 * m.heartbeat_ms {
@@ -718,6 +759,30 @@ mod tests {
     }
 
     #[test]
+    fn one_peer_list_for_the_whole_cluster() {
+        let list = vec![
+            "n1=127.0.0.1:7401".to_owned(),
+            "n2=127.0.0.1:7402".to_owned(),
+            "n3=127.0.0.1:7403".to_owned(),
+        ];
+        for me in ["n1", "n2", "n3"] {
+            let mut c = Config {
+                node_id: me.into(),
+                ..Config::default()
+            };
+            c.mesh.peers = list.clone();
+            c.mesh.secret = "0123456789abcdef".into();
+            c.validate().unwrap();
+            let peers = c.mesh.peer_list(me).unwrap();
+            assert_eq!(peers.others.len(), 2);
+            assert!(peers.others.iter().all(|p| p.id != me));
+            // Its own entry is its mesh address.
+            let own = c.mesh.listen_addr(me).unwrap();
+            assert_eq!(own.port(), 7400 + me[1..].parse::<u16>().unwrap());
+        }
+    }
+
+    #[test]
     fn mesh_needs_listen_secret_and_well_formed_peers() {
         let mut c = Config::default();
         c.mesh.peers = vec!["n2=127.0.0.1:7402".into()];
@@ -728,7 +793,7 @@ mod tests {
         assert!(e.contains("RINGWAY_MESH_SECRET"), "{e}");
         c.mesh.secret = "0123456789abcdef".into();
         c.validate().unwrap();
-        c.mesh.peers.push("n1=127.0.0.1:7403".into());
+        c.mesh.peers.push("n2=127.0.0.1:7403".into());
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("appears twice"), "{e}");
         c.mesh.peers = vec!["n2:127.0.0.1:7402".into()];

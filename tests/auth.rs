@@ -128,11 +128,26 @@ fn rooms_outside_the_token_are_refused_then_closed_with_4003() {
     c.send(json!({"type": "pub", "room": "chat:2", "data": 1, "ref": 5}));
     let e = c.recv();
     assert_eq!(
-        (e["code"].clone(), e["ref"].clone()),
-        (json!("forbidden"), json!(5))
+        (e["code"].clone(), e["ref"].clone(), e["room"].clone()),
+        (json!("forbidden"), json!(5), json!("chat:2")),
+        "the error names the room and echoes the ref"
     );
     c.send(json!({"type": "sub", "room": "admin"}));
     assert_eq!(c.expect_close(), 4003);
+    // Counted as what it was, not as a protocol error.
+    let forbidden = "ringway_disconnects_total{reason=\"forbidden\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while common::metric(n.api, forbidden) != 1.0 {
+        assert!(std::time::Instant::now() < deadline, "4003 not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        common::metric(
+            n.api,
+            "ringway_disconnects_total{reason=\"protocol_error\"}"
+        ),
+        0.0
+    );
 }
 
 #[test]
@@ -156,6 +171,10 @@ fn a_refreshed_token_keeps_the_socket_and_no_refresh_closes_4001() {
     let r = keeps.recv();
     assert_eq!(r["type"], "refreshed", "{r}");
     assert_eq!(lapses.expect_close(), 4001);
+    assert_eq!(
+        common::metric(n.api, "ringway_disconnects_total{reason=\"token_expired\"}"),
+        1.0
+    );
     // Past the old expiry and grace, the refreshed socket still works.
     std::thread::sleep(Duration::from_millis(1500));
     keeps.send(json!({"type": "ping"}));
@@ -276,6 +295,46 @@ fn the_node_serves_the_client_the_demo_and_guest_tokens() {
     c.sub("demo:lobby");
     c.send(json!({"type": "sub", "room": "chat:1"}));
     assert_eq!(c.recv()["code"], "forbidden");
+
+    // Pages on other origins import the client (CORS), and HEAD answers headers.
+    let head = |path: &str, origin: &str| {
+        common::http_raw_text(
+            n.ws,
+            &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\r\n"),
+        )
+    };
+    let text = head("/client.js", "https://app.example");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("Access-Control-Allow-Origin: *\r\n"),
+        "{text}"
+    );
+    let (head_part, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(body.is_empty(), "HEAD has no body: {body:?}");
+    assert!(!head_part.contains("Content-Length: 0"), "{text}");
+    let get_js = common::http_raw_text(
+        n.ws,
+        "GET /client.js HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n",
+    );
+    assert!(
+        get_js.contains("Access-Control-Allow-Origin: *\r\n"),
+        "{get_js}"
+    );
+    assert!(get_js.contains("export class Ringway"), "the module itself");
+    let listed = Node::start(|c| c.auth.origins = vec!["https://app.example".into()]);
+    let ok = common::http_raw_text(
+        listed.ws,
+        "GET /client.d.ts HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n",
+    );
+    assert!(
+        ok.contains("Access-Control-Allow-Origin: https://app.example\r\n"),
+        "{ok}"
+    );
+    let other = common::http_raw_text(
+        listed.ws,
+        "GET /client.js HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\n\r\n",
+    );
+    assert!(!other.contains("Access-Control-Allow-Origin"), "{other}");
 
     let off = Node::start(|c| c.demo = false);
     assert_eq!(raw_http_status(off.ws, &get("/")), 404);

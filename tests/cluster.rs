@@ -23,6 +23,8 @@ struct Cluster {
     secrets: Vec<String>,
     /// Extra flags for every node.
     extra: Vec<String>,
+    /// Give every node the same peer list (itself included) and no --mesh-listen.
+    same_list: bool,
 }
 
 fn addr() -> SocketAddr {
@@ -32,6 +34,25 @@ fn addr() -> SocketAddr {
 impl Cluster {
     fn start(n: usize) -> Cluster {
         Self::start_with_secrets(vec![SECRET.to_owned(); n])
+    }
+
+    /// Every node with the same peer list, itself included, and no --mesh-listen:
+    /// each finds its own address in the list by its id.
+    fn start_with_one_list(n: usize) -> Cluster {
+        let mut c = Cluster {
+            ids: (1..=n).map(|i| format!("n{i}")).collect(),
+            mesh: (0..n).map(|_| addr()).collect(),
+            ws: (0..n).map(|_| addr()).collect(),
+            api: (0..n).map(|_| addr()).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+            secrets: vec![SECRET.to_owned(); n],
+            extra: Vec::new(),
+            same_list: true,
+        };
+        for i in 0..n {
+            c.boot(i);
+        }
+        c
     }
 
     fn start_with_secrets(secrets: Vec<String>) -> Cluster {
@@ -44,6 +65,7 @@ impl Cluster {
             nodes: (0..n).map(|_| None).collect(),
             secrets,
             extra: Vec::new(),
+            same_list: false,
         };
         for i in 0..n {
             c.boot(i);
@@ -67,6 +89,7 @@ impl Cluster {
             nodes: (0..n).map(|_| None).collect(),
             secrets: vec![SECRET.to_owned(); n],
             extra: vec!["--config".into(), path.display().to_string()],
+            same_list: false,
         };
         for i in 0..n {
             c.boot(i);
@@ -78,8 +101,6 @@ impl Cluster {
         let mut args: Vec<String> = vec![
             "--node-id".into(),
             self.ids[i].clone(),
-            "--mesh-listen".into(),
-            self.mesh[i].to_string(),
             "--mesh-secret".into(),
             self.secrets[i].clone(),
             "--token-secret".into(),
@@ -90,8 +111,12 @@ impl Cluster {
             "0".into(),
         ];
         args.extend(self.extra.iter().cloned());
+        if !self.same_list {
+            args.push("--mesh-listen".into());
+            args.push(self.mesh[i].to_string());
+        }
         for j in 0..self.ids.len() {
-            if j != i {
+            if j != i || self.same_list {
                 args.push("--peer".into());
                 args.push(format!("{}={}", self.ids[j], self.mesh[j]));
             }
@@ -554,5 +579,45 @@ fn a_node_missing_from_the_peer_list_is_refused() {
             "{v}"
         );
         assert_eq!(p.metric("ringway_mesh_connects_total"), 0.0);
+    }
+}
+
+#[test]
+fn every_node_can_carry_the_same_peer_list() {
+    let cl = Cluster::start_with_one_list(3);
+    cl.wait_converged();
+    let room = cl.room_owned_by(1, &[0, 1, 2], "one-list:");
+    let mut a = cl.client(0);
+    let mut c = cl.client(2);
+    a.sub(&room);
+    c.sub(&room);
+    let (_, seq) = cl.publish(0, &room, json!("everywhere"));
+    for cl in [&mut a, &mut c] {
+        let m = cl.recv();
+        assert_eq!(
+            (m["seq"].as_u64(), m["data"].clone()),
+            (Some(seq), json!("everywhere"))
+        );
+    }
+    // Every link reports its heartbeat round trip.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for i in 0..3 {
+        loop {
+            let (_, text) = http(cl.api[i], "GET", "/metrics", "");
+            let rtts: Vec<f64> = text
+                .lines()
+                .filter(|l| l.starts_with("ringway_mesh_rtt_seconds{"))
+                .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+                .collect();
+            assert_eq!(rtts.len(), 2, "{text}");
+            if rtts.iter().all(|&r| r > 0.0 && r < 1.0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no round trip measured: {rtts:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }

@@ -316,6 +316,79 @@ fn metrics_and_health() {
 }
 
 #[test]
+fn deliveries_are_timed_and_resumes_counted_by_outcome() {
+    let node = Node::start(|_| {});
+    let (mut a, mut b) = node.client_on_each_worker();
+    let first = a.sub("timed");
+    b.sub("timed");
+    let count = || common::metric(node.api, "ringway_publish_to_write_seconds_count");
+    assert_eq!(count(), 0.0);
+    for i in 0..5 {
+        node.publish("timed", json!(i));
+    }
+    a.send(json!({"type": "pub", "room": "timed", "data": "from a client"}));
+    for c in [&mut a, &mut b] {
+        for _ in 0..6 {
+            assert_eq!(c.recv()["type"], "msg");
+        }
+    }
+    // Six messages to two subscribers: twelve frames handed to the kernel.
+    assert_eq!(count(), 12.0);
+    let inf = common::metric(
+        node.api,
+        "ringway_publish_to_write_seconds_bucket{le=\"+Inf\"}",
+    );
+    assert_eq!(inf, 12.0);
+    // A resume inside the window, then one with a stale epoch.
+    let epoch = first["epoch"].as_str().unwrap();
+    let mut c = node.client();
+    c.send(json!({"type": "sub", "room": "timed", "since": {"epoch": epoch, "seq": 2}}));
+    assert_eq!(c.recv()["recovered"], true);
+    let mut d = node.client();
+    d.send(
+        json!({"type": "sub", "room": "timed", "since": {"epoch": "0000000000000001", "seq": 2}}),
+    );
+    assert_eq!(d.recv()["recovered"], false);
+    let resumes =
+        |labels: &str| common::metric(node.api, &format!("ringway_resumes_total{{{labels}}}"));
+    assert_eq!(resumes("outcome=\"recovered\",reason=\"in_window\""), 1.0);
+    assert_eq!(
+        resumes("outcome=\"not_recovered\",reason=\"stale_epoch\""),
+        1.0
+    );
+}
+
+#[test]
+fn errors_name_their_room_and_ref_and_presence_answers_echo_ref() {
+    let node = Node::start(|_| {});
+    let mut c = node.client();
+    c.sub("named");
+    c.send(json!({"type": "sub", "room": "named", "ref": "again"}));
+    let e = c.recv();
+    assert_eq!(e["type"], "error", "{e}");
+    assert_eq!(
+        (e["room"].as_str(), e["ref"].as_str()),
+        (Some("named"), Some("again"))
+    );
+    c.send(json!({"type": "unsub", "room": "other", "ref": 3}));
+    let e = c.recv();
+    assert_eq!(
+        (e["code"].as_str(), e["room"].as_str(), e["ref"].as_u64()),
+        (Some("not_subscribed"), Some("other"), Some(3))
+    );
+    // Presence goes to the room's owner (maybe another worker) and comes back with the ref.
+    for (i, room) in ["named", "p:1", "p:2", "p:3"].iter().enumerate() {
+        c.send(json!({"type": "presence", "room": room, "ref": i}));
+        let p = c.recv();
+        assert_eq!(p["type"], "presence", "{p}");
+        assert_eq!(
+            (p["room"].as_str(), p["ref"].as_u64()),
+            (Some(*room), Some(i as u64))
+        );
+    }
+}
+
+#[test]
 fn api_refuses_bad_publishes_with_reasons() {
     let node = Node::start(|_| {});
     let (s, body) = node.post("/v1/publish", &json!({"room": "ok"}));

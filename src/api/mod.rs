@@ -199,7 +199,6 @@ async fn presence(w: &Rc<Worker>, encoded: &str) -> Response {
     let ticket = crate::mesh::wire::Ticket {
         worker: w.id as u16,
         id: req as u64,
-        conn: false,
     };
     w.state.borrow_mut().presence(&room, ticket);
     w.flush_dirty();

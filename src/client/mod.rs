@@ -26,18 +26,58 @@ pub const DEMO: &str = include_str!("demo.html");
 /// Lifetime of a demo token, in seconds.
 const DEMO_TTL: u64 = 600;
 
-/// The complete HTTP response to a plain `GET` on the client listener.
-pub fn serve(shared: &Shared, path: &str, query: Option<&str>) -> Vec<u8> {
+/// What a plain `GET` or `HEAD` on the client listener asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// The path.
+    pub path: &'a str,
+    /// The query string.
+    pub query: Option<&'a str>,
+    /// The `Origin` header: pages on other origins import `/client.js` (CORS).
+    pub origin: Option<&'a str>,
+    /// `HEAD`: the headers only.
+    pub head: bool,
+}
+
+/// The complete HTTP response to a plain `GET` (or `HEAD`) on the client listener.
+pub fn serve(shared: &Shared, asked: Asked<'_>) -> Vec<u8> {
     let demo = shared.config.demo;
-    match path {
-        "/client.js" => ok("text/javascript; charset=utf-8", JS.as_bytes()),
-        "/client.d.ts" => ok("application/typescript; charset=utf-8", DTS.as_bytes()),
-        "/" | "/index.html" if demo => ok("text/html; charset=utf-8", DEMO.as_bytes()),
-        "/demo/token" if demo => demo_token(shared, query),
-        _ => text(
-            404,
-            "not found: this is a WebSocket endpoint (see /client.js and, with demo = true, /)",
+    let cors = cors(&shared.config.auth.origins, asked.origin);
+    let (status, content_type, body): (u16, &str, std::borrow::Cow<'_, [u8]>) = match asked.path {
+        "/client.js" => (200, "text/javascript; charset=utf-8", JS.as_bytes().into()),
+        "/client.d.ts" => (
+            200,
+            "application/typescript; charset=utf-8",
+            DTS.as_bytes().into(),
         ),
+        "/" | "/index.html" if demo => (200, "text/html; charset=utf-8", DEMO.as_bytes().into()),
+        "/demo/token" if demo => return demo_token(shared, asked.query),
+        _ => {
+            return text(
+                404,
+                "not found: this is a WebSocket endpoint (see /client.js and, with demo = true, /)",
+            );
+        }
+    };
+    let mut out = head(status, content_type, body.len(), &cors);
+    if !asked.head {
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+/// The CORS header lines for a response to `origin`: any origin may load the client
+/// library, unless `auth.origins` lists the allowed ones (then only those, with
+/// `Vary: Origin` so caches keep the answers apart).
+fn cors(allowed: &[String], origin: Option<&str>) -> String {
+    if allowed.is_empty() {
+        return "Access-Control-Allow-Origin: *\r\n".to_owned();
+    }
+    match origin {
+        Some(o) if allowed.iter().any(|a| a == o) => {
+            format!("Access-Control-Allow-Origin: {o}\r\nVary: Origin\r\n")
+        }
+        _ => "Vary: Origin\r\n".to_owned(),
     }
 }
 
@@ -97,16 +137,39 @@ fn text(status: u16, reason: &str) -> Vec<u8> {
 }
 
 fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = head(status, content_type, body.len(), "");
+    out.extend_from_slice(body);
+    out
+}
+
+fn head(status: u16, content_type: &str, len: usize, extra: &str) -> Vec<u8> {
     let reason = tungstenite::http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
-        body.len()
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
+         Cache-Control: no-cache\r\n{extra}Connection: close\r\n\r\n"
     )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_allows_any_origin_or_only_the_listed_ones() {
+        assert_eq!(
+            cors(&[], Some("https://x")),
+            "Access-Control-Allow-Origin: *\r\n"
+        );
+        let listed = vec!["https://app.example".to_owned()];
+        assert!(
+            cors(&listed, Some("https://app.example"))
+                .contains("Allow-Origin: https://app.example")
+        );
+        assert!(!cors(&listed, Some("https://evil.example")).contains("Allow-Origin"));
+        assert!(!cors(&listed, None).contains("Allow-Origin"));
+    }
 }

@@ -324,8 +324,19 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
                         }
                     }
                 }
-                Outcome::Get { path, query } => {
-                    let response = crate::client::serve(&st.shared, &path, query.as_deref());
+                Outcome::Get {
+                    path,
+                    query,
+                    origin,
+                    head,
+                } => {
+                    let asked = crate::client::Asked {
+                        path: &path,
+                        query: query.as_deref(),
+                        origin: origin.as_deref(),
+                        head,
+                    };
+                    let response = crate::client::serve(&st.shared, asked);
                     st.enqueue_raw(key, response);
                     st.finish(key, None, Disconnect::Handshake);
                     return buf.len();
@@ -380,6 +391,7 @@ fn on_event(st: &mut State, key: ConnKey, event: Event<'_>) {
                     let frame = protocol::error_frame(
                         ErrorCode::Unsupported,
                         "ringway.v1 messages are JSON text frames; binary frames are not accepted",
+                        None,
                         None,
                     );
                     st.enqueue(key, Out::Own(frame));
@@ -441,7 +453,12 @@ fn within_rate(st: &mut State, key: ConnKey, len: usize) -> bool {
                 };
                 st.enqueue(
                     key,
-                    Out::Own(protocol::error_frame(ErrorCode::RateLimited, &reason, None)),
+                    Out::Own(protocol::error_frame(
+                        ErrorCode::RateLimited,
+                        &reason,
+                        None,
+                        None,
+                    )),
                 );
             }
             false
@@ -463,22 +480,23 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
     let request = match protocol::parse(text, max_room) {
         Ok(r) => r,
         Err(refusal) => {
-            let frame = protocol::error_frame(refusal.code, &refusal.reason, refusal.reference);
+            let frame =
+                protocol::error_frame(refusal.code, &refusal.reason, None, refusal.reference);
             st.enqueue(key, Out::Own(frame));
             return;
         }
     };
     let reference = request.reference;
-    let refuse = |st: &mut State, code, reason: &str| {
+    let refuse = |st: &mut State, code, reason: &str, room: &str| {
         st.enqueue(
             key,
-            Out::Own(protocol::error_frame(code, reason, reference)),
+            Out::Own(protocol::error_frame(code, reason, Some(room), reference)),
         );
     };
     match request.msg {
         ClientMsg::Sub { room, since } => {
             if is_reserved(&room) && !is_own_room(st, key, &room) {
-                return refuse(st, ErrorCode::Reserved, RESERVED);
+                return refuse(st, ErrorCode::Reserved, RESERVED, &room);
             }
             if !permitted(st, key, &room, Access::Subscribe, reference) {
                 return;
@@ -489,7 +507,12 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
             if st.unsubscribe(key, &room) {
                 st.enqueue(key, Out::Own(protocol::unsubscribed_frame(&room)));
             } else {
-                refuse(st, ErrorCode::NotSubscribed, "not subscribed to this room");
+                refuse(
+                    st,
+                    ErrorCode::NotSubscribed,
+                    "not subscribed to this room",
+                    &room,
+                );
             }
         }
         ClientMsg::Pub {
@@ -498,7 +521,7 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
             key: msg_key,
         } => {
             if is_reserved(&room) {
-                return refuse(st, ErrorCode::Reserved, RESERVED);
+                return refuse(st, ErrorCode::Reserved, RESERVED, &room);
             }
             if !permitted(st, key, &room, Access::Publish, reference) {
                 return;
@@ -512,6 +535,7 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
                     st,
                     ErrorCode::BadField,
                     "user ids are 1 to 100 characters of A-Z a-z 0-9 _ - . : / @ # = +",
+                    &room,
                 );
             }
             if !permitted(st, key, &room, Access::Send, reference) {
@@ -523,10 +547,17 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
             if !permitted(st, key, &room, Access::Subscribe, reference) {
                 return;
             }
+            let Some(req) = st.request_for(key, reference) else {
+                return refuse(
+                    st,
+                    ErrorCode::Unavailable,
+                    "too many requests waiting for an answer on this node; retry",
+                    &room,
+                );
+            };
             let ticket = Ticket {
                 worker: st.id as u16,
-                id: u64::from(key.slot) << 32 | u64::from(key.generation),
-                conn: true,
+                id: req as u64,
             };
             st.presence(&room, ticket);
         }
@@ -584,6 +615,7 @@ fn permitted(
             Out::Own(protocol::error_frame(
                 ErrorCode::Forbidden,
                 reason,
+                Some(room),
                 reference,
             )),
         );

@@ -16,6 +16,7 @@ use super::auth::{self, Role, Transcript};
 use super::wire::{self, Frame};
 use super::{Mesh, Slot};
 use crate::hub::home_worker;
+use crate::metrics::histogram::now_ns;
 use crate::runtime::mailbox::Mail;
 use crate::runtime::worker::Shared;
 
@@ -426,7 +427,15 @@ fn read_loop(
 fn dispatch(shared: &Shared, mesh: &Mesh, peer: usize, frame: Frame) {
     let workers = shared.mailboxes.len();
     let to = match &frame {
-        Frame::Ping => return,
+        Frame::Ping { sent_us } => {
+            mesh.send(peer, wire::encode(&Frame::Pong { sent_us: *sent_us }));
+            return;
+        }
+        Frame::Pong { sent_us } => {
+            let rtt = (now_ns() / 1000).saturating_sub(*sent_us);
+            mesh.slots[peer].stats.rtt_us.store(rtt, Ordering::Relaxed);
+            return;
+        }
         Frame::Subscribe { room, .. }
         | Frame::SubAck { room, .. }
         | Frame::Leave { room, .. }
@@ -454,7 +463,12 @@ fn dispatch(shared: &Shared, mesh: &Mesh, peer: usize, frame: Frame) {
 fn write_loop(mesh: &Mesh, peer: usize, stream: TcpStream, stop: &AtomicBool) {
     let slot: &Slot = &mesh.slots[peer];
     let heartbeat = Duration::from_millis(mesh.config.heartbeat_ms);
-    let ping = wire::encode(&Frame::Ping);
+    let ping = || {
+        wire::encode(&Frame::Ping {
+            sent_us: now_ns() / 1000,
+        })
+    };
+    let mut last_ping = std::time::Instant::now();
     let mut out = BufWriter::with_capacity(256 << 10, stream);
     let write = |out: &mut BufWriter<TcpStream>, b: &Bytes| -> bool {
         slot.stats.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -464,24 +478,30 @@ fn write_loop(mesh: &Mesh, peer: usize, stream: TcpStream, stop: &AtomicBool) {
         out.write_all(b).is_ok()
     };
     while !stop.load(Ordering::Acquire) {
-        let first = match slot.rx.recv_timeout(heartbeat) {
-            Ok(b) => b,
-            Err(RecvTimeoutError::Timeout) => {
-                if !write(&mut out, &ping) || out.flush().is_err() {
-                    break;
-                }
-                continue;
-            }
+        // A ping every heartbeat, busy or idle: it proves the link alive and its
+        // pong measures the round trip (queueing included).
+        let wait = heartbeat.saturating_sub(last_ping.elapsed());
+        let first = match slot.rx.recv_timeout(wait) {
+            Ok(b) => Some(b),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut ok = true;
-        let mut taken = first.len();
-        ok &= write(&mut out, &first);
-        // Cork: everything already queued leaves in as few writes as the buffer allows.
-        while ok {
-            let Ok(b) = slot.rx.try_recv() else { break };
-            taken += b.len();
-            ok &= write(&mut out, &b);
+        let mut taken = 0;
+        if let Some(first) = first {
+            taken += first.len();
+            ok &= write(&mut out, &first);
+            // Cork: everything already queued leaves in as few writes as the buffer
+            // allows.
+            while ok {
+                let Ok(b) = slot.rx.try_recv() else { break };
+                taken += b.len();
+                ok &= write(&mut out, &b);
+            }
+        }
+        if last_ping.elapsed() >= heartbeat {
+            ok &= write(&mut out, &ping());
+            last_ping = std::time::Instant::now();
         }
         slot.queued.fetch_sub(taken, Ordering::AcqRel);
         if !ok || out.flush().is_err() {

@@ -75,6 +75,9 @@ pub struct LinkStats {
     pub overflows: AtomicU64,
     /// Frames not sent because the link was down.
     pub dropped: AtomicU64,
+    /// Round-trip time of the last heartbeat, microseconds (gauge; 0 before the
+    /// first answer).
+    pub rtt_us: AtomicU64,
 }
 
 /// An authenticated stream, with whatever bytes its hello left in the decoder.
@@ -120,7 +123,7 @@ pub struct Mesh {
 impl Mesh {
     /// The cluster from the configuration; `None` for a single node.
     pub fn from_config(c: &Config) -> Result<Option<Mesh>, ConfigError> {
-        let peers = c.mesh.parsed_peers()?;
+        let peers = c.mesh.peer_list(&c.node_id)?.others;
         if peers.is_empty() {
             return Ok(None);
         }
@@ -250,6 +253,17 @@ impl Mesh {
                 if i != self.me {
                     let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", self.nodes[i].id, get(s));
                 }
+            }
+        }
+        let name = "ringway_mesh_rtt_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Round-trip time of the link's last heartbeat (queueing included)\n# TYPE {name} gauge"
+        );
+        for (i, s) in self.slots.iter().enumerate() {
+            if i != self.me {
+                let rtt = s.stats.rtt_us.load(Ordering::Relaxed) as f64 / 1e6;
+                let _ = writeln!(out, "{name}{{peer=\"{}\"}} {rtt}", self.nodes[i].id);
             }
         }
         let counters: [Series<LinkStats>; 9] = [

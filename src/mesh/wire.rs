@@ -11,17 +11,15 @@ use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 /// Version spoken in `Hello`; a peer with another version is refused.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Who is waiting for an answer on the asking node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     /// Worker on the asking node.
     pub worker: u16,
-    /// A request id in that worker, or a packed connection key when `conn`.
+    /// A request id in that worker.
     pub id: u64,
-    /// The answer goes to a connection (`id` is its key) rather than a waiting task.
-    pub conn: bool,
 }
 
 /// A subscriber on the node that asked: its worker and packed connection key.
@@ -57,8 +55,17 @@ pub enum Frame {
         /// Cause and fix, for the other node's log.
         reason: String,
     },
-    /// Heartbeat, sent when a link has been idle.
-    Ping,
+    /// Heartbeat, sent every `mesh.heartbeat_ms`; the peer answers `Pong` with the
+    /// same value, which gives the link's round-trip time.
+    Ping {
+        /// The sender's clock (microseconds, its own origin).
+        sent_us: u64,
+    },
+    /// The answer to a `Ping`.
+    Pong {
+        /// The `Ping`'s value, unchanged.
+        sent_us: u64,
+    },
     /// To a room's owner: a connection on the sending node subscribes.
     Subscribe {
         /// Room name.
@@ -229,7 +236,8 @@ mod tests {
                 nonce: [9; 16],
             },
             Frame::Auth { mac: [1; 32] },
-            Frame::Ping,
+            Frame::Ping { sent_us: 7 },
+            Frame::Pong { sent_us: 7 },
             Frame::Subscribe {
                 room: "chat:1".into(),
                 who,
@@ -254,11 +262,7 @@ mod tests {
                 room: "r".into(),
                 data: "{\"a\":1}".into(),
                 key: None,
-                reply: Some(Ticket {
-                    worker: 0,
-                    id: 12,
-                    conn: false,
-                }),
+                reply: Some(Ticket { worker: 0, id: 12 }),
             },
             Frame::Deliver {
                 room: "r".into(),

@@ -94,6 +94,24 @@ pub fn reconnect_frame(after_ms: u64) -> Bytes {
     w.finish()
 }
 
+/// A roster (`{"type":"presence",…}`, as the room's owner wrote it) with the
+/// request's `ref` added when it had one.
+pub fn presence_frame(json: &str, reference: Option<&RawValue>) -> Bytes {
+    let body = json.trim_end();
+    let mut w = TextFrameWriter::with_capacity(body.len() + 16);
+    let out = w.payload();
+    match (reference, body.strip_suffix('}')) {
+        (Some(r), Some(open)) => {
+            out.extend_from_slice(open.as_bytes());
+            out.extend_from_slice(br#","ref":"#);
+            out.extend_from_slice(r.get().as_bytes());
+            out.push(b'}');
+        }
+        _ => out.extend_from_slice(body.as_bytes()),
+    }
+    w.finish()
+}
+
 /// `{"type":"pong"}`, with the request's `ref` if it had one.
 pub fn pong_frame(reference: Option<&RawValue>) -> Bytes {
     let mut w = TextFrameWriter::with_capacity(32);
@@ -107,14 +125,25 @@ pub fn pong_frame(reference: Option<&RawValue>) -> Bytes {
     w.finish()
 }
 
-/// `{"type":"error","code":…,"reason":…,"ref":…}`.
-pub fn error_frame(code: ErrorCode, reason: &str, reference: Option<&RawValue>) -> Bytes {
-    let mut w = TextFrameWriter::with_capacity(64 + reason.len());
+/// `{"type":"error","code":…,"reason":…,"room":…?,"ref":…?}`: `room` names the room
+/// the refused request was about, `ref` echoes the request's.
+pub fn error_frame(
+    code: ErrorCode,
+    reason: &str,
+    room: Option<&str>,
+    reference: Option<&RawValue>,
+) -> Bytes {
+    let room_len = room.map_or(0, |r| r.len() + 10);
+    let mut w = TextFrameWriter::with_capacity(64 + reason.len() + room_len);
     let out = w.payload();
     out.extend_from_slice(br#"{"type":"error","code":""#);
     out.extend_from_slice(code.as_str().as_bytes());
     out.extend_from_slice(br#"","reason":"#);
     string(out, reason);
+    if let Some(room) = room {
+        out.extend_from_slice(br#","room":"#);
+        string(out, room);
+    }
     if let Some(r) = reference {
         out.extend_from_slice(br#","ref":"#);
         out.extend_from_slice(r.get().as_bytes());
@@ -158,8 +187,19 @@ mod tests {
             s,
             serde_json::json!({"type":"subscribed","room":"chat:42","epoch":"9f2c41d07ab3e511","seq":17,"recovered":false})
         );
-        let e = json(&error_frame(ErrorCode::BadJson, "bad \"x\"", None));
+        let e = json(&error_frame(ErrorCode::BadJson, "bad \"x\"", None, None));
         assert_eq!(e["reason"], "bad \"x\"");
+        let r = RawValue::from_string("7".into()).unwrap();
+        let f = json(&error_frame(
+            ErrorCode::Forbidden,
+            "no",
+            Some("chat:1"),
+            Some(&r),
+        ));
+        assert_eq!(
+            (f["room"].as_str(), f["ref"].as_u64()),
+            (Some("chat:1"), Some(7))
+        );
         let w = json(&welcome_frame("0.1.1", "n1", 25000, None));
         assert_eq!(w["heartbeat"], 25000);
         let r = RawValue::from_string("\"abc\"".into()).unwrap();

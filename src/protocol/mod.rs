@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use encode::{
-    error_frame, msg_frame, pong_frame, reconnect_frame, subscribed_frame, unsubscribed_frame,
-    welcome_frame,
+    error_frame, msg_frame, pong_frame, presence_frame, reconnect_frame, subscribed_frame,
+    unsubscribed_frame, welcome_frame,
 };
 
 /// A room's history generation. A new epoch means the history before it is gone and a
@@ -137,6 +137,9 @@ pub enum ErrorCode {
     Forbidden,
     /// A `refresh` token is invalid, expired, or for another user.
     BadToken,
+    /// The request needed an answer from another node that did not come in time,
+    /// or the node is too busy to wait for one; retry.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -155,6 +158,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::BadToken => "bad_token",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

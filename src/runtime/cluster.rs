@@ -169,7 +169,11 @@ impl State {
                 self.to_peer(peer, &Frame::Presence { ticket, json });
             }
             Frame::Presence { ticket, json } => self.answer_presence(ticket, json),
-            Frame::Ping | Frame::Hello { .. } | Frame::Auth { .. } | Frame::Refuse { .. } => {}
+            Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Hello { .. }
+            | Frame::Auth { .. }
+            | Frame::Refuse { .. } => {}
         }
     }
 

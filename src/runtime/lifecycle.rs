@@ -213,7 +213,7 @@ impl State {
             }
             Err(reason) => {
                 let frame =
-                    protocol::error_frame(protocol::ErrorCode::BadToken, &reason, reference);
+                    protocol::error_frame(protocol::ErrorCode::BadToken, &reason, None, reference);
                 self.enqueue(key, Out::Own(frame));
             }
         }

@@ -139,7 +139,7 @@ impl Server {
             max_bytes: config.limits.max_handshake_bytes,
         };
         let mesh = crate::mesh::Mesh::from_config(&config)?.map(Arc::new);
-        let mesh_listener = match (&mesh, config.mesh.listen) {
+        let mesh_listener = match (&mesh, config.mesh.listen_addr(&config.node_id)) {
             (Some(_), Some(addr)) => Some(
                 std::net::TcpListener::bind(addr)
                     .map_err(|e| StartError::Listen(listener::bind_error(addr, e)))?,

@@ -143,7 +143,7 @@ impl State {
             None
         };
         if let Some((code, reason)) = refusal {
-            let frame = protocol::error_frame(code, &reason, reference);
+            let frame = protocol::error_frame(code, &reason, Some(room), reference);
             self.enqueue(key, Out::Own(frame));
             return;
         }
@@ -390,7 +390,6 @@ impl State {
         let ticket = reply.map(|req| Ticket {
             worker: self.id as u16,
             id: req as u64,
-            conn: false,
         });
         if let Some(owner) = self.remote_owner(room) {
             self.to_peer(
@@ -645,11 +644,7 @@ impl State {
             }
             return;
         }
-        if ticket.conn {
-            self.enqueue(unpack(ticket.id), Out::Own(presence::text_frame(&json)));
-        } else {
-            self.complete(ticket.id as usize, super::worker::Reply::Presence(json));
-        }
+        self.complete(ticket.id as usize, super::worker::Reply::Presence(json));
     }
 
     /// Announce settled joins and leaves of rooms whose rosters changed.

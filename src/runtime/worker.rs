@@ -80,6 +80,29 @@ impl Shared {
     }
 }
 
+/// Answers a worker waits for at most at once (presence queries and API calls to
+/// other workers and nodes); more are refused with `unavailable`.
+pub const MAX_WAITING: usize = 4096;
+
+/// How long a connection's request waits for another worker or node, in ms.
+pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
+
+/// Who waits for an answer from another worker or node.
+#[derive(Debug)]
+enum Waiter {
+    /// A task (an API request).
+    Task(oneshot::Sender<Reply>),
+    /// A connection (a `presence` request), with its request's `ref`.
+    Conn {
+        /// The connection.
+        key: ConnKey,
+        /// The request's `ref`, echoed in the answer.
+        reference: Option<Box<serde_json::value::RawValue>>,
+        /// When it was asked (wheel tick).
+        since: Tick,
+    },
+}
+
 /// A reply to a request a task made of another worker.
 #[derive(Debug)]
 pub enum Reply {
@@ -116,8 +139,8 @@ pub struct State {
     dirty: Vec<ConnKey>,
     /// Counters.
     pub stats: WorkerStats,
-    /// Tasks waiting for a reply from another worker.
-    requests: Slab<oneshot::Sender<Reply>>,
+    /// Tasks and connections waiting for a reply from another worker or node.
+    requests: Slab<Waiter>,
     /// Heartbeat deadlines, one entry per open connection.
     pub(super) wheel: Wheel<ConnKey>,
     /// When this worker started: the origin of its ticks and milliseconds.
@@ -306,7 +329,7 @@ impl Worker {
     /// Register a request awaiting a reply from another worker.
     pub fn request(&self) -> (usize, oneshot::Receiver<Reply>) {
         let (tx, rx) = oneshot::channel();
-        let req = self.state.borrow_mut().requests.insert(tx);
+        let req = self.state.borrow_mut().requests.insert(Waiter::Task(tx));
         (req, rx)
     }
 
@@ -321,6 +344,7 @@ impl Worker {
             st.settle_presence(now);
             st.expire_leases(now);
             st.check_expiries(crate::auth::unix_now());
+            st.expire_requests();
         }
         self.flush_dirty();
     }
@@ -529,8 +553,62 @@ impl State {
     }
 
     pub(super) fn complete(&mut self, req: usize, reply: Reply) {
-        if let Some(tx) = self.requests.try_remove(req) {
-            let _ = tx.send(reply); // the asking task may have gone; fine
+        match self.requests.try_remove(req) {
+            Some(Waiter::Task(tx)) => {
+                let _ = tx.send(reply); // the asking task may have gone; fine
+            }
+            Some(Waiter::Conn { key, reference, .. }) => {
+                if let Reply::Presence(json) = reply {
+                    let frame = crate::protocol::presence_frame(&json, reference.as_deref());
+                    self.enqueue(key, Out::Own(frame));
+                }
+            }
+            None => {} // answered late: the request timed out
+        }
+    }
+
+    /// Register a connection's request for an answer from another worker or node;
+    /// `None` when this worker already waits for [`MAX_WAITING`] answers.
+    pub fn request_for(
+        &mut self,
+        key: ConnKey,
+        reference: Option<&serde_json::value::RawValue>,
+    ) -> Option<usize> {
+        if self.requests.len() >= MAX_WAITING {
+            return None;
+        }
+        let since = self.wheel.now();
+        Some(self.requests.insert(Waiter::Conn {
+            key,
+            reference: reference.map(ToOwned::to_owned),
+            since,
+        }))
+    }
+
+    /// Answer connections whose requests have waited longer than
+    /// [`REQUEST_TIMEOUT_MS`] with an `unavailable` error (the owner's node went
+    /// away, say), so nothing waits forever.
+    pub(super) fn expire_requests(&mut self) {
+        let limit = self.ticks(REQUEST_TIMEOUT_MS);
+        let now = self.wheel.now();
+        let late: Vec<usize> = self
+            .requests
+            .iter()
+            .filter_map(|(i, w)| match w {
+                Waiter::Conn { since, .. } if now.saturating_sub(*since) >= limit => Some(i),
+                _ => None,
+            })
+            .collect();
+        for i in late {
+            if let Some(Waiter::Conn { key, reference, .. }) = self.requests.try_remove(i) {
+                let frame = crate::protocol::error_frame(
+                    crate::protocol::ErrorCode::Unavailable,
+                    "the room's owner did not answer in time; retry",
+                    None,
+                    reference.as_deref(),
+                );
+                self.enqueue(key, Out::Own(frame));
+            }
         }
     }
 

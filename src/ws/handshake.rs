@@ -66,18 +66,25 @@ pub enum Outcome {
     Accept(Accepted),
     /// Upgrade refused.
     Reject(Rejected),
-    /// A plain `GET` without an upgrade (a browser loading a page or the client
-    /// library): the caller decides what to answer.
+    /// A plain `GET` (or `HEAD`) without an upgrade (a browser loading a page or the
+    /// client library): the caller decides what to answer.
     Get {
         /// The path.
         path: String,
         /// The query string, if any.
         query: Option<String>,
+        /// The `Origin` header, if any (for CORS).
+        origin: Option<String>,
+        /// `HEAD`: answer with the headers only.
+        head: bool,
     },
 }
 
 /// Judge the request head in `buf`.
 pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
+    if buf.starts_with(b"HEAD ") {
+        return head(buf, cfg);
+    }
     let (consumed, request) = match Request::try_parse(buf) {
         Ok(Some(parsed)) => parsed,
         Ok(None) if buf.len() > cfg.max_bytes => {
@@ -101,6 +108,8 @@ pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
         return Outcome::Get {
             path: path.to_owned(),
             query: request.uri().query().map(str::to_owned),
+            origin: header(&request, "origin"),
+            head: false,
         };
     }
     let endpoint = if path == cfg.ws_path {
@@ -124,11 +133,7 @@ pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
     if write_response(&mut bytes, &response).is_err() {
         return Outcome::Reject(reject(400, "malformed HTTP request"));
     }
-    let origin = request
-        .headers()
-        .get("origin")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let origin = header(&request, "origin");
     Outcome::Accept(Accepted {
         consumed,
         response: bytes,
@@ -136,6 +141,46 @@ pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
         token: crate::auth::token_from_request(&request),
         origin,
     })
+}
+
+/// A `HEAD` request (tungstenite parses only `GET`): the same answer as a `GET`
+/// without its body, which the caller leaves out.
+fn head(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) if buf.len() > cfg.max_bytes => {
+            return Outcome::Reject(reject(431, "request header fields too large"));
+        }
+        Ok(httparse::Status::Partial) => return Outcome::Incomplete,
+        Err(_) => return Outcome::Reject(reject(400, "malformed HTTP request")),
+    }
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (target, None),
+    };
+    let origin = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("origin"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::to_owned);
+    Outcome::Get {
+        path: path.to_owned(),
+        query,
+        origin,
+        head: true,
+    }
+}
+
+fn header(request: &Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Map tungstenite's reason for refusing to an HTTP answer the client can act on.
@@ -266,10 +311,30 @@ mod tests {
     fn a_plain_get_elsewhere_is_left_to_the_caller() {
         let get = b"GET /client.js?v=1 HTTP/1.1\r\nHost: x\r\n\r\n";
         match handle(get, &cfg()) {
-            Outcome::Get { path, query } => {
+            Outcome::Get {
+                path, query, head, ..
+            } => {
                 assert_eq!(
-                    (path.as_str(), query.as_deref()),
-                    ("/client.js", Some("v=1"))
+                    (path.as_str(), query.as_deref(), head),
+                    ("/client.js", Some("v=1"), false)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let req = b"HEAD /client.js HTTP/1.1\r\nHost: x\r\nOrigin: https://a.example\r\n\r\n";
+        for i in 0..req.len() {
+            assert!(
+                matches!(handle(&req[..i], &cfg()), Outcome::Incomplete),
+                "{i}"
+            );
+        }
+        match handle(req, &cfg()) {
+            Outcome::Get {
+                path, origin, head, ..
+            } => {
+                assert_eq!(
+                    (path.as_str(), origin.as_deref(), head),
+                    ("/client.js", Some("https://a.example"), true)
                 );
             }
             other => panic!("{other:?}"),

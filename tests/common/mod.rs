@@ -271,6 +271,16 @@ pub fn raw_http_status(addr: SocketAddr, request: &str) -> u16 {
     text.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Send a raw request, read until the server closes; returns the whole answer.
+pub fn http_raw_text(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    String::from_utf8_lossy(&all).into_owned()
+}
+
 /// Send a raw request, read until the server closes; returns (status, body).
 pub fn http_raw_body(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
