@@ -96,9 +96,17 @@ pub enum Refused {
     /// The signature does not verify (or the algorithm is not the configured one).
     #[error("the token's signature is invalid (forged, or signed with another key or algorithm)")]
     BadSignature,
-    /// Not a JWT, or claims missing.
+    /// Not a JWT, or claims missing or of the wrong type.
     #[error("the token is malformed: {0}")]
-    Malformed(String),
+    Malformed(&'static str),
+    /// `nbf` is still in the future.
+    #[error("the token is not valid yet (nbf): check the clocks of the issuer and this node")]
+    NotYetValid,
+    /// `exp` is further away than `auth.max_token_ttl_s`.
+    #[error(
+        "the token lives longer than this node accepts (auth.max_token_ttl_s): mint shorter-lived tokens and refresh them"
+    )]
+    TooLong,
     /// Tokens are presented but no key is configured to check them.
     #[error("this node has no token key configured (auth.token_secret or auth.token_public_key)")]
     NoKey,
@@ -109,6 +117,8 @@ pub enum Refused {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    /// Room permissions every token gets whatever it claims (demo tokens).
+    confine: Option<Arc<RoomClaims>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -140,34 +150,125 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         validation.leeway = 0;
         validation.validate_aud = false;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Self { key, validation }
+        Self {
+            key,
+            validation,
+            confine: None,
+        }
     }
 
-    /// Check a token: signature, algorithm, expiry, claims.
-    pub fn verify(&self, token: &str) -> Result<Grant, Refused> {
+    /// Check a token at Unix time `now`: signature, algorithm, `exp` and `nbf`, a
+    /// lifetime of at most `max_ttl_s` seconds (0: any), and the claims (`sub` is a
+    /// user id: see [`crate::protocol::valid_user`]). The reasons never quote the
+    /// library's internals.
+    pub fn verify(&self, token: &str, now: u64, max_ttl_s: u64) -> Result<Grant, Refused> {
         use jsonwebtoken::errors::ErrorKind as K;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 K::ExpiredSignature => Refused::Expired,
+                K::ImmatureSignature => Refused::NotYetValid,
                 K::InvalidSignature | K::InvalidAlgorithm | K::InvalidAlgorithmName => {
                     Refused::BadSignature
                 }
-                other => Refused::Malformed(format!("{other:?}")),
+                K::MissingRequiredClaim(_) => Refused::Malformed("it needs sub and exp claims"),
+                K::Json(_) => Refused::Malformed(
+                    "its claims must be JSON with sub (a string) and exp (a number)",
+                ),
+                _ => Refused::Malformed("it is not a JWT (header.claims.signature, base64url)"),
             },
         )?;
         let c = data.claims;
-        if c.sub.is_empty() || c.sub.len() > 100 || c.sub.chars().any(char::is_control) {
+        if max_ttl_s > 0 && c.exp > now.saturating_add(max_ttl_s) {
+            return Err(Refused::TooLong);
+        }
+        if !crate::protocol::valid_user(&c.sub) {
             return Err(Refused::Malformed(
-                "sub must be 1 to 100 characters without control characters".into(),
+                "sub must be 1 to 100 characters of A-Z a-z 0-9 _ - . : / @ # = +",
             ));
         }
         Ok(Grant {
             user: Arc::from(c.sub),
             exp: c.exp,
-            rooms: c.rooms.map(Arc::new),
+            rooms: match &self.confine {
+                Some(r) => Some(r.clone()),
+                None => c.rooms.map(Arc::new),
+            },
             refresh_asked: false,
         })
+    }
+}
+
+/// The demo's guest tokens: signed with a key that is never the production secret
+/// (random per node, or derived from the mesh secret so a cluster's nodes agree),
+/// accepted only where the demo is on, and confined to `demo:*` rooms whatever they
+/// claim.
+#[derive(Clone)]
+pub struct Demo {
+    key: Vec<u8>,
+    verifier: Verifier,
+}
+
+impl std::fmt::Debug for Demo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Demo").finish_non_exhaustive()
+    }
+}
+
+/// The rooms demo tokens open.
+pub const DEMO_ROOMS: &str = "demo:*";
+
+impl Demo {
+    /// Demo tokens under `key`.
+    pub fn new(key: Vec<u8>) -> Self {
+        let mut verifier = Verifier::hs256(&key);
+        verifier.confine = Some(Arc::new(RoomClaims {
+            sub: vec![DEMO_ROOMS.into()],
+            publish: vec![DEMO_ROOMS.into()],
+        }));
+        Self { key, verifier }
+    }
+
+    /// The key for a node: derived from the mesh secret when there is one (every
+    /// node of the cluster then accepts every node's guests), random otherwise.
+    pub fn key_for(mesh_secret: &str) -> Vec<u8> {
+        use hmac::{Hmac, KeyInit, Mac};
+        if mesh_secret.is_empty() {
+            let mut key = vec![0u8; 32];
+            // Without randomness no key is safe: an empty one verifies nothing.
+            if getrandom::fill(&mut key).is_err() {
+                return Vec::new();
+            }
+            return key;
+        }
+        let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(mesh_secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        m.update(b"ringway demo tokens v1");
+        m.finalize().into_bytes().to_vec()
+    }
+
+    /// A guest token for `user`, valid `ttl_s` seconds from `now`.
+    pub fn mint(&self, user: &str, now: u64, ttl_s: u64) -> String {
+        mint_hs256(
+            &self.key,
+            &Claims {
+                sub: user.to_owned(),
+                exp: now + ttl_s,
+                rooms: Some(RoomClaims {
+                    sub: vec![DEMO_ROOMS.into()],
+                    publish: vec![DEMO_ROOMS.into()],
+                }),
+            },
+        )
+    }
+
+    /// Check a guest token (see [`Verifier::verify`]).
+    pub fn verify(&self, token: &str, now: u64, max_ttl_s: u64) -> Result<Grant, Refused> {
+        if self.key.is_empty() {
+            return Err(Refused::BadSignature);
+        }
+        self.verifier.verify(token, now, max_ttl_s)
     }
 }
 
@@ -237,7 +338,7 @@ mod tests {
     #[test]
     fn good_token_grants_user_and_patterns() {
         let t = mint_hs256(SECRET, &claims(unix_now() + 60));
-        let g = Verifier::hs256(SECRET).verify(&t).unwrap();
+        let g = Verifier::hs256(SECRET).verify(&t, unix_now(), 0).unwrap();
         assert_eq!(&*g.user, "alice");
         assert!(g.may_subscribe("chat:9") && g.may_subscribe("news"));
         assert!(!g.may_subscribe("newsroom") && !g.may_subscribe("admin"));
@@ -248,16 +349,22 @@ mod tests {
     fn forged_expired_malformed_are_refused_with_their_reason() {
         let v = Verifier::hs256(SECRET);
         let forged = mint_hs256(b"another-secret-xxxxxx", &claims(unix_now() + 60));
-        assert_eq!(v.verify(&forged), Err(Refused::BadSignature));
+        assert_eq!(v.verify(&forged, unix_now(), 0), Err(Refused::BadSignature));
         let expired = mint_hs256(SECRET, &claims(unix_now() - 5));
-        assert_eq!(v.verify(&expired), Err(Refused::Expired));
-        assert!(matches!(v.verify("not.a.jwt"), Err(Refused::Malformed(_))));
-        assert!(matches!(v.verify(""), Err(Refused::Malformed(_))));
+        assert_eq!(v.verify(&expired, unix_now(), 0), Err(Refused::Expired));
+        assert!(matches!(
+            v.verify("not.a.jwt", unix_now(), 0),
+            Err(Refused::Malformed(_))
+        ));
+        assert!(matches!(
+            v.verify("", unix_now(), 0),
+            Err(Refused::Malformed(_))
+        ));
         // alg=none with the same claims: refused.
         let good = mint_hs256(SECRET, &claims(unix_now() + 60));
         let payload = good.split('.').nth(1).unwrap();
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
-        assert!(v.verify(&none).is_err());
+        assert!(v.verify(&none, unix_now(), 0).is_err());
     }
 
     #[test]
@@ -299,14 +406,68 @@ mod tests {
         )
         .unwrap();
         let v = Verifier::public_pem(pair.public_key_pem().as_bytes()).unwrap();
-        assert_eq!(&*v.verify(&token).unwrap().user, "alice");
+        assert_eq!(&*v.verify(&token, unix_now(), 0).unwrap().user, "alice");
         // Another key's signature, and an HS256 token, are refused.
         let other = rcgen::KeyPair::generate().unwrap();
         let v2 = Verifier::public_pem(other.public_key_pem().as_bytes()).unwrap();
-        assert_eq!(v2.verify(&token), Err(Refused::BadSignature));
+        assert_eq!(v2.verify(&token, unix_now(), 0), Err(Refused::BadSignature));
         let hs = mint_hs256(SECRET, &claims);
-        assert!(v.verify(&hs).is_err());
+        assert!(v.verify(&hs, unix_now(), 0).is_err());
         assert!(Verifier::public_pem(b"not a pem").is_err());
+    }
+
+    #[test]
+    fn nbf_lifetime_and_user_ids_are_checked() {
+        let v = Verifier::hs256(SECRET);
+        let now = unix_now();
+        let raw = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap()
+        };
+        let later = raw(serde_json::json!({"sub": "a", "exp": now + 60, "nbf": now + 30}));
+        assert_eq!(v.verify(&later, now, 0), Err(Refused::NotYetValid));
+        let long = raw(serde_json::json!({"sub": "a", "exp": now + 7200}));
+        assert_eq!(v.verify(&long, now, 3600), Err(Refused::TooLong));
+        assert!(v.verify(&long, now, 0).is_ok(), "0: no cap");
+        for bad in ["", "a b", "a\r\nX: 1", &"x".repeat(101)] {
+            let t = raw(serde_json::json!({"sub": bad, "exp": now + 60}));
+            assert!(
+                matches!(v.verify(&t, now, 0), Err(Refused::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let missing = raw(serde_json::json!({"exp": now + 60}));
+        let e = v.verify(&missing, now, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("sub") && e.contains("exp") && !e.contains("Missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn demo_tokens_are_confined_and_need_the_demo_key() {
+        let demo = Demo::new(Demo::key_for(""));
+        let now = unix_now();
+        let t = demo.mint("guest:zoe", now, 600);
+        let g = demo.verify(&t, now, 0).unwrap();
+        assert!(g.may_subscribe("demo:lobby") && !g.may_subscribe("chat:1"));
+        // Not a production token, and another node's demo key does not take it.
+        assert!(Verifier::hs256(SECRET).verify(&t, now, 0).is_err());
+        assert!(Demo::new(Demo::key_for("")).verify(&t, now, 0).is_err());
+        // A production token with no room limits opens nothing more through the demo.
+        let key = Demo::key_for("mesh-secret-0123456789");
+        assert_eq!(
+            key,
+            Demo::key_for("mesh-secret-0123456789"),
+            "a cluster agrees"
+        );
+        let wide = mint_hs256(&key, &claims(now + 60));
+        let g = Demo::new(key).verify(&wide, now, 0).unwrap();
+        assert!(!g.may_subscribe("chat:1"), "confined to demo:*");
     }
 
     #[test]

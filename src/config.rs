@@ -81,6 +81,41 @@ pub struct Config {
     pub auth: Auth,
     /// TLS for the client listener (wss). Off by default.
     pub tls: Tls,
+    /// The HTTP API's own limits.
+    pub api: Api,
+}
+
+/// Limits of the HTTP API listener: nothing a stranger sends it may hold the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Api {
+    /// Open API connections on this node; more are answered 503 and closed.
+    /// Default 256. Held back from the open-file limit with the mesh's.
+    pub max_connections: usize,
+    /// Time a client has to send a request head, in milliseconds; slower: 408.
+    /// Default 5 000.
+    pub head_timeout_ms: u64,
+    /// Time a client has to send a request body, in milliseconds; slower: 408.
+    /// Default 10 000.
+    pub body_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this long, in milliseconds.
+    /// Default 30 000.
+    pub idle_timeout_ms: u64,
+    /// How long a request waits for another worker or node (a publish to a room
+    /// owned elsewhere), in milliseconds; longer: 503. Default 5 000.
+    pub reply_timeout_ms: u64,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            head_timeout_ms: 5_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            reply_timeout_ms: 5_000,
+        }
+    }
 }
 
 /// Limits that protect the node from large, slow or abusive clients.
@@ -96,8 +131,17 @@ pub struct Limits {
     /// Largest HTTP upgrade request head, in bytes; larger gets 431. Default 8 KiB.
     pub max_handshake_bytes: usize,
     /// Time a client has to complete the upgrade request (slowloris guard), in
-    /// milliseconds. Default 10 000.
+    /// milliseconds. Default 10 000. Under pressure (the node over three quarters of
+    /// `max_connections`, pending upgrades included) a new connection gets a tenth of
+    /// it (at least 500 ms).
     pub handshake_timeout_ms: u64,
+    /// Time an unfinished frame or fragmented message may take to arrive in full, in
+    /// milliseconds; slower: close 1008. Default 30 000.
+    pub message_timeout_ms: u64,
+    /// Bytes of unfinished frames and messages the node holds for all its clients
+    /// together (each worker a share); over it, the connection holding the most is
+    /// closed with 1013. Default 64 MiB.
+    pub partial_budget_bytes: usize,
     /// Time we wait for the client's half of the close handshake before dropping the
     /// socket, in milliseconds. Default 5 000.
     pub close_timeout_ms: u64,
@@ -148,6 +192,13 @@ pub struct Rooms {
     pub replay_messages: usize,
     /// How long a message stays replayable, in seconds. Default 120.
     pub replay_seconds: u64,
+    /// Bytes of history kept per room (the oldest messages go first). Default 4 MiB.
+    pub replay_bytes: usize,
+    /// Bytes of history the node keeps for all its rooms together (each worker a
+    /// share); over it, the oldest messages of any room go first (counted in
+    /// `ringway_history_evicted_total`). Rooms without subscribers keep their
+    /// history within these bounds. Default 256 MiB.
+    pub history_budget_bytes: usize,
     /// Slow-consumer policies by room-name prefix; rooms matching none use
     /// `disconnect`. In TOML: `[[rooms.policy]] prefix = "ticker:"
     /// slow_consumer = "conflate"`.
@@ -398,6 +449,10 @@ pub struct Auth {
     pub origins: Vec<String>,
     /// Connections per user on this node; 0 = no cap (the default). More get 429.
     pub max_connections_per_user: usize,
+    /// Longest token lifetime accepted (`exp` at most this far in the future), in
+    /// seconds; a longer-lived token is refused (401). Default 86 400 (a day); 0: no
+    /// cap.
+    pub max_token_ttl_s: u64,
     /// Bearer key for the HTTP API, compared in constant time. Without one the API
     /// must listen on loopback. Prefer `RINGWAY_API_KEY`.
     pub api_key: String,
@@ -413,6 +468,7 @@ impl Default for Auth {
             rooms_require_auth: Vec::new(),
             origins: Vec::new(),
             max_connections_per_user: 0,
+            max_token_ttl_s: 86_400,
             api_key: String::new(),
         }
     }
@@ -461,6 +517,7 @@ impl Default for Config {
             mesh: Mesh::default(),
             auth: Auth::default(),
             tls: Tls::default(),
+            api: Api::default(),
         }
     }
 }
@@ -472,6 +529,8 @@ impl Default for Limits {
             max_message_size: 1 << 20,
             max_handshake_bytes: 8 << 10,
             handshake_timeout_ms: 10_000,
+            message_timeout_ms: 30_000,
+            partial_budget_bytes: 64 << 20,
             close_timeout_ms: 5_000,
             max_queue_bytes: 1 << 20,
             max_queue_messages: 4096,
@@ -494,6 +553,8 @@ impl Default for Rooms {
         Self {
             replay_messages: 256,
             replay_seconds: 120,
+            replay_bytes: 4 << 20,
+            history_budget_bytes: 256 << 20,
             policies: Vec::new(),
             presence_events: Vec::new(),
             presence_debounce_ms: 1_000,
@@ -606,6 +667,32 @@ impl Config {
                 "heartbeat.tick_ms ({tick}) must be between 1 and heartbeat.ping_interval_ms ({})",
                 self.heartbeat.ping_interval_ms
             ));
+        }
+        if l.message_timeout_ms == 0 {
+            return bad("limits.message_timeout_ms must be above 0".to_owned());
+        }
+        if l.partial_budget_bytes < 2 * l.max_message_size {
+            return bad(format!(
+                "limits.partial_budget_bytes ({}) must be at least twice limits.max_message_size ({}) so the largest message can always arrive",
+                l.partial_budget_bytes, l.max_message_size
+            ));
+        }
+        if self.rooms.history_budget_bytes < self.rooms.replay_bytes {
+            return bad(format!(
+                "rooms.history_budget_bytes ({}) is smaller than rooms.replay_bytes ({}): raise the budget or lower the per-room bound",
+                self.rooms.history_budget_bytes, self.rooms.replay_bytes
+            ));
+        }
+        let api = &self.api;
+        if api.max_connections == 0
+            || api.head_timeout_ms == 0
+            || api.body_timeout_ms == 0
+            || api.idle_timeout_ms == 0
+            || api.reply_timeout_ms == 0
+        {
+            return bad(
+                "api.max_connections and the api.*_timeout_ms values must be above 0".to_owned(),
+            );
         }
         if l.max_subscriptions == 0 {
             return bad("limits.max_subscriptions must be at least 1".to_owned());

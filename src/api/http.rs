@@ -3,22 +3,22 @@
 
 /// Largest request head accepted.
 pub const MAX_HEAD: usize = 16 << 10;
-/// Largest request body accepted (publish payloads).
-pub const MAX_BODY: usize = 1 << 20;
 
-/// A complete request.
+/// A request head.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Request {
+pub struct Head {
     /// Method, e.g. `GET`.
     pub method: String,
     /// Path without the query.
     pub path: String,
+    /// The query string, if any.
+    pub query: Option<String>,
     /// Whether the client wants the connection kept open.
     pub keep_alive: bool,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
-    /// The body.
-    pub body: Vec<u8>,
+    /// The body's length (`Content-Length`; 0 without one).
+    pub content_length: usize,
 }
 
 /// Parse outcome on the bytes so far.
@@ -26,17 +26,22 @@ pub struct Request {
 pub enum Parsed {
     /// Need more bytes.
     Partial,
-    /// A request and the bytes it took.
-    Complete(Request, usize),
+    /// A head and the bytes it took; its body (if any) follows.
+    Complete(Head, usize),
     /// Unusable input: answer with this status and close.
     Error(u16, &'static str),
 }
 
-/// Parse one request at the front of `buf`.
-pub fn parse(buf: &[u8]) -> Parsed {
+/// Parse the request head at the front of `buf`. Framing is strict, as a service
+/// behind a proxy must be to avoid request smuggling: one `Content-Length` of plain
+/// digits, no `Transfer-Encoding`, a head of at most [`MAX_HEAD`] bytes.
+pub fn parse_head(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let head = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+            return Parsed::Error(431, "request head too large");
+        }
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Parsed::Error(431, "request head too large");
@@ -45,7 +50,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
         Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431, "too many headers"),
         Err(_) => return Parsed::Error(400, "malformed HTTP request"),
     };
-    let mut content_length = 0usize;
+    let mut content_length = None;
     let mut keep_alive = req.version == Some(1);
     let mut authorization = None;
     for h in req.headers.iter() {
@@ -53,13 +58,17 @@ pub fn parse(buf: &[u8]) -> Parsed {
             authorization = Some(String::from_utf8_lossy(h.value).into_owned());
         }
         if h.name.eq_ignore_ascii_case("content-length") {
-            match std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-            {
-                Some(n) => content_length = n,
-                None => return Parsed::Error(400, "invalid Content-Length"),
+            if content_length.is_some() {
+                return Parsed::Error(400, "more than one Content-Length");
             }
+            let digits = h.value.trim_ascii();
+            if digits.is_empty() || digits.len() > 12 || !digits.iter().all(u8::is_ascii_digit) {
+                return Parsed::Error(400, "invalid Content-Length: give plain digits");
+            }
+            // Twelve digits or fewer always parse.
+            content_length = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse().ok());
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Parsed::Error(411, "send the body with Content-Length, not chunked");
         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -71,23 +80,21 @@ pub fn parse(buf: &[u8]) -> Parsed {
             }
         }
     }
-    if content_length > MAX_BODY {
-        return Parsed::Error(413, "body larger than 1 MiB");
-    }
-    if buf.len() < head + content_length {
-        return Parsed::Partial;
-    }
-    let path = req.path.unwrap_or("/");
-    let path = path.split('?').next().unwrap_or("/");
+    let target = req.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (target, None),
+    };
     Parsed::Complete(
-        Request {
+        Head {
             method: req.method.unwrap_or("GET").to_owned(),
             path: path.to_owned(),
+            query,
             keep_alive,
             authorization,
-            body: buf[head..head + content_length].to_vec(),
+            content_length: content_length.unwrap_or(0),
         },
-        head + content_length,
+        head,
     )
 }
 
@@ -153,37 +160,59 @@ mod tests {
         b"POST /v1/publish?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
 
     #[test]
-    fn byte_at_a_time_is_partial_until_the_body_is_in() {
-        for i in 0..REQ.len() {
-            assert_eq!(parse(&REQ[..i]), Parsed::Partial, "{i}");
+    fn byte_at_a_time_is_partial_until_the_head_is_in() {
+        let head_len = REQ.len() - 5;
+        for i in 0..head_len {
+            assert_eq!(parse_head(&REQ[..i]), Parsed::Partial, "{i}");
         }
-        let Parsed::Complete(r, n) = parse(REQ) else {
+        let Parsed::Complete(h, n) = parse_head(REQ) else {
             panic!()
         };
         assert_eq!(
-            (r.method.as_str(), r.path.as_str(), &r.body[..], n),
-            ("POST", "/v1/publish", &b"hello"[..], REQ.len())
+            (
+                h.method.as_str(),
+                h.path.as_str(),
+                h.query.as_deref(),
+                h.content_length,
+                n
+            ),
+            ("POST", "/v1/publish", Some("x=1"), 5, head_len)
         );
-        assert!(r.keep_alive);
+        assert!(h.keep_alive);
     }
 
     #[test]
-    fn refuses_what_it_cannot_frame() {
-        assert!(matches!(
-            parse(b"\x00\x01 / HTTP/1.1\r\n\r\n"),
-            Parsed::Error(400, _)
-        ));
-        assert!(matches!(
-            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Parsed::Error(411, _)
-        ));
-        assert!(matches!(
-            parse(b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
-            Parsed::Error(413, _)
-        ));
-        let Parsed::Complete(r, _) = parse(b"GET / HTTP/1.0\r\n\r\n") else {
+    fn refuses_what_it_cannot_frame_safely() {
+        let status = |req: &str| match parse_head(req.as_bytes()) {
+            Parsed::Error(s, _) => s,
+            Parsed::Complete(..) => 200,
+            Parsed::Partial => 0,
+        };
+        assert_eq!(status("\x00\x01 / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            411
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\n"),
+            400
+        );
+        assert_eq!(status("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"), 400);
+        assert_eq!(status("POST / HTTP/1.1\r\nContent-Length: 5x\r\n\r\n"), 400);
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"),
+            200,
+            "the size is the caller's to judge"
+        );
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(status(&big), 431, "complete but too large");
+        let Parsed::Complete(h, _) = parse_head(b"GET / HTTP/1.0\r\n\r\n") else {
             panic!()
         };
-        assert!(!r.keep_alive);
+        assert!(!h.keep_alive);
     }
 }

@@ -20,6 +20,8 @@
 pub mod http;
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -32,71 +34,163 @@ use crate::metrics::{self, ProcessStats};
 use crate::protocol::{self, Epoch};
 use crate::runtime::mailbox::Mail;
 use crate::runtime::worker::{Reply, Worker};
-use http::{Parsed, Response};
+use http::{Head, Parsed, Response};
 
 /// Accept API connections on this worker forever.
 pub async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(serve(w.clone(), stream));
+                let open = w.shared.api_connections.fetch_add(1, Ordering::Relaxed);
+                if open >= w.shared.config.api.max_connections {
+                    w.shared.api_connections.fetch_sub(1, Ordering::Relaxed);
+                    let busy = Response::error(
+                        503,
+                        "too many API connections (api.max_connections); retry",
+                    )
+                    .encode(false);
+                    let linger = {
+                        let mut st = w.state.borrow_mut();
+                        let ok = st.refusing < crate::conn::driver::MAX_REFUSING;
+                        st.refusing += usize::from(ok);
+                        ok
+                    };
+                    if linger {
+                        let w = w.clone();
+                        monoio::spawn(async move {
+                            crate::conn::driver::refuse(&stream, &busy).await;
+                            w.state.borrow_mut().refusing -= 1;
+                        });
+                    }
+                    continue;
+                }
+                let w = w.clone();
+                monoio::spawn(async move {
+                    serve(&w, stream).await;
+                    w.shared.api_connections.fetch_sub(1, Ordering::Relaxed);
+                });
             }
             Err(e) => {
-                warn!("API accept failed: {e}");
-                monoio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // Out of descriptors, most likely: say so at most once a second.
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    warn!(
+                        worker = w.id,
+                        "API accept failed: {e}. If this is 'Too many open files', raise the \
+                         open-file limit (LimitNOFILE / ulimit -n) or lower limits.max_connections"
+                    );
+                    last_warning = Some(std::time::Instant::now());
+                }
+                monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
-/// Serve one keep-alive connection.
-async fn serve(w: Rc<Worker>, mut stream: TcpStream) {
+/// Read more bytes into `buf`'s spare room before `deadline`; `false` on EOF, an
+/// error or the deadline.
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> bool {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
+    }
+    // Read into the spare capacity: a plain `read(Vec)` writes from index 0 and
+    // would overwrite the bytes already received.
+    let len = buf.len();
+    let cap = buf.capacity();
+    let wait = deadline.saturating_duration_since(Instant::now());
+    let read = stream.read(std::mem::take(buf).slice_mut(len..cap));
+    match monoio::time::timeout(wait, read).await {
+        Ok((res, slice)) => {
+            *buf = slice.into_inner();
+            matches!(res, Ok(n) if n > 0)
+        }
+        Err(_) => false, // the read is cancelled and its buffer dropped
+    }
+}
+
+/// Serve one keep-alive connection: every phase has a deadline (the wait for a
+/// request, its head, its body), the key is checked before a body is read, and
+/// nothing is buffered beyond one request's limits.
+async fn serve(w: &Rc<Worker>, mut stream: TcpStream) {
+    let api = w.shared.config.api.clone();
+    let max_body = w.shared.config.limits.max_message_size + (64 << 10);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut first = true;
     loop {
-        let (request, used) = loop {
-            match http::parse(&buf) {
-                Parsed::Complete(r, n) => break (r, n),
+        // Idle between requests (or a fresh connection's first bytes).
+        let wait = if first {
+            api.head_timeout_ms
+        } else {
+            api.idle_timeout_ms
+        };
+        first = false;
+        let start = Instant::now();
+        if buf.is_empty() && !fill(&mut stream, &mut buf, start + ms(wait)).await {
+            return;
+        }
+        let head_deadline = Instant::now() + ms(api.head_timeout_ms);
+        let (head, used) = loop {
+            match http::parse_head(&buf) {
+                Parsed::Complete(h, n) => break (h, n),
                 Parsed::Error(status, reason) => {
-                    let bytes = Response::error(status, reason).encode(false);
-                    let _ = stream.write_all(bytes).await;
+                    let _ = stream
+                        .write_all(Response::error(status, reason).encode(false))
+                        .await;
                     return;
                 }
                 Parsed::Partial => {
-                    if buf.capacity() - buf.len() < 1024 {
-                        buf.reserve(4096);
-                    }
-                    // Read into the spare capacity: a plain `read(Vec)` writes from
-                    // index 0 and would overwrite the bytes already received.
-                    let len = buf.len();
-                    let cap = buf.capacity();
-                    let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
-                    buf = slice.into_inner();
-                    match res {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
+                    if !fill(&mut stream, &mut buf, head_deadline).await {
+                        let late = Response::error(408, "request head not completed in time");
+                        let _ = stream.write_all(late.encode(false)).await;
+                        return;
                     }
                 }
             }
         };
-        buf.drain(..used);
-        let response = route(&w, &request).await;
-        let (res, _) = stream.write_all(response.encode(request.keep_alive)).await;
-        if res.is_err() || !request.keep_alive {
+        let open = matches!(head.path.as_str(), "/healthz" | "/readyz");
+        if !open && !authorized(&w.shared.config.auth.api_key, head.authorization.as_deref()) {
+            // Refused before its body is read: a stranger's body is never buffered.
+            let no = Response::error(401, "this API needs Authorization: Bearer <auth.api_key>");
+            let _ = stream.write_all(no.encode(false)).await;
+            return;
+        }
+        if head.content_length > max_body {
+            let big = Response::error(413, "body larger than limits.max_message_size + 64 KiB");
+            let _ = stream.write_all(big.encode(false)).await;
+            return;
+        }
+        let end = used + head.content_length;
+        let body_deadline = Instant::now() + ms(api.body_timeout_ms);
+        while buf.len() < end {
+            buf.reserve(end - buf.len());
+            if !fill(&mut stream, &mut buf, body_deadline).await {
+                let late = Response::error(408, "request body not completed in time");
+                let _ = stream.write_all(late.encode(false)).await;
+                return;
+            }
+        }
+        let body: Vec<u8> = buf.drain(..end).skip(used).collect();
+        if buf.capacity() > 64 << 10 {
+            buf.shrink_to(4096); // a large body does not stay allocated while idle
+        }
+        let response = route(w, &head, &body).await;
+        let (res, _) = stream.write_all(response.encode(head.keep_alive)).await;
+        if res.is_err() || !head.keep_alive {
             return;
         }
     }
 }
 
-async fn route(w: &Rc<Worker>, req: &http::Request) -> Response {
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+async fn route(w: &Rc<Worker>, req: &Head, body: &[u8]) -> Response {
     let path = req.path.as_str();
-    let open = matches!(path, "/healthz" | "/readyz");
-    if !open && !authorized(&w.shared.config.auth.api_key, req.authorization.as_deref()) {
-        return Response::error(401, "this API needs Authorization: Bearer <auth.api_key>");
-    }
     match (req.method.as_str(), path) {
-        ("POST", "/v1/publish") => publish(w, &req.body).await,
-        ("POST", "/v1/send") => send(w, &req.body).await,
+        ("POST", "/v1/publish") => publish(w, body).await,
+        ("POST", "/v1/send") => send(w, body).await,
         ("GET", p) if p.starts_with("/v1/presence/") => {
             presence(w, &p["/v1/presence/".len()..]).await
         }
@@ -185,6 +279,12 @@ async fn send(w: &Rc<Worker>, body: &[u8]) -> Response {
             );
         }
     };
+    if !protocol::valid_user(&body.user) {
+        return Response::error(400, protocol::USER_RULE);
+    }
+    if let Err(reason) = protocol::valid_data(body.data) {
+        return Response::error(400, &reason);
+    }
     let room = format!("user:{}", body.user);
     stamp(w, &room, body.data, None).await
 }
@@ -202,8 +302,8 @@ async fn presence(w: &Rc<Worker>, encoded: &str) -> Response {
     };
     w.state.borrow_mut().presence(&room, ticket);
     w.flush_dirty();
-    match rx.await {
-        Ok(Reply::Presence(json)) => Response::json(200, json + "\n"),
+    match answer(w, req, rx).await {
+        Some(Reply::Presence(json)) => Response::json(200, json + "\n"),
         _ => Response::error(503, "the room's owner did not answer; retry"),
     }
 }
@@ -234,6 +334,12 @@ async fn publish(w: &Rc<Worker>, body: &[u8]) -> Response {
             &format!("room names are 1 to {max} bytes of A-Z a-z 0-9 _ - . : / @ # = +"),
         );
     }
+    if body.key.as_deref().is_some_and(|k| !protocol::valid_key(k)) {
+        return Response::error(400, protocol::KEY_RULE);
+    }
+    if let Err(reason) = protocol::valid_data(body.data) {
+        return Response::error(400, &reason);
+    }
     stamp(w, &body.room, body.data, body.key.as_deref()).await
 }
 
@@ -249,14 +355,33 @@ async fn stamp(w: &Rc<Worker>, room: &str, data: &RawValue, key: Option<&str>) -
         }
         None => {
             w.flush_dirty();
-            match rx.await {
-                Ok(Reply::Published(epoch, seq)) => (epoch, seq),
+            match answer(w, req, rx).await {
+                Some(Reply::Published(epoch, seq)) => (epoch, seq),
                 _ => return Response::error(503, "the room's owner did not answer; retry"),
             }
         }
     };
     w.flush_dirty();
     published(epoch, seq)
+}
+
+/// Wait for another worker's (or node's) answer to request `req`, at most
+/// `api.reply_timeout_ms`; on timeout the request is forgotten (a late answer is
+/// dropped) and `None` returned.
+async fn answer(
+    w: &Rc<Worker>,
+    req: usize,
+    rx: futures_channel::oneshot::Receiver<Reply>,
+) -> Option<Reply> {
+    let limit = ms(w.shared.config.api.reply_timeout_ms);
+    match monoio::time::timeout(limit, rx).await {
+        Ok(Ok(reply)) => Some(reply),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            w.state.borrow_mut().forget_request(req);
+            None
+        }
+    }
 }
 
 fn published(epoch: Epoch, seq: u64) -> Response {
@@ -273,10 +398,10 @@ async fn scrape(w: &Rc<Worker>) -> String {
         }
         let (req, rx) = w.request();
         mailbox.send(Mail::StatsRequest { from: w.id, req });
-        waiting.push(rx);
+        waiting.push((req, rx));
     }
-    for rx in waiting {
-        if let Ok(Reply::Stats(s)) = rx.await {
+    for (req, rx) in waiting {
+        if let Some(Reply::Stats(s)) = answer(w, req, rx).await {
             all.push(*s);
         }
     }

@@ -8,12 +8,14 @@
 //! | `/`                  | the demo chat page (`demo = true`, the default) |
 //! | `/demo/token?name=N` | a 10-minute token for user `guest:N`, rooms `demo:*` only (`demo = true` and anonymous clients allowed) |
 //!
-//! Demo tokens are signed with `auth.token_secret` when set, otherwise with a random
-//! key made at start-up (then they are good on this node only: set a shared
-//! `auth.token_secret` for a cluster's demo); they grant nothing an anonymous client
-//! could not do except a name for presence, and only in `demo:*` rooms.
+//! Demo tokens are for trying ringway: they are signed with their own key (never
+//! `auth.token_secret`; see `auth::Demo`), accepted only by nodes with the demo on,
+//! handed out at most 5 a second per worker, and grant nothing an anonymous client
+//! could not do except a name for presence, and only in `demo:*` rooms. Turn the demo
+//! off in production (`demo = false`).
 
-use crate::auth::{Claims, RoomClaims, mint_hs256, unix_now};
+use crate::auth::unix_now;
+use crate::conn::rate::{RateLimiter, Rates, Verdict};
 use crate::runtime::worker::Shared;
 
 /// The client library.
@@ -40,7 +42,7 @@ pub struct Asked<'a> {
 }
 
 /// The complete HTTP response to a plain `GET` (or `HEAD`) on the client listener.
-pub fn serve(shared: &Shared, asked: Asked<'_>) -> Vec<u8> {
+pub fn serve(shared: &Shared, asked: Asked<'_>, gate: DemoGate<'_>) -> Vec<u8> {
     let demo = shared.config.demo;
     let cors = cors(&shared.config.auth.origins, asked.origin);
     let (status, content_type, body): (u16, &str, std::borrow::Cow<'_, [u8]>) = match asked.path {
@@ -51,7 +53,7 @@ pub fn serve(shared: &Shared, asked: Asked<'_>) -> Vec<u8> {
             DTS.as_bytes().into(),
         ),
         "/" | "/index.html" if demo => (200, "text/html; charset=utf-8", DEMO.as_bytes().into()),
-        "/demo/token" if demo => return demo_token(shared, asked.query),
+        "/demo/token" if demo => return demo_token(shared, asked.query, &mut { gate }),
         _ => {
             return text(
                 404,
@@ -81,19 +83,17 @@ fn cors(allowed: &[String], origin: Option<&str>) -> String {
     }
 }
 
-fn demo_token(shared: &Shared, query: Option<&str>) -> Vec<u8> {
-    if !shared.config.allow_anonymous {
+fn demo_token(shared: &Shared, query: Option<&str>, gate: &mut DemoGate) -> Vec<u8> {
+    let Some(demo) = &shared.demo else {
         return text(
             403,
             "demo tokens are off while tokens are required (require_auth)",
         );
-    }
-    let Some(secret) = &shared.demo_secret else {
-        return text(
-            503,
-            "demo tokens need an HS256 key (auth.token_public_key is set)",
-        );
     };
+    let now = unix_now();
+    if gate.limiter.check(gate.now_ms, 0, &DEMO_RATE) != Verdict::Allow {
+        return text(429, "too many demo tokens asked for; retry in a second");
+    }
     let name = query
         .into_iter()
         .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
@@ -107,21 +107,30 @@ fn demo_token(shared: &Shared, query: Option<&str>) -> Vec<u8> {
     if !valid {
         return text(400, "name must be 1 to 32 of A-Z a-z 0-9 - _");
     }
-    let token = mint_hs256(
-        secret,
-        &Claims {
-            sub: format!("guest:{name}"),
-            exp: unix_now() + DEMO_TTL,
-            rooms: Some(RoomClaims {
-                sub: vec!["demo:*".into()],
-                publish: vec!["demo:*".into()],
-            }),
-        },
-    );
+    let token = demo.mint(&format!("guest:{name}"), now, DEMO_TTL);
     ok(
         "application/json",
         format!("{{\"token\":\"{token}\"}}").as_bytes(),
     )
+}
+
+/// Demo tokens a worker hands out per second (and in a burst): enough for people
+/// trying the demo, not for a script minting identities.
+pub const DEMO_RATE: Rates = Rates {
+    messages_per_second: 5,
+    message_burst: 10,
+    bytes_per_second: 0,
+    byte_burst: 0,
+    close_after_ms: u32::MAX,
+};
+
+/// The worker's limiter for `/demo/token`, and its clock.
+#[derive(Debug)]
+pub struct DemoGate<'a> {
+    /// The worker's limiter (see [`DEMO_RATE`]).
+    pub limiter: &'a mut RateLimiter,
+    /// The worker's clock, milliseconds.
+    pub now_ms: u32,
 }
 
 fn ok(content_type: &str, body: &[u8]) -> Vec<u8> {

@@ -65,7 +65,7 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
         let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SndBuf, &sndbuf);
     }
-    let key = {
+    let admitted = {
         let mut st = w.state.borrow_mut();
         let rate = RateLimiter::new(&st.shared.config.limits.rates(), st.now_ms());
         let tls = match &st.shared.tls {
@@ -78,13 +78,37 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             },
             None => None,
         };
-        st.insert(|generation| {
-            let mut conn = Conn::new(stream.as_raw_fd(), peer.ip(), generation, rate);
-            conn.tls = tls;
-            conn
-        })
+        // Counted from the first byte: a socket that never finishes its upgrade
+        // holds a place under the caps like an open connection.
+        match st.admit_socket(peer.ip()) {
+            Ok(limit) => {
+                let key = st.insert(|generation| {
+                    let mut conn = Conn::new(stream.as_raw_fd(), peer.ip(), generation, rate);
+                    conn.tls = tls;
+                    conn
+                });
+                Ok((key, limit))
+            }
+            Err(refusal) => {
+                st.stats.accepted += 1;
+                st.stats.handshake_failed(refusal.status);
+                st.stats.disconnected(Disconnect::Handshake);
+                // TLS clients cannot read a plain HTTP answer: they are just closed.
+                let linger = tls.is_none() && st.refusing < MAX_REFUSING;
+                st.refusing += usize::from(linger);
+                Err(linger.then_some(refusal.response))
+            }
+        }
     };
-    let limit = Duration::from_millis(w.shared.config.limits.handshake_timeout_ms);
+    let (key, limit) = match admitted {
+        Ok(admitted) => admitted,
+        Err(Some(response)) => {
+            refuse(&stream, &response).await;
+            w.state.borrow_mut().refusing -= 1;
+            return;
+        }
+        Err(None) => return,
+    };
     match monoio::time::timeout(limit, read_while(&w, &stream, key, Phase::Handshake)).await {
         Ok(Read::Eof) => w.state.borrow_mut().remove(key),
         Ok(Read::More) => {
@@ -102,6 +126,35 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             closing_phase(w, stream, key).await;
         }
     }
+}
+
+/// Refused connections lingering at once per worker to deliver their answer; past
+/// this (a flood) they are closed at once.
+pub(crate) const MAX_REFUSING: usize = 256;
+
+/// Answer a connection refused before its upgrade was read (node or address at its
+/// cap) and close it gracefully: write the answer, shut our side, and read (and
+/// discard) what the client sends for up to a second. Closing a socket with unread
+/// input makes the kernel send a reset, which can destroy the answer in flight.
+pub(crate) async fn refuse(stream: &TcpStream, response: &[u8]) {
+    let fd = stream.as_raw_fd();
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    let _ = nix::sys::socket::send(fd, response, flags);
+    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write);
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        loop {
+            if stream.readable(false).await.is_err() {
+                return;
+            }
+            match recv(fd, &mut sink, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return,
+                Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = monoio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// The open connection: wait for input, act on it, until the close handshake starts
@@ -245,6 +298,7 @@ fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
     let Some(conn) = st.conn_mut(key) else {
         return;
     };
+    let before = conn.partial.capacity() + conn.decoder.buffered();
     let mut held = std::mem::take(&mut conn.partial);
     let using_held = !held.is_empty();
     let (consumed, total) = if using_held {
@@ -253,18 +307,18 @@ fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
     } else {
         (consume(st, key, bytes), bytes.len())
     };
-    if consumed == total {
-        return; // nothing left over: `held` is dropped, the connection holds no buffer
-    }
-    let rest = if using_held {
-        held.drain(..consumed);
-        held
-    } else {
-        bytes[consumed..].to_vec()
-    };
-    if let Some(conn) = st.conn_mut(key) {
-        conn.partial = rest;
-    }
+    if consumed < total {
+        let rest = if using_held {
+            held.drain(..consumed);
+            held
+        } else {
+            bytes[consumed..].to_vec()
+        };
+        if let Some(conn) = st.conn_mut(key) {
+            conn.partial = rest;
+        }
+    } // else nothing left over: `held` is dropped, the connection holds no buffer
+    st.account_partial(key, before);
 }
 
 /// Consume as much of `buf` as forms complete requests or frames; returns how much.
@@ -336,7 +390,13 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
                         origin: origin.as_deref(),
                         head,
                     };
-                    let response = crate::client::serve(&st.shared, asked);
+                    let now_ms = st.now_ms();
+                    let shared = st.shared.clone();
+                    let gate = crate::client::DemoGate {
+                        limiter: &mut st.demo_gate,
+                        now_ms,
+                    };
+                    let response = crate::client::serve(&shared, asked, gate);
                     st.enqueue_raw(key, response);
                     st.finish(key, None, Disconnect::Handshake);
                     return buf.len();
@@ -531,12 +591,7 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
         ClientMsg::Send { user, data } => {
             let room = format!("user:{user}");
             if !protocol::valid_room(&room, st.shared.config.limits.max_room_name) {
-                return refuse(
-                    st,
-                    ErrorCode::BadField,
-                    "user ids are 1 to 100 characters of A-Z a-z 0-9 _ - . : / @ # = +",
-                    &room,
-                );
+                return refuse(st, ErrorCode::BadField, protocol::USER_RULE, &room);
             }
             if !permitted(st, key, &room, Access::Send, reference) {
                 return;
@@ -544,6 +599,16 @@ fn on_request(st: &mut State, key: ConnKey, text: &[u8]) {
             st.publish(&room, data, None, None, now_ns());
         }
         ClientMsg::Presence { room } => {
+            // A personal room's roster says whether its user is online: only for
+            // that user (and the API).
+            if is_reserved(&room) && !is_own_room(st, key, &room) {
+                return refuse(
+                    st,
+                    ErrorCode::Forbidden,
+                    "the presence of a personal room is for its own user only",
+                    &room,
+                );
+            }
             if !permitted(st, key, &room, Access::Subscribe, reference) {
                 return;
             }

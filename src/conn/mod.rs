@@ -9,6 +9,7 @@
 pub mod driver;
 pub mod outq;
 pub mod rate;
+pub mod timers;
 pub mod tls;
 
 use std::net::IpAddr;
@@ -98,14 +99,19 @@ pub struct Conn {
     pub write_blocked: bool,
     /// Shut the socket for writing once the queue drains (after a close frame).
     pub shutdown_after_flush: bool,
-    /// Counted in the node's (and its address's) open connections.
-    pub counted: bool,
+    /// Counted in its user's open connections (`auth.max_connections_per_user`).
+    pub user_counted: bool,
     /// The socket was shut down; the read task is about to reclaim the entry.
     pub aborted: bool,
     /// A request was refused for permissions once; the next closes with 4003.
     pub denied: bool,
     /// Wheel tick of the last bytes received (any frame, pongs included).
     pub last_seen: Tick,
+    /// Tick of the connection's live wheel entry (older entries are stale); 0 while
+    /// it upgrades (no entry yet: its task's own timer bounds the upgrade).
+    pub due: Tick,
+    /// Since when an unfinished frame or fragmented message has been waiting.
+    pub partial_since: Option<Tick>,
     /// Message and byte rate limits.
     pub rate: RateLimiter,
 }
@@ -146,10 +152,12 @@ impl Conn {
             dirty: false,
             write_blocked: false,
             shutdown_after_flush: false,
-            counted: false,
+            user_counted: false,
             aborted: false,
             denied: false,
             last_seen: 0,
+            due: 0,
+            partial_since: None,
             rate,
         }
     }

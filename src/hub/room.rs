@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::presence::Roster;
-use super::ring::{Miss, ReplayRing};
+use super::ring::{EvictCounts, Miss, ReplayRing};
 use crate::protocol::{self, Cursor, Epoch};
 
 /// What a subscriber gets back from the owner.
@@ -79,12 +79,13 @@ pub struct OwnedRoom {
 }
 
 impl OwnedRoom {
-    /// A new room with a fresh random epoch (its history starts now).
-    pub fn new(epoch: Epoch, replay_len: usize, replay_age: Duration) -> Self {
+    /// A new room with a fresh random epoch (its history starts now), keeping at
+    /// most `replay_len` messages and `replay_bytes` bytes for `replay_age`.
+    pub fn new(epoch: Epoch, replay_len: usize, replay_age: Duration, replay_bytes: usize) -> Self {
         Self {
             epoch,
             seq: 0,
-            ring: ReplayRing::new(replay_len, replay_age),
+            ring: ReplayRing::new(replay_len, replay_age, replay_bytes),
             interested: WorkerSet::default(),
             peers: 0,
             roster: Roster::default(),
@@ -98,18 +99,24 @@ impl OwnedRoom {
         data: &RawValue,
         key: Option<&str>,
         now: Instant,
+        evicted: &mut EvictCounts,
     ) -> (u64, Bytes) {
         self.seq += 1;
         let frame = protocol::msg_frame(room, self.seq, key, data);
-        self.ring.push(self.seq, now, frame.clone());
+        self.ring.push(self.seq, now, frame.clone(), evicted);
         (self.seq, frame)
     }
 
     /// Answer a subscription, resuming after `since` when the history allows.
-    pub fn subscribe(&mut self, since: Option<Cursor>, now: Instant) -> SubAck {
+    pub fn subscribe(
+        &mut self,
+        since: Option<Cursor>,
+        now: Instant,
+        evicted: &mut EvictCounts,
+    ) -> SubAck {
         let replay = since.map(|c| {
             if c.epoch == self.epoch {
-                self.ring.after(c.seq, self.seq, now)
+                self.ring.after(c.seq, self.seq, now, evicted)
             } else {
                 Err(Miss::StaleEpoch)
             }
@@ -161,8 +168,8 @@ impl OwnedRoom {
 
     /// Whether the room can be forgotten: nobody listens and no history is kept.
     /// Forgetting it loses its history, so the next incarnation gets a new epoch.
-    pub fn is_idle(&mut self, now: Instant) -> bool {
-        self.ring.evict(now);
+    pub fn is_idle(&mut self, now: Instant, evicted: &mut EvictCounts) -> bool {
+        self.ring.evict(now, evicted);
         self.ring.is_empty()
             && self.interested.is_empty()
             && self.peers == 0
@@ -172,6 +179,17 @@ impl OwnedRoom {
     /// Bytes of replay history held.
     pub fn history_bytes(&self) -> usize {
         self.ring.bytes()
+    }
+
+    /// When the oldest message of its history was published.
+    pub fn oldest_at(&self) -> Option<Instant> {
+        self.ring.oldest_at()
+    }
+
+    /// Drop the oldest message of its history (the node is over its budget);
+    /// returns its bytes.
+    pub fn evict_oldest(&mut self) -> usize {
+        self.ring.pop_oldest()
     }
 }
 
@@ -186,9 +204,9 @@ mod tests {
     #[test]
     fn resume_same_epoch_inside_window_replays_gap() {
         let t = Instant::now();
-        let mut r = OwnedRoom::new(Epoch(7), 16, Duration::from_secs(60));
+        let mut r = OwnedRoom::new(Epoch(7), 16, Duration::from_secs(60), 1 << 20);
         for _ in 0..5 {
-            r.publish("x", &data(), None, t);
+            r.publish("x", &data(), None, t, &mut EvictCounts::default());
         }
         let ack = r.subscribe(
             Some(Cursor {
@@ -196,19 +214,20 @@ mod tests {
                 seq: 3,
             }),
             t,
+            &mut EvictCounts::default(),
         );
         assert!(ack.recovered);
         assert_eq!((ack.seq, ack.replay.len()), (5, 2));
-        let fresh = r.subscribe(None, t);
+        let fresh = r.subscribe(None, t, &mut EvictCounts::default());
         assert!(!fresh.recovered && fresh.replay.is_empty() && fresh.seq == 5);
     }
 
     #[test]
     fn stale_epoch_or_gap_outside_window_is_not_recovered() {
         let t = Instant::now();
-        let mut r = OwnedRoom::new(Epoch(7), 2, Duration::from_secs(60));
+        let mut r = OwnedRoom::new(Epoch(7), 2, Duration::from_secs(60), 1 << 20);
         for _ in 0..5 {
-            r.publish("x", &data(), None, t);
+            r.publish("x", &data(), None, t, &mut EvictCounts::default());
         }
         assert!(
             !r.subscribe(
@@ -216,7 +235,8 @@ mod tests {
                     epoch: Epoch(8),
                     seq: 5
                 }),
-                t
+                t,
+                &mut EvictCounts::default()
             )
             .recovered
         );
@@ -226,7 +246,8 @@ mod tests {
                     epoch: Epoch(7),
                     seq: 1
                 }),
-                t
+                t,
+                &mut EvictCounts::default()
             )
             .recovered
         );
@@ -236,7 +257,8 @@ mod tests {
                     epoch: Epoch(7),
                     seq: 3
                 }),
-                t
+                t,
+                &mut EvictCounts::default()
             )
             .recovered
         );
@@ -244,12 +266,12 @@ mod tests {
 
     #[test]
     fn interest_bitset() {
-        let mut r = OwnedRoom::new(Epoch(1), 0, Duration::ZERO);
+        let mut r = OwnedRoom::new(Epoch(1), 0, Duration::ZERO, 0);
         r.set_interest(0, true);
         r.set_interest(70, true);
         assert_eq!(r.interested().collect::<Vec<_>>(), vec![0, 70]);
         r.set_interest(0, false);
         r.set_interest(70, false);
-        assert!(r.is_idle(Instant::now()));
+        assert!(r.is_idle(Instant::now(), &mut EvictCounts::default()));
     }
 }

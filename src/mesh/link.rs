@@ -20,8 +20,12 @@ use crate::metrics::histogram::now_ns;
 use crate::runtime::mailbox::Mail;
 use crate::runtime::worker::Shared;
 
-/// How long a peer has to complete the hello exchange.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer has for the whole hello exchange.
+const HELLO_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Hello exchanges an acceptor runs at once; more connections are closed unread,
+/// so strangers cannot make the node spend a thread (or memory) each.
+pub const MAX_PENDING_HELLOS: usize = 8;
 
 /// Start the listener and one manager thread per peer.
 pub fn start(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<()> {
@@ -51,15 +55,24 @@ fn dials(mesh: &Mesh, peer: usize) -> bool {
 
 fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mesh = shared.mesh.as_ref().expect("mesh").clone();
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refusals = Arc::new(Throttle::default());
     for stream in listener.incoming() {
         if mesh.stopping() {
             return;
         }
         let Ok(stream) = stream else { continue };
-        let mesh = mesh.clone();
-        // The hello exchange gets its own short-lived thread so a silent or slow
-        // stranger cannot hold up a real peer.
-        let _ = std::thread::Builder::new()
+        if pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_HELLOS {
+            pending.fetch_sub(1, Ordering::AcqRel);
+            refusals.warn(|n| {
+                format!("mesh: {n} connection(s) closed unread: {MAX_PENDING_HELLOS} hellos already pending (a stranger, or a reconnect storm)")
+            });
+            continue; // dropped: closed
+        }
+        let (mesh, pending, throttle) = (mesh.clone(), pending.clone(), refusals.clone());
+        // A short-lived thread per hello, at most MAX_PENDING_HELLOS at once and each
+        // bounded by HELLO_DEADLINE, so a silent stranger cannot hold up a real peer.
+        let spawned = std::thread::Builder::new()
             .name("ringway-mesh-hello".into())
             .spawn(move || {
                 let from = stream.peer_addr().ok();
@@ -71,101 +84,190 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                         slot.cut();
                         let _ = slot.incoming.0.send((stream, decoder));
                     }
-                    Err(e) => warn!("mesh: refused a link from {from:?}: {e}"),
+                    Err(e) => throttle.warn(|n| {
+                        let more = if n > 1 {
+                            format!(" ({} more since the last report)", n - 1)
+                        } else {
+                            String::new()
+                        };
+                        format!("mesh: refused a link from {from:?}: {e}{more}")
+                    }),
                 }
+                pending.fetch_sub(1, Ordering::AcqRel);
             });
+        if spawned.is_err() {
+            // No thread: the stream went with the closure, closed.
+            refusals.warn(|_| "mesh: cannot start a hello thread; connection closed".to_owned());
+        }
     }
 }
 
-/// The acceptor's side of the hello exchange. Returns the peer's index.
+/// Logs at most one warning a second, saying how many it stood for.
+#[derive(Debug, Default)]
+struct Throttle {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    fn warn(&self, message: impl FnOnce(u64) -> String) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.1 += 1;
+        if st.0.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        warn!("{}", message(st.1));
+        *st = (Some(std::time::Instant::now()), 0);
+    }
+}
+
+/// A stream whose reads and writes all end by `deadline`.
+struct Deadlined {
+    stream: TcpStream,
+    deadline: std::time::Instant,
+}
+
+impl Deadlined {
+    fn new(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        Self {
+            stream,
+            deadline: std::time::Instant::now() + HELLO_DEADLINE,
+        }
+    }
+
+    fn left(&self) -> Result<Duration, String> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "the hello took longer than {} s",
+                HELLO_DEADLINE.as_secs()
+            ));
+        }
+        Ok(left)
+    }
+
+    fn write(&mut self, f: &Frame) -> Result<(), String> {
+        let left = self.left()?;
+        self.stream
+            .set_write_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        self.stream
+            .write_all(&wire::encode(f))
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
+    fn read(&mut self, decoder: &mut wire::Decoder) -> Result<Frame, String> {
+        let mut buf = [0u8; 1024];
+        loop {
+            if let Some(f) = decoder.next_frame().map_err(|e| e.to_string())? {
+                return Ok(f);
+            }
+            let left = self.left()?;
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err("the peer closed the connection".into()),
+                Ok(n) => decoder.feed(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    self.left()?;
+                }
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        }
+    }
+
+    /// Tell the peer it is refused (without saying why: it has proven nothing), and
+    /// return the full reason for this node's log.
+    fn refuse<T>(&mut self, said: &str, reason: String) -> Result<T, String> {
+        let _ = self.write(&Frame::Refuse {
+            reason: said.to_owned(),
+        });
+        Err(reason)
+    }
+
+    fn into_inner(self) -> Result<TcpStream, String> {
+        self.stream
+            .set_write_timeout(None)
+            .map_err(|e| e.to_string())?;
+        Ok(self.stream)
+    }
+}
+
+/// What the acceptor tells a dialer whose proof did not check out.
+const AUTH_FAILED: &str = "authentication failed: check mesh.secret, mesh.cluster and the peer lists; the other node's log says which";
+
+/// The acceptor's side of the hello exchange: challenge, check the dialer's proof,
+/// and only then say who this node is. Returns the peer's index.
 fn accept_hello(
     mesh: &Mesh,
-    mut stream: TcpStream,
+    stream: TcpStream,
 ) -> Result<(usize, TcpStream, wire::Decoder), String> {
-    stream
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let mut decoder = wire::Decoder::new(4096);
+    let mut link = Deadlined::new(stream);
+    let mut decoder = wire::Decoder::hello();
     let Frame::Hello {
         version,
-        cluster,
-        node,
         nonce: theirs,
-    } = read_frame(&mut stream, &mut decoder)?
+    } = link.read(&mut decoder)?
     else {
         return Err("the first frame was not a hello".into());
     };
-    let refuse = |stream: &mut TcpStream, reason: String| {
-        let _ = stream.write_all(&wire::encode(&Frame::Refuse {
-            reason: reason.clone(),
-        }));
-        Err(reason)
-    };
     if version != wire::VERSION {
-        return refuse(
-            &mut stream,
-            format!(
-                "mesh version {version} != {}: run the same ringway version on every node",
-                wire::VERSION
-            ),
+        let reason = format!(
+            "mesh version {version} != {}: run the same ringway version on every node",
+            wire::VERSION
         );
+        return link.refuse(&reason.clone(), reason);
     }
-    if cluster != mesh.config.cluster {
-        return refuse(
-            &mut stream,
-            format!(
-                "cluster {cluster:?} != {:?}: set the same mesh.cluster on every node",
-                mesh.config.cluster
-            ),
-        );
-    }
-    let Some(peer) = mesh.nodes.iter().position(|n| n.id == node) else {
-        return refuse(
-            &mut stream,
-            format!(
-                "node {node:?} is not in {}'s peer list: add it with --peer {node}=HOST:PORT on every node",
-                mesh.nodes[mesh.me].id
-            ),
-        );
+    let mine = auth::nonce();
+    link.write(&Frame::Hello {
+        version: wire::VERSION,
+        nonce: mine,
+    })?;
+    let Frame::Auth { node, mac } = link.read(&mut decoder)? else {
+        return Err("expected the dialer's proof".into());
     };
-    if peer == mesh.me || dials(mesh, peer) {
-        return refuse(
-            &mut stream,
-            format!(
-                "node {node:?} should not dial {}: of each pair the id that sorts first dials (is the id duplicated?)",
-                mesh.nodes[mesh.me].id
-            ),
-        );
-    }
     let me = &mesh.nodes[mesh.me].id;
-    let mine = send_hello(&mut stream, mesh)?;
     let t = Transcript {
         cluster: &mesh.config.cluster,
         dialer: (&node, theirs),
         acceptor: (me, mine),
     };
     let secret = mesh.config.secret.as_bytes();
-    match read_frame(&mut stream, &mut decoder)? {
-        Frame::Auth { mac } if t.verify(secret, Role::Dialer, &mac) => {}
-        Frame::Auth { .. } => {
-            return refuse(
-                &mut stream,
-                format!(
-                    "node {node:?} failed authentication: the mesh secrets differ; set the same mesh.secret (RINGWAY_MESH_SECRET) on every node"
-                ),
-            );
-        }
-        other => return Err(format!("expected auth, got {other:?}")),
+    let Some(peer) = mesh.nodes.iter().position(|n| n.id == node) else {
+        return link.refuse(
+            AUTH_FAILED,
+            format!(
+                "a node calling itself {node:?} is not in {me}'s peer list: add it with --peer {node}=HOST:PORT on every node (or it is a stranger)",
+            ),
+        );
+    };
+    if !t.verify(secret, Role::Dialer, &mac) {
+        return link.refuse(
+            AUTH_FAILED,
+            format!(
+                "node {node:?} failed authentication: the mesh secrets or cluster names differ (set the same mesh.secret and mesh.cluster on every node), or it dialed this address for another node (check its --peer entries)"
+            ),
+        );
     }
-    write_frame(
-        &mut stream,
-        &Frame::Auth {
-            mac: t.prove(secret, Role::Acceptor),
-        },
-    )?;
-    decoder = resize(decoder, mesh);
-    Ok((peer, stream, decoder))
+    if peer == mesh.me || dials(mesh, peer) {
+        let reason = format!(
+            "node {node:?} should not dial {me}: of each pair the id that sorts first dials (is the id duplicated?)"
+        );
+        return link.refuse(&reason.clone(), reason);
+    }
+    link.write(&Frame::Auth {
+        node: me.clone(),
+        mac: t.prove(secret, Role::Acceptor),
+    })?;
+    Ok((peer, link.into_inner()?, resize(decoder, mesh)))
 }
 
 /// The dialer's side of the hello exchange.
@@ -179,7 +281,7 @@ fn dial(mesh: &Mesh, peer: usize) -> Result<(TcpStream, wire::Decoder), String> 
     let mut last = format!("{} resolved to no address", target.addr);
     let mut stream = None;
     for a in addrs {
-        match TcpStream::connect_timeout(&a, HANDSHAKE_TIMEOUT) {
+        match TcpStream::connect_timeout(&a, HELLO_DEADLINE) {
             Ok(s) => {
                 stream = Some(s);
                 break;
@@ -187,22 +289,16 @@ fn dial(mesh: &Mesh, peer: usize) -> Result<(TcpStream, wire::Decoder), String> 
             Err(e) => last = format!("cannot connect to {a}: {e}"),
         }
     }
-    let mut stream = stream.ok_or(last)?;
-    stream
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
+    let mut link = Deadlined::new(stream.ok_or(last)?);
     let me = &mesh.nodes[mesh.me].id;
-    let mine = send_hello(&mut stream, mesh)?;
-    let mut decoder = wire::Decoder::new(4096);
-    let theirs = match read_frame(&mut stream, &mut decoder)? {
-        Frame::Hello { node, nonce, .. } if node == target.id => nonce,
-        Frame::Hello { node, .. } => {
-            return Err(format!(
-                "{} answered as node {node:?}, not {:?}: check --peer {}=...",
-                target.addr, target.id, target.id
-            ));
-        }
+    let mine = auth::nonce();
+    link.write(&Frame::Hello {
+        version: wire::VERSION,
+        nonce: mine,
+    })?;
+    let mut decoder = wire::Decoder::hello();
+    let theirs = match link.read(&mut decoder)? {
+        Frame::Hello { nonce, .. } => nonce,
         Frame::Refuse { reason } => return Err(format!("refused: {reason}")),
         other => return Err(format!("expected hello, got {other:?}")),
     };
@@ -212,14 +308,19 @@ fn dial(mesh: &Mesh, peer: usize) -> Result<(TcpStream, wire::Decoder), String> 
         acceptor: (&target.id, theirs),
     };
     let secret = mesh.config.secret.as_bytes();
-    write_frame(
-        &mut stream,
-        &Frame::Auth {
-            mac: t.prove(secret, Role::Dialer),
-        },
-    )?;
-    match read_frame(&mut stream, &mut decoder)? {
-        Frame::Auth { mac } if t.verify(secret, Role::Acceptor, &mac) => {}
+    link.write(&Frame::Auth {
+        node: me.clone(),
+        mac: t.prove(secret, Role::Dialer),
+    })?;
+    match link.read(&mut decoder)? {
+        Frame::Auth { node, mac }
+            if node == target.id && t.verify(secret, Role::Acceptor, &mac) => {}
+        Frame::Auth { node, .. } if node != target.id => {
+            return Err(format!(
+                "{} answered as node {node:?}, not {:?}: check --peer {}=...",
+                target.addr, target.id, target.id
+            ));
+        }
         Frame::Auth { .. } => {
             return Err(
                 "the peer's proof does not match our secret: set the same mesh.secret on every node"
@@ -229,47 +330,12 @@ fn dial(mesh: &Mesh, peer: usize) -> Result<(TcpStream, wire::Decoder), String> 
         Frame::Refuse { reason } => return Err(format!("refused: {reason}")),
         other => return Err(format!("expected auth, got {other:?}")),
     }
-    Ok((stream, resize(decoder, mesh)))
-}
-
-/// Say who this node is, with a fresh nonce for the peer's proof; returns the nonce.
-fn send_hello(stream: &mut TcpStream, mesh: &Mesh) -> Result<[u8; 16], String> {
-    let nonce = auth::nonce();
-    write_frame(
-        stream,
-        &Frame::Hello {
-            version: wire::VERSION,
-            cluster: mesh.config.cluster.clone(),
-            node: mesh.nodes[mesh.me].id.clone(),
-            nonce,
-        },
-    )?;
-    Ok(nonce)
+    Ok((link.into_inner()?, resize(decoder, mesh)))
 }
 
 /// After the hello, frames may be as large as the configuration allows.
 fn resize(small: wire::Decoder, mesh: &Mesh) -> wire::Decoder {
     small.with_max(mesh.config.max_frame_bytes)
-}
-
-fn write_frame(stream: &mut TcpStream, f: &Frame) -> Result<(), String> {
-    stream
-        .write_all(&wire::encode(f))
-        .map_err(|e| format!("write failed: {e}"))
-}
-
-fn read_frame(stream: &mut TcpStream, decoder: &mut wire::Decoder) -> Result<Frame, String> {
-    let mut buf = [0u8; 1024];
-    loop {
-        if let Some(f) = decoder.next_frame().map_err(|e| e.to_string())? {
-            return Ok(f);
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => return Err("the peer closed the connection".into()),
-            Ok(n) => decoder.feed(&buf[..n]),
-            Err(e) => return Err(format!("read failed: {e}")),
-        }
-    }
 }
 
 /// A peer's manager: get a session (dial, or take one the listener accepted), run

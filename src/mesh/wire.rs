@@ -34,19 +34,20 @@ pub struct Subscriber {
 /// One message on a mesh link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Frame {
-    /// First frame from each side.
+    /// First frame from each side: nothing about the node, only the version and a
+    /// challenge (a stranger learns no node id or cluster name).
     Hello {
         /// [`VERSION`].
         version: u16,
-        /// Cluster name; must match.
-        cluster: String,
-        /// The sender's node id.
-        node: String,
         /// Fresh random challenge for the other side's proof.
         nonce: [u8; 16],
     },
-    /// Proof of the shared secret over both nonces (see `mesh::auth`).
+    /// Who the sender is, with its proof of the shared secret over both nonces, the
+    /// cluster name and both node ids (see `mesh::auth`). The dialer sends it first;
+    /// the acceptor answers only once the dialer's proof checked out.
     Auth {
+        /// The sender's node id.
+        node: String,
         /// HMAC-SHA256.
         mac: [u8; 32],
     },
@@ -158,6 +159,9 @@ pub enum WireError {
         "frame of {0} bytes is over mesh.max_frame_bytes ({1}); raise it on this node if the peer sends large messages"
     )]
     TooLarge(usize, usize),
+    /// The length prefix of a hello is over the hello limit: not a ringway peer.
+    #[error("a hello of {0} bytes (at most {1}): this is not a ringway peer of this version")]
+    HelloTooLarge(usize, usize),
     /// The body is not a frame of this version.
     #[error("undecodable frame ({0}); are both nodes running the same ringway version?")]
     Malformed(String),
@@ -171,26 +175,46 @@ pub fn encode(frame: &Frame) -> Bytes {
     Bytes::from(buf)
 }
 
+/// Largest hello frame (a hello carries a node id and a proof).
+pub const MAX_HELLO: usize = 1024;
+
 /// Splits a byte stream into frames. Feed it what the socket gave, then take
 /// frames until it says it needs more.
 #[derive(Debug)]
 pub struct Decoder {
     buf: BytesMut,
     max: usize,
+    /// Still in the hello exchange (limit [`MAX_HELLO`]).
+    hello: bool,
 }
 
 impl Decoder {
+    /// A decoder for a link's hello exchange (frames of at most [`MAX_HELLO`]).
+    pub fn hello() -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max: MAX_HELLO,
+            hello: true,
+        }
+    }
+
     /// A decoder refusing frames over `max` bytes.
     pub fn new(max: usize) -> Self {
         Self {
             buf: BytesMut::new(),
             max,
+            hello: false,
         }
     }
 
-    /// The same decoder (and any bytes it holds) with another size limit.
+    /// The same decoder (and any bytes it holds), past the hello, with the
+    /// session's size limit.
     pub fn with_max(self, max: usize) -> Self {
-        Self { max, ..self }
+        Self {
+            max,
+            hello: false,
+            ..self
+        }
     }
 
     /// Append received bytes.
@@ -204,6 +228,9 @@ impl Decoder {
             return Ok(None);
         }
         let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+        if len > self.max && self.hello {
+            return Err(WireError::HelloTooLarge(len, self.max));
+        }
         if len > self.max {
             return Err(WireError::TooLarge(len, self.max));
         }
@@ -231,11 +258,12 @@ mod tests {
         vec![
             Frame::Hello {
                 version: VERSION,
-                cluster: "c".into(),
-                node: "n2".into(),
                 nonce: [9; 16],
             },
-            Frame::Auth { mac: [1; 32] },
+            Frame::Auth {
+                node: "n1".into(),
+                mac: [1; 32],
+            },
             Frame::Ping { sent_us: 7 },
             Frame::Pong { sent_us: 7 },
             Frame::Subscribe {

@@ -46,6 +46,10 @@ pub enum Disconnect {
     UserLimit,
     /// Closed by the app (`POST /v1/disconnect`).
     Kicked,
+    /// A message took longer than `limits.message_timeout_ms` to arrive (1008).
+    MessageTimeout,
+    /// Closed to keep a node-wide budget (unfinished messages, 1013).
+    Overload,
     /// Any other close code we sent (1011 internal error, say).
     Other,
 }
@@ -71,6 +75,8 @@ impl Disconnect {
         Disconnect::Forbidden,
         Disconnect::UserLimit,
         Disconnect::Kicked,
+        Disconnect::MessageTimeout,
+        Disconnect::Overload,
         Disconnect::Other,
     ];
 
@@ -92,6 +98,8 @@ impl Disconnect {
             Disconnect::Forbidden => "forbidden",
             Disconnect::UserLimit => "user_limit",
             Disconnect::Kicked => "kicked",
+            Disconnect::MessageTimeout => "message_timeout",
+            Disconnect::Overload => "overload",
             Disconnect::Other => "other",
         }
     }
@@ -111,6 +119,8 @@ impl Disconnect {
             close::FORBIDDEN => Disconnect::Forbidden,
             close::USER_LIMIT => Disconnect::UserLimit,
             close::KICKED => Disconnect::Kicked,
+            close::POLICY => Disconnect::MessageTimeout,
+            close::TRY_AGAIN => Disconnect::Overload,
             _ => Disconnect::Other,
         }
     }
@@ -223,6 +233,10 @@ pub struct WorkerStats {
     pub resumes_missed: [u64; Miss::ALL.len()],
     /// Messages and pings refused for the rate limits.
     pub rate_refused: u64,
+    /// Bytes of room history held (gauge).
+    pub history_bytes: u64,
+    /// History messages evicted, by reason (index: `Evicted as usize`).
+    pub history_evicted: crate::hub::ring::EvictCounts,
     /// Time from a message reaching this node to its frame being handed to the
     /// kernel for a subscriber.
     pub publish_to_write: Histogram,
@@ -397,6 +411,21 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             sum(&|s| s.resumes_missed[m as usize])
         );
     }
+    family(
+        w,
+        (
+            "ringway_history_evicted_total",
+            "counter",
+            "Room history messages evicted before anyone asked for them, by reason (count, age, room_bytes, node_budget).",
+        ),
+        "reason",
+        crate::hub::ring::Evicted::ALL.iter().map(|&e| {
+            (
+                e.label().to_owned(),
+                sum(&|s| s.history_evicted[e as usize]),
+            )
+        }),
+    );
     let mut latency = Histogram::default();
     for s in workers {
         latency.merge(&s.publish_to_write);
@@ -472,7 +501,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|&d| (d.label().to_owned(), sum(&|s| s.disconnects[d as usize]))),
     );
-    let gauges: [Series; 4] = [
+    let gauges: [Series; 5] = [
         (
             "ringway_mesh_interest",
             "Interest entries: peer nodes registered on owned rooms plus rooms mirrored from peers.",
@@ -482,6 +511,11 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "ringway_rooms_owned",
             "Rooms owned (sequenced) by this node.",
             |s| s.rooms_owned,
+        ),
+        (
+            "ringway_history_bytes",
+            "Bytes of room history held for resume (bounded by rooms.history_budget_bytes).",
+            |s| s.history_bytes,
         ),
         (
             "ringway_rooms_subscribed",

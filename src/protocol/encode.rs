@@ -112,6 +112,26 @@ pub fn presence_frame(json: &str, reference: Option<&RawValue>) -> Bytes {
     w.finish()
 }
 
+/// `{"type":"refresh_needed","exp":…}`: the token expires at `exp`; send a new one.
+pub fn refresh_needed_frame(exp: u64) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(48);
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"refresh_needed","exp":"#);
+    number(out, exp);
+    out.push(b'}');
+    w.finish()
+}
+
+/// `{"type":"refreshed","exp":…}`: the new token is in force until `exp`.
+pub fn refreshed_frame(exp: u64) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(40);
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"refreshed","exp":"#);
+    number(out, exp);
+    out.push(b'}');
+    w.finish()
+}
+
 /// `{"type":"pong"}`, with the request's `ref` if it had one.
 pub fn pong_frame(reference: Option<&RawValue>) -> Bytes {
     let mut w = TextFrameWriter::with_capacity(32);

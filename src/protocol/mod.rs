@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use encode::{
-    error_frame, msg_frame, pong_frame, presence_frame, reconnect_frame, subscribed_frame,
-    unsubscribed_frame, welcome_frame,
+    error_frame, msg_frame, pong_frame, presence_frame, reconnect_frame, refresh_needed_frame,
+    refreshed_frame, subscribed_frame, unsubscribed_frame, welcome_frame,
 };
 
 /// A room's history generation. A new epoch means the history before it is gone and a
@@ -235,24 +235,23 @@ pub fn parse(text: &[u8], max_room: usize) -> Result<Request<'_>, Refusal<'_>> {
         },
         "pub" => ClientMsg::Pub {
             room: check_room(wire.room, max_room, r)?,
-            data: wire
-                .data
-                .ok_or_else(|| refuse(ErrorCode::BadField, "pub needs \"data\"", r))?,
+            data: check_data(wire.data, "pub needs \"data\"", r)?,
             key: match wire.key {
-                Some(k) if k.is_empty() || k.len() > 128 => {
-                    return Err(refuse(ErrorCode::BadField, "key must be 1 to 128 bytes", r));
+                Some(k) if !valid_key(&k) => {
+                    return Err(refuse(ErrorCode::BadField, KEY_RULE, r));
                 }
                 k => k,
             },
         },
         "send" => ClientMsg::Send {
-            user: wire
-                .user
-                .filter(|u| !u.is_empty())
-                .ok_or_else(|| refuse(ErrorCode::BadField, "send needs \"user\"", r))?,
-            data: wire
-                .data
-                .ok_or_else(|| refuse(ErrorCode::BadField, "send needs \"data\"", r))?,
+            user: match wire.user {
+                None => return Err(refuse(ErrorCode::BadField, "send needs \"user\"", r)),
+                Some(u) if !valid_user(&u) => {
+                    return Err(refuse(ErrorCode::BadField, USER_RULE, r));
+                }
+                Some(u) => u,
+            },
+            data: check_data(wire.data, "send needs \"data\"", r)?,
         },
         "presence" => ClientMsg::Presence {
             room: check_room(wire.room, max_room, r)?,
@@ -285,6 +284,78 @@ pub fn valid_room(room: &str, max: usize) -> bool {
         && room
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-.:/@#=+".contains(&b))
+}
+
+/// User ids (a token's `sub`, `send`'s `user`): 1 to 100 bytes of the room-name
+/// characters, so `user:<id>` is always a valid room name.
+pub fn valid_user(user: &str) -> bool {
+    user.len() <= 100 && valid_room(user, 100)
+}
+
+/// The rule [`valid_user`] checks, for error messages.
+pub const USER_RULE: &str = "user ids are 1 to 100 bytes of A-Z a-z 0-9 _ - . : / @ # = +";
+
+/// Conflation keys: 1 to 128 bytes.
+pub fn valid_key(key: &str) -> bool {
+    (1..=128).contains(&key.len())
+}
+
+/// The rule [`valid_key`] checks, for error messages.
+pub const KEY_RULE: &str = "key must be 1 to 128 bytes";
+
+/// Deepest nesting of arrays and objects accepted in `data`: deeper JSON is valid,
+/// but crashes the recursive parsers of common clients.
+pub const MAX_DEPTH: usize = 64;
+
+/// Check a payload ringway will forward: at most [`MAX_DEPTH`] levels of nesting.
+/// (The text is already valid JSON, so brackets outside strings are structure.)
+pub fn valid_data(data: &RawValue) -> Result<(), String> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in data.get().as_bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!(
+                        "data is nested more than {MAX_DEPTH} levels deep; flatten it"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_data<'a>(
+    data: Option<&'a RawValue>,
+    missing: &'static str,
+    r: Option<&'a RawValue>,
+) -> Result<&'a RawValue, Refusal<'a>> {
+    let Some(data) = data else {
+        return Err(Refusal {
+            code: ErrorCode::BadField,
+            reason: Cow::Borrowed(missing),
+            reference: r,
+        });
+    };
+    valid_data(data).map_err(|reason| Refusal {
+        code: ErrorCode::BadField,
+        reason: Cow::Owned(reason),
+        reference: r,
+    })?;
+    Ok(data)
 }
 
 fn check_room<'a>(
@@ -400,6 +471,25 @@ mod tests {
             let _ = parse(&text.as_bytes()[..i], 64).unwrap_err();
         }
         assert!(parse(text.as_bytes(), 64).is_ok());
+    }
+
+    #[test]
+    fn deep_data_bad_users_and_keys_are_refused() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let pubs = |data: &str| format!(r#"{{"type":"pub","room":"r","data":{data}}}"#);
+        assert!(parse(pubs(&deep(64)).as_bytes(), 64).is_ok());
+        assert_eq!(err(&pubs(&deep(65))), ErrorCode::BadField);
+        assert_eq!(err(&pubs(&deep(100_000))), ErrorCode::BadField);
+        // Brackets inside strings are not structure.
+        let text = format!(r#"{{"s":"{}\"{}"}}"#, "[".repeat(200), "{".repeat(200));
+        assert!(parse(pubs(&text).as_bytes(), 64).is_ok());
+        for user in ["", "bob\r\nX: 1", &"u".repeat(101), "a b"] {
+            let m = serde_json::json!({"type": "send", "user": user, "data": 1}).to_string();
+            assert_eq!(err(&m), ErrorCode::BadField, "{user:?}");
+        }
+        let long_key =
+            serde_json::json!({"type": "pub", "room": "r", "key": "k".repeat(129), "data": 1});
+        assert_eq!(err(&long_key.to_string()), ErrorCode::BadField);
     }
 
     #[test]

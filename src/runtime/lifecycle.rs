@@ -24,6 +24,7 @@ use super::wheel::Tick;
 use super::worker::{State, Worker, abort};
 use crate::auth::{Grant, Refused as AuthRefused};
 use crate::conn::outq::Out;
+use crate::conn::timers::{self, Due, Facts, Ticks, TokenDue};
 use crate::conn::{ConnKey, Phase};
 use crate::metrics::{Disconnect, Refused};
 use crate::protocol;
@@ -36,14 +37,14 @@ use tungstenite::protocol::frame::coding::{Control, OpCode};
 const DRAIN_STEP: Duration = Duration::from_millis(100);
 
 impl State {
-    /// Admit an upgrade: refuse when draining, when the node is at its connection
-    /// cap, or when the client's address is at its cap. On success the connection
-    /// is counted and its heartbeat scheduled.
-    pub fn admit(&mut self, key: ConnKey) -> Result<(), Rejected> {
+    /// Admit a new TCP connection, before anything is read from it: refuse when
+    /// draining, when the node is at its connection cap, or when the client's address
+    /// is at its cap (pending upgrades count like open connections, so silent sockets
+    /// cannot fill the node). On success the socket is counted and the time it has to
+    /// finish its upgrade is returned: `handshake_timeout_ms`, or a tenth of it (at
+    /// least 500 ms) when the node is over three quarters full.
+    pub fn admit_socket(&mut self, peer: IpAddr) -> Result<Duration, Rejected> {
         let shared = self.shared.clone();
-        let Some(peer) = self.conn_mut(key).map(|c| c.peer) else {
-            return Err(reject(400, "connection gone"));
-        };
         if shared.draining() {
             self.stats.refused[Refused::Draining as usize] += 1;
             return Err(reject(
@@ -72,6 +73,27 @@ impl State {
             }
             *n += 1;
         }
+        let full = shared.config.limits.handshake_timeout_ms;
+        let pressed = before * 4 >= shared.max_connections * 3;
+        let ms = if pressed {
+            (full / 10).max(500).min(full)
+        } else {
+            full
+        };
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// Admit an upgrade: refuse when draining or when the user is at its cap on this
+    /// node. On success the connection's deadlines go on the wheel.
+    pub fn admit(&mut self, key: ConnKey) -> Result<(), Rejected> {
+        let shared = self.shared.clone();
+        if shared.draining() {
+            self.stats.refused[Refused::Draining as usize] += 1;
+            return Err(reject(
+                503,
+                "this node is restarting; reconnect to another node or retry shortly",
+            ));
+        }
         let per_user = shared.config.auth.max_connections_per_user;
         let user = self.conn_mut(key).and_then(|c| c.user());
         if let (true, Some(user)) = (per_user > 0, user) {
@@ -79,7 +101,6 @@ impl State {
             let n = map.entry(user).or_insert(0);
             if *n as usize >= per_user {
                 drop(map);
-                self.release_counts(peer, None);
                 self.stats.refused[Refused::PerUser as usize] += 1;
                 return Err(reject(
                     429,
@@ -87,19 +108,18 @@ impl State {
                 ));
             }
             *n += 1;
+            if let Some(conn) = self.conn_mut(key) {
+                conn.user_counted = true;
+            }
         }
         let now = self.wheel.now();
-        let ping = self.ticks(self.shared.config.heartbeat.ping_interval_ms);
         if let Some(conn) = self.conn_mut(key) {
-            conn.counted = true;
             conn.last_seen = now;
         }
-        self.wheel.schedule(key, now + ping);
-        self.schedule_expiry(key);
+        self.schedule(key, now + 1);
         Ok(())
     }
 
-    /// Undo [`State::admit`]'s counting when a counted connection goes.
     /// Check who the client is before admitting it: its `Origin` against
     /// `auth.origins`, and its token (required unless anonymous clients are allowed).
     pub fn identify(&mut self, accepted: &Accepted) -> Result<Option<Box<Grant>>, Rejected> {
@@ -114,11 +134,10 @@ impl State {
                 &format!("origin {origin} is not allowed here (auth.origins)"),
             ));
         }
-        let verdict = match (&accepted.token, &self.shared.verifier) {
-            (Some(t), Some(v)) => v.verify(t).map(|g| Some(Box::new(g))),
-            (Some(_), None) => Err(AuthRefused::NoKey),
-            (None, _) if self.shared.config.allow_anonymous => Ok(None),
-            (None, _) => Err(AuthRefused::Missing),
+        let verdict = match &accepted.token {
+            Some(t) => self.verify_token(t).map(|g| Some(Box::new(g))),
+            None if self.shared.config.allow_anonymous => Ok(None),
+            None => Err(AuthRefused::Missing),
         };
         verdict.map_err(|e| {
             self.stats.refused[Refused::Unauthorized as usize] += 1;
@@ -126,56 +145,20 @@ impl State {
         })
     }
 
-    /// Put a token's next deadline on the expiry heap: `refresh_needed` at
-    /// `exp - refresh_margin_s`, the 4001 close at `exp + refresh_grace_s`.
-    pub(super) fn schedule_expiry(&mut self, key: ConnKey) {
-        let auth = &self.shared.config.auth;
-        let (margin, grace) = (auth.refresh_margin_s, auth.refresh_grace_s);
-        let Some(g) = self.conn_mut(key).and_then(|c| c.grant.as_deref()) else {
-            return;
+    /// Check a token against the node's key (and, with the demo on, the demo key,
+    /// whose tokens only ever open `demo:*` rooms), and its lifetime against
+    /// `auth.max_token_ttl_s`.
+    fn verify_token(&self, token: &str) -> Result<Grant, AuthRefused> {
+        let now = crate::auth::unix_now();
+        let max_ttl = self.shared.config.auth.max_token_ttl_s;
+        let production = match &self.shared.verifier {
+            Some(v) => v.verify(token, now, max_ttl),
+            None => Err(AuthRefused::NoKey),
         };
-        let at = if g.refresh_asked {
-            g.exp.saturating_add(grace)
-        } else {
-            g.exp.saturating_sub(margin)
-        };
-        self.expiries
-            .push(std::cmp::Reverse((at, key.slot, key.generation)));
-    }
-
-    /// Ask for fresh tokens and close connections whose token ran out (once a tick).
-    pub(super) fn check_expiries(&mut self, now_s: u64) {
-        let grace = self.shared.config.auth.refresh_grace_s;
-        let margin = self.shared.config.auth.refresh_margin_s;
-        while let Some(&std::cmp::Reverse((at, slot, generation))) = self.expiries.peek() {
-            if at > now_s {
-                break;
-            }
-            self.expiries.pop();
-            let key = ConnKey { slot, generation };
-            let Some(conn) = self.conn_mut(key) else {
-                continue;
-            };
-            if conn.phase != Phase::Open {
-                continue;
-            }
-            let Some(g) = conn.grant.as_deref_mut() else {
-                continue;
-            };
-            if now_s >= g.exp.saturating_add(grace) {
-                self.close(key, close::TOKEN_EXPIRED, "token expired");
-                continue;
-            }
-            if !g.refresh_asked && now_s >= g.exp.saturating_sub(margin) {
-                g.refresh_asked = true;
-                let exp = g.exp;
-                let frame = crate::hub::presence::text_frame(&format!(
-                    "{{\"type\":\"refresh_needed\",\"exp\":{exp}}}"
-                ));
-                self.enqueue(key, Out::Own(frame));
-            }
-            // Not yet due (refreshed since) or waiting for the refresh: next deadline.
-            self.schedule_expiry(key);
+        match (production, &self.shared.demo) {
+            (Ok(g), _) => Ok(g),
+            (Err(e), Some(demo)) => demo.verify(token, now, max_ttl).map_err(|_| e),
+            (Err(e), None) => Err(e),
         }
     }
 
@@ -186,9 +169,10 @@ impl State {
         token: &str,
         reference: Option<&serde_json::value::RawValue>,
     ) {
-        let verdict = match &self.shared.verifier {
-            Some(v) => v.verify(token).map_err(|e| e.to_string()),
-            None => Err("this node has no token key configured".to_owned()),
+        let verdict = if self.shared.verifier.is_none() && self.shared.demo.is_none() {
+            Err("this node has no token key configured".to_owned())
+        } else {
+            self.verify_token(token).map_err(|e| e.to_string())
         };
         let current = self.conn_mut(key).and_then(|c| c.user());
         let result = verdict.and_then(|g| match &current {
@@ -205,10 +189,11 @@ impl State {
                     conn.grant = Some(Box::new(g));
                     conn.denied = false;
                 }
-                self.schedule_expiry(key);
-                let frame = crate::hub::presence::text_frame(&format!(
-                    "{{\"type\":\"refreshed\",\"exp\":{exp}}}"
-                ));
+                // The wheel entry is recomputed when it comes due; a token that ends
+                // sooner than that needs an earlier look.
+                let now = self.wheel.now();
+                self.reschedule_if_sooner(key, now + 1);
+                let frame = crate::protocol::refreshed_frame(exp);
                 self.enqueue(key, Out::Own(frame));
             }
             Err(reason) => {
@@ -219,13 +204,10 @@ impl State {
         }
     }
 
-    /// Give back what [`State::admit`] counted for a connection from `peer`.
+    /// Give back what [`State::admit_socket`] and [`State::admit`] counted for a
+    /// connection from `peer` (`user` when its user was counted).
     pub(super) fn release(&mut self, peer: IpAddr, user: Option<Arc<str>>) {
-        self.release_counts(peer, user);
-    }
-
-    fn release_counts(&mut self, peer: IpAddr, user: Option<Arc<str>>) {
-        if let (true, Some(user)) = (self.shared.config.auth.max_connections_per_user > 0, user) {
+        if let Some(user) = user {
             let mut map = self
                 .shared
                 .per_user
@@ -250,56 +232,150 @@ impl State {
         }
     }
 
-    /// Advance the wheel to `now`: ping connections quiet for a ping interval, close
-    /// those quiet for the idle timeout (no pong, no traffic), and abort closing
-    /// connections whose peer has not finished the close within the close timeout
-    /// (a slow consumer that never reads its 4008, say).
-    pub(super) fn heartbeat(&mut self, now: Tick) {
-        let idle = self.ticks(self.shared.config.heartbeat.idle_timeout_ms);
-        let linger = self.ticks(self.shared.config.limits.close_timeout_ms);
-        let ping = self.ticks(self.shared.config.heartbeat.ping_interval_ms);
+    /// Put the connection's one wheel entry at tick `at` (an older entry becomes
+    /// stale: see `conn::timers`).
+    pub(super) fn schedule(&mut self, key: ConnKey, at: Tick) {
+        let at = self.wheel.schedule(key, at);
+        if let Some(conn) = self.conn_mut(key) {
+            conn.due = at;
+        }
+    }
+
+    /// Move the connection's wheel entry earlier, if `at` is.
+    pub(super) fn reschedule_if_sooner(&mut self, key: ConnKey, at: Tick) {
+        if self.conn_mut(key).is_some_and(|c| at < c.due) {
+            self.schedule(key, at);
+        }
+    }
+
+    /// The limits of `conn::timers` in ticks.
+    fn timer_ticks(&self) -> Ticks {
+        let c = &self.shared.config;
+        Ticks {
+            ping: self.ticks(c.heartbeat.ping_interval_ms),
+            idle: self.ticks(c.heartbeat.idle_timeout_ms),
+            linger: self.ticks(c.limits.close_timeout_ms),
+            message: self.ticks(c.limits.message_timeout_ms),
+            tick_ms: c.heartbeat.tick_ms,
+        }
+    }
+
+    /// Advance the wheel to tick `now` (`now_s` in Unix seconds) and act on every
+    /// connection whose entry came due (see `conn::timers`): pings, idle closes,
+    /// token refreshes and expiries, trickling messages, and aborting closes the peer
+    /// never finished (a slow consumer that never reads its 4008, say).
+    pub(super) fn heartbeat(&mut self, now: Tick, now_s: u64) {
+        let ticks = self.timer_ticks();
+        let auth = self.shared.config.auth.clone();
         let mut wheel = std::mem::take(&mut self.wheel);
-        let mut to_ping = Vec::new();
-        let mut to_close = Vec::new();
-        let mut to_abort = Vec::new();
+        let mut acts: Vec<(ConnKey, Due)> = Vec::new();
         wheel.advance(now, |wheel, key, at| {
-            let Some(conn) = self.conn_mut(key) else {
+            let Some(conn) = self.conns.get_mut(key.slot as usize) else {
                 return; // gone: its entry simply ends here
             };
-            if conn.phase == Phase::Closing {
-                if conn.aborted {
-                    return; // already shut down; its read task is reclaiming it
-                }
-                if at.saturating_sub(conn.last_seen) >= linger {
-                    to_abort.push(key);
-                } else {
-                    wheel.schedule(key, conn.last_seen + linger);
-                }
-                return;
+            if conn.generation != key.generation || conn.due != at || conn.aborted {
+                return; // stale entry, or already shut down and being reclaimed
             }
-            let quiet = at.saturating_sub(conn.last_seen);
-            if quiet >= idle {
-                to_close.push(key);
-                return;
+            let facts = Facts {
+                last_seen: conn.last_seen,
+                closing: conn.phase == Phase::Closing,
+                partial_since: conn.partial_since,
+                token: conn.grant.as_deref().map(|g| TokenDue {
+                    ask_at: g.exp.saturating_sub(auth.refresh_margin_s),
+                    close_at: g.exp.saturating_add(auth.refresh_grace_s),
+                    asked: g.refresh_asked,
+                }),
+            };
+            let due = timers::on_due(at, now_s, facts, ticks);
+            if let Some(next) = due.next {
+                conn.due = wheel.schedule(key, next);
             }
-            if quiet >= ping {
-                to_ping.push(key);
+            if due != Due::default() {
+                acts.push((key, due));
             }
-            wheel.schedule(key, (conn.last_seen + idle).min(at + ping));
         });
         self.wheel = wheel;
-        for key in to_ping {
-            self.stats.pings += 1;
-            self.enqueue(key, Out::Own(encode(OpCode::Control(Control::Ping), b"")));
-        }
-        for key in to_close {
-            self.close_now(key, close::GOING_AWAY, "idle timeout: no traffic or pong");
-        }
-        for key in to_abort {
-            if let Some(conn) = self.conn_mut(key) {
+        for (key, due) in acts {
+            if due.ping {
+                self.stats.pings += 1;
+                self.enqueue(key, Out::Own(encode(OpCode::Control(Control::Ping), b"")));
+            }
+            if due.ask_refresh
+                && let Some(g) = self.conn_mut(key).and_then(|c| c.grant.as_deref_mut())
+            {
+                g.refresh_asked = true;
+                let frame = crate::protocol::refresh_needed_frame(g.exp);
+                self.enqueue(key, Out::Own(frame));
+            }
+            if let Some((code, reason)) = due.close {
+                self.close_now(key, code, reason);
+            }
+            if due.abort
+                && let Some(conn) = self.conn_mut(key)
+            {
                 abort(conn);
                 self.stats.disconnected(Disconnect::CloseTimeout);
             }
+        }
+    }
+
+    /// After a connection's unfinished input changed from `before` bytes: keep the
+    /// worker's total, date the unfinished message (its deadline goes on the wheel),
+    /// and over the worker's share of `limits.partial_budget_bytes` close the
+    /// connection that holds the most with 1013.
+    pub(crate) fn account_partial(&mut self, key: ConnKey, before: usize) {
+        let now = self.wheel.now();
+        let message = self.ticks(self.shared.config.limits.message_timeout_ms);
+        let Some(conn) = self.conn_mut(key) else {
+            return;
+        };
+        let held = conn.partial.capacity() + conn.decoder.buffered();
+        let open = conn.phase == Phase::Open;
+        let started = match (held, conn.partial_since) {
+            (0, _) => {
+                conn.partial_since = None;
+                false
+            }
+            (_, None) if open => {
+                conn.partial_since = Some(now);
+                true
+            }
+            _ => false,
+        };
+        self.partial_bytes = self.partial_bytes + held - before;
+        if started {
+            self.reschedule_if_sooner(key, now + message);
+        }
+        let share = self.shared.config.limits.partial_budget_bytes / self.shared.mailboxes.len();
+        while self.partial_bytes > share {
+            let largest = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.phase != Phase::Closing)
+                .max_by_key(|(_, c)| c.partial.capacity() + c.decoder.buffered())
+                .map(|(slot, c)| ConnKey {
+                    slot: slot as u32,
+                    generation: c.generation,
+                });
+            let Some(victim) = largest else { break };
+            tracing::debug!(conn = %self.conn_id(victim), "over the unfinished-message budget: closing the largest holder with 1013");
+            self.drop_partial(victim);
+            self.close_now(
+                victim,
+                close::TRY_AGAIN,
+                "server busy: too many unfinished messages; retry",
+            );
+        }
+    }
+
+    /// Free a connection's unfinished input (it is closing; no more is read).
+    fn drop_partial(&mut self, key: ConnKey) {
+        if let Some(conn) = self.conn_mut(key) {
+            let held = conn.partial.capacity() + conn.decoder.buffered();
+            conn.partial = Vec::new();
+            conn.decoder = crate::ws::frame::Decoder::default();
+            conn.partial_since = None;
+            self.partial_bytes -= held;
         }
     }
 

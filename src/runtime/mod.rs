@@ -73,9 +73,16 @@ impl Server {
         let workers = config.worker_count();
         let driver = probe::io_driver();
         let limits = probe::raise_nofile();
-        // Held back from the fd limit: listeners, mailboxes, the API, peers, files.
-        const RESERVED_FDS: usize = 256;
-        let fd_room = (limits.soft as usize).saturating_sub(RESERVED_FDS);
+        // Held back from the fd limit, so clients can never starve them: the node's
+        // own (listeners, mailboxes, rings, files), every API connection it allows,
+        // and the mesh (two per peer plus pending hellos).
+        let peers = config
+            .mesh
+            .peer_list(&config.node_id)
+            .map_or(0, |l| l.others.len());
+        let reserved =
+            64 + config.api.max_connections + 2 * peers + crate::mesh::link::MAX_PENDING_HELLOS;
+        let fd_room = (limits.soft as usize).saturating_sub(reserved);
         let max_connections = match config.limits.max_connections {
             0 => fd_room,
             n if n > fd_room => {
@@ -84,7 +91,7 @@ impl Server {
                      is lowered to {fd_room}. Raise the limit (LimitNOFILE= in the systemd unit, \
                      nofile in /etc/security/limits.d, or `ulimit -n`) to at least {}",
                     limits.soft,
-                    n + RESERVED_FDS
+                    n + reserved
                 );
                 fd_room
             }
@@ -92,7 +99,7 @@ impl Server {
         };
         info!(
             "up to {max_connections} client connections (limits.max_connections{}); \
-             {RESERVED_FDS} descriptors held back for listeners, the API and the mesh",
+             {reserved} descriptors held back for listeners, the API and the mesh",
             if config.limits.max_connections == 0 {
                 " = 0: the open-file limit less the reserve"
             } else {
@@ -164,24 +171,10 @@ impl Server {
             (None, "") => None,
             (None, secret) => Some(crate::auth::Verifier::hs256(secret.as_bytes())),
         };
-        // Demo tokens: signed with the configured HS256 secret, or with a random key
-        // that only this node knows (then the verifier checks that key).
-        let mut verifier = verifier;
-        let demo_secret = match (config.demo, config.auth.token_public_key.is_some()) {
-            (false, _) | (true, true) => None,
-            (true, false) if !config.auth.token_secret.is_empty() => {
-                Some(config.auth.token_secret.as_bytes().to_vec())
-            }
-            (true, false) => {
-                let mut key = vec![0u8; 32];
-                getrandom::fill(&mut key).map_err(|e| StartError::Worker {
-                    worker: 0,
-                    message: format!("no randomness for the demo token key: {e}"),
-                })?;
-                verifier = Some(crate::auth::Verifier::hs256(&key));
-                Some(key)
-            }
-        };
+        // Demo guest tokens have their own key, never the production secret, and are
+        // accepted only where the demo is on (see `auth::Demo`).
+        let demo = (config.demo && config.allow_anonymous)
+            .then(|| crate::auth::Demo::new(crate::auth::Demo::key_for(&config.mesh.secret)));
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
                 Some(crate::conn::tls::server_config(cert, key).map_err(ConfigError::Invalid)?)
@@ -200,7 +193,8 @@ impl Server {
             verifier,
             per_user: Mutex::new(std::collections::HashMap::new()),
             tls,
-            demo_secret,
+            api_connections: AtomicUsize::new(0),
+            demo,
         });
 
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -19,6 +19,7 @@
 //!
 //! Ownership changes (mesh links up or down) are in `cluster.rs`.
 
+use std::cmp::Reverse;
 use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::conn::ConnKey;
 use crate::conn::outq::{Out, SharedFrame};
 use crate::hub::home_worker;
 use crate::hub::presence::{self, Member};
+use crate::hub::ring::{EvictCounts, Evicted};
 use crate::hub::room::{OwnedRoom, SubAck, WorkerSet};
 use crate::mesh::wire::{self, Frame, Subscriber, Ticket};
 use crate::protocol::{self, Cursor, Epoch, ErrorCode};
@@ -501,6 +503,7 @@ impl State {
                 Epoch(fastrand::u64(..)),
                 cfg.replay_messages,
                 Duration::from_secs(cfg.replay_seconds),
+                cfg.replay_bytes,
             );
             self.owned.insert(Arc::from(room), fresh);
         }
@@ -529,8 +532,14 @@ impl State {
         let events = self.presence_events(room);
         let cap = self.shared.config.auth.max_connections_per_user as u32;
         let personal = room.starts_with("user:");
+        let mut evicted = EvictCounts::default();
         let r = self.owned_room(room);
-        let mut ack = r.subscribe(since, now);
+        let before = r.history_bytes();
+        let mut ack = r.subscribe(since, now, &mut evicted);
+        self.account_history(room, before, true, &evicted);
+        let Some(r) = self.owned.get_mut(&**room) else {
+            return ack;
+        };
         let mut dirty = false;
         if let Some(user) = user {
             // The personal room's roster is the user's connections across the
@@ -568,12 +577,20 @@ impl State {
         at: u64,
     ) -> (Epoch, u64) {
         let now = Instant::now();
+        let mut evicted = EvictCounts::default();
         let r = self.owned_room(room);
-        let (seq, frame) = r.publish(room, data, key, now);
+        let (before, had) = (r.history_bytes(), r.oldest_at().is_some());
+        let (seq, frame) = r.publish(room, data, key, now, &mut evicted);
         let epoch = r.position().0;
         let workers: Vec<usize> = r.interested().collect();
         let peers: Vec<usize> = r.peers().collect();
         self.stats.published += 1;
+        let name = self
+            .owned
+            .get_key_value(room)
+            .map(|(k, _)| k.clone())
+            .expect("stamped above");
+        self.account_history(&name, before, had, &evicted);
         let tag = conflation_tag(room, key);
         self.forward(room, &peers, &frame, tag);
         self.fan_out(room, &workers, frame, tag, at);
@@ -687,7 +704,71 @@ impl State {
     /// Forget owned rooms with no subscribers and no history left (their next
     /// incarnation gets a new epoch).
     pub(super) fn forget_idle_rooms(&mut self, now: Instant) {
-        self.owned.retain(|_, room| !room.is_idle(now));
+        let mut evicted = EvictCounts::default();
+        let mut total = 0;
+        self.owned.retain(|_, room| {
+            let idle = room.is_idle(now, &mut evicted);
+            total += room.history_bytes();
+            !idle
+        });
+        self.history_bytes = total;
+        self.count_evictions(&evicted);
+        if self.history_heap.len() > 2 * self.owned.len() + 64 {
+            self.history_heap = self
+                .owned
+                .iter()
+                .filter_map(|(name, r)| Some(Reverse((r.oldest_at()?, name.clone()))))
+                .collect();
+        }
+    }
+
+    /// After room `name`'s history changed from `before` bytes (`had`: it held some):
+    /// keep the worker's total, put the room on the age heap when its history just
+    /// began, and while the worker is over its share of `rooms.history_budget_bytes`,
+    /// evict the oldest message of any room it owns.
+    fn account_history(
+        &mut self,
+        name: &Arc<str>,
+        before: usize,
+        had: bool,
+        evicted: &EvictCounts,
+    ) {
+        self.count_evictions(evicted);
+        let Some(r) = self.owned.get(&**name) else {
+            return;
+        };
+        self.history_bytes = self.history_bytes + r.history_bytes() - before;
+        if let (false, Some(at)) = (had, r.oldest_at()) {
+            self.history_heap.push(Reverse((at, name.clone())));
+        }
+        let share = self.shared.config.rooms.history_budget_bytes / self.shared.mailboxes.len();
+        while self.history_bytes > share {
+            let Some(Reverse((at, room))) = self.history_heap.pop() else {
+                break; // cannot happen: every room with history is on the heap
+            };
+            let Some(r) = self.owned.get_mut(&room) else {
+                continue; // forgotten since
+            };
+            match r.oldest_at() {
+                Some(actual) if actual == at => {
+                    self.history_bytes -= r.evict_oldest();
+                    self.stats.history_evicted[Evicted::NodeBudget as usize] += 1;
+                    if let Some(next) = r.oldest_at() {
+                        self.history_heap.push(Reverse((next, room)));
+                    }
+                }
+                // Its oldest went another way (count, age, its own byte bound):
+                // the entry is stale; put the room back under its real age.
+                Some(actual) => self.history_heap.push(Reverse((actual, room))),
+                None => {}
+            }
+        }
+    }
+
+    fn count_evictions(&mut self, evicted: &EvictCounts) {
+        for (total, n) in self.stats.history_evicted.iter_mut().zip(evicted) {
+            *total += n;
+        }
     }
 
     /// Rooms owned, rooms with local subscribers, and interest entries (interested

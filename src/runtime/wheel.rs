@@ -40,11 +40,13 @@ impl<K: Copy> Wheel<K> {
         }
     }
 
-    /// Schedule `key` for tick `at` (a tick in the past fires at the next advance).
-    pub fn schedule(&mut self, key: K, at: Tick) {
+    /// Schedule `key` for tick `at` (a tick in the past fires at the next advance);
+    /// returns the tick it will fire at.
+    pub fn schedule(&mut self, key: K, at: Tick) -> Tick {
         let at = at.max(self.now.wrapping_add(1));
         self.slots[at as usize % SLOTS].push((at, key));
         self.len += 1;
+        at
     }
 
     /// Entries scheduled.

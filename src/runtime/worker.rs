@@ -68,9 +68,10 @@ pub struct Shared {
     pub per_user: Mutex<HashMap<Arc<str>, u32>>,
     /// TLS server configuration, when the client listener serves wss.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// The HS256 key demo tokens are signed with (`auth.token_secret`, or a random
-    /// one when only the demo needs it).
-    pub demo_secret: Option<Vec<u8>>,
+    /// Open HTTP API connections on the node (capped by `api.max_connections`).
+    pub api_connections: AtomicUsize,
+    /// The demo's guest tokens (with the demo on and anonymous clients allowed).
+    pub demo: Option<crate::auth::Demo>,
 }
 
 impl Shared {
@@ -127,16 +128,27 @@ pub struct State {
     pub(super) local: HashMap<Arc<str>, LocalRoom>,
     /// Rooms this worker owns (sequences).
     pub(super) owned: HashMap<Arc<str>, OwnedRoom>,
+    /// Bytes of history its owned rooms hold (bounded by its share of
+    /// `rooms.history_budget_bytes`).
+    pub(super) history_bytes: usize,
+    /// Owned rooms by the age of their oldest message, oldest first (entries may be
+    /// stale: checked when popped; see `rooms::account_history`).
+    pub(super) history_heap: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, Arc<str>)>>,
     /// Rooms this worker is home to that a peer node owns.
     pub(super) mirrors: HashMap<Arc<str>, Mirror>,
     /// Until when a lost peer's roster entries are kept, by node index.
     pub(super) lease: Vec<Option<Instant>>,
     /// Owned rooms with presence changes waiting for their debounce window.
     pub(super) presence_dirty: Vec<Arc<str>>,
-    /// Token deadlines (Unix seconds, slot, generation), earliest first.
-    pub(super) expiries: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u32, u32)>>,
     /// Connections with output queued since the last flush.
     dirty: Vec<ConnKey>,
+    /// Refused connections delivering their answer (see `conn::driver::refuse`).
+    pub(crate) refusing: usize,
+    /// Rate of `/demo/token` on this worker.
+    pub(crate) demo_gate: crate::conn::rate::RateLimiter,
+    /// Bytes of unfinished frames and messages held by this worker's connections
+    /// (bounded by its share of `limits.partial_budget_bytes`).
+    pub(crate) partial_bytes: usize,
     /// Counters.
     pub stats: WorkerStats,
     /// Tasks and connections waiting for a reply from another worker or node.
@@ -177,11 +189,15 @@ impl Worker {
                 next_generation: 0,
                 local: HashMap::new(),
                 owned: HashMap::new(),
+                history_bytes: 0,
+                history_heap: std::collections::BinaryHeap::new(),
                 mirrors: HashMap::new(),
                 lease: Vec::new(),
                 presence_dirty: Vec::new(),
-                expiries: std::collections::BinaryHeap::new(),
                 dirty: Vec::new(),
+                partial_bytes: 0,
+                refusing: 0,
+                demo_gate: crate::conn::rate::RateLimiter::new(&crate::client::DEMO_RATE, 0),
                 stats: WorkerStats {
                     worker: id,
                     ..WorkerStats::default()
@@ -339,11 +355,10 @@ impl Worker {
         {
             let mut st = self.state.borrow_mut();
             let tick = st.tick_at(now);
-            st.heartbeat(tick);
+            st.heartbeat(tick, crate::auth::unix_now());
             st.forget_idle_rooms(now);
             st.settle_presence(now);
             st.expire_leases(now);
-            st.check_expiries(crate::auth::unix_now());
             st.expire_requests();
         }
         self.flush_dirty();
@@ -506,15 +521,16 @@ impl State {
         // From here `last_seen` dates the close: the wheel gives the peer
         // `close_timeout_ms` from now (more while it still sends) before aborting.
         conn.last_seen = now;
-        let admitted = conn.counted;
+        let was_open = conn.due != 0;
         if let Some(frame) = last {
             conn.outq.push(Out::Own(frame));
         }
-        if admitted {
-            // The open-phase entry may be a ping interval away: add one at the close
-            // deadline (a stale entry finding the connection gone or aborted is a no-op).
+        if was_open {
+            // The open-phase entry may be a ping interval away: move it to the close
+            // deadline. (A connection closed during its upgrade has no entry: its task's
+            // own timer bounds the close.)
             let linger = self.ticks(self.shared.config.limits.close_timeout_ms);
-            self.wheel.schedule(key, now + linger);
+            self.schedule(key, now + linger);
         }
         self.stats.disconnected(why);
         self.mark_dirty(key);
@@ -536,15 +552,16 @@ impl State {
             // Complete the pending writability poll so its task lets go of the socket.
             let _ = shutdown(conn.fd, Shutdown::Both);
         }
-        let (counted, peer, user) = (conn.counted, conn.peer, conn.user());
+        let peer = conn.peer;
+        let user = conn.user().filter(|_| conn.user_counted);
+        let held = conn.partial.capacity() + conn.decoder.buffered();
         let rooms = std::mem::take(&mut conn.rooms);
+        self.partial_bytes -= held;
         for room in rooms {
             self.leave_local(&room, key);
         }
         self.conns.remove(key.slot as usize);
-        if counted {
-            self.release(peer, user);
-        }
+        self.release(peer, user);
     }
 
     /// Drop a request that was answered inline.
@@ -620,6 +637,7 @@ impl State {
         s.interest = interest as u64;
         s.rooms_owned = owned as u64;
         s.rooms_local = local as u64;
+        s.history_bytes = self.history_bytes as u64;
         for (_, c) in self.conns.iter() {
             s.queued_bytes += c.outq.bytes() as u64;
             s.queue_depth[crate::metrics::depth_bucket(c.outq.len())] += 1;

@@ -8,6 +8,8 @@ pub const PROTOCOL: u16 = 1002;
 pub const UNSUPPORTED: u16 = 1003;
 /// Invalid payload data (bad UTF-8).
 pub const INVALID_DATA: u16 = 1007;
+/// Policy violation (a message that took too long to arrive).
+pub const POLICY: u16 = 1008;
 /// Message too big.
 pub const TOO_BIG: u16 = 1009;
 /// Internal error.

@@ -112,6 +112,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Bytes held for a fragmented message in progress (its buffer's capacity).
+    pub fn buffered(&self) -> usize {
+        self.frag.as_ref().map_or(0, |f| f.buf.capacity())
+    }
+
     /// Decode the frame at the front of `buf`.
     ///
     /// Returns `Ok(None)` when `buf` does not yet hold a whole frame (nothing is

@@ -106,7 +106,7 @@ pub fn mesh_wire(data: &[u8]) {
 pub fn token(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let v = Verifier::hs256(b"fuzz-secret-0123456789abcdef0123");
-    let _ = v.verify(&text);
+    let _ = v.verify(&text, 1_700_000_000, 86_400);
     if let Some((pattern, room)) = text.split_once('\n') {
         let _ = matches(pattern, room);
     }
