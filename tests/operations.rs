@@ -1,6 +1,9 @@
 //! Operations: `ringway check` and the kernel profile script.
 
+use std::path::PathBuf;
 use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn ringway(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
@@ -56,6 +59,7 @@ fn apply_sysctl_dry_run_reports_every_key_and_changes_nothing() {
         "fs.nr_open",
         "net.core.somaxconn",
         "net.ipv4.tcp_mem",
+        "net.ipv4.ip_local_reserved_ports",
         "kernel.io_uring_disabled",
     ] {
         assert!(text.contains(key), "{key} missing:\n{text}");
@@ -63,5 +67,61 @@ fn apply_sysctl_dry_run_reports_every_key_and_changes_nothing() {
     assert_eq!(
         std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap(),
         before
+    );
+}
+
+/// A scratch directory for one test, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("ringway-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `scripts/apply-sysctl.sh --dry-run` against a /proc/sys of our own holding one
+/// value for ip_local_reserved_ports.
+fn apply_sysctl_with_reserved_ports(live: &str) -> String {
+    let proc_sys = Scratch::new("proc-sys");
+    let dir = proc_sys.0.join("net/ipv4");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ip_local_reserved_ports"), live).unwrap();
+    let out = Command::new("bash")
+        .arg(format!("{ROOT}/scripts/apply-sysctl.sh"))
+        .arg("--dry-run")
+        .env("PROC_SYS", &proc_sys.0)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn apply_sysctl_compares_port_lists_as_the_kernel_prints_them() {
+    // The profile says 7400,8080,8081; the kernel prints that as 7400,8080-8081.
+    let text = apply_sysctl_with_reserved_ports("7400,8080-8081\n");
+    assert!(
+        text.contains("ok         net.ipv4.ip_local_reserved_ports = 7400,8080-8081\n"),
+        "{text}"
+    );
+    let text = apply_sysctl_with_reserved_ports("8080\n");
+    assert!(
+        text.contains("would set  net.ipv4.ip_local_reserved_ports: 8080 -> 7400,8080-8081\n"),
+        "{text}"
+    );
+    let text = apply_sysctl_with_reserved_ports("\n");
+    assert!(
+        text.contains("would set  net.ipv4.ip_local_reserved_ports: (empty) -> 7400,8080-8081\n"),
+        "{text}"
     );
 }
