@@ -1,6 +1,7 @@
-//! Operations: `ringway check` and the kernel profile script.
+//! Operations: `ringway check`, the kernel profile, the install script and the
+//! example config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -123,5 +124,142 @@ fn apply_sysctl_compares_port_lists_as_the_kernel_prints_them() {
     assert!(
         text.contains("would set  net.ipv4.ip_local_reserved_ports: (empty) -> 7400,8080-8081\n"),
         "{text}"
+    );
+}
+
+/// What a path looks like, to tell whether a dry run touched it.
+fn snapshot(paths: &[&str]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| match std::fs::symlink_metadata(p) {
+            Ok(m) => format!(
+                "{p}: {} bytes, mode {:o}, owner {}:{}, mtime {}.{}",
+                m.len(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.mtime(),
+                m.mtime_nsec()
+            ),
+            Err(e) => format!("{p}: {e}"),
+        })
+        .collect()
+}
+
+#[test]
+fn install_dry_run_names_everything_it_would_do_and_changes_nothing() {
+    let watched = [
+        "/etc/ringway",
+        "/etc/ringway/ringway.toml",
+        "/etc/ringway/ringway.env",
+        "/usr/local/bin/ringway",
+        "/var/lib/ringway",
+        "/etc/systemd/system/ringway.service",
+        "/etc/sysctl.d/99-ringway.conf",
+        "/etc/security/limits.d/ringway.conf",
+    ];
+    let sysctls = || {
+        ["net/core/somaxconn", "net/ipv4/ip_local_reserved_ports"]
+            .map(|k| std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap())
+    };
+    let user = || {
+        Command::new("getent")
+            .args(["passwd", "ringway"])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    let before = (snapshot(&watched), user(), sysctls());
+
+    // The binary this test run built, so the dry run need not build one.
+    let target_dir = Path::new(env!("CARGO_BIN_EXE_ringway"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap();
+    let out = Command::new("bash")
+        .arg(format!("{ROOT}/scripts/install.sh"))
+        .arg("--dry-run")
+        .env("CARGO_TARGET_DIR", target_dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    for thing in [
+        "user ringway",
+        "/etc/ringway/ringway.toml",
+        "/etc/ringway/ringway.env",
+        "/usr/local/bin/ringway",
+        "/var/lib/ringway",
+        "/etc/systemd/system/ringway.service",
+        "/etc/sysctl.d/99-ringway.conf",
+        "/etc/security/limits.d/ringway.conf",
+        "net.ipv4.ip_local_reserved_ports",
+        "ringway check --config",
+        "config: valid",
+        "verdict ",
+        "dry run: nothing was changed",
+        "systemctl enable --now ringway",
+    ] {
+        assert!(text.contains(thing), "{thing:?} missing:\n{text}");
+    }
+    assert_eq!((snapshot(&watched), user(), sysctls()), before, "{text}");
+}
+
+#[test]
+fn the_example_config_loads() {
+    let example = format!("{ROOT}/ops/ringway.example.toml");
+    let (code, text) = ringway(&["check", "--connections", "1000", "--config", &example]);
+    // The host part may fail on a small machine; the config must be valid.
+    assert!(text.contains("config: valid"), "exit {code}: {text}");
+}
+
+#[test]
+fn the_example_config_names_every_setting() {
+    let example = std::fs::read_to_string(format!("{ROOT}/ops/ringway.example.toml")).unwrap();
+    // A line setting `key`, commented out or not.
+    let sets = |key: &str| {
+        example.lines().any(|l| {
+            let l = l.trim_start_matches(['#', ' ']);
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+    };
+    let has_line = |line: &str| {
+        example
+            .lines()
+            .any(|l| l.trim_start_matches(['#', ' ']) == line)
+    };
+    let config = serde_json::to_value(ringway::Config::default()).unwrap();
+    let mut missing = Vec::new();
+    for (key, value) in config.as_object().unwrap() {
+        let Some(table) = value.as_object() else {
+            if !sets(key) {
+                missing.push(key.clone());
+            }
+            continue;
+        };
+        if !has_line(&format!("[{key}]")) {
+            missing.push(format!("[{key}]"));
+        }
+        for (sub, v) in table {
+            let found = if v.is_array() && !sets(sub) {
+                has_line(&format!("[[{key}.{sub}]]"))
+            } else {
+                sets(sub)
+            };
+            if !found {
+                missing.push(format!("{key}.{sub}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ops/ringway.example.toml does not show: {missing:?}"
+    );
+    assert!(
+        has_line("demo = false"),
+        "the example must turn the demo off"
     );
 }
