@@ -1,8 +1,12 @@
-//! Operations: `ringway check`, the kernel profile, the install script and the
-//! example config.
+//! Operations: `ringway check`, the kernel profile, the install script, the example
+//! config and the local cluster script.
 
+mod common;
+
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -261,5 +265,77 @@ fn the_example_config_names_every_setting() {
     assert!(
         has_line("demo = false"),
         "the example must turn the demo off"
+    );
+}
+
+/// The processes whose process group is `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // pid (comm) state ppid pgrp ...: comm may hold spaces.
+                    let after = &s[s.rfind(')')? + 1..];
+                    after.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(pgid)
+        })
+        .collect()
+}
+
+#[test]
+fn cluster_local_stops_at_once_with_the_error_of_a_node_that_cannot_start() {
+    let logs = Scratch::new("cluster-local");
+    let output = logs.0.join("output.txt");
+    let started = Instant::now();
+    // Output to a file, not a pipe: a node left running would hold a pipe open.
+    let mut child = Command::new("bash")
+        .arg(format!("{ROOT}/scripts/cluster-local.sh"))
+        .args(["2", "--no-such-flag"])
+        .env("RINGWAY_BIN", env!("CARGO_BIN_EXE_ringway"))
+        .env("LOG_DIR", &logs.0)
+        .env("WS_BASE", common::free_port().to_string())
+        .env("API_BASE", common::free_port().to_string())
+        .env("MESH_BASE", common::free_port().to_string())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(std::fs::File::create(logs.0.join("stderr.txt")).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let left = group_members(pgid);
+    if status.is_none() || !left.is_empty() {
+        // Ours to stop: the script and the nodes it started, by their process group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .status();
+        let _ = child.wait();
+    }
+    let text = std::fs::read_to_string(&output).unwrap()
+        + &std::fs::read_to_string(logs.0.join("stderr.txt")).unwrap();
+    let status = status.unwrap_or_else(|| panic!("still running after 20 s:\n{text}"));
+    assert!(left.is_empty(), "processes left behind: {left:?}\n{text}");
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("unexpected argument '--no-such-flag'"),
+        "the node's own error is not shown:\n{text}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "took {elapsed:?} to give up:\n{text}"
     );
 }
