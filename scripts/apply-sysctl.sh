@@ -7,19 +7,27 @@
 #
 # --dry-run prints what would change and changes nothing. Keys the running kernel
 # does not have (e.g. nf_conntrack when conntrack is not loaded) are skipped with a
-# note. Needs root unless --dry-run.
+# note. Values are compared as the kernel prints them (a port list "7400,8080,8081"
+# reads back as "7400,8080-8081"), so a second run reports nothing to change. Needs
+# root unless --dry-run. PROC_SYS (default /proc/sys) is where live values are read;
+# tests point it at a directory of their own (with --dry-run only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+proc_sys="${PROC_SYS:-/proc/sys}"
 
 DRY=0; UNIT=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
     --unit) UNIT=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "apply-sysctl: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
+if [ "$DRY" -eq 0 ] && [ "$proc_sys" != /proc/sys ]; then
+  echo "apply-sysctl: PROC_SYS=$proc_sys is for --dry-run tests; unset it to apply the profile" >&2
+  exit 2
+fi
 if [ "$DRY" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
   echo "apply-sysctl: run as root (or with --dry-run to see what would change)" >&2
   exit 1
@@ -45,25 +53,42 @@ if [ "$UNIT" -eq 1 ]; then
   [ "$DRY" -eq 1 ] || systemctl daemon-reload 2>/dev/null || true
 fi
 
+# A value as the kernel prints it, so that equal values compare equal. Port lists
+# (ip_local_reserved_ports) print sorted, with neighbours merged into ranges:
+# "8081,7400,8080" is "7400,8080-8081". Everything else: whitespace collapsed.
+normalise() { # key value
+  case "$1" in
+    *_ports)
+      printf '%s' "$2" | tr -d '[:space:]' | tr ',' '\n' | awk -F- '
+        NF == 0 || $1 == "" { next }
+        { print $1, (NF > 1 ? $2 : $1) }' | sort -n -k1,1 -k2,2 | awk '
+        function flush() { if (have) out = out (out == "" ? "" : ",") (lo == hi ? lo : lo "-" hi) }
+        { if (have && $1 <= hi + 1) { if ($2 > hi) hi = $2; next }
+          flush(); lo = $1; hi = $2; have = 1 }
+        END { flush(); printf "%s", out }' ;;
+    *) printf '%s' "$2" | tr -s '[:space:]' ' ' | sed 's/^ //; s/ $//' ;;
+  esac
+}
+
 # Apply each key now, only where the live value differs.
 while IFS= read -r line; do
   line=${line%%#*}
   [[ "$line" =~ ^[[:space:]]*([a-z0-9_.-]+)[[:space:]]*=[[:space:]]*(.*[^[:space:]])[[:space:]]*$ ]] || continue
   key=${BASH_REMATCH[1]}; want=${BASH_REMATCH[2]}
-  path=/proc/sys/${key//.//}
+  path=$proc_sys/${key//.//}
   if [ ! -e "$path" ]; then
     say "skipped    $key (not in this kernel; module not loaded?)"
     continue
   fi
-  have=$(tr -s '[:space:]' ' ' <"$path" | sed 's/ $//')
-  want_norm=$(printf '%s' "$want" | tr -s '[:space:]' ' ')
+  have=$(normalise "$key" "$(cat "$path")")
+  want_norm=$(normalise "$key" "$want")
   if [ "$have" = "$want_norm" ]; then
     say "ok         $key = $have"
   elif [ "$DRY" -eq 1 ]; then
-    say "would set  $key: $have -> $want_norm"; changed=1
+    say "would set  $key: ${have:-(empty)} -> $want_norm"; changed=1
   else
     if sysctl -q -w "$key=$want_norm" >/dev/null 2>&1; then
-      say "set        $key: $have -> $want_norm"; changed=1
+      say "set        $key: ${have:-(empty)} -> $want_norm"; changed=1
     else
       say "FAILED     $key = $want_norm (read-only here? a container cannot change host sysctls)"
     fi

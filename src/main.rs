@@ -69,7 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `ringway check`: validate the config, judge the host, exit 1 when it does not fit.
 fn check(args: ringway::cli::CheckArgs) -> anyhow::Result<()> {
-    use ringway::check::{Host, Status, evaluate, memory_needed};
+    use ringway::check::{Host, Status, evaluate, memory_needed, node_ports};
     let config = args.serve.load()?;
     println!("config: valid");
     let target = args
@@ -79,7 +79,7 @@ fn check(args: ringway::cli::CheckArgs) -> anyhow::Result<()> {
             n => n as u64,
         });
     let host = Host::read();
-    let findings = evaluate(&host, target);
+    let findings = evaluate(&host, target, &node_ports(&config));
     println!("host against {target} connections:");
     for f in &findings {
         println!("{f}");
