@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 F=tests/fuzz
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(ws_frame handshake client_protocol mesh_wire token)
+    targets=(ws_frame handshake client_protocol mesh_wire token api_http)
 fi
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

@@ -43,7 +43,7 @@ pub fn node_ports(config: &Config) -> Vec<NodePort> {
     [
         ("listen", Some(config.listen)),
         ("api_listen", Some(config.api_listen)),
-        ("mesh.listen", config.mesh.listen),
+        ("mesh.listen", config.mesh.listen_addr(&config.node_id)),
     ]
     .into_iter()
     .filter_map(|(key, addr)| {
@@ -54,6 +54,51 @@ pub fn node_ports(config: &Config) -> Vec<NodePort> {
     })
     .filter(|p| p.port != 0)
     .collect()
+}
+
+/// The production checklist for a configuration: what is fine for trying ringway
+/// and wrong on a real host (warnings: the node runs either way).
+pub fn production(config: &Config) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut item = |ok: bool, item, have: &str, need: &str, fix: &str| {
+        out.push(Finding {
+            status: if ok { Status::Ok } else { Status::Warn },
+            item,
+            have: have.to_owned(),
+            need: need.to_owned(),
+            fix: if ok { String::new() } else { fix.to_owned() },
+        })
+    };
+    item(
+        !config.demo,
+        "demo page and guest tokens",
+        if config.demo { "on" } else { "off" },
+        "off",
+        "the demo is for trying ringway: set demo = false (or --no-demo)",
+    );
+    item(
+        !config.allow_anonymous,
+        "anonymous clients",
+        if config.allow_anonymous {
+            "allowed"
+        } else {
+            "refused"
+        },
+        "refused",
+        "anyone who reaches the listener can subscribe and publish: set allow_anonymous = false (--require-auth) with a token key, or reserve rooms with auth.rooms_require_auth",
+    );
+    item(
+        !config.auth.api_key.is_empty(),
+        "HTTP API key",
+        if config.auth.api_key.is_empty() {
+            "none"
+        } else {
+            "set"
+        },
+        "set",
+        "any local process can publish and read presence: set RINGWAY_API_KEY (`openssl rand -hex 32`)",
+    );
+    out
 }
 
 /// Facts about the host. `None` where the fact could not be read.

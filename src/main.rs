@@ -69,9 +69,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `ringway check`: validate the config, judge the host, exit 1 when it does not fit.
 fn check(args: ringway::cli::CheckArgs) -> anyhow::Result<()> {
-    use ringway::check::{Host, Status, evaluate, memory_needed, node_ports};
+    use ringway::check::{Host, Status, evaluate, memory_needed, node_ports, production};
     let config = args.serve.load()?;
     println!("config: valid");
+    println!("production checklist:");
+    for f in production(&config) {
+        println!("{f}");
+    }
     let target = args
         .connections
         .unwrap_or(match config.limits.max_connections {

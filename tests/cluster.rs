@@ -621,3 +621,50 @@ fn every_node_can_carry_the_same_peer_list() {
         }
     }
 }
+
+#[test]
+fn a_stranger_on_the_mesh_port_learns_nothing_and_cannot_crowd_out_peers() {
+    use ringway::mesh::wire::{self, Frame};
+    use std::io::{Read, Write};
+    let mut cl = Cluster::start(2);
+    cl.wait_converged();
+    // A stranger who says hello hears a challenge, with no node id or cluster name.
+    let mut s = std::net::TcpStream::connect(cl.mesh[1]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&wire::encode(&Frame::Hello {
+        version: wire::VERSION,
+        nonce: [7; 16],
+    }))
+    .unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = s.read(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got[..n]);
+    assert!(
+        n > 0 && !text.contains("n1") && !text.contains("n2") && !text.contains("ringway"),
+        "{text:?}"
+    );
+    // A wrong proof is refused without a reason that names anything.
+    s.write_all(&wire::encode(&Frame::Auth {
+        node: "n1".into(),
+        mac: [0; 32],
+    }))
+    .unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.contains("authentication failed"), "{text:?}");
+    assert!(
+        !text.contains("n2") && !text.contains("cluster \""),
+        "{text:?}"
+    );
+    // Twenty silent connections to n2's mesh port (n1 dials n2): eight hold a
+    // hello slot until its deadline, the rest are closed unread, and the real peer
+    // still gets in when n1 restarts and dials.
+    let silent: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(cl.mesh[1]).unwrap())
+        .collect();
+    cl.kill(0);
+    cl.boot(0);
+    cl.wait_converged();
+    drop(silent);
+}

@@ -235,6 +235,9 @@ pub struct WorkerStats {
     pub rate_refused: u64,
     /// Bytes of room history held (gauge).
     pub history_bytes: u64,
+    /// Entries on the timer wheel (gauge): one per open connection, plus stale ones
+    /// still to come due.
+    pub timer_entries: u64,
     /// History messages evicted, by reason (index: `Evicted as usize`).
     pub history_evicted: crate::hub::ring::EvictCounts,
     /// Time from a message reaching this node to its frame being handed to the
@@ -464,9 +467,9 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
         (
             "ringway_send_queue_depth",
             "gauge",
-            "Connections by send-queue depth (frames), bucketed by upper bound.",
+            "Connections by send-queue depth in frames, bucketed by upper bound (depth_le: the bucket's bound; a gauge, not a histogram).",
         ),
-        "le",
+        "depth_le",
         DEPTH_BUCKETS.iter().enumerate().map(|(i, &bound)| {
             let le = if bound == usize::MAX {
                 "+Inf".to_owned()
@@ -501,7 +504,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|&d| (d.label().to_owned(), sum(&|s| s.disconnects[d as usize]))),
     );
-    let gauges: [Series; 5] = [
+    let gauges: [Series; 6] = [
         (
             "ringway_mesh_interest",
             "Interest entries: peer nodes registered on owned rooms plus rooms mirrored from peers.",
@@ -511,6 +514,11 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "ringway_rooms_owned",
             "Rooms owned (sequenced) by this node.",
             |s| s.rooms_owned,
+        ),
+        (
+            "ringway_timer_entries",
+            "Entries on the workers' timer wheels: one per open connection, plus stale ones not yet come due.",
+            |s| s.timer_entries,
         ),
         (
             "ringway_history_bytes",

@@ -638,6 +638,7 @@ impl State {
         s.rooms_owned = owned as u64;
         s.rooms_local = local as u64;
         s.history_bytes = self.history_bytes as u64;
+        s.timer_entries = self.wheel.len() as u64;
         for (_, c) in self.conns.iter() {
             s.queued_bytes += c.outq.bytes() as u64;
             s.queue_depth[crate::metrics::depth_bucket(c.outq.len())] += 1;

@@ -251,9 +251,12 @@ pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
     if payload.len() < 126 {
         out.push(0x80 | payload.len() as u8);
-    } else {
+    } else if payload.len() <= 0xffff {
         out.push(0x80 | 126);
         out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
     }
     out.extend_from_slice(&mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));

@@ -17,12 +17,13 @@ use tungstenite::handshake::machine::TryParse;
 pub type Harness = fn(&[u8]);
 
 /// Every target, by name.
-pub const TARGETS: [(&str, Harness); 5] = [
+pub const TARGETS: [(&str, Harness); 6] = [
     ("ws_frame", ws_frame),
     ("handshake", handshake),
     ("client_protocol", client_protocol),
     ("mesh_wire", mesh_wire),
     ("token", token),
+    ("api_http", api_http),
 ];
 
 /// The WebSocket frame decoder, fed the way the connection driver feeds it: bytes
@@ -112,5 +113,28 @@ pub fn token(data: &[u8]) {
     }
     if let Ok(Some((_, req))) = tungstenite::handshake::server::Request::try_parse(data) {
         let _ = token_from_request(&req);
+    }
+}
+
+/// The HTTP API's request-head parser on growing prefixes: partial, a head, or a
+/// refusal; a head never claims more bytes than it was given, and its framing is
+/// strict (a parsed head's length is the one Content-Length given, in digits).
+pub fn api_http(data: &[u8]) {
+    use ringway::api::http::{Parsed, parse_head};
+    let step = (data.len() / 64).max(1);
+    for end in (0..=data.len()).step_by(step).chain([data.len()]) {
+        if let Parsed::Complete(head, n) = parse_head(&data[..end]) {
+            assert!(n <= end);
+            let text = String::from_utf8_lossy(&data[..n]).to_ascii_lowercase();
+            let declared = text.matches("content-length:").count();
+            assert!(declared <= 1, "two Content-Lengths accepted");
+            if declared == 0 {
+                assert_eq!(head.content_length, 0);
+            }
+        }
+    }
+    // And the payload check on anything that parses as JSON.
+    if let Ok(raw) = serde_json::from_slice::<&serde_json::value::RawValue>(data) {
+        let _ = ringway::protocol::valid_data(raw);
     }
 }
