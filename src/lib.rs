@@ -48,9 +48,10 @@ pub mod conn;
 pub mod hub;
 pub mod mesh;
 pub mod metrics;
+pub mod node;
 pub mod protocol;
 pub mod runtime;
 pub mod ws;
 
 pub use config::Config;
-pub use runtime::Server;
+pub use node::Server;

@@ -30,10 +30,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tracing::warn;
 
+use crate::hub::Reply;
 use crate::metrics::{self, ProcessStats};
 use crate::protocol::{self, Epoch};
-use crate::runtime::mailbox::Mail;
-use crate::runtime::worker::{Reply, Worker};
+use crate::runtime::mailbox::Letter;
+use crate::runtime::worker::{Answer, Worker};
 use http::{Head, Parsed, Response};
 
 /// Accept API connections on this worker forever.
@@ -53,14 +54,14 @@ pub async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
                     .encode(false);
                     let linger = {
                         let mut st = w.state.borrow_mut();
-                        let ok = st.refusing < crate::conn::driver::MAX_REFUSING;
+                        let ok = st.refusing < crate::runtime::driver::MAX_REFUSING;
                         st.refusing += usize::from(ok);
                         ok
                     };
                     if linger {
                         let w = w.clone();
                         monoio::spawn(async move {
-                            crate::conn::driver::refuse(&stream, &busy).await;
+                            crate::runtime::driver::refuse(&stream, &busy).await;
                             w.state.borrow_mut().refusing -= 1;
                         });
                     }
@@ -285,7 +286,7 @@ async fn send(w: &Rc<Worker>, body: &[u8]) -> Response {
     if let Err(reason) = protocol::valid_data(body.data) {
         return Response::error(400, &reason);
     }
-    let room = format!("user:{}", body.user);
+    let room = protocol::personal_room(&body.user);
     stamp(w, &room, body.data, None).await
 }
 
@@ -296,14 +297,15 @@ async fn presence(w: &Rc<Worker>, encoded: &str) -> Response {
         return Response::error(400, "not a valid room name");
     }
     let (req, rx) = w.request();
-    let ticket = crate::mesh::wire::Ticket {
-        worker: w.id as u16,
-        id: req as u64,
-    };
-    w.state.borrow_mut().presence(&room, ticket);
+    {
+        let mut st = w.state.borrow_mut();
+        let now = st.now();
+        st.hub.handle_presence(&room, req, now);
+        st.run_hub();
+    }
     w.flush_dirty();
     match answer(w, req, rx).await {
-        Some(Reply::Presence(json)) => Response::json(200, json + "\n"),
+        Some(Answer::Hub(Reply::Presence(json))) => Response::json(200, json + "\n"),
         _ => Response::error(503, "the room's owner did not answer; retry"),
     }
 }
@@ -346,23 +348,19 @@ async fn publish(w: &Rc<Worker>, body: &[u8]) -> Response {
 /// Publish and wait for the owner's epoch and seq.
 async fn stamp(w: &Rc<Worker>, room: &str, data: &RawValue, key: Option<&str>) -> Response {
     let (req, rx) = w.request();
-    let at = crate::metrics::histogram::now_ns();
-    let stamped = w.state.borrow_mut().publish(room, data, key, Some(req), at);
-    let (epoch, seq) = match stamped {
-        Some(done) => {
-            w.state.borrow_mut().forget_request(req);
-            done
-        }
-        None => {
-            w.flush_dirty();
-            match answer(w, req, rx).await {
-                Some(Reply::Published(epoch, seq)) => (epoch, seq),
-                _ => return Response::error(503, "the room's owner did not answer; retry"),
-            }
-        }
-    };
+    {
+        let at = crate::metrics::histogram::now_ns();
+        let mut st = w.state.borrow_mut();
+        let now = st.now();
+        st.hub.handle_publish(room, data, key, Some(req), at, now);
+        st.run_hub();
+    }
+    // When this worker owns the room the answer is already there.
     w.flush_dirty();
-    published(epoch, seq)
+    match answer(w, req, rx).await {
+        Some(Answer::Hub(Reply::Published(epoch, seq))) => published(epoch, seq),
+        _ => Response::error(503, "the room's owner did not answer; retry"),
+    }
 }
 
 /// Wait for another worker's (or node's) answer to request `req`, at most
@@ -370,9 +368,9 @@ async fn stamp(w: &Rc<Worker>, room: &str, data: &RawValue, key: Option<&str>) -
 /// dropped) and `None` returned.
 async fn answer(
     w: &Rc<Worker>,
-    req: usize,
-    rx: futures_channel::oneshot::Receiver<Reply>,
-) -> Option<Reply> {
+    req: u64,
+    rx: futures_channel::oneshot::Receiver<Answer>,
+) -> Option<Answer> {
     let limit = ms(w.shared.config.api.reply_timeout_ms);
     match monoio::time::timeout(limit, rx).await {
         Ok(Ok(reply)) => Some(reply),
@@ -397,11 +395,11 @@ async fn scrape(w: &Rc<Worker>) -> String {
             continue;
         }
         let (req, rx) = w.request();
-        mailbox.send(Mail::StatsRequest { from: w.id, req });
+        mailbox.send(Letter::StatsRequest { from: w.id, req });
         waiting.push((req, rx));
     }
     for (req, rx) in waiting {
-        if let Some(Reply::Stats(s)) = answer(w, req, rx).await {
+        if let Some(Answer::Stats(s)) = answer(w, req, rx).await {
             all.push(*s);
         }
     }

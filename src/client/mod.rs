@@ -14,9 +14,33 @@
 //! could not do except a name for presence, and only in `demo:*` rooms. Turn the demo
 //! off in production (`demo = false`).
 
-use crate::auth::unix_now;
+use crate::auth::{Demo, unix_now};
+use crate::config::Config;
 use crate::conn::rate::{RateLimiter, Rates, Verdict};
-use crate::runtime::worker::Shared;
+
+/// What the client listener serves, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Serve the demo page (`demo`).
+    pub demo_page: bool,
+    /// Origins allowed to load the client library (`auth.origins`; empty: any).
+    pub origins: Vec<String>,
+    /// The demo's guest tokens (the demo on and anonymous clients allowed).
+    pub demo: Option<Demo>,
+}
+
+impl Site {
+    /// The site `config` describes. Demo tokens get their own key, never the
+    /// production secret (see `auth::Demo`).
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            demo_page: config.demo,
+            origins: config.auth.origins.clone(),
+            demo: (config.demo && config.allow_anonymous)
+                .then(|| Demo::new(Demo::key_for(&config.mesh.secret))),
+        }
+    }
+}
 
 /// The client library.
 pub const JS: &str = include_str!("ringway.js");
@@ -42,9 +66,9 @@ pub struct Asked<'a> {
 }
 
 /// The complete HTTP response to a plain `GET` (or `HEAD`) on the client listener.
-pub fn serve(shared: &Shared, asked: Asked<'_>, gate: DemoGate<'_>) -> Vec<u8> {
-    let demo = shared.config.demo;
-    let cors = cors(&shared.config.auth.origins, asked.origin);
+pub fn serve(site: &Site, asked: Asked<'_>, gate: DemoGate<'_>) -> Vec<u8> {
+    let demo = site.demo_page;
+    let cors = cors(&site.origins, asked.origin);
     let (status, content_type, body): (u16, &str, std::borrow::Cow<'_, [u8]>) = match asked.path {
         "/client.js" => (200, "text/javascript; charset=utf-8", JS.as_bytes().into()),
         "/client.d.ts" => (
@@ -53,12 +77,19 @@ pub fn serve(shared: &Shared, asked: Asked<'_>, gate: DemoGate<'_>) -> Vec<u8> {
             DTS.as_bytes().into(),
         ),
         "/" | "/index.html" if demo => (200, "text/html; charset=utf-8", DEMO.as_bytes().into()),
-        "/demo/token" if demo => return demo_token(shared, asked.query, &mut { gate }),
+        // A HEAD mints nothing: answer the headers a GET would have.
+        "/demo/token" if demo && asked.head => (200, "application/json", b"".as_slice().into()),
+        "/demo/token" if demo => return demo_token(site, asked.query, &mut { gate }),
         _ => {
-            return text(
+            let answer = text(
                 404,
                 "not found: this is a WebSocket endpoint (see /client.js and, with demo = true, /)",
             );
+            return if asked.head {
+                head_only(answer)
+            } else {
+                answer
+            };
         }
     };
     let mut out = head(status, content_type, body.len(), &cors);
@@ -83,8 +114,8 @@ fn cors(allowed: &[String], origin: Option<&str>) -> String {
     }
 }
 
-fn demo_token(shared: &Shared, query: Option<&str>, gate: &mut DemoGate) -> Vec<u8> {
-    let Some(demo) = &shared.demo else {
+fn demo_token(site: &Site, query: Option<&str>, gate: &mut DemoGate) -> Vec<u8> {
+    let Some(demo) = &site.demo else {
         return text(
             403,
             "demo tokens are off while tokens are required (require_auth)",
@@ -149,6 +180,14 @@ fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     let mut out = head(status, content_type, body.len(), "");
     out.extend_from_slice(body);
     out
+}
+
+/// A complete answer without its body (for `HEAD`).
+fn head_only(mut answer: Vec<u8>) -> Vec<u8> {
+    if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+        answer.truncate(end + 4);
+    }
+    answer
 }
 
 fn head(status: u16, content_type: &str, len: usize, extra: &str) -> Vec<u8> {

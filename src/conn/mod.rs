@@ -1,57 +1,51 @@
-//! Connections: the per-connection state kept in each worker's slab, the outbound
-//! queue, and the read loop that drives them.
+//! Connections, sans-IO: the per-connection state kept in each worker's slab, its
+//! outbound queue, rate limits, deadlines, TLS session, and what a client's request
+//! amounts to. The task that reads the socket is the runtime's (`runtime::driver`).
 //!
 //! An idle connection costs its slab entry, its `TcpStream` and one pending
 //! io_uring POLL_ADD: no read buffer (bytes are received into the worker's scratch
 //! buffer and only an unfinished frame is copied out), no timer (the worker's wheel
 //! sweeps deadlines), no write buffer (the queue allocates only while non-empty).
+//!
+//! # Who owns the socket
+//!
+//! The `TcpStream` belongs to the connection's task; the slab entry keeps only its
+//! raw fd (`Conn::fd`), for non-blocking writes from anywhere on the worker. The fd
+//! is valid while the entry is in the slab: the task removes the entry before it
+//! drops the stream, and nothing else closes the fd. A second handle (a dup) exists
+//! only while a slow consumer waits for writability.
+//!
+//! # How a connection ends
+//!
+//! Four ways, each a method of the worker's state (`runtime::worker`):
+//!
+//! | method      | when | what |
+//! |-------------|------|------|
+//! | `close`     | we end it: a violation, a limit, a drain | queue a close frame (or an HTTP refusal), act on no more input, shut the socket for writing once the queue is out; the peer's close or the close timeout follows |
+//! | `close_now` | the peer may be gone (idle timeout) | `close`, write what can be written now, then `abort` |
+//! | `abort`     | give up (close timeout, a broken socket) | drop unsent frames and shut the socket down, which wakes the task |
+//! | `remove`    | the task saw EOF or the close finished | leave every room, free the slot, give back what was counted; the task then drops the stream, closing the fd |
+//!
+//! Every ending is counted once, by reason (`ringway_disconnects_total`).
 
-pub mod driver;
 pub mod outq;
 pub mod rate;
+pub mod request;
 pub mod timers;
 pub mod tls;
+pub mod wheel;
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-use crate::runtime::wheel::Tick;
+use crate::conn::wheel::Tick;
 use crate::ws::frame::Decoder;
 use crate::ws::handshake::Endpoint;
 use outq::OutQueue;
 use rate::RateLimiter;
 
-/// A connection's key inside its worker's slab. The generation makes a stale key
-/// (kept by a pending subscription, say) miss a reused slot instead of reaching the
-/// wrong client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    /// Slab index.
-    pub slot: u32,
-    /// Generation stamped at insertion.
-    pub generation: u32,
-}
-
-/// A connection's node-wide id: its worker plus its key there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId {
-    /// Worker index.
-    pub worker: u16,
-    /// Key in that worker's slab.
-    pub key: ConnKey,
-}
-
-impl std::fmt::Display for ConnId {
-    /// `worker.slot.generation`, the form sent in `welcome`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}.{}.{}",
-            self.worker, self.key.slot, self.key.generation
-        )
-    }
-}
+pub use crate::hub::id::{ConnId, ConnKey};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,27 +154,5 @@ impl Conn {
             partial_since: None,
             rate,
         }
-    }
-}
-
-#[cfg(test)]
-mod size_probe {
-    fn fut_size<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    /// Not a check: prints the sizes that idle memory is made of (`--nocapture`).
-    #[test]
-    fn print_sizes() {
-        eprintln!("Conn = {}", std::mem::size_of::<super::Conn>());
-        eprintln!(
-            "rustls ServerConnection = {}",
-            std::mem::size_of::<rustls::ServerConnection>()
-        );
-        eprintln!("handshake task future = {}", fut_size(super::driver::run));
-        eprintln!(
-            "open-phase task future = {}",
-            super::driver::open_phase_size()
-        );
     }
 }

@@ -8,7 +8,7 @@
 //! server ping, the idle timeout, its token's `refresh_needed` and expiry, a message
 //! that trickles in too slowly, and the close handshake's linger.
 
-use crate::runtime::wheel::Tick;
+use crate::conn::wheel::Tick;
 use crate::ws::close;
 
 /// Limits in wheel ticks (rounded up).

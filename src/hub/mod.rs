@@ -1,45 +1,413 @@
-//! Rooms, sans-IO: the owner's state (seq, epoch, replay ring, interested workers)
-//! and the rules for resume. The worker (`runtime::worker`) moves messages between
-//! owners and subscribers; this module decides what they contain.
+//! The router, sans-IO: one [`Hub`] per worker decides where every message goes.
 //!
-//! Ownership: on a single node, a room's owner is worker `hash(room) % workers`
-//! ([`home_worker`]). Only the owner assigns seqs, so a room has one total order no
-//! matter which worker its publishers are on.
+//! A hub owns the rooms of its worker: the subscriber index of its connections
+//! (`local`), the rooms it sequences as their owner (`owner`: seq, epoch, replay ring,
+//! interested workers and nodes, roster, the per-user cap), the rooms owned by
+//! another node that it is home to (`home`: mirrors), and what follows from links
+//! going up and down (`cluster`). It reads no clock, opens no socket, spawns nothing
+//! and draws no random number of its own: inputs carry `now`, epochs come from the
+//! source it was built with, and every consequence is an effect its caller polls.
+//!
+//! ```text
+//!           client requests ─┐                  ┌─▶ poll_conn:  frames, broadcasts, closes
+//!   mail from other workers ─┤                  ├─▶ poll_mail:  mail for other workers
+//!  messages from other nodes ┼─▶ handle_* ─ Hub ┼─▶ poll_peer:  messages for other nodes
+//!       links up and down ───┤   (now: Ms)      ├─▶ poll_reply: answers to this worker's requests
+//!                    ticks ──┘                  └─▶ poll_timeout: when to tick next
+//! ```
+//!
+//! # Calling order
+//!
+//! After every `handle_*` call, drain the effects before the next input: first
+//! `poll_conn` (a broadcast is executed against [`Hub::subscribers`] *as they are
+//! then*, so a subscriber that turns live in a later input must not see an earlier
+//! broadcast), then `poll_mail`, `poll_peer` and `poll_reply` in any order (they go
+//! to different places; each keeps its own order). Call [`Hub::handle_tick`] at or
+//! after [`Hub::poll_timeout`]'s deadline, and at least every `tick` anyway (rooms
+//! age). Mail and peer messages must be delivered in the order they were polled,
+//! per destination (worker inboxes and mesh links are FIFO): the protocol's
+//! "no gap, no duplicate" rests on it.
+//!
+//! # How a message travels
+//!
+//! - `sub` on worker W: the connection joins W's index as *pending* and W tells the
+//!   room's home worker H on this node. If this node owns the room, H is its owner:
+//!   it marks W interested and answers with epoch, latest seq and the replay. If a
+//!   peer owns it, H records W in the room's *mirror* and forwards the subscription
+//!   to the owner node; the owner marks this node interested and answers through H.
+//!   Every hop is FIFO and the answer and the messages after it travel the same path,
+//!   so the subscriber turns live on the answer and sees exactly the messages after
+//!   `seq`, none twice.
+//! - `pub` anywhere goes to the owner (H, or the owner node), which stamps the seq,
+//!   encodes one frame, and sends it once to each interested worker and once to each
+//!   interested node. A node's H fans a message from a peer out to its own interested
+//!   workers and never forwards it to another node (one hop).
+//! - Ownership follows rendezvous hashing over the live nodes, so a link event can
+//!   move rooms: see `cluster`.
 
+mod cluster;
+pub mod effects;
+mod home;
+pub mod id;
+mod local;
+pub mod msg;
+mod owner;
 pub mod presence;
 pub mod rendezvous;
 pub mod ring;
 pub mod room;
+pub mod topology;
 
-use std::hash::BuildHasher;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
-/// A fixed hasher (not randomised per process) so every worker agrees on owners.
-#[derive(Clone, Copy, Default)]
-struct Fixed;
+use serde_json::value::RawValue;
 
-impl BuildHasher for Fixed {
-    type Hasher = std::collections::hash_map::DefaultHasher;
-    fn build_hasher(&self) -> Self::Hasher {
-        std::collections::hash_map::DefaultHasher::new()
+pub use effects::{PeerSet, ToConn};
+pub use id::{ConnId, ConnKey, Ms, Subscriber, Ticket};
+pub use msg::{Mail, PeerMsg, Reply};
+pub use topology::{Topology, conflation_tag, home_worker};
+
+use effects::Effects;
+use home::Mirror;
+use local::LocalRoom;
+use ring::{EvictCounts, Miss};
+use room::OwnedRoom;
+
+use crate::config::Config;
+use crate::protocol::Cursor;
+
+/// What the hub needs from the configuration (for one worker).
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Messages kept per room (`rooms.replay_messages`).
+    pub replay_messages: usize,
+    /// How long a message stays replayable, ms (`rooms.replay_seconds`).
+    pub replay_ms: Ms,
+    /// Bytes of history per room (`rooms.replay_bytes`).
+    pub replay_bytes: usize,
+    /// This worker's share of `rooms.history_budget_bytes`.
+    pub history_budget: usize,
+    /// Room-name prefixes that announce joins and leaves.
+    pub presence_events: Vec<String>,
+    /// How long a join or leave must hold before it is announced, ms.
+    pub presence_debounce_ms: Ms,
+    /// A lost node's roster entries are kept this long, ms.
+    pub presence_lease_ms: Ms,
+    /// Connections per user across the cluster (0: no cap).
+    pub max_connections_per_user: u32,
+    /// The largest replay sent to another node in one answer, bytes.
+    pub peer_replay_bytes: usize,
+    /// How often the caller ticks, ms (the hub's timers are that coarse).
+    pub tick_ms: Ms,
+}
+
+impl HubConfig {
+    /// The hub's part of `config`, for one of `workers` workers.
+    pub fn from_config(c: &Config, workers: usize) -> Self {
+        Self {
+            replay_messages: c.rooms.replay_messages,
+            replay_ms: c.rooms.replay_seconds.saturating_mul(1000),
+            replay_bytes: c.rooms.replay_bytes,
+            history_budget: c.rooms.history_budget_bytes / workers.max(1),
+            presence_events: c.rooms.presence_events.clone(),
+            presence_debounce_ms: c.rooms.presence_debounce_ms,
+            presence_lease_ms: c.mesh.presence_lease_ms,
+            max_connections_per_user: u32::try_from(c.auth.max_connections_per_user)
+                .unwrap_or(u32::MAX),
+            peer_replay_bytes: c.mesh.max_frame_bytes / 2,
+            tick_ms: c.heartbeat.tick_ms,
+        }
+    }
+
+    fn presence_events(&self, room: &str) -> bool {
+        self.presence_events
+            .iter()
+            .any(|p| room.starts_with(p.as_str()))
     }
 }
 
-/// The worker that owns `room` on a node with `workers` workers.
-pub fn home_worker(room: &str, workers: usize) -> usize {
-    (Fixed.hash_one(room) % workers as u64) as usize
+/// The hub's counters (plain integers: one worker writes them).
+#[derive(Debug, Clone, Default)]
+pub struct HubStats {
+    /// Messages stamped as room owner.
+    pub published: u64,
+    /// Room messages sent to peer nodes (one per message per interested node).
+    pub mesh_forwarded: u64,
+    /// Room messages from peer nodes fanned out to this node's workers.
+    pub mesh_delivered: u64,
+    /// Rooms that moved to another owner (disowned here or rehomed from a mirror).
+    pub owner_moves: u64,
+    /// Resume requests answered with `recovered: true`.
+    pub resumes_recovered: u64,
+    /// Resume requests answered with `recovered: false`, by reason.
+    pub resumes_missed: [u64; Miss::ALL.len()],
+    /// History messages evicted, by reason.
+    pub history_evicted: EvictCounts,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owners_are_stable_and_spread() {
-        assert_eq!(home_worker("chat:1", 4), home_worker("chat:1", 4));
-        let mut seen = [0; 4];
-        for i in 0..1000 {
-            seen[home_worker(&format!("room{i}"), 4)] += 1;
+impl HubStats {
+    fn resumed(&mut self, asked: bool, miss: Option<Miss>) {
+        match (asked, miss) {
+            (false, _) => {}
+            (true, None) => self.resumes_recovered += 1,
+            (true, Some(m)) => self.resumes_missed[m as usize] += 1,
         }
-        assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
+    }
+
+    fn evicted(&mut self, e: &EvictCounts) {
+        for (total, n) in self.history_evicted.iter_mut().zip(e) {
+            *total += n;
+        }
+    }
+}
+
+/// Where an epoch comes from: random in a node, seeded in the simulator.
+pub type EpochSource = Box<dyn FnMut() -> u64>;
+
+/// One worker's router (see the module docs for what it does and how to drive it).
+pub struct Hub {
+    /// This worker's index on its node.
+    id: usize,
+    cfg: HubConfig,
+    topo: Topology,
+    epochs: EpochSource,
+    /// Rooms with subscribers on this worker.
+    local: HashMap<Arc<str>, LocalRoom>,
+    /// The user of each identified subscriber, and in how many rooms it is (a room
+    /// that moves subscribes them again, and the new owner's roster needs the user).
+    users: HashMap<ConnKey, (Arc<str>, u32)>,
+    /// Rooms this worker owns (sequences).
+    owned: HashMap<Arc<str>, OwnedRoom>,
+    /// Rooms this worker is home to that a peer node owns.
+    mirrors: HashMap<Arc<str>, Mirror>,
+    /// Until when a lost peer's roster entries are kept, by node index.
+    lease: Vec<Option<Ms>>,
+    /// Owned rooms with presence changes waiting for their debounce window.
+    presence_dirty: Vec<Arc<str>>,
+    /// Bytes of history the owned rooms hold (bounded by `cfg.history_budget`).
+    history_bytes: usize,
+    /// Owned rooms by the age of their oldest message, oldest first; entries may be
+    /// stale (checked when popped).
+    history_heap: BinaryHeap<Reverse<(Ms, Arc<str>)>>,
+    stats: HubStats,
+    out: Effects,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("id", &self.id)
+            .field("local", &self.local.len())
+            .field("owned", &self.owned.len())
+            .field("mirrors", &self.mirrors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// The router of worker `id` in `topo`, drawing new epochs from `epochs`.
+    pub fn new(id: usize, cfg: HubConfig, topo: Topology, epochs: EpochSource) -> Self {
+        let nodes = topo.nodes();
+        Self {
+            id,
+            cfg,
+            topo,
+            epochs,
+            local: HashMap::new(),
+            users: HashMap::new(),
+            owned: HashMap::new(),
+            mirrors: HashMap::new(),
+            lease: vec![None; nodes],
+            presence_dirty: Vec::new(),
+            history_bytes: 0,
+            history_heap: BinaryHeap::new(),
+            stats: HubStats::default(),
+            out: Effects::default(),
+        }
+    }
+
+    // ----- inputs -----
+
+    /// A connection of this worker subscribes to `room` (the caller checked that it
+    /// may, and that it is not subscribed already). It is pending until the owner
+    /// answers. Returns the room's shared name, for the connection's own list.
+    pub fn handle_subscribe(
+        &mut self,
+        conn: ConnKey,
+        room: &str,
+        since: Option<Cursor>,
+        user: Option<Arc<str>>,
+        now: Ms,
+    ) -> Arc<str> {
+        self.subscribe_local(conn, room, since, user, now)
+    }
+
+    /// A connection of this worker left `room` (unsubscribed, or is gone);
+    /// `identified`: it had a user (the roster counts it).
+    pub fn handle_leave(&mut self, conn: ConnKey, room: &Arc<str>, identified: bool, now: Ms) {
+        self.leave_local(room, conn, identified, now);
+    }
+
+    /// Publish (from a client of this worker, or the API): stamped here when this
+    /// worker owns the room, else sent to the owner. `reply` is this worker's request
+    /// id for the epoch and seq (answered through `poll_reply`). `at` is when the
+    /// message reached the node (for latency).
+    pub fn handle_publish(
+        &mut self,
+        room: &str,
+        data: &RawValue,
+        key: Option<&str>,
+        reply: Option<u64>,
+        at: Ms,
+        now: Ms,
+    ) {
+        self.publish(room, data, key, reply, at, now);
+    }
+
+    /// The roster of `room`, for this worker's request `req` (answered through
+    /// `poll_reply`, from the owner wherever it is).
+    pub fn handle_presence(&mut self, room: &str, req: u64, now: Ms) {
+        self.presence(room, req, now);
+    }
+
+    /// Mail from another worker of this node.
+    pub fn handle_mail(&mut self, mail: Mail, now: Ms) {
+        self.on_mail(mail, now);
+    }
+
+    /// A message from node `peer` (routed to this worker by [`PeerMsg::route`]);
+    /// `at` is when it arrived.
+    pub fn handle_peer(&mut self, peer: usize, msg: PeerMsg, at: Ms, now: Ms) {
+        self.on_peer(peer, msg, at, now);
+    }
+
+    /// The link to node `peer` came up or went down. Every worker gets every link
+    /// event, in the order the link had them, and every message of a session is
+    /// handled after its `up` and before its `down`.
+    pub fn handle_link(&mut self, peer: usize, up: bool, now: Ms) {
+        self.on_link(peer, up, now);
+    }
+
+    /// Time passed: announce settled presence changes, expire lost nodes' roster
+    /// entries, age history out and forget rooms nobody needs.
+    pub fn handle_tick(&mut self, now: Ms) {
+        self.settle_presence(now);
+        self.expire_leases(now);
+        self.forget_idle_rooms(now);
+    }
+
+    // ----- outputs -----
+
+    /// The next effect for this worker's connections.
+    pub fn poll_conn(&mut self) -> Option<ToConn> {
+        self.out.conns.pop_front()
+    }
+
+    /// The next mail for another worker: `(worker, mail)`.
+    pub fn poll_mail(&mut self) -> Option<(usize, Mail)> {
+        self.out.mail.pop_front()
+    }
+
+    /// The next message for other nodes: `(nodes, message)`, encode it once.
+    pub fn poll_peer(&mut self) -> Option<(PeerSet, PeerMsg)> {
+        self.out.peers.pop_front()
+    }
+
+    /// The next answer to one of this worker's requests.
+    pub fn poll_reply(&mut self) -> Option<(u64, Reply)> {
+        self.out.replies.pop_front()
+    }
+
+    /// When [`Hub::handle_tick`] has something to do next (`None`: nothing timed).
+    pub fn poll_timeout(&self) -> Option<Ms> {
+        let presence = self
+            .presence_dirty
+            .iter()
+            .filter_map(|r| self.owned.get(r)?.roster.changed_since())
+            .min()
+            .map(|t| t + self.cfg.presence_debounce_ms);
+        let lease = self.lease.iter().flatten().min().copied();
+        let history = self
+            .history_heap
+            .peek()
+            .map(|Reverse((t, _))| t + self.cfg.replay_ms + 1);
+        [presence, lease, history].into_iter().flatten().min()
+    }
+
+    // ----- what the caller may look at -----
+
+    /// The live subscribers of `room` on this worker (for a [`ToConn::Broadcast`]).
+    pub fn subscribers(&self, room: &str) -> &[ConnKey] {
+        self.local.get(room).map_or(&[], |l| l.live.as_slice())
+    }
+
+    /// The node topology as this worker sees it.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &HubStats {
+        &self.stats
+    }
+
+    /// Rooms owned, rooms with local subscribers, interest entries (peers registered
+    /// on owned rooms plus mirrors), history bytes (gauges).
+    pub fn gauges(&self) -> (usize, usize, usize, usize) {
+        let interest = self
+            .owned
+            .values()
+            .map(|r| r.peers().count())
+            .sum::<usize>()
+            + self.mirrors.len();
+        (
+            self.owned.len(),
+            self.local.len(),
+            interest,
+            self.history_bytes,
+        )
+    }
+
+    /// An owned room's state, for tests and the simulator.
+    pub fn owned_room(&self, room: &str) -> Option<&OwnedRoom> {
+        self.owned.get(room)
+    }
+
+    /// The rooms this worker owns.
+    pub fn owned_rooms(&self) -> impl Iterator<Item = (&str, &OwnedRoom)> {
+        self.owned.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// The rooms this worker has subscribers of: `(room, live, pending)`.
+    pub fn local_rooms(&self) -> impl Iterator<Item = (&str, &[ConnKey], &[ConnKey])> {
+        self.local
+            .iter()
+            .map(|(k, l)| (&**k, l.live.as_slice(), l.pending.as_slice()))
+    }
+
+    /// The rooms this worker mirrors for a peer owner: `(room, owner node)`.
+    pub fn mirrored_rooms(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.mirrors.iter().map(|(k, m)| (&**k, m.owner))
+    }
+
+    /// The owner node a mirrored room subscribed with.
+    pub fn mirror_owner(&self, room: &str) -> Option<usize> {
+        self.mirrors.get(room).map(|m| m.owner)
+    }
+
+    /// Whether nothing waits in the effect queues.
+    pub fn is_quiet(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// This node's index.
+    fn node(&self) -> usize {
+        self.topo.me()
+    }
+
+    fn new_epoch(&mut self) -> crate::protocol::Epoch {
+        crate::protocol::Epoch((self.epochs)())
     }
 }

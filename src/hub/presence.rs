@@ -8,11 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use crate::ws::frame::TextFrameWriter;
+use super::id::Ms;
 
 /// One subscribed connection, anywhere in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,7 +31,7 @@ pub struct Roster {
     announced: HashSet<Arc<str>>,
     /// Users whose count crossed zero since the last announcement, and since when.
     changed: HashSet<Arc<str>>,
-    changed_since: Option<Instant>,
+    changed_since: Option<Ms>,
 }
 
 /// A debounced presence change.
@@ -48,7 +45,7 @@ pub struct Change {
 
 impl Roster {
     /// Add a member (idempotent).
-    pub fn add(&mut self, m: Member, user: Arc<str>, now: Instant) {
+    pub fn add(&mut self, m: Member, user: Arc<str>, now: Ms) {
         if self.members.contains_key(&m) {
             return;
         }
@@ -61,7 +58,7 @@ impl Roster {
     }
 
     /// Remove a member (absent: nothing happens).
-    pub fn remove(&mut self, m: &Member, now: Instant) {
+    pub fn remove(&mut self, m: &Member, now: Ms) {
         let Some(user) = self.members.remove(m) else {
             return;
         };
@@ -75,7 +72,7 @@ impl Roster {
     }
 
     /// Remove every member on `node`.
-    pub fn remove_node(&mut self, node: u16, now: Instant) {
+    pub fn remove_node(&mut self, node: u16, now: Ms) {
         let gone: Vec<Member> = self
             .members
             .keys()
@@ -87,9 +84,14 @@ impl Roster {
         }
     }
 
-    fn touch(&mut self, user: Arc<str>, now: Instant) {
+    fn touch(&mut self, user: Arc<str>, now: Ms) {
         self.changed.insert(user);
         self.changed_since.get_or_insert(now);
+    }
+
+    /// When the changes waiting for their debounce window began.
+    pub fn changed_since(&self) -> Option<Ms> {
+        self.changed_since
     }
 
     /// Whether there are changes waiting for their debounce window.
@@ -99,9 +101,9 @@ impl Roster {
 
     /// Changes that have settled for `debounce`: users whose presence now differs
     /// from what was last announced. Flapping inside the window cancels out.
-    pub fn settle(&mut self, now: Instant, debounce: Duration) -> Vec<Change> {
+    pub fn settle(&mut self, now: Ms, debounce: Ms) -> Vec<Change> {
         match self.changed_since {
-            Some(t) if now.duration_since(t) >= debounce => {}
+            Some(t) if now.saturating_sub(t) >= debounce => {}
             _ => return Vec::new(),
         }
         self.changed_since = None;
@@ -141,32 +143,8 @@ impl Roster {
 
     /// `{"type":"presence","room":…,"users":[{"user":…,"connections":n}],"connections":n}`.
     pub fn json(&self, room: &str) -> String {
-        let users: Vec<serde_json::Value> = self
-            .users()
-            .map(|(u, c)| serde_json::json!({"user": u, "connections": c}))
-            .collect();
-        serde_json::json!({
-            "type": "presence",
-            "room": room,
-            "users": users,
-            "connections": self.members.len(),
-        })
-        .to_string()
+        crate::protocol::roster_json(room, self.users(), self.members.len())
     }
-}
-
-/// `{"type":"join"|"leave","room":…,"user":…}` as a text frame.
-pub fn change_frame(room: &str, change: &Change) -> Bytes {
-    let kind = if change.joined { "join" } else { "leave" };
-    let text = serde_json::json!({"type": kind, "room": room, "user": &*change.user}).to_string();
-    text_frame(&text)
-}
-
-/// Any JSON text as a WebSocket text frame.
-pub fn text_frame(text: &str) -> Bytes {
-    let mut w = TextFrameWriter::with_capacity(text.len());
-    w.payload().extend_from_slice(text.as_bytes());
-    w.finish()
 }
 
 #[cfg(test)]
@@ -183,7 +161,7 @@ mod tests {
 
     #[test]
     fn counts_connections_per_user_and_ignores_duplicates() {
-        let t = Instant::now();
+        let t: Ms = 1_000;
         let mut r = Roster::default();
         r.add(m(0, 1), "alice".into(), t);
         r.add(m(1, 1), "alice".into(), t);
@@ -202,8 +180,8 @@ mod tests {
 
     #[test]
     fn events_are_debounced_and_flaps_cancel() {
-        let t = Instant::now();
-        let d = Duration::from_millis(500);
+        let t: Ms = 1_000;
+        let d: Ms = 500;
         let mut r = Roster::default();
         r.add(m(0, 1), "alice".into(), t);
         assert!(r.settle(t, d).is_empty(), "not settled yet");
@@ -225,7 +203,7 @@ mod tests {
 
     #[test]
     fn json_lists_users_sorted() {
-        let t = Instant::now();
+        let t: Ms = 1_000;
         let mut r = Roster::default();
         r.add(m(0, 1), "zed".into(), t);
         r.add(m(0, 2), "amy".into(), t);

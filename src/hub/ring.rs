@@ -2,15 +2,16 @@
 //! caller passes `now`.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use super::id::Ms;
 
 /// One remembered message: its seq, when it was published, and its encoded frame.
 #[derive(Debug, Clone)]
 struct Entry {
     seq: u64,
-    at: Instant,
+    at: Ms,
     frame: Bytes,
 }
 
@@ -89,7 +90,7 @@ pub type EvictCounts = [u64; Evicted::ALL.len()];
 pub struct ReplayRing {
     entries: VecDeque<Entry>,
     max_len: usize,
-    max_age: Duration,
+    max_age: Ms,
     max_bytes: usize,
     /// Bytes of the frames held.
     bytes: usize,
@@ -97,8 +98,8 @@ pub struct ReplayRing {
 
 impl ReplayRing {
     /// An empty ring holding at most `max_len` messages of at most `max_bytes` in
-    /// all, for at most `max_age`.
-    pub fn new(max_len: usize, max_age: Duration, max_bytes: usize) -> Self {
+    /// all, for at most `max_age` milliseconds.
+    pub fn new(max_len: usize, max_age: Ms, max_bytes: usize) -> Self {
         Self {
             entries: VecDeque::new(),
             max_len,
@@ -111,7 +112,7 @@ impl ReplayRing {
     /// Remember message `seq` (one more than the previous one pushed), evicting the
     /// oldest messages over the count or byte bound (counted in `evicted`). A
     /// message larger than the byte bound is not kept at all.
-    pub fn push(&mut self, seq: u64, now: Instant, frame: Bytes, evicted: &mut EvictCounts) {
+    pub fn push(&mut self, seq: u64, now: Ms, frame: Bytes, evicted: &mut EvictCounts) {
         if self.max_len == 0 {
             return;
         }
@@ -141,9 +142,9 @@ impl ReplayRing {
     }
 
     /// Forget messages older than the age bound.
-    pub fn evict(&mut self, now: Instant, evicted: &mut EvictCounts) {
+    pub fn evict(&mut self, now: Ms, evicted: &mut EvictCounts) {
         while let Some(front) = self.entries.front() {
-            if now.saturating_duration_since(front.at) <= self.max_age {
+            if now.saturating_sub(front.at) <= self.max_age {
                 break;
             }
             self.pop_oldest();
@@ -163,7 +164,7 @@ impl ReplayRing {
     }
 
     /// When the oldest message still held was published.
-    pub fn oldest_at(&self) -> Option<Instant> {
+    pub fn oldest_at(&self) -> Option<Ms> {
         self.entries.front().map(|e| e.at)
     }
 
@@ -173,7 +174,7 @@ impl ReplayRing {
         &mut self,
         since: u64,
         latest: u64,
-        now: Instant,
+        now: Ms,
         evicted: &mut EvictCounts,
     ) -> Result<Vec<Bytes>, Miss> {
         if since > latest {
@@ -211,8 +212,8 @@ impl ReplayRing {
 mod tests {
     use super::*;
 
-    fn ring_with(n: u64, cap: usize, t0: Instant) -> ReplayRing {
-        let mut r = ReplayRing::new(cap, Duration::from_secs(10), 1 << 20);
+    fn ring_with(n: u64, cap: usize, t0: Ms) -> ReplayRing {
+        let mut r = ReplayRing::new(cap, 10_000, 1 << 20);
         for s in 1..=n {
             r.push(
                 s,
@@ -226,7 +227,7 @@ mod tests {
 
     #[test]
     fn replays_exactly_the_missing_messages() {
-        let t0 = Instant::now();
+        let t0: Ms = 1_000;
         let mut r = ring_with(10, 4, t0); // holds 7..=10
         let e = &mut EvictCounts::default();
         let got = r.after(8, 10, t0, e).unwrap();
@@ -239,18 +240,18 @@ mod tests {
 
     #[test]
     fn age_bound_forgets_old_messages() {
-        let t0 = Instant::now();
+        let t0: Ms = 1_000;
         let mut r = ring_with(3, 10, t0);
         let e = &mut EvictCounts::default();
-        assert!(r.after(0, 3, t0 + Duration::from_secs(5), e).is_ok());
-        assert!(r.after(0, 3, t0 + Duration::from_secs(11), e).is_err());
+        assert!(r.after(0, 3, t0 + 5_000, e).is_ok());
+        assert!(r.after(0, 3, t0 + 11_000, e).is_err());
         assert!(r.is_empty() && r.bytes() == 0);
         assert_eq!(e[Evicted::Age as usize], 3);
     }
 
     #[test]
     fn zero_capacity_never_recovers_a_gap() {
-        let t0 = Instant::now();
+        let t0: Ms = 1_000;
         let mut r = ring_with(3, 0, t0);
         let e = &mut EvictCounts::default();
         assert!(r.after(2, 3, t0, e).is_err());
@@ -259,8 +260,8 @@ mod tests {
 
     #[test]
     fn the_byte_bound_keeps_the_newest_that_fit() {
-        let t0 = Instant::now();
-        let mut r = ReplayRing::new(100, Duration::from_secs(10), 25);
+        let t0: Ms = 1_000;
+        let mut r = ReplayRing::new(100, 10_000, 25);
         let e = &mut EvictCounts::default();
         for s in 1..=5 {
             r.push(s, t0, Bytes::from(vec![b'x'; 10]), e);

@@ -1,11 +1,10 @@
 //! A room as its owner sees it: the sequence counter, the epoch, the replay ring and
 //! the set of workers with local subscribers. Sans-IO.
 
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+use super::id::Ms;
 use super::presence::Roster;
 use super::ring::{EvictCounts, Miss, ReplayRing};
 use crate::protocol::{self, Cursor, Epoch};
@@ -81,7 +80,7 @@ pub struct OwnedRoom {
 impl OwnedRoom {
     /// A new room with a fresh random epoch (its history starts now), keeping at
     /// most `replay_len` messages and `replay_bytes` bytes for `replay_age`.
-    pub fn new(epoch: Epoch, replay_len: usize, replay_age: Duration, replay_bytes: usize) -> Self {
+    pub fn new(epoch: Epoch, replay_len: usize, replay_age: Ms, replay_bytes: usize) -> Self {
         Self {
             epoch,
             seq: 0,
@@ -98,7 +97,7 @@ impl OwnedRoom {
         room: &str,
         data: &RawValue,
         key: Option<&str>,
-        now: Instant,
+        now: Ms,
         evicted: &mut EvictCounts,
     ) -> (u64, Bytes) {
         self.seq += 1;
@@ -111,7 +110,7 @@ impl OwnedRoom {
     pub fn subscribe(
         &mut self,
         since: Option<Cursor>,
-        now: Instant,
+        now: Ms,
         evicted: &mut EvictCounts,
     ) -> SubAck {
         let replay = since.map(|c| {
@@ -160,6 +159,11 @@ impl OwnedRoom {
         }
     }
 
+    /// Peer nodes with subscribers, as a bit mask.
+    pub fn peer_mask(&self) -> u64 {
+        self.peers
+    }
+
     /// Peer nodes with subscribers.
     pub fn peers(&self) -> impl Iterator<Item = usize> + use<> {
         let mask = self.peers;
@@ -168,7 +172,7 @@ impl OwnedRoom {
 
     /// Whether the room can be forgotten: nobody listens and no history is kept.
     /// Forgetting it loses its history, so the next incarnation gets a new epoch.
-    pub fn is_idle(&mut self, now: Instant, evicted: &mut EvictCounts) -> bool {
+    pub fn is_idle(&mut self, now: Ms, evicted: &mut EvictCounts) -> bool {
         self.ring.evict(now, evicted);
         self.ring.is_empty()
             && self.interested.is_empty()
@@ -182,7 +186,7 @@ impl OwnedRoom {
     }
 
     /// When the oldest message of its history was published.
-    pub fn oldest_at(&self) -> Option<Instant> {
+    pub fn oldest_at(&self) -> Option<Ms> {
         self.ring.oldest_at()
     }
 
@@ -203,8 +207,8 @@ mod tests {
 
     #[test]
     fn resume_same_epoch_inside_window_replays_gap() {
-        let t = Instant::now();
-        let mut r = OwnedRoom::new(Epoch(7), 16, Duration::from_secs(60), 1 << 20);
+        let t: Ms = 1_000;
+        let mut r = OwnedRoom::new(Epoch(7), 16, 60_000, 1 << 20);
         for _ in 0..5 {
             r.publish("x", &data(), None, t, &mut EvictCounts::default());
         }
@@ -224,8 +228,8 @@ mod tests {
 
     #[test]
     fn stale_epoch_or_gap_outside_window_is_not_recovered() {
-        let t = Instant::now();
-        let mut r = OwnedRoom::new(Epoch(7), 2, Duration::from_secs(60), 1 << 20);
+        let t: Ms = 1_000;
+        let mut r = OwnedRoom::new(Epoch(7), 2, 60_000, 1 << 20);
         for _ in 0..5 {
             r.publish("x", &data(), None, t, &mut EvictCounts::default());
         }
@@ -266,12 +270,12 @@ mod tests {
 
     #[test]
     fn interest_bitset() {
-        let mut r = OwnedRoom::new(Epoch(1), 0, Duration::ZERO, 0);
+        let mut r = OwnedRoom::new(Epoch(1), 0, 0, 0);
         r.set_interest(0, true);
         r.set_interest(70, true);
         assert_eq!(r.interested().collect::<Vec<_>>(), vec![0, 70]);
         r.set_interest(0, false);
         r.set_interest(70, false);
-        assert!(r.is_idle(Instant::now(), &mut EvictCounts::default()));
+        assert!(r.is_idle(1_000, &mut EvictCounts::default()));
     }
 }

@@ -12,13 +12,11 @@ use bytes::Bytes;
 use crossbeam_channel::RecvTimeoutError;
 use tracing::{debug, info, warn};
 
+use super::Sink;
 use super::auth::{self, Role, Transcript};
 use super::wire::{self, Frame};
 use super::{Mesh, Slot};
-use crate::hub::home_worker;
 use crate::metrics::histogram::now_ns;
-use crate::runtime::mailbox::Mail;
-use crate::runtime::worker::Shared;
 
 /// How long a peer has for the whole hello exchange.
 const HELLO_DEADLINE: Duration = Duration::from_secs(3);
@@ -28,22 +26,21 @@ const HELLO_DEADLINE: Duration = Duration::from_secs(3);
 pub const MAX_PENDING_HELLOS: usize = 8;
 
 /// Start the listener and one manager thread per peer.
-pub fn start(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<()> {
-    let mesh = shared.mesh.as_ref().expect("a mesh is configured").clone();
+pub fn start(mesh: Arc<Mesh>, listener: TcpListener, sink: Arc<dyn Sink>) -> std::io::Result<()> {
     {
-        let shared = shared.clone();
+        let mesh = mesh.clone();
         std::thread::Builder::new()
             .name("ringway-mesh-listen".into())
-            .spawn(move || accept_loop(shared, listener))?;
+            .spawn(move || accept_loop(mesh, listener))?;
     }
     for peer in 0..mesh.nodes.len() {
         if peer == mesh.me {
             continue;
         }
-        let shared = shared.clone();
+        let (mesh, sink) = (mesh.clone(), sink.clone());
         std::thread::Builder::new()
             .name(format!("ringway-mesh-{}", mesh.nodes[peer].id))
-            .spawn(move || manage(shared, peer))?;
+            .spawn(move || manage(mesh, sink, peer))?;
     }
     Ok(())
 }
@@ -53,8 +50,7 @@ fn dials(mesh: &Mesh, peer: usize) -> bool {
     mesh.me < peer
 }
 
-fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    let mesh = shared.mesh.as_ref().expect("mesh").clone();
+fn accept_loop(mesh: Arc<Mesh>, listener: TcpListener) {
     let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let refusals = Arc::new(Throttle::default());
     for stream in listener.incoming() {
@@ -340,8 +336,7 @@ fn resize(small: wire::Decoder, mesh: &Mesh) -> wire::Decoder {
 
 /// A peer's manager: get a session (dial, or take one the listener accepted), run
 /// it, and start over.
-fn manage(shared: Arc<Shared>, peer: usize) {
-    let mesh = shared.mesh.as_ref().expect("mesh").clone();
+fn manage(mesh: Arc<Mesh>, sink: Arc<dyn Sink>, peer: usize) {
     let slot = &mesh.slots[peer];
     let id = &mesh.nodes[peer].id;
     let mut attempt: u32 = 0;
@@ -372,7 +367,7 @@ fn manage(shared: Arc<Shared>, peer: usize) {
         if let Some((stream, decoder)) = session {
             attempt = 0;
             quiet = false;
-            run_session(&shared, &mesh, peer, stream, decoder);
+            run_session(&*sink, &mesh, peer, stream, decoder);
         }
     }
 }
@@ -388,7 +383,7 @@ fn backoff(mesh: &Mesh, attempt: u32) -> Duration {
 }
 
 fn run_session(
-    shared: &Arc<Shared>,
+    sink: &dyn Sink,
     mesh: &Arc<Mesh>,
     peer: usize,
     stream: TcpStream,
@@ -419,18 +414,14 @@ fn run_session(
     slot.stats.connects.fetch_add(1, Ordering::Relaxed);
     slot.up.store(true, Ordering::Release);
     mesh.set_live(peer, true);
-    for m in &shared.mailboxes {
-        m.send(Mail::Membership { peer, up: true });
-    }
+    sink.link(peer, true);
     info!(peer = %id, "mesh: link to {id} up");
 
-    let why = read_loop(shared, mesh, peer, stream, decoder);
+    let why = read_loop(sink, mesh, peer, stream, decoder);
 
     slot.up.store(false, Ordering::Release);
     mesh.set_live(peer, false);
-    for m in &shared.mailboxes {
-        m.send(Mail::Membership { peer, up: false });
-    }
+    sink.link(peer, false);
     if mesh.stopping() {
         info!(peer = %id, "mesh: link to {id} closed (shutting down)");
     } else {
@@ -443,7 +434,7 @@ fn run_session(
 }
 
 fn read_loop(
-    shared: &Shared,
+    sink: &dyn Sink,
     mesh: &Mesh,
     peer: usize,
     mut stream: TcpStream,
@@ -460,7 +451,7 @@ fn read_loop(
             match decoder.next_frame() {
                 Ok(Some(f)) => {
                     slot.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-                    dispatch(shared, mesh, peer, f);
+                    dispatch(sink, mesh, peer, f);
                 }
                 Ok(None) => break,
                 Err(e) => return format!("bad frame: {e}"),
@@ -488,42 +479,30 @@ fn read_loop(
     }
 }
 
-/// Hand a peer's frame to the worker that handles it: the room's home worker, or
-/// the worker that asked.
-fn dispatch(shared: &Shared, mesh: &Mesh, peer: usize, frame: Frame) {
-    let workers = shared.mailboxes.len();
-    let to = match &frame {
+/// Act on a frame of a session: answer pings, measure pongs, and hand room
+/// messages to the sink.
+fn dispatch(sink: &dyn Sink, mesh: &Mesh, peer: usize, frame: Frame) {
+    match frame {
         Frame::Ping { sent_us } => {
-            mesh.send(peer, wire::encode(&Frame::Pong { sent_us: *sent_us }));
-            return;
+            mesh.send(peer, wire::encode(&Frame::Pong { sent_us }));
         }
         Frame::Pong { sent_us } => {
-            let rtt = (now_ns() / 1000).saturating_sub(*sent_us);
+            let rtt = (now_ns() / 1000).saturating_sub(sent_us);
             mesh.slots[peer].stats.rtt_us.store(rtt, Ordering::Relaxed);
-            return;
         }
-        Frame::Subscribe { room, .. }
-        | Frame::SubAck { room, .. }
-        | Frame::Leave { room, .. }
-        | Frame::Publish { room, .. }
-        | Frame::PresenceQuery { room, .. } => home_worker(room, workers),
-        Frame::Deliver { room, .. } => {
-            mesh.slots[peer]
-                .stats
-                .delivers_in
-                .fetch_add(1, Ordering::Relaxed);
-            home_worker(room, workers)
-        }
-        Frame::Published { ticket, .. } | Frame::Presence { ticket, .. } => {
-            usize::from(ticket.worker).min(workers - 1)
+        Frame::Hub(msg) => {
+            if matches!(msg, crate::hub::PeerMsg::Deliver { .. }) {
+                mesh.slots[peer]
+                    .stats
+                    .delivers_in
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            sink.message(peer, msg, now_ns());
         }
         Frame::Hello { .. } | Frame::Auth { .. } | Frame::Refuse { .. } => {
             debug!("mesh: ignoring a hello frame inside a session");
-            return;
         }
-    };
-    let at = crate::metrics::histogram::now_ns();
-    shared.mailboxes[to].send(Mail::FromPeer { peer, frame, at });
+    }
 }
 
 fn write_loop(mesh: &Mesh, peer: usize, stream: TcpStream, stop: &AtomicBool) {

@@ -24,10 +24,10 @@
 //!   economy of the io_uring workers buys nothing here, and blocking I/O keeps the
 //!   state machine obvious.
 //!
-//! The rooms logic on top (owners, interest, rehoming) is in `runtime::cluster`; this
-//! module only moves frames and reports links going up and down, in order: every frame
-//! a link delivered is in the workers' inboxes before the mail saying it went down,
-//! and the mail saying it came up is there before its first frame.
+//! The rooms logic on top (owners, interest, rehoming) is the router's (`hub`); this
+//! module only moves its messages and reports links going up and down to a [`Sink`],
+//! in order: every message a link delivered is handed over before the report that
+//! it went down, and the report that it came up before its first message.
 
 pub mod auth;
 pub mod link;
@@ -78,6 +78,15 @@ pub struct LinkStats {
     /// Round-trip time of the last heartbeat, microseconds (gauge; 0 before the
     /// first answer).
     pub rtt_us: AtomicU64,
+}
+
+/// Where a link's messages go (the runtime routes them to its workers). Called from
+/// the link threads.
+pub trait Sink: Send + Sync {
+    /// A room message from node `peer`, received at `at` (`metrics::histogram::now_ns`).
+    fn message(&self, peer: usize, msg: crate::hub::PeerMsg, at: u64);
+    /// The link to node `peer` came up or went down.
+    fn link(&self, peer: usize, up: bool);
 }
 
 /// An authenticated stream, with whatever bytes its hello left in the decoder.
@@ -170,6 +179,11 @@ impl Mesh {
             config: c.mesh.clone(),
             stopping: AtomicBool::new(false),
         }))
+    }
+
+    /// Every node's rendezvous seed, by index.
+    pub fn seeds(&self) -> &[u64] {
+        &self.seeds
     }
 
     /// The live set, as a bit mask over `nodes`.

@@ -4,32 +4,18 @@
 //! A frame is a 4-byte big-endian body length, then the body: one [`Frame`] in
 //! postcard (serde's compact binary encoding). The length comes first so a reader
 //! knows how much to wait for and can refuse an oversized frame before allocating
-//! it. Client-bound payloads (`Deliver`, `SubAck`) carry the WebSocket frame the
-//! owner encoded, so a receiving node queues it to its clients without re-encoding.
+//! it. The link's own frames (hello, proof, refusal, heartbeats) are defined here; room
+//! messages are the router's (`hub::PeerMsg`), carried in `Frame::Hub`. Client-bound
+//! payloads (`Deliver`, `SubAck`) carry the WebSocket frame the owner encoded, so a
+//! receiving node queues it to its clients without re-encoding.
 
 use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::hub::PeerMsg;
+
 /// Version spoken in `Hello`; a peer with another version is refused.
 pub const VERSION: u16 = 2;
-
-/// Who is waiting for an answer on the asking node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ticket {
-    /// Worker on the asking node.
-    pub worker: u16,
-    /// A request id in that worker.
-    pub id: u64,
-}
-
-/// A subscriber on the node that asked: its worker and packed connection key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Subscriber {
-    /// Worker index on its node.
-    pub worker: u16,
-    /// `slot << 32 | generation`.
-    pub conn: u64,
-}
 
 /// One message on a mesh link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,87 +53,8 @@ pub enum Frame {
         /// The `Ping`'s value, unchanged.
         sent_us: u64,
     },
-    /// To a room's owner: a connection on the sending node subscribes.
-    Subscribe {
-        /// Room name.
-        room: String,
-        /// The subscriber.
-        who: Subscriber,
-        /// Resume point `(epoch, seq)`.
-        since: Option<(u64, u64)>,
-        /// The subscriber's user, for presence.
-        user: Option<String>,
-    },
-    /// From a room's owner: the answer to `Subscribe`.
-    SubAck {
-        /// Room name.
-        room: String,
-        /// The subscriber.
-        who: Subscriber,
-        /// The room's epoch.
-        epoch: u64,
-        /// Latest seq: live messages follow it.
-        seq: u64,
-        /// Whether the resume point was honoured.
-        recovered: bool,
-        /// Encoded frames to replay, oldest first.
-        replay: Vec<Bytes>,
-        /// Refused: the user is over its cluster-wide connection cap.
-        refused: bool,
-    },
-    /// To a room's owner: a subscriber left; with `node_left`, the sending node has
-    /// no subscriber left for the room (withdraw its interest and its roster).
-    Leave {
-        /// Room name.
-        room: String,
-        /// The subscriber that left, if one did.
-        who: Option<Subscriber>,
-        /// The sending node has no local subscriber left.
-        node_left: bool,
-    },
-    /// To a room's owner: stamp and fan out this message.
-    Publish {
-        /// Room name.
-        room: String,
-        /// The payload, verbatim JSON.
-        data: String,
-        /// Conflation key.
-        key: Option<String>,
-        /// Who wants the epoch and seq.
-        reply: Option<Ticket>,
-    },
-    /// From a room's owner: the epoch and seq a publish got.
-    Published {
-        /// The asker.
-        ticket: Ticket,
-        /// Epoch.
-        epoch: u64,
-        /// Seq.
-        seq: u64,
-    },
-    /// From a room's owner: one client frame for the receiver's local subscribers.
-    Deliver {
-        /// Room name.
-        room: String,
-        /// Conflation tag.
-        tag: u64,
-        /// The encoded WebSocket frame.
-        frame: Bytes,
-    },
-    /// To a room's owner: the roster, please.
-    PresenceQuery {
-        /// Room name.
-        room: String,
-        /// The asker.
-        ticket: Ticket,
-    },
-    /// From a room's owner: the roster as the JSON the client receives.
-    Presence {
-        /// The asker.
-        ticket: Ticket,
-        /// `{"type":"presence",...}` text.
-        json: String,
-    },
+    /// A room message for the peer's router.
+    Hub(PeerMsg),
 }
 
 /// Why bytes from a peer cannot be read as frames. Any of these ends the link.
@@ -249,6 +156,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::{Subscriber, Ticket};
 
     fn samples() -> Vec<Frame> {
         let who = Subscriber {
@@ -266,13 +174,13 @@ mod tests {
             },
             Frame::Ping { sent_us: 7 },
             Frame::Pong { sent_us: 7 },
-            Frame::Subscribe {
+            Frame::Hub(PeerMsg::Subscribe {
                 room: "chat:1".into(),
                 who,
                 since: Some((5, 6)),
                 user: Some("alice".into()),
-            },
-            Frame::SubAck {
+            }),
+            Frame::Hub(PeerMsg::SubAck {
                 room: "chat:1".into(),
                 who,
                 epoch: u64::MAX,
@@ -280,23 +188,23 @@ mod tests {
                 recovered: true,
                 replay: vec![Bytes::from_static(b"\x81\x02hi"), Bytes::new()],
                 refused: false,
-            },
-            Frame::Leave {
+            }),
+            Frame::Hub(PeerMsg::Leave {
                 room: "chat:1".into(),
                 who: None,
                 node_left: true,
-            },
-            Frame::Publish {
+            }),
+            Frame::Hub(PeerMsg::Publish {
                 room: "r".into(),
                 data: "{\"a\":1}".into(),
                 key: None,
                 reply: Some(Ticket { worker: 0, id: 12 }),
-            },
-            Frame::Deliver {
+            }),
+            Frame::Hub(PeerMsg::Deliver {
                 room: "r".into(),
                 tag: 77,
                 frame: Bytes::from(vec![0x81; 300]),
-            },
+            }),
         ]
     }
 

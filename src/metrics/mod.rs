@@ -8,8 +8,8 @@ pub mod histogram;
 
 use std::fmt::Write;
 
+use crate::hub::HubStats;
 use crate::hub::ring::Miss;
-use crate::hub::room::SubAck;
 pub use histogram::Histogram;
 
 /// Why a connection ended.
@@ -30,8 +30,6 @@ pub enum Disconnect {
     SlowConsumer,
     /// Handshake refused or timed out.
     Handshake,
-    /// Close handshake timed out.
-    CloseTimeout,
     /// Node shutting down (drain, 1012).
     Shutdown,
     /// No traffic (not even a pong) within `idle_timeout_ms` (1001).
@@ -67,7 +65,6 @@ impl Disconnect {
         Disconnect::TooBig,
         Disconnect::SlowConsumer,
         Disconnect::Handshake,
-        Disconnect::CloseTimeout,
         Disconnect::Shutdown,
         Disconnect::IdleTimeout,
         Disconnect::RateLimited,
@@ -90,7 +87,6 @@ impl Disconnect {
             Disconnect::TooBig => "too_big",
             Disconnect::SlowConsumer => "slow_consumer",
             Disconnect::Handshake => "handshake",
-            Disconnect::CloseTimeout => "close_timeout",
             Disconnect::Shutdown => "shutdown",
             Disconnect::IdleTimeout => "idle_timeout",
             Disconnect::RateLimited => "rate_limited",
@@ -210,6 +206,9 @@ pub struct WorkerStats {
     pub drops: [u64; Drop::ALL.len()],
     /// Server pings sent.
     pub pings: u64,
+    /// Closes the peer did not finish within `limits.close_timeout_ms` (the socket was
+    /// shut down; the connection was counted under its close's reason).
+    pub close_timeouts: u64,
     /// Connections by send-queue depth (gauge; buckets of [`DEPTH_BUCKETS`]).
     pub queue_depth: [u64; DEPTH_BUCKETS.len()],
     /// Data messages received from clients.
@@ -220,17 +219,12 @@ pub struct WorkerStats {
     pub bytes_in: u64,
     /// Bytes written to client sockets.
     pub bytes_out: u64,
-    /// Messages stamped by this worker as room owner.
-    pub published: u64,
+
     /// Rooms this worker owns (gauge).
     pub rooms_owned: u64,
     /// Rooms with local subscribers (gauge).
     pub rooms_local: u64,
-    /// Resume requests (`sub` with `since`) answered with `recovered: true`.
-    pub resumes_recovered: u64,
-    /// Resume requests answered with `recovered: false`, by reason (index: `Miss as
-    /// usize`).
-    pub resumes_missed: [u64; Miss::ALL.len()],
+
     /// Messages and pings refused for the rate limits.
     pub rate_refused: u64,
     /// Bytes of room history held (gauge).
@@ -238,19 +232,14 @@ pub struct WorkerStats {
     /// Entries on the timer wheel (gauge): one per open connection, plus stale ones
     /// still to come due.
     pub timer_entries: u64,
-    /// History messages evicted, by reason (index: `Evicted as usize`).
-    pub history_evicted: crate::hub::ring::EvictCounts,
+    /// The router's counters.
+    pub hub: HubStats,
     /// Time from a message reaching this node to its frame being handed to the
     /// kernel for a subscriber.
     pub publish_to_write: Histogram,
     /// Bytes queued toward clients (gauge).
     pub queued_bytes: u64,
-    /// Room messages sent to peer nodes (one per message per interested node).
-    pub mesh_forwarded: u64,
-    /// Room messages from peer nodes fanned out to local subscribers.
-    pub mesh_delivered: u64,
-    /// Rooms that moved to another owner (disowned here or rehomed from a mirror).
-    pub owner_moves: u64,
+
     /// Interest entries: peers interested in owned rooms plus rooms mirrored from
     /// peers (gauge).
     pub interest: u64,
@@ -267,15 +256,6 @@ impl WorkerStats {
     /// Count an ended connection.
     pub fn disconnected(&mut self, why: Disconnect) {
         self.disconnects[why as usize] += 1;
-    }
-
-    /// Count the outcome of a subscription, if it asked to resume.
-    pub fn resumed(&mut self, asked: bool, ack: &SubAck) {
-        match (asked, ack.miss) {
-            (false, _) => {}
-            (true, None) => self.resumes_recovered += 1,
-            (true, Some(m)) => self.resumes_missed[m as usize] += 1,
-        }
     }
 }
 
@@ -335,7 +315,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|s| (s.worker.to_string(), s.connections)),
     );
-    let counters: [Series; 12] = [
+    let counters: [Series; 13] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -367,7 +347,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
         (
             "ringway_published_total",
             "Messages stamped by room owners.",
-            |s| s.published,
+            |s| s.hub.published,
         ),
         (
             "ringway_rate_limited_total",
@@ -376,19 +356,24 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
         ),
         ("ringway_pings_total", "Server pings sent.", |s| s.pings),
         (
+            "ringway_close_timeouts_total",
+            "Closes the peer did not finish within limits.close_timeout_ms (the socket was shut down).",
+            |s| s.close_timeouts,
+        ),
+        (
             "ringway_mesh_forwarded_total",
             "Room messages this node's owners sent to peer nodes (one per message per interested node).",
-            |s| s.mesh_forwarded,
+            |s| s.hub.mesh_forwarded,
         ),
         (
             "ringway_mesh_delivered_total",
             "Room messages from peer nodes fanned out to local subscribers.",
-            |s| s.mesh_delivered,
+            |s| s.hub.mesh_delivered,
         ),
         (
             "ringway_owner_moves_total",
             "Rooms that moved to another owner after a mesh link went up or down.",
-            |s| s.owner_moves,
+            |s| s.hub.owner_moves,
         ),
     ];
     for (name, help, f) in counters {
@@ -404,14 +389,14 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
     let _ = writeln!(
         w,
         "ringway_resumes_total{{outcome=\"recovered\",reason=\"in_window\"}} {}",
-        sum(&|s| s.resumes_recovered)
+        sum(&|s| s.hub.resumes_recovered)
     );
     for m in Miss::ALL {
         let _ = writeln!(
             w,
             "ringway_resumes_total{{outcome=\"not_recovered\",reason=\"{}\"}} {}",
             m.label(),
-            sum(&|s| s.resumes_missed[m as usize])
+            sum(&|s| s.hub.resumes_missed[m as usize])
         );
     }
     family(
@@ -425,7 +410,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
         crate::hub::ring::Evicted::ALL.iter().map(|&e| {
             (
                 e.label().to_owned(),
-                sum(&|s| s.history_evicted[e as usize]),
+                sum(&|s| s.hub.history_evicted[e as usize]),
             )
         }),
     );

@@ -132,6 +132,51 @@ pub fn refreshed_frame(exp: u64) -> Bytes {
     w.finish()
 }
 
+/// `{"type":"presence","room":…,"users":[{"user":…,"connections":n}],"connections":n}`:
+/// a room's roster (users sorted by the caller).
+pub fn roster_json<'a>(
+    room: &str,
+    users: impl Iterator<Item = (&'a str, u32)>,
+    connections: usize,
+) -> String {
+    let mut out = Vec::with_capacity(64 + room.len());
+    out.extend_from_slice(br#"{"type":"presence","room":"#);
+    string(&mut out, room);
+    out.extend_from_slice(br#","users":["#);
+    for (i, (user, n)) in users.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"user":"#);
+        string(&mut out, user);
+        out.extend_from_slice(br#","connections":"#);
+        number(&mut out, u64::from(n));
+        out.push(b'}');
+    }
+    out.extend_from_slice(br#"],"connections":"#);
+    number(&mut out, connections as u64);
+    out.push(b'}');
+    // Only JSON strings and numbers were written: valid UTF-8.
+    String::from_utf8(out).expect("JSON text is UTF-8")
+}
+
+/// `{"type":"join"|"leave","room":…,"user":…}`: a user's first connection joined the
+/// room, or its last left.
+pub fn presence_change_frame(room: &str, user: &str, joined: bool) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(48 + room.len() + user.len());
+    let out = w.payload();
+    out.extend_from_slice(if joined {
+        br#"{"type":"join","room":"#.as_slice()
+    } else {
+        br#"{"type":"leave","room":"#.as_slice()
+    });
+    string(out, room);
+    out.extend_from_slice(br#","user":"#);
+    string(out, user);
+    out.push(b'}');
+    w.finish()
+}
+
 /// `{"type":"pong"}`, with the request's `ref` if it had one.
 pub fn pong_frame(reference: Option<&RawValue>) -> Bytes {
     let mut w = TextFrameWriter::with_capacity(32);
@@ -221,6 +266,17 @@ mod tests {
             (Some("chat:1"), Some(7))
         );
         let w = json(&welcome_frame("0.1.1", "n1", 25000, None));
+        let j = json(&presence_change_frame("r", "al\"ice", false));
+        assert_eq!(
+            j,
+            serde_json::json!({"type":"leave","room":"r","user":"al\"ice"})
+        );
+        let roster: serde_json::Value =
+            serde_json::from_str(&roster_json("r", [("a", 2), ("b", 1)].into_iter(), 3)).unwrap();
+        assert_eq!(
+            roster,
+            serde_json::json!({"type":"presence","room":"r","users":[{"user":"a","connections":2},{"user":"b","connections":1}],"connections":3})
+        );
         assert_eq!(w["heartbeat"], 25000);
         let r = RawValue::from_string("\"abc\"".into()).unwrap();
         assert_eq!(json(&pong_frame(Some(&r)))["ref"], "abc");

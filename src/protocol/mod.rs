@@ -19,8 +19,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use encode::{
-    error_frame, msg_frame, pong_frame, presence_frame, reconnect_frame, refresh_needed_frame,
-    refreshed_frame, subscribed_frame, unsubscribed_frame, welcome_frame,
+    error_frame, msg_frame, pong_frame, presence_change_frame, presence_frame, reconnect_frame,
+    refresh_needed_frame, refreshed_frame, roster_json, subscribed_frame, unsubscribed_frame,
+    welcome_frame,
 };
 
 /// A room's history generation. A new epoch means the history before it is gone and a
@@ -284,6 +285,20 @@ pub fn valid_room(room: &str, max: usize) -> bool {
         && room
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-.:/@#=+".contains(&b))
+}
+
+/// Every identified connection is subscribed to its personal room `user:<id>`,
+/// through which direct messages reach it. The `user:` prefix is reserved for them.
+pub const PERSONAL_PREFIX: &str = "user:";
+
+/// The personal room of `user`.
+pub fn personal_room(user: &str) -> String {
+    format!("{PERSONAL_PREFIX}{user}")
+}
+
+/// The user whose personal room `room` is, if it is one.
+pub fn personal_room_user(room: &str) -> Option<&str> {
+    room.strip_prefix(PERSONAL_PREFIX)
 }
 
 /// User ids (a token's `sub`, `send`'s `user`): 1 to 100 bytes of the room-name

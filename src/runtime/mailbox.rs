@@ -1,4 +1,5 @@
-//! Worker mailboxes: how workers (and nothing else) talk to each other.
+//! Worker mailboxes: how workers (and the mesh's link threads, and the node's
+//! control) reach a worker.
 //!
 //! Each worker has one `crossbeam-channel` inbox. Its runtime learns of new mail
 //! through a doorbell: a socketpair whose read end the worker awaits through its own
@@ -19,121 +20,31 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use monoio::io::AsyncReadRent;
-use serde_json::value::RawValue;
 
-use crate::conn::ConnKey;
-use crate::hub::room::SubAck;
-use crate::mesh::wire::{Frame, Ticket};
+use crate::hub::{Mail, PeerMsg};
 use crate::metrics::WorkerStats;
-use crate::protocol::{Cursor, Epoch};
 
-/// A message between workers.
+/// What a worker's inbox carries: the router's mail, and the runtime's own.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Mail {
-    /// To a room's home worker: a connection on worker `from` subscribes.
-    Subscribe {
-        /// Room name.
-        room: Arc<str>,
-        /// Subscriber's worker.
-        from: usize,
-        /// Subscriber's key on that worker.
-        conn: ConnKey,
-        /// Resume point, if any.
-        since: Option<Cursor>,
-        /// The subscriber's user, for presence.
-        user: Option<Arc<str>>,
-    },
-    /// From a room's home worker: the answer to `Subscribe`.
-    SubAck {
-        /// Room name.
-        room: Arc<str>,
-        /// Subscriber's key on the receiving worker.
-        conn: ConnKey,
-        /// Epoch, seq and replay.
-        ack: SubAck,
-    },
-    /// To a room's home worker: a connection on worker `from` left the room.
-    Leave {
-        /// Room name.
-        room: Arc<str>,
-        /// The worker.
-        from: usize,
-        /// The connection's key there.
-        conn: ConnKey,
-        /// Whether it was an identified user (the roster has it).
-        user: bool,
-        /// Worker `from` has no local subscriber left.
-        last: bool,
-    },
-    /// To a room's owner: publish.
-    Publish {
-        /// Room name.
-        room: Arc<str>,
-        /// Payload, verbatim JSON.
-        data: Box<RawValue>,
-        /// Conflation key, if the message has one.
-        key: Option<Box<str>>,
-        /// Who wants the assigned epoch and seq.
-        reply: Option<Ticket>,
-        /// When the message reached this node (`metrics::histogram::now_ns`).
-        at: u64,
-    },
-    /// From a room's owner: the epoch and seq a publish got.
-    Published {
-        /// Request id on the receiving worker.
-        req: usize,
-        /// The room's epoch.
-        epoch: Epoch,
-        /// The assigned seq.
-        seq: u64,
-    },
-    /// From a room's owner: a stamped message for this worker's subscribers.
-    Deliver {
-        /// Room name.
-        room: Arc<str>,
-        /// The encoded frame, shared by every subscriber.
-        frame: Bytes,
-        /// Conflation tag (room and key).
-        tag: u64,
-        /// When the message reached this node.
-        at: u64,
-    },
-    /// To a room's home worker: the roster, please.
-    PresenceQuery {
-        /// Room name.
-        room: Arc<str>,
-        /// Who asks.
-        ticket: Ticket,
-    },
-    /// The answer to `PresenceQuery`.
-    Presence {
-        /// Who asked.
-        ticket: Ticket,
-        /// The `presence` JSON.
-        json: String,
-    },
-    /// From a room's home worker: the room moved to another owner; subscribe this
-    /// worker's subscribers again (they get `subscribed` with the new epoch).
-    Rehome {
-        /// Room name.
-        room: Arc<str>,
-    },
-    /// A frame from a peer node (see `mesh::link::dispatch` for who gets which).
-    FromPeer {
+pub enum Letter {
+    /// Mail between routers (see `hub::Mail`).
+    Hub(Mail),
+    /// A message from a peer node for this worker's router (routed by
+    /// `PeerMsg::route`).
+    Peer {
         /// The peer's node index.
         peer: usize,
-        /// The frame.
-        frame: Frame,
-        /// When it arrived.
+        /// The message.
+        msg: PeerMsg,
+        /// When it arrived (`metrics::histogram::now_ns`).
         at: u64,
     },
-    /// A mesh link came up or went down. Every frame of a session is mailed after
+    /// A mesh link came up or went down. Every message of a session is mailed after
     /// its `up` and before its `down`.
-    Membership {
+    Link {
         /// The peer's node index.
         peer: usize,
         /// Up or down.
@@ -144,12 +55,12 @@ pub enum Mail {
         /// The asking worker.
         from: usize,
         /// Request id there.
-        req: usize,
+        req: u64,
     },
     /// A snapshot of a worker's counters.
     Stats {
         /// Request id on the receiving worker.
-        req: usize,
+        req: u64,
         /// The counters.
         stats: Box<WorkerStats>,
     },
@@ -171,7 +82,7 @@ struct Doorbell {
 /// The sending side of a worker's inbox. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
 pub struct Mailbox {
-    tx: Sender<Mail>,
+    tx: Sender<Letter>,
     bell: Arc<Doorbell>,
 }
 
@@ -183,7 +94,7 @@ impl std::fmt::Debug for Mailbox {
 
 impl Mailbox {
     /// Deliver `mail`, waking the worker if it sleeps.
-    pub fn send(&self, mail: Mail) {
+    pub fn send(&self, mail: Letter) {
         if self.tx.send(mail).is_err() {
             return; // the worker has stopped; nothing is waiting for this mail
         }
@@ -202,7 +113,7 @@ impl Doorbell {
 
 /// The receiving side, owned by the worker thread.
 pub struct Inbox {
-    rx: Receiver<Mail>,
+    rx: Receiver<Letter>,
     bell: Arc<Doorbell>,
     listen: Option<StdUnixStream>,
 }
@@ -242,7 +153,7 @@ impl Inbox {
     /// own doorbell, so it resumes through the driver like any other I/O.
     pub async fn run(
         mut self,
-        mut handle: impl FnMut(Mail) -> bool,
+        mut handle: impl FnMut(Letter) -> bool,
         mut after: impl FnMut(),
     ) -> std::io::Result<()> {
         let listen = self.listen.take().expect("Inbox::run called once");

@@ -1,0 +1,55 @@
+//! What the hub asks its caller to do, in the order it decided it. Each kind has
+//! its own FIFO: the order within a kind is what the receivers see; across kinds
+//! there is none to keep (they go to different places).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::id::{ConnKey, Ms};
+use super::msg::{Mail, PeerMsg, Reply};
+
+/// Something for this worker's connections.
+#[derive(Debug)]
+pub enum ToConn {
+    /// A frame for one connection (`subscribed`, a replay, a roster, an error).
+    Send(ConnKey, Bytes),
+    /// One frame for every live subscriber of `room` on this worker (see
+    /// [`super::Hub::subscribers`]): wrap it once, queue it to each, under the room's
+    /// slow-consumer policy.
+    Broadcast {
+        /// The room.
+        room: Arc<str>,
+        /// The encoded frame.
+        frame: Bytes,
+        /// Conflation tag.
+        tag: u64,
+        /// When the message reached this node (the caller's clock, for latency).
+        at: Ms,
+    },
+    /// Close the connection with this code and reason.
+    Close(ConnKey, u16, String),
+}
+
+/// Nodes a peer message goes to (bit `i`: node `i`), encoded once for all of them.
+pub type PeerSet = u64;
+
+/// The queues. Filled by `handle_*`, drained by `poll_*`.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub(super) conns: VecDeque<ToConn>,
+    pub(super) mail: VecDeque<(usize, Mail)>,
+    pub(super) peers: VecDeque<(PeerSet, PeerMsg)>,
+    pub(super) replies: VecDeque<(u64, Reply)>,
+}
+
+impl Effects {
+    /// Whether every queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+            && self.mail.is_empty()
+            && self.peers.is_empty()
+            && self.replies.is_empty()
+    }
+}

@@ -1,0 +1,224 @@
+//! What routers say to each other: [`Mail`] between the workers of one node,
+//! [`PeerMsg`] between nodes (carried by the mesh), and the [`Reply`] a request gets.
+//!
+//! Both vocabularies belong to the hub: the runtime moves mail between threads and
+//! the mesh moves peer messages between nodes, but neither looks inside.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::id::{ConnKey, Ms, Subscriber, Ticket};
+use super::room::SubAck;
+use crate::protocol::{Cursor, Epoch};
+
+/// A message between the workers of one node.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Mail {
+    /// To a room's home worker: a connection on worker `from` subscribes.
+    Subscribe {
+        /// Room name.
+        room: Arc<str>,
+        /// Subscriber's worker.
+        from: usize,
+        /// Subscriber's key on that worker.
+        conn: ConnKey,
+        /// Resume point, if any.
+        since: Option<Cursor>,
+        /// The subscriber's user, for presence.
+        user: Option<Arc<str>>,
+    },
+    /// From a room's home worker: the answer to `Subscribe`.
+    SubAck {
+        /// Room name.
+        room: Arc<str>,
+        /// Subscriber's key on the receiving worker.
+        conn: ConnKey,
+        /// Epoch, seq and replay.
+        ack: SubAck,
+    },
+    /// To a room's home worker: a connection on worker `from` left the room.
+    Leave {
+        /// Room name.
+        room: Arc<str>,
+        /// The worker.
+        from: usize,
+        /// The connection's key there.
+        conn: ConnKey,
+        /// Whether it was an identified user (the roster has it).
+        user: bool,
+        /// Worker `from` has no local subscriber left.
+        last: bool,
+    },
+    /// To a room's owner: publish.
+    Publish {
+        /// Room name.
+        room: Arc<str>,
+        /// Payload, verbatim JSON.
+        data: Box<RawValue>,
+        /// Conflation key, if the message has one.
+        key: Option<Box<str>>,
+        /// Who wants the assigned epoch and seq.
+        reply: Option<Ticket>,
+        /// When the message reached this node.
+        at: Ms,
+    },
+    /// From a room's owner: the epoch and seq a publish got.
+    Published {
+        /// Request id on the receiving worker.
+        req: u64,
+        /// The room's epoch.
+        epoch: Epoch,
+        /// The assigned seq.
+        seq: u64,
+    },
+    /// From a room's owner (or home worker): a stamped message for this worker's
+    /// subscribers.
+    Deliver {
+        /// Room name.
+        room: Arc<str>,
+        /// The encoded frame, shared by every subscriber.
+        frame: Bytes,
+        /// Conflation tag (room and key).
+        tag: u64,
+        /// When the message reached this node.
+        at: Ms,
+    },
+    /// To a room's home worker: the roster, please.
+    PresenceQuery {
+        /// Room name.
+        room: Arc<str>,
+        /// Who asks.
+        ticket: Ticket,
+    },
+    /// The answer to `PresenceQuery`.
+    Presence {
+        /// Who asked.
+        ticket: Ticket,
+        /// The `presence` JSON.
+        json: String,
+    },
+    /// From a room's home worker: the room moved to another owner; subscribe this
+    /// worker's subscribers again (they get `subscribed` with the new epoch).
+    Rehome {
+        /// Room name.
+        room: Arc<str>,
+    },
+}
+
+/// A message between nodes, about rooms. (The link's own frames, hello and
+/// heartbeats, are the mesh's.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerMsg {
+    /// To a room's owner: a connection on the sending node subscribes.
+    Subscribe {
+        /// Room name.
+        room: String,
+        /// The subscriber.
+        who: Subscriber,
+        /// Resume point `(epoch, seq)`.
+        since: Option<(u64, u64)>,
+        /// The subscriber's user, for presence.
+        user: Option<String>,
+    },
+    /// From a room's owner: the answer to `Subscribe`.
+    SubAck {
+        /// Room name.
+        room: String,
+        /// The subscriber.
+        who: Subscriber,
+        /// The room's epoch.
+        epoch: u64,
+        /// Latest seq: live messages follow it.
+        seq: u64,
+        /// Whether the resume point was honoured.
+        recovered: bool,
+        /// Encoded frames to replay, oldest first.
+        replay: Vec<Bytes>,
+        /// Refused: the user is over its cluster-wide connection cap.
+        refused: bool,
+    },
+    /// To a room's owner: a subscriber left; with `node_left`, the sending node has
+    /// no subscriber left for the room (withdraw its interest and its roster).
+    Leave {
+        /// Room name.
+        room: String,
+        /// The subscriber that left, if one did.
+        who: Option<Subscriber>,
+        /// The sending node has no local subscriber left.
+        node_left: bool,
+    },
+    /// To a room's owner: stamp and fan out this message.
+    Publish {
+        /// Room name.
+        room: String,
+        /// The payload, verbatim JSON.
+        data: String,
+        /// Conflation key.
+        key: Option<String>,
+        /// Who wants the epoch and seq.
+        reply: Option<Ticket>,
+    },
+    /// From a room's owner: the epoch and seq a publish got.
+    Published {
+        /// The asker.
+        ticket: Ticket,
+        /// Epoch.
+        epoch: u64,
+        /// Seq.
+        seq: u64,
+    },
+    /// From a room's owner: one client frame for the receiver's local subscribers.
+    Deliver {
+        /// Room name.
+        room: String,
+        /// Conflation tag.
+        tag: u64,
+        /// The encoded WebSocket frame.
+        frame: Bytes,
+    },
+    /// To a room's owner: the roster, please.
+    PresenceQuery {
+        /// Room name.
+        room: String,
+        /// The asker.
+        ticket: Ticket,
+    },
+    /// From a room's owner: the roster as the JSON the client receives.
+    Presence {
+        /// The asker.
+        ticket: Ticket,
+        /// `{"type":"presence",...}` text.
+        json: String,
+    },
+}
+
+impl PeerMsg {
+    /// The worker of a node with `workers` workers that handles this message: the
+    /// room's home worker, or the worker that asked.
+    pub fn route(&self, workers: usize) -> usize {
+        match self {
+            PeerMsg::Subscribe { room, .. }
+            | PeerMsg::SubAck { room, .. }
+            | PeerMsg::Leave { room, .. }
+            | PeerMsg::Publish { room, .. }
+            | PeerMsg::Deliver { room, .. }
+            | PeerMsg::PresenceQuery { room, .. } => super::topology::home_worker(room, workers),
+            PeerMsg::Published { ticket, .. } | PeerMsg::Presence { ticket, .. } => {
+                usize::from(ticket.worker).min(workers - 1)
+            }
+        }
+    }
+}
+
+/// The answer to a request a worker made on behalf of a task or a connection.
+#[derive(Debug)]
+pub enum Reply {
+    /// A publish was stamped.
+    Published(Epoch, u64),
+    /// A room's roster (`presence` JSON).
+    Presence(String),
+}

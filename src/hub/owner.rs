@@ -1,0 +1,442 @@
+//! The owner side: the rooms this worker sequences. The owner stamps each message
+//! (seq, one encoded frame), remembers it for replay within the history bounds, and
+//! sends it once to each interested worker and once to each interested node. It
+//! keeps the roster (and with it the cluster-wide per-user cap) and announces
+//! settled joins and leaves.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::Hub;
+use super::effects::PeerSet;
+use super::id::{Ms, Ticket};
+use super::msg::{Mail, PeerMsg, Reply};
+use super::presence::{Member, Roster};
+use super::ring::{EvictCounts, Evicted};
+use super::room::{OwnedRoom, SubAck};
+use super::topology::conflation_tag;
+use crate::protocol::{self, Cursor, Epoch};
+
+/// Who registers interest in an owned room.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Interest {
+    /// A worker of this node.
+    Worker(usize),
+    /// A peer node.
+    Node(usize),
+}
+
+impl Hub {
+    /// `pub` (or the HTTP API): stamp here when this worker owns the room, else send
+    /// it to the owner (worker or node).
+    pub(super) fn publish(
+        &mut self,
+        room: &str,
+        data: &RawValue,
+        key: Option<&str>,
+        reply: Option<u64>,
+        at: Ms,
+        now: Ms,
+    ) {
+        let ticket = reply.map(|req| Ticket {
+            worker: self.id as u16,
+            id: req,
+        });
+        if let Some(owner) = self.topo.remote_owner(room) {
+            self.send_peer(
+                owner,
+                PeerMsg::Publish {
+                    room: room.to_owned(),
+                    data: data.get().to_owned(),
+                    key: key.map(str::to_owned),
+                    reply: ticket,
+                },
+            );
+            return;
+        }
+        let home = self.topo.home(room);
+        if home == self.id {
+            let (epoch, seq) = self.owner_publish(room, data, key, at, now);
+            if let Some(req) = reply {
+                self.out
+                    .replies
+                    .push_back((req, Reply::Published(epoch, seq)));
+            }
+            return;
+        }
+        self.out.mail.push_back((
+            home,
+            Mail::Publish {
+                room: Arc::from(room),
+                data: data.to_owned(),
+                key: key.map(Box::from),
+                reply: ticket,
+                at,
+            },
+        ));
+    }
+
+    /// Answer a publish's asker, on a peer (`from_peer`) or on this node.
+    pub(super) fn reply_published(
+        &mut self,
+        from_peer: Option<usize>,
+        ticket: Ticket,
+        epoch: Epoch,
+        seq: u64,
+    ) {
+        match from_peer {
+            Some(peer) => self.send_peer(
+                peer,
+                PeerMsg::Published {
+                    ticket,
+                    epoch: epoch.0,
+                    seq,
+                },
+            ),
+            None => self.reply_to(ticket, Reply::Published(epoch, seq)),
+        }
+    }
+
+    /// Deliver an answer to whoever asked on this node.
+    pub(super) fn reply_to(&mut self, ticket: Ticket, reply: Reply) {
+        let w = usize::from(ticket.worker);
+        if w == self.id {
+            self.out.replies.push_back((ticket.id, reply));
+            return;
+        }
+        let mail = match reply {
+            Reply::Published(epoch, seq) => Mail::Published {
+                req: ticket.id,
+                epoch,
+                seq,
+            },
+            Reply::Presence(json) => Mail::Presence { ticket, json },
+        };
+        self.out.mail.push_back((w, mail));
+    }
+
+    /// The owned room `room`, created with a fresh epoch (its history starts now).
+    fn room_to_own(&mut self, room: &str) -> &mut OwnedRoom {
+        if !self.owned.contains_key(room) {
+            let epoch = self.new_epoch();
+            let fresh = OwnedRoom::new(
+                epoch,
+                self.cfg.replay_messages,
+                self.cfg.replay_ms,
+                self.cfg.replay_bytes,
+            );
+            self.owned.insert(Arc::from(room), fresh);
+        }
+        self.owned.get_mut(room).expect("inserted above")
+    }
+
+    /// Owner side of `sub`: the answer, and the roster entry. The personal room's
+    /// roster is the user's connections across the cluster: the cluster-wide
+    /// per-user cap is enforced here.
+    pub(super) fn owner_subscribe(
+        &mut self,
+        room: &Arc<str>,
+        who: Member,
+        since: Option<Cursor>,
+        user: Option<Arc<str>>,
+        now: Ms,
+    ) -> SubAck {
+        let events = self.cfg.presence_events(room);
+        let cap = self.cfg.max_connections_per_user;
+        let personal = protocol::personal_room_user(room).is_some();
+        let mut evicted = EvictCounts::default();
+        let r = self.room_to_own(room);
+        let before = r.history_bytes();
+        let mut ack = r.subscribe(since, now, &mut evicted);
+        self.account_history(room, before, true, &evicted);
+        let Some(r) = self.owned.get_mut(&**room) else {
+            return ack;
+        };
+        if let Some(user) = user {
+            if personal && cap > 0 && r.roster.count(&user) >= cap {
+                ack.refused = true;
+                ack.replay.clear();
+                return ack;
+            }
+            r.roster.add(who, user, now);
+            if events && r.roster.has_changes() {
+                self.presence_dirty.push(room.clone());
+            }
+        }
+        ack
+    }
+
+    /// Record who listens to an owned room.
+    pub(super) fn owner_interest(&mut self, room: &str, who: Interest, _now: Ms) {
+        let r = self.room_to_own(room);
+        match who {
+            Interest::Worker(w) => r.set_interest(w, true),
+            Interest::Node(n) => r.set_peer(n, true),
+        }
+    }
+
+    /// Owner side of `pub`: stamp, remember, fan out once per interested worker and
+    /// once per interested node.
+    pub(super) fn owner_publish(
+        &mut self,
+        room: &str,
+        data: &RawValue,
+        key: Option<&str>,
+        at: Ms,
+        now: Ms,
+    ) -> (Epoch, u64) {
+        let mut evicted = EvictCounts::default();
+        let r = self.room_to_own(room);
+        let (before, had) = (r.history_bytes(), r.oldest_at().is_some());
+        let (seq, frame) = r.publish(room, data, key, now, &mut evicted);
+        let epoch = r.position().0;
+        let workers: Vec<usize> = r.interested().collect();
+        let peers = r.peer_mask();
+        self.stats.published += 1;
+        let name = self
+            .owned
+            .get_key_value(room)
+            .map(|(k, _)| k.clone())
+            .expect("stamped above");
+        self.account_history(&name, before, had, &evicted);
+        let tag = conflation_tag(room, key);
+        self.forward(room, peers, &frame, tag);
+        self.fan_out(room, &workers, frame, tag, at);
+        (epoch, seq)
+    }
+
+    /// Send a room frame once to each of `workers` (this one inline).
+    pub(super) fn fan_out(
+        &mut self,
+        room: &str,
+        workers: &[usize],
+        frame: Bytes,
+        tag: u64,
+        at: Ms,
+    ) {
+        let mut name: Option<Arc<str>> = None;
+        for &w in workers {
+            if w == self.id {
+                self.deliver_local(room, frame.clone(), tag, at);
+            } else {
+                let room = name.get_or_insert_with(|| Arc::from(room)).clone();
+                self.out.mail.push_back((
+                    w,
+                    Mail::Deliver {
+                        room,
+                        frame: frame.clone(),
+                        tag,
+                        at,
+                    },
+                ));
+            }
+        }
+    }
+
+    /// Send a room frame once to each node in `peers`, encoded once for all.
+    pub(super) fn forward(&mut self, room: &str, peers: PeerSet, frame: &Bytes, tag: u64) {
+        if peers == 0 {
+            return;
+        }
+        self.stats.mesh_forwarded += u64::from(peers.count_ones());
+        self.out.peers.push_back((
+            peers,
+            PeerMsg::Deliver {
+                room: room.to_owned(),
+                tag,
+                frame: frame.clone(),
+            },
+        ));
+    }
+
+    /// `presence`: ask the owner (worker or node) for the roster, for request `req`.
+    pub(super) fn presence(&mut self, room: &str, req: u64, _now: Ms) {
+        let ticket = Ticket {
+            worker: self.id as u16,
+            id: req,
+        };
+        if let Some(owner) = self.topo.remote_owner(room) {
+            self.send_peer(
+                owner,
+                PeerMsg::PresenceQuery {
+                    room: room.to_owned(),
+                    ticket,
+                },
+            );
+            return;
+        }
+        let home = self.topo.home(room);
+        if home == self.id {
+            let json = self.roster_json(room);
+            self.out.replies.push_back((req, Reply::Presence(json)));
+        } else {
+            self.out.mail.push_back((
+                home,
+                Mail::PresenceQuery {
+                    room: Arc::from(room),
+                    ticket,
+                },
+            ));
+        }
+    }
+
+    /// The roster of an owned room (empty when the room has none).
+    pub(super) fn roster_json(&self, room: &str) -> String {
+        match self.owned.get(room) {
+            Some(r) => r.roster.json(room),
+            None => Roster::default().json(room),
+        }
+    }
+
+    /// Announce settled joins and leaves of rooms whose rosters changed.
+    pub(super) fn settle_presence(&mut self, now: Ms) {
+        if self.presence_dirty.is_empty() {
+            return;
+        }
+        let debounce = self.cfg.presence_debounce_ms;
+        let rooms = std::mem::take(&mut self.presence_dirty);
+        let mut again: Vec<Arc<str>> = Vec::new();
+        for room in rooms {
+            if again.contains(&room) {
+                continue;
+            }
+            let Some(r) = self.owned.get_mut(&room) else {
+                continue;
+            };
+            let changes = r.roster.settle(now, debounce);
+            if r.roster.has_changes() {
+                again.push(room.clone());
+            }
+            let workers: Vec<usize> = r.interested().collect();
+            let peers = r.peer_mask();
+            let tag = conflation_tag(&room, Some("\0presence"));
+            for c in changes {
+                let frame = protocol::presence_change_frame(&room, &c.user, c.joined);
+                self.forward(&room, peers, &frame, tag);
+                self.fan_out(&room, &workers, frame, tag, now);
+            }
+        }
+        self.presence_dirty = again;
+    }
+
+    /// Forget owned rooms with no subscribers and no history left (their next
+    /// incarnation gets a new epoch), age history out, and keep the history heap
+    /// small.
+    pub(super) fn forget_idle_rooms(&mut self, now: Ms) {
+        let mut evicted = EvictCounts::default();
+        let mut total = 0;
+        self.owned.retain(|_, room| {
+            let idle = room.is_idle(now, &mut evicted);
+            total += room.history_bytes();
+            !idle
+        });
+        self.history_bytes = total;
+        self.stats.evicted(&evicted);
+        if self.history_heap.len() > 2 * self.owned.len() + 64 {
+            self.history_heap = self
+                .owned
+                .iter()
+                .filter_map(|(name, r)| Some(Reverse((r.oldest_at()?, name.clone()))))
+                .collect();
+        }
+    }
+
+    /// After room `name`'s history changed from `before` bytes (`had`: it held some):
+    /// keep the worker's total, put the room on the age heap when its history just
+    /// began, and while the worker is over its share of the history budget, evict
+    /// the oldest message of any room it owns.
+    pub(super) fn account_history(
+        &mut self,
+        name: &Arc<str>,
+        before: usize,
+        had: bool,
+        evicted: &EvictCounts,
+    ) {
+        self.stats.evicted(evicted);
+        let Some(r) = self.owned.get(&**name) else {
+            return;
+        };
+        self.history_bytes = self.history_bytes + r.history_bytes() - before;
+        if let (false, Some(at)) = (had, r.oldest_at()) {
+            self.history_heap.push(Reverse((at, name.clone())));
+        }
+        while self.history_bytes > self.cfg.history_budget {
+            let Some(Reverse((at, room))) = self.history_heap.pop() else {
+                break; // cannot happen: every room with history is on the heap
+            };
+            let Some(r) = self.owned.get_mut(&room) else {
+                continue; // forgotten since
+            };
+            match r.oldest_at() {
+                Some(actual) if actual == at => {
+                    self.history_bytes -= r.evict_oldest();
+                    self.stats.history_evicted[Evicted::NodeBudget as usize] += 1;
+                    if let Some(next) = r.oldest_at() {
+                        self.history_heap.push(Reverse((next, room)));
+                    }
+                }
+                // Its oldest went another way (count, age, its own byte bound): the
+                // entry is stale; put the room back under its real age.
+                Some(actual) => self.history_heap.push(Reverse((actual, room))),
+                None => {}
+            }
+        }
+    }
+
+    /// Mail from another worker of this node.
+    pub(super) fn on_mail(&mut self, mail: Mail, now: Ms) {
+        match mail {
+            Mail::Subscribe {
+                room,
+                from,
+                conn,
+                since,
+                user,
+            } => self.home_subscribe(room, from, conn, since, user, now),
+            Mail::SubAck { room, conn, ack } => self.on_suback(&room, conn, ack),
+            Mail::Leave {
+                room,
+                from,
+                conn,
+                user,
+                last,
+            } => self.home_leave(&room, from, conn, user, last, now),
+            Mail::Publish {
+                room,
+                data,
+                key,
+                reply,
+                at,
+            } => {
+                let (epoch, seq) = self.owner_publish(&room, &data, key.as_deref(), at, now);
+                if let Some(ticket) = reply {
+                    self.reply_published(None, ticket, epoch, seq);
+                }
+            }
+            Mail::Published { req, epoch, seq } => {
+                self.out
+                    .replies
+                    .push_back((req, Reply::Published(epoch, seq)));
+            }
+            Mail::Deliver {
+                room,
+                frame,
+                tag,
+                at,
+            } => self.deliver_local(&room, frame, tag, at),
+            Mail::PresenceQuery { room, ticket } => {
+                let json = self.roster_json(&room);
+                self.reply_to(ticket, Reply::Presence(json));
+            }
+            Mail::Presence { ticket, json } => {
+                self.out
+                    .replies
+                    .push_back((ticket.id, Reply::Presence(json)));
+            }
+            Mail::Rehome { room } => self.rehome(&room, now),
+        }
+    }
+}

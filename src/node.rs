@@ -1,0 +1,319 @@
+//! A node, assembled: the configuration checked, the host probed, the listeners
+//! bound, the workers started with the API on them, the mesh linked; and the
+//! handles that stop it.
+//!
+//! ```text
+//!  Server::start ─┬─ validate, probe io_uring, raise RLIMIT_NOFILE, size the cap
+//!                 ├─ bind one client listener and one API listener (shared by the workers)
+//!                 ├─ keys: tokens, demo tokens, TLS
+//!                 ├─ runtime::spawn_workers (each with the API's accept loop)
+//!                 └─ mesh::link::start (peer messages to the workers through runtime::router)
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::runtime::mailbox::{self, Letter};
+use crate::runtime::worker::Shared;
+use crate::runtime::{Service, listener, probe};
+use crate::ws::handshake::HandshakeConfig;
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound (the message names the address and the fix).
+    #[error("{0}")]
+    Listen(std::io::Error),
+    /// A worker could not start its runtime.
+    #[error("worker {worker} failed to start: {message}")]
+    Worker {
+        /// Worker index.
+        worker: usize,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A running node. Dropping it leaves the workers running; call
+/// [`Server::shutdown`] to stop them.
+#[derive(Debug)]
+pub struct Server {
+    ws_addr: SocketAddr,
+    api_addr: SocketAddr,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Start a node: bind, spawn the workers, and return once all are running.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let workers = config.worker_count();
+        let driver = probe::io_driver();
+        let max_connections = connection_cap(&config);
+        announce(&config);
+        let backlog = config.limits.listen_backlog;
+        let ws = listener::bind_shared(config.listen, workers, backlog, driver)
+            .map_err(StartError::Listen)?;
+        let api = listener::bind_shared(config.api_listen, workers, backlog, driver)
+            .map_err(StartError::Listen)?;
+        let ws_addr = ws[0].local_addr().map_err(StartError::Listen)?;
+        let api_addr = api[0].local_addr().map_err(StartError::Listen)?;
+        let mesh = crate::mesh::Mesh::from_config(&config)?.map(Arc::new);
+        let mesh_listener = match (&mesh, config.mesh.listen_addr(&config.node_id)) {
+            (Some(_), Some(addr)) => Some(
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| StartError::Listen(listener::bind_error(addr, e)))?,
+            ),
+            _ => None,
+        };
+        let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..workers)
+            .map(|_| mailbox::channel())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StartError::Worker {
+                worker: 0,
+                message: format!("cannot create a mailbox: {e}"),
+            })?
+            .into_iter()
+            .unzip();
+        let shared = Arc::new(Shared {
+            handshake: HandshakeConfig {
+                ws_path: config.ws_path.clone(),
+                echo: config.echo,
+                max_bytes: config.limits.max_handshake_bytes,
+            },
+            mailboxes,
+            draining: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
+            max_connections,
+            per_ip: Mutex::new(std::collections::HashMap::new()),
+            mesh,
+            verifier: verifier(&config)?,
+            per_user: Mutex::new(std::collections::HashMap::new()),
+            tls: match (&config.tls.cert, &config.tls.key) {
+                (Some(cert), Some(key)) => {
+                    Some(crate::conn::tls::server_config(cert, key).map_err(ConfigError::Invalid)?)
+                }
+                _ => None,
+            },
+            api_connections: AtomicUsize::new(0),
+            site: crate::client::Site::from_config(&config),
+            config,
+        });
+        // The API runs on every worker too, on its handle of the API listener.
+        let services: Vec<Service> = api
+            .into_iter()
+            .map(|listener| -> Service {
+                Box::new(move |w| {
+                    let listener = monoio::net::TcpListener::from_std(listener)
+                        .map_err(|e| format!("cannot register the API listener: {e}"))?;
+                    monoio::spawn(crate::api::accept_loop(w.clone(), listener));
+                    Ok(())
+                })
+            })
+            .collect();
+        let threads = crate::runtime::spawn_workers(&shared, inboxes, ws, services, driver)
+            .map_err(|(worker, message)| StartError::Worker { worker, message })?;
+        if let (Some(mesh), Some(listener)) = (&shared.mesh, mesh_listener) {
+            link_mesh(&shared, mesh, listener)?;
+        }
+        info!(
+            %ws_addr, %api_addr, workers, driver = ?driver,
+            "ringway node {} listening: clients {}://{ws_addr}{}, API http://{api_addr}",
+            shared.config.node_id,
+            if shared.tls.is_some() { "wss" } else { "ws" },
+            shared.config.ws_path
+        );
+        Ok(Server {
+            ws_addr,
+            api_addr,
+            shared,
+            threads,
+        })
+    }
+
+    /// The bound client address (useful with port 0).
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws_addr
+    }
+
+    /// The bound API address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Stop every worker and wait for their threads. Open connections are dropped.
+    pub fn shutdown(self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        if let Some(mesh) = &self.shared.mesh {
+            mesh.stop();
+        }
+        for m in &self.shared.mailboxes {
+            m.send(Letter::Shutdown);
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Block until the workers exit.
+    pub fn wait(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    /// A handle that can stop the node from another thread (signal handlers).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The node-wide connection cap: `limits.max_connections`, within what the
+/// open-file limit allows once the node's own descriptors are held back (said in the
+/// log, so the operator sees the real number).
+fn connection_cap(config: &Config) -> usize {
+    let limits = probe::raise_nofile();
+    // Held back from the fd limit, so clients can never starve them: the node's own
+    // (listeners, mailboxes, rings, files), every API connection it allows, and the
+    // mesh (two per peer plus pending hellos).
+    let peers = config
+        .mesh
+        .peer_list(&config.node_id)
+        .map_or(0, |l| l.others.len());
+    let reserved =
+        64 + config.api.max_connections + 2 * peers + crate::mesh::link::MAX_PENDING_HELLOS;
+    let fd_room = (limits.soft as usize).saturating_sub(reserved);
+    let cap = match config.limits.max_connections {
+        0 => fd_room,
+        n if n > fd_room => {
+            warn!(
+                "limits.max_connections = {n} does not fit the open-file limit ({}): the cap \
+                 is lowered to {fd_room}. Raise the limit (LimitNOFILE= in the systemd unit, \
+                 nofile in /etc/security/limits.d, or `ulimit -n`) to at least {}",
+                limits.soft,
+                n + reserved
+            );
+            fd_room
+        }
+        n => n,
+    };
+    info!(
+        "up to {cap} client connections (limits.max_connections{}); \
+         {reserved} descriptors held back for listeners, the API and the mesh",
+        if config.limits.max_connections == 0 {
+            " = 0: the open-file limit less the reserve"
+        } else {
+            ""
+        }
+    );
+    cap
+}
+
+/// Say at start-up what an operator should know about this configuration.
+fn announce(config: &Config) {
+    if config.auth.api_key.is_empty() {
+        info!(
+            "the HTTP API has no key (auth.api_key): it may only listen on loopback ({}); set --api-key to expose it",
+            config.api_listen
+        );
+    }
+    if config.demo {
+        info!(
+            "demo page on the client listener at / (guest tokens for demo:* rooms); it is for trying ringway: turn it off with --no-demo or demo = false"
+        );
+    }
+    if config.allow_anonymous {
+        warn!(
+            "anonymous clients are allowed (allow_anonymous = true): anyone who can reach the listener can subscribe and publish"
+        );
+    }
+}
+
+/// The token verifier: an HS256 secret or a public key, if either is configured.
+fn verifier(config: &Config) -> Result<Option<crate::auth::Verifier>, StartError> {
+    let auth = &config.auth;
+    Ok(match (&auth.token_public_key, auth.token_secret.as_str()) {
+        (Some(path), _) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "cannot read auth.token_public_key {}: {e}",
+                    path.display()
+                ))
+            })?;
+            Some(crate::auth::Verifier::public_pem(&pem).map_err(|e| {
+                ConfigError::Invalid(format!("auth.token_public_key {}: {e}", path.display()))
+            })?)
+        }
+        (None, "") => None,
+        (None, secret) => Some(crate::auth::Verifier::hs256(secret.as_bytes())),
+    })
+}
+
+/// Start the mesh's links, handing what they receive to the workers.
+fn link_mesh(
+    shared: &Arc<Shared>,
+    mesh: &Arc<crate::mesh::Mesh>,
+    listener: std::net::TcpListener,
+) -> Result<(), StartError> {
+    let addr = listener.local_addr().map_err(StartError::Listen)?;
+    let sink = Arc::new(crate::runtime::router::Router::new(
+        shared.mailboxes.clone(),
+    ));
+    crate::mesh::link::start(mesh.clone(), listener, sink).map_err(|e| StartError::Worker {
+        worker: 0,
+        message: format!("cannot start the mesh threads: {e}"),
+    })?;
+    let peers: Vec<&str> = mesh
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != mesh.me)
+        .map(|(_, n)| n.id.as_str())
+        .collect();
+    info!(
+        "mesh: node {} in cluster {:?} listening for peers on {addr}; peers: {}",
+        shared.config.node_id,
+        shared.config.mesh.cluster,
+        peers.join(", ")
+    );
+    Ok(())
+}
+
+/// Stops a node from any thread.
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+}
+
+impl Stopper {
+    /// Drain gracefully over `drain.window_ms` (see `runtime::lifecycle`); the workers
+    /// stop at the end of the window.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        let window = Duration::from_millis(self.shared.config.drain.window_ms);
+        for m in &self.shared.mailboxes {
+            m.send(Letter::Drain { window });
+        }
+    }
+
+    /// Ask every worker to stop now (open connections are dropped).
+    pub fn stop(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        for m in &self.shared.mailboxes {
+            m.send(Letter::Shutdown);
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The connection task: a thin loop around the sans-IO handshake, frame decoder and
+//! client protocol.
+//!
+//! ```text
+//!   accept ─▶ Handshake ──(101)──▶ Open ──(close frame / violation / refusal)──▶ Closing ─▶ removed
+//!              │ under handshake_timeout          no timer               under close_timeout
+//! ```
+//!
+//! Each wake-up is `readable()` (an io_uring POLL_ADD, no buffer held while idle),
+//! then non-blocking `recv`s into the worker's scratch buffer. Only the tail of an
+//! unfinished frame is copied into the connection's own `partial` buffer.
+//!
+//! Cancel-safety: the only `.await` points are `readable()` and the timeouts around
+//! whole phases. Bytes are read only after readiness, synchronously, and processed
+//! before the next `.await`, so dropping the task at any await loses no data.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv};
+use tracing::debug;
+
+use super::worker::{State, Worker};
+use crate::conn::rate::RateLimiter;
+use crate::conn::tls::Received;
+use crate::conn::{Conn, ConnKey, Phase};
+use crate::metrics::Disconnect;
+use crate::ws::frame::Limits as FrameLimits;
+use crate::ws::handshake::reject;
+use crate::ws::handshake::{self, Outcome};
+
+/// What reading did to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Keep reading.
+    More,
+    /// The peer closed its side (or the socket failed).
+    Eof,
+}
+
+/// Drive one accepted connection through its handshake, then hand it to the
+/// open-phase task.
+///
+/// Each phase is its own task so that the one that lives as long as the connection
+/// stays small: the handshake and closing tasks carry timers (a monoio `Sleep` is
+/// 640 bytes) but exist only during those phases; the open-phase task holds the
+/// worker, the stream, the key and one pending `readable()`, nothing else.
+pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let sndbuf = w.shared.config.limits.send_buffer_bytes;
+    if sndbuf > 0 {
+        // SAFETY: the fd belongs to `stream`, which outlives this borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+        let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::SndBuf, &sndbuf);
+    }
+    let admitted = {
+        let mut st = w.state.borrow_mut();
+        let rate = RateLimiter::new(&st.shared.config.limits.rates(), st.now_ms());
+        let tls = match &st.shared.tls {
+            Some(cfg) => match crate::conn::tls::Tls::new(cfg) {
+                Ok(t) => Some(Box::new(t)),
+                Err(e) => {
+                    debug!("cannot start a TLS session: {e}");
+                    return;
+                }
+            },
+            None => None,
+        };
+        // Counted from the first byte: a socket that never finishes its upgrade
+        // holds a place under the caps like an open connection.
+        match st.admit_socket(peer.ip()) {
+            Ok(limit) => {
+                let key = st.conns.insert(|generation| {
+                    let mut conn = Conn::new(stream.as_raw_fd(), peer.ip(), generation, rate);
+                    conn.tls = tls;
+                    conn
+                });
+                Ok((key, limit))
+            }
+            Err(refusal) => {
+                st.conns.stats.accepted += 1;
+                st.conns.stats.handshake_failed(refusal.status);
+                st.conns.stats.disconnected(Disconnect::Handshake);
+                // TLS clients cannot read a plain HTTP answer: they are just closed.
+                let linger = tls.is_none() && st.refusing < MAX_REFUSING;
+                st.refusing += usize::from(linger);
+                Err(linger.then_some(refusal.response))
+            }
+        }
+    };
+    let (key, limit) = match admitted {
+        Ok(admitted) => admitted,
+        Err(Some(response)) => {
+            refuse(&stream, &response).await;
+            w.state.borrow_mut().refusing -= 1;
+            return;
+        }
+        Err(None) => return,
+    };
+    match monoio::time::timeout(limit, read_while(&w, &stream, key, Phase::Handshake)).await {
+        Ok(Read::Eof) => w.state.borrow_mut().remove(key),
+        Ok(Read::More) => {
+            monoio::spawn(open_phase(w, stream, key));
+        }
+        Err(_elapsed) => {
+            {
+                let mut st = w.state.borrow_mut();
+                st.conns.stats.handshake_failed(408);
+                let refusal = reject(408, "upgrade request not completed in time");
+                st.conns.refuse(key, refusal.response);
+            }
+            w.flush_dirty();
+            closing_phase(w, stream, key).await;
+        }
+    }
+}
+
+/// Refused connections lingering at once per worker to deliver their answer; past
+/// this (a flood) they are closed at once.
+pub(crate) const MAX_REFUSING: usize = 256;
+
+/// Answer a connection refused before its upgrade was read (node or address at its
+/// cap) and close it gracefully: write the answer, shut our side, and read (and
+/// discard) what the client sends for up to a second. Closing a socket with unread
+/// input makes the kernel send a reset, which can destroy the answer in flight.
+pub(crate) async fn refuse(stream: &TcpStream, response: &[u8]) {
+    let fd = stream.as_raw_fd();
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    let _ = nix::sys::socket::send(fd, response, flags);
+    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Write);
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        loop {
+            if stream.readable(false).await.is_err() {
+                return;
+            }
+            match recv(fd, &mut sink, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return,
+                Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = monoio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// The open connection: wait for input, act on it, until the close handshake starts
+/// or the peer goes away. This is the task an idle connection is made of.
+///
+/// A plain `fn` returning an `async move` block, not an `async fn`: rustc stores an
+/// `async fn`'s arguments twice in its state (unresumed and moved into locals,
+/// rust-lang/rust#62958), which cost 96 bytes per idle connection here.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
+fn open_phase(w: Rc<Worker>, stream: TcpStream, key: ConnKey) -> impl Future<Output = ()> {
+    async move {
+        loop {
+            match w.state.borrow_mut().conns.get_mut(key).map(|c| c.phase) {
+                Some(Phase::Open) => {}
+                Some(Phase::Closing) => break,
+                None => return,
+                Some(Phase::Handshake) => {
+                    // The handshake task hands over only open connections.
+                    debug_assert!(false, "open phase entered during the handshake");
+                    w.state.borrow_mut().remove(key);
+                    return;
+                }
+            }
+            if stream.readable(false).await.is_err() || on_readable(&w, key) == Read::Eof {
+                w.state.borrow_mut().remove(key);
+                return;
+            }
+        }
+        monoio::spawn(closing_phase(w, stream, key));
+    }
+}
+
+/// Closing: wait for the peer's close (or EOF), discarding input, but not forever;
+/// then forget the connection (dropping the stream closes the socket).
+async fn closing_phase(w: Rc<Worker>, stream: TcpStream, key: ConnKey) {
+    let limit = Duration::from_millis(w.shared.config.limits.close_timeout_ms);
+    if monoio::time::timeout(limit, read_while(&w, &stream, key, Phase::Closing))
+        .await
+        .is_err()
+    {
+        w.state.borrow_mut().conns.stats.close_timeouts += 1;
+    }
+    w.state.borrow_mut().remove(key);
+}
+
+/// Read and process input while the connection stays in `phase`.
+async fn read_while(w: &Rc<Worker>, stream: &TcpStream, key: ConnKey, phase: Phase) -> Read {
+    loop {
+        let now = match w.state.borrow_mut().conns.get_mut(key) {
+            Some(conn) => conn.phase,
+            None => return Read::Eof,
+        };
+        if now != phase {
+            return Read::More;
+        }
+        if stream.readable(false).await.is_err() {
+            return Read::Eof;
+        }
+        if on_readable(w, key) == Read::Eof {
+            return Read::Eof;
+        }
+    }
+}
+
+/// Drain the socket into the scratch buffer and act on what arrived.
+fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
+    let mut scratch = w.scratch.borrow_mut();
+    let mut result = Read::More;
+    loop {
+        let (fd, closing) = match w.state.borrow_mut().conns.get_mut(key) {
+            Some(c) => (c.fd, c.phase == Phase::Closing),
+            None => return Read::Eof,
+        };
+        match recv(fd, &mut scratch[..], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => {
+                result = Read::Eof;
+                break;
+            }
+            Ok(n) => {
+                let mut st = w.state.borrow_mut();
+                st.conns.stats.bytes_in += n as u64;
+                let now = st.conns.current_tick();
+                if let Some(conn) = st.conns.get_mut(key) {
+                    conn.last_seen = now;
+                }
+                if !closing {
+                    let tls = st.conns.get_mut(key).and_then(|c| c.tls.take());
+                    match tls {
+                        None => process(&mut st, key, &mut scratch[..n]),
+                        Some(mut tls) => {
+                            let mut plain = w.plain.borrow_mut();
+                            let got = tls.receive(&scratch[..n], &mut plain, |bytes| {
+                                process(&mut st, key, bytes)
+                            });
+                            let wants = tls.session.wants_write();
+                            if let Some(conn) = st.conns.get_mut(key) {
+                                conn.tls = Some(tls);
+                            }
+                            if wants {
+                                st.conns.mark_dirty(key);
+                            }
+                            match got {
+                                Received::More => {}
+                                Received::Closed => result = Read::Eof,
+                                Received::Failed(e) => {
+                                    debug!("TLS error: {e}");
+                                    st.conns.stats.handshake_failed(400);
+                                    st.conns.fail_handshake(key);
+                                    result = Read::Eof;
+                                }
+                            }
+                            if result == Read::Eof {
+                                break;
+                            }
+                        }
+                    }
+                }
+                if n < scratch.len() {
+                    break; // most likely drained; readiness tells us when there is more
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => break,
+            Err(_) => {
+                result = Read::Eof;
+                break;
+            }
+        }
+    }
+    drop(scratch);
+    w.flush_dirty();
+    result
+}
+
+/// Act on newly received bytes: prepend what was left over, consume whole frames,
+/// keep the unfinished tail.
+fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
+    let Some(conn) = st.conns.get_mut(key) else {
+        return;
+    };
+    let before = conn.partial.capacity() + conn.decoder.buffered();
+    let mut held = std::mem::take(&mut conn.partial);
+    let using_held = !held.is_empty();
+    let (consumed, total) = if using_held {
+        held.extend_from_slice(bytes);
+        (consume(st, key, &mut held), held.len())
+    } else {
+        (consume(st, key, bytes), bytes.len())
+    };
+    if consumed < total {
+        let rest = if using_held {
+            held.drain(..consumed);
+            held
+        } else {
+            bytes[consumed..].to_vec()
+        };
+        if let Some(conn) = st.conns.get_mut(key) {
+            conn.partial = rest;
+        }
+    } // else nothing left over: `held` is dropped, the connection holds no buffer
+    st.account_partial(key, before);
+}
+
+/// Consume as much of `buf` as forms complete requests or frames; returns how much.
+fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
+    let limits = FrameLimits {
+        max_frame: st.shared.config.limits.max_frame_size,
+        max_message: st.shared.config.limits.max_message_size,
+    };
+    let mut off = 0;
+    loop {
+        let Some(phase) = st.conns.get_mut(key).map(|c| c.phase) else {
+            return buf.len();
+        };
+        match phase {
+            Phase::Closing => return buf.len(),
+            Phase::Handshake => match handshake::handle(&buf[off..], &st.shared.handshake) {
+                Outcome::Incomplete => return off,
+                Outcome::Accept(a) => {
+                    let consumed = a.consumed;
+                    if !st.upgrade(key, a) {
+                        return buf.len();
+                    }
+                    off += consumed;
+                }
+                Outcome::Get {
+                    path,
+                    query,
+                    origin,
+                    head,
+                } => {
+                    let asked = crate::client::Asked {
+                        path: &path,
+                        query: query.as_deref(),
+                        origin: origin.as_deref(),
+                        head,
+                    };
+                    let now_ms = st.now_ms();
+                    let shared = st.shared.clone();
+                    let gate = crate::client::DemoGate {
+                        limiter: &mut st.demo_gate,
+                        now_ms,
+                    };
+                    let response = crate::client::serve(&shared.site, asked, gate);
+                    st.conns.refuse(key, response);
+                    return buf.len();
+                }
+                Outcome::Reject(r) => {
+                    debug!(status = r.status, "upgrade refused");
+                    st.conns.stats.handshake_failed(r.status);
+                    st.conns.refuse(key, r.response);
+                    return buf.len();
+                }
+            },
+            Phase::Open => {
+                let Some(conn) = st.conns.get_mut(key) else {
+                    return buf.len();
+                };
+                match conn.decoder.decode(&mut buf[off..], limits) {
+                    Ok(None) => return off,
+                    Ok(Some((n, event))) => {
+                        off += n;
+                        st.on_event(key, event);
+                    }
+                    Err(v) => {
+                        debug!(peer = %conn.peer, code = v.code, reason = v.reason, "closing on bad input");
+                        st.conns.close(key, v.code, v.reason);
+                        return buf.len();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn open_phase_size() -> usize {
+    fn size<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    size(open_phase)
+}
+
+#[cfg(test)]
+mod tests {
+    fn fut_size<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// What an idle connection is made of, in bytes (the README quotes these; a
+    /// change here is a change in idle memory and must be measured).
+    #[test]
+    fn idle_connection_sizes() {
+        let conn = std::mem::size_of::<crate::conn::Conn>();
+        let task = super::open_phase_size();
+        eprintln!(
+            "Conn = {conn}, open-phase task = {task}, handshake task = {}, rustls ServerConnection = {}",
+            fut_size(super::run),
+            std::mem::size_of::<rustls::ServerConnection>()
+        );
+        assert!(conn <= 184, "the slab entry grew to {conn} bytes");
+        assert!(task <= 208, "the open-phase task grew to {task} bytes");
+    }
+}

@@ -1,0 +1,34 @@
+//! Where the mesh's messages go: each to the worker that handles it (the room's
+//! home worker, or the worker that asked), link events to every worker. The mesh
+//! calls this sink from its link threads; it knows nothing of workers.
+
+use crate::hub::PeerMsg;
+use crate::mesh::Sink;
+
+use super::mailbox::{Letter, Mailbox};
+
+/// The workers' mailboxes, as the mesh's sink.
+#[derive(Debug)]
+pub struct Router {
+    mailboxes: Vec<Mailbox>,
+}
+
+impl Router {
+    /// A sink delivering to these workers.
+    pub fn new(mailboxes: Vec<Mailbox>) -> Self {
+        Self { mailboxes }
+    }
+}
+
+impl Sink for Router {
+    fn message(&self, peer: usize, msg: PeerMsg, at: u64) {
+        let to = msg.route(self.mailboxes.len());
+        self.mailboxes[to].send(Letter::Peer { peer, msg, at });
+    }
+
+    fn link(&self, peer: usize, up: bool) {
+        for m in &self.mailboxes {
+            m.send(Letter::Link { peer, up });
+        }
+    }
+}
