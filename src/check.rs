@@ -18,8 +18,7 @@ pub const USER_BYTES_PER_CONN: u64 = 640;
 pub const KERNEL_BYTES_PER_CONN: u64 = 5 * 1024 + 512;
 /// Room for data in flight: memory is planned at this multiple of the idle cost.
 pub const HEADROOM: u64 = 2;
-/// File descriptors held back from the connection budget.
-pub const RESERVED_FDS: u64 = 256;
+
 /// `LimitNOFILE=` of the systemd unit (`sysctl/ringway.service`) and the hard
 /// `nofile` of `sysctl/ringway-limits.conf`: the advice repeats it.
 pub const UNIT_LIMIT_NOFILE: u64 = 2_000_000;
@@ -316,9 +315,10 @@ pub fn memory_needed(connections: u64) -> u64 {
 }
 
 /// Judge the host against a target of `connections` for a node listening on
-/// `ports` ([`node_ports`]).
-pub fn evaluate(host: &Host, connections: u64, ports: &[NodePort]) -> Vec<Finding> {
-    let fds = connections + RESERVED_FDS;
+/// `ports` ([`node_ports`]) that holds back `reserve` descriptors for itself
+/// (`Config::fd_reserve`).
+pub fn evaluate(host: &Host, connections: u64, ports: &[NodePort], reserve: u64) -> Vec<Finding> {
+    let fds = connections + reserve;
     let mut out = Vec::new();
     let (soft, hard) = host.nofile.unwrap_or((0, 0));
     out.push(finding(
@@ -498,6 +498,11 @@ impl Host {
 mod tests {
     use super::*;
 
+    /// The default node's descriptor reserve.
+    fn reserve() -> u64 {
+        Config::default().fd_reserve() as u64
+    }
+
     fn roomy() -> Host {
         Host {
             nofile: Some((1 << 20, 1 << 20)),
@@ -518,7 +523,12 @@ mod tests {
 
     #[test]
     fn a_roomy_host_fits_half_a_million() {
-        let f = evaluate(&roomy(), 500_000, &node_ports(&Config::default()));
+        let f = evaluate(
+            &roomy(),
+            500_000,
+            &node_ports(&Config::default()),
+            reserve(),
+        );
         assert!(f.iter().all(|f| f.status == Status::Ok), "{f:#?}");
     }
 
@@ -531,7 +541,7 @@ mod tests {
             mem_total: Some(2 << 30),
             ..roomy()
         };
-        let f = evaluate(&host, 500_000, &[]);
+        let f = evaluate(&host, 500_000, &[], reserve());
         let by = |item: &str| f.iter().find(|f| f.item == item).unwrap().clone();
         assert_eq!(by("open files (RLIMIT_NOFILE)").status, Status::Fail);
         assert!(by("open files (RLIMIT_NOFILE)").fix.contains("LimitNOFILE"));
@@ -579,7 +589,7 @@ mod tests {
             ..roomy()
         };
         let nofile_fix = |connections| {
-            let f = evaluate(&host, connections, &[]);
+            let f = evaluate(&host, connections, &[], reserve());
             by(&f, "open files (RLIMIT_NOFILE)").fix.clone()
         };
         let fix = nofile_fix(500_000);
@@ -587,7 +597,8 @@ mod tests {
         assert!(fix.contains(&format!("hard nofile {limits} ")), "{fix}");
         // A target past what the unit allows names its own number.
         let fix = nofile_fix(3_000_000);
-        assert!(fix.contains("LimitNOFILE=3000256 "), "{fix}");
+        let needed = 3_000_000 + reserve();
+        assert!(fix.contains(&format!("LimitNOFILE={needed} ")), "{fix}");
     }
 
     #[test]
@@ -598,7 +609,7 @@ mod tests {
             file_max: Some(1024),
             ..roomy()
         };
-        let f = evaluate(&host, 1000, &[]);
+        let f = evaluate(&host, 1000, &[], reserve());
         let nr_open = format!("fs.nr_open={} ", setting(profile, "fs.nr_open"));
         let file_max = format!("fs.file-max={} ", setting(profile, "fs.file-max"));
         assert!(by(&f, "fs.nr_open").fix.contains(&nr_open), "{f:#?}");
@@ -663,7 +674,7 @@ mod tests {
             reserved_ports: Some(vec![(7400, 7400), (9000, 9010)]),
             ..roomy()
         };
-        let f = evaluate(&host, 1000, &ports);
+        let f = evaluate(&host, 1000, &ports, reserve());
         let r = by(&f, "net.ipv4.ip_local_reserved_ports");
         assert_eq!(r.status, Status::Warn);
         assert_eq!(r.have, "7400,9000-9010");
@@ -683,13 +694,13 @@ mod tests {
             reserved_ports: Some(vec![(7400, 7400), (8080, 8081)]),
             ..host
         };
-        let r = evaluate(&host, 1000, &ports);
+        let r = evaluate(&host, 1000, &ports, reserve());
         assert_eq!(
             by(&r, "net.ipv4.ip_local_reserved_ports").status,
             Status::Ok
         );
         // Outside the ephemeral range (the kernel's default 32768-60999): fine too.
-        let r = evaluate(&roomy(), 1000, &ports);
+        let r = evaluate(&roomy(), 1000, &ports, reserve());
         let r = by(&r, "net.ipv4.ip_local_reserved_ports");
         assert_eq!(r.status, Status::Ok, "{r}");
         assert!(r.fix.is_empty());
@@ -698,7 +709,7 @@ mod tests {
             port_range: None,
             ..roomy()
         };
-        let r = evaluate(&host, 1000, &ports);
+        let r = evaluate(&host, 1000, &ports, reserve());
         assert_eq!(
             by(&r, "net.ipv4.ip_local_reserved_ports").status,
             Status::Warn
@@ -721,7 +732,7 @@ mod tests {
             key: "mesh.listen",
             port: 7400,
         });
-        let f = evaluate(&host, 1000, &ports);
+        let f = evaluate(&host, 1000, &ports, reserve());
         let r = by(&f, "net.ipv4.ip_local_reserved_ports");
         assert_eq!(r.status, Status::Ok, "{r}");
         assert_eq!(r.need, "7400,8080-8081 reserved");

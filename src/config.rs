@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Mesh hellos an acceptor runs at once; more connections are closed unread, so
+/// strangers cannot make the node spend a thread (or memory) each.
+pub const MESH_PENDING_HELLOS: usize = 8;
+
 /// Errors found while loading or checking the configuration.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -789,6 +793,17 @@ impl Config {
             return bad("mesh.queue_bytes must be at least mesh.max_frame_bytes, and mesh.queue_frames above 0".to_owned());
         }
         Ok(())
+    }
+
+    /// File descriptors held back from the open-file limit so clients can never
+    /// starve them: the node's own (listeners, mailboxes, rings, files), every API
+    /// connection it allows, and the mesh (two per peer plus pending hellos).
+    pub fn fd_reserve(&self) -> usize {
+        let peers = self
+            .mesh
+            .peer_list(&self.node_id)
+            .map_or(0, |l| l.others.len());
+        64 + self.api.max_connections + 2 * peers + MESH_PENDING_HELLOS
     }
 
     /// `heartbeat.ping_interval_ms` as a `Duration`.

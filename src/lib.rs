@@ -45,12 +45,15 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod http;
 pub mod hub;
 pub mod mesh;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod runtime;
+#[cfg(test)]
+mod sim;
 pub mod ws;
 
 pub use config::Config;

@@ -83,7 +83,12 @@ fn check(args: ringway::cli::CheckArgs) -> anyhow::Result<()> {
             n => n as u64,
         });
     let host = Host::read();
-    let findings = evaluate(&host, target, &node_ports(&config));
+    let findings = evaluate(
+        &host,
+        target,
+        &node_ports(&config),
+        config.fd_reserve() as u64,
+    );
     println!("host against {target} connections:");
     for f in &findings {
         println!("{f}");

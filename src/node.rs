@@ -186,15 +186,7 @@ impl Server {
 /// log, so the operator sees the real number).
 fn connection_cap(config: &Config) -> usize {
     let limits = probe::raise_nofile();
-    // Held back from the fd limit, so clients can never starve them: the node's own
-    // (listeners, mailboxes, rings, files), every API connection it allows, and the
-    // mesh (two per peer plus pending hellos).
-    let peers = config
-        .mesh
-        .peer_list(&config.node_id)
-        .map_or(0, |l| l.others.len());
-    let reserved =
-        64 + config.api.max_connections + 2 * peers + crate::mesh::link::MAX_PENDING_HELLOS;
+    let reserved = config.fd_reserve();
     let fd_room = (limits.soft as usize).saturating_sub(reserved);
     let cap = match config.limits.max_connections {
         0 => fd_room,

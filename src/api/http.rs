@@ -1,5 +1,5 @@
 //! Just enough HTTP/1.1 for the API, sans-IO: a request head parsed by `httparse`,
-//! a body framed by `Content-Length`, and response formatting.
+//! a body framed by `Content-Length` (responses: [`crate::http::Response`]).
 
 /// Largest request head accepted.
 pub const MAX_HEAD: usize = 16 << 10;
@@ -98,59 +98,7 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
     )
 }
 
-/// A response.
-#[derive(Debug)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// Content type of the body.
-    pub content_type: &'static str,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// A JSON response.
-    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self {
-            status,
-            content_type: "application/json",
-            body: body.into(),
-        }
-    }
-
-    /// A plain-text response.
-    pub fn text(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into(),
-        }
-    }
-
-    /// A JSON `{"error": reason}` response.
-    pub fn error(status: u16, reason: &str) -> Self {
-        Self::json(status, serde_json::json!({ "error": reason }).to_string())
-    }
-
-    /// The bytes on the wire.
-    pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
-        let reason = tungstenite::http::StatusCode::from_u16(self.status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
-            self.status,
-            self.content_type,
-            self.body.len(),
-            if keep_alive { "keep-alive" } else { "close" },
-        )
-        .into_bytes();
-        out.extend_from_slice(&self.body);
-        out
-    }
-}
+pub use crate::http::Response;
 
 #[cfg(test)]
 mod tests {

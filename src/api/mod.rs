@@ -119,18 +119,19 @@ async fn serve(w: &Rc<Worker>, mut stream: TcpStream) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
     loop {
-        // Idle between requests (or a fresh connection's first bytes).
-        let wait = if first {
-            api.head_timeout_ms
+        // A fresh connection has head_timeout_ms for its whole first head; between
+        // keep-alive requests it may idle for idle_timeout_ms, then the head that
+        // follows has head_timeout_ms from its first byte.
+        let head_deadline = if first {
+            Instant::now() + ms(api.head_timeout_ms)
         } else {
-            api.idle_timeout_ms
+            let idle = Instant::now() + ms(api.idle_timeout_ms);
+            if buf.is_empty() && !fill(&mut stream, &mut buf, idle).await {
+                return; // an idle keep-alive connection: closed quietly
+            }
+            Instant::now() + ms(api.head_timeout_ms)
         };
         first = false;
-        let start = Instant::now();
-        if buf.is_empty() && !fill(&mut stream, &mut buf, start + ms(wait)).await {
-            return;
-        }
-        let head_deadline = Instant::now() + ms(api.head_timeout_ms);
         let (head, used) = loop {
             match http::parse_head(&buf) {
                 Parsed::Complete(h, n) => break (h, n),
@@ -197,11 +198,9 @@ async fn route(w: &Rc<Worker>, req: &Head, body: &[u8]) -> Response {
         }
         ("GET", "/v1/cluster") => Response::json(200, cluster(w)),
         ("GET", p) if p.starts_with("/v1/rooms/") => room_owner(w, &p["/v1/rooms/".len()..]),
-        ("GET", "/metrics") => Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: scrape(w).await.into_bytes(),
-        },
+        ("GET", "/metrics") => {
+            Response::with_type(200, "text/plain; version=0.0.4", scrape(w).await)
+        }
         ("GET", "/healthz") => Response::text(200, "ok\n"),
         ("GET", "/readyz") => {
             if w.shared.draining() {

@@ -17,6 +17,7 @@
 use crate::auth::{Demo, unix_now};
 use crate::config::Config;
 use crate::conn::rate::{RateLimiter, Rates, Verdict};
+use crate::http::Response;
 
 /// What the client listener serves, from the configuration.
 #[derive(Debug, Clone)]
@@ -67,36 +68,28 @@ pub struct Asked<'a> {
 
 /// The complete HTTP response to a plain `GET` (or `HEAD`) on the client listener.
 pub fn serve(site: &Site, asked: Asked<'_>, gate: DemoGate<'_>) -> Vec<u8> {
-    let demo = site.demo_page;
-    let cors = cors(&site.origins, asked.origin);
-    let (status, content_type, body): (u16, &str, std::borrow::Cow<'_, [u8]>) = match asked.path {
-        "/client.js" => (200, "text/javascript; charset=utf-8", JS.as_bytes().into()),
-        "/client.d.ts" => (
-            200,
-            "application/typescript; charset=utf-8",
-            DTS.as_bytes().into(),
-        ),
-        "/" | "/index.html" if demo => (200, "text/html; charset=utf-8", DEMO.as_bytes().into()),
-        // A HEAD mints nothing: answer the headers a GET would have.
-        "/demo/token" if demo && asked.head => (200, "application/json", b"".as_slice().into()),
-        "/demo/token" if demo => return demo_token(site, asked.query, &mut { gate }),
-        _ => {
-            let answer = text(
-                404,
-                "not found: this is a WebSocket endpoint (see /client.js and, with demo = true, /)",
-            );
-            return if asked.head {
-                head_only(answer)
-            } else {
-                answer
-            };
+    let page = |content_type, body: &str| Response::with_type(200, content_type, body);
+    let answer = match asked.path {
+        "/client.js" => page("text/javascript; charset=utf-8", JS),
+        "/client.d.ts" => page("application/typescript; charset=utf-8", DTS),
+        "/" | "/index.html" if site.demo_page => page("text/html; charset=utf-8", DEMO),
+        // A HEAD mints nothing: it gets the headers, with no token behind them.
+        "/demo/token" if site.demo_page && asked.head => {
+            return Response::json(200, "").head(false);
         }
+        "/demo/token" if site.demo_page => demo_token(site, asked.query, &mut { gate }),
+        _ => text(
+            404,
+            "not found: this is a WebSocket endpoint (see /client.js and, with demo = true, /)",
+        ),
     };
-    let mut out = head(status, content_type, body.len(), &cors);
-    if !asked.head {
-        out.extend_from_slice(&body);
+    let mut answer = answer.header("Cache-Control", "no-cache");
+    answer.headers.push_str(&cors(&site.origins, asked.origin));
+    if asked.head {
+        answer.head(false)
+    } else {
+        answer.encode(false)
     }
-    out
 }
 
 /// The CORS header lines for a response to `origin`: any origin may load the client
@@ -114,7 +107,7 @@ fn cors(allowed: &[String], origin: Option<&str>) -> String {
     }
 }
 
-fn demo_token(site: &Site, query: Option<&str>, gate: &mut DemoGate) -> Vec<u8> {
+fn demo_token(site: &Site, query: Option<&str>, gate: &mut DemoGate) -> Response {
     let Some(demo) = &site.demo else {
         return text(
             403,
@@ -139,10 +132,7 @@ fn demo_token(site: &Site, query: Option<&str>, gate: &mut DemoGate) -> Vec<u8> 
         return text(400, "name must be 1 to 32 of A-Z a-z 0-9 - _");
     }
     let token = demo.mint(&format!("guest:{name}"), now, DEMO_TTL);
-    ok(
-        "application/json",
-        format!("{{\"token\":\"{token}\"}}").as_bytes(),
-    )
+    Response::json(200, format!("{{\"token\":\"{token}\"}}"))
 }
 
 /// Demo tokens a worker hands out per second (and in a burst): enough for people
@@ -164,42 +154,8 @@ pub struct DemoGate<'a> {
     pub now_ms: u32,
 }
 
-fn ok(content_type: &str, body: &[u8]) -> Vec<u8> {
-    response(200, content_type, body)
-}
-
-fn text(status: u16, reason: &str) -> Vec<u8> {
-    response(
-        status,
-        "text/plain; charset=utf-8",
-        format!("{reason}\n").as_bytes(),
-    )
-}
-
-fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = head(status, content_type, body.len(), "");
-    out.extend_from_slice(body);
-    out
-}
-
-/// A complete answer without its body (for `HEAD`).
-fn head_only(mut answer: Vec<u8>) -> Vec<u8> {
-    if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
-        answer.truncate(end + 4);
-    }
-    answer
-}
-
-fn head(status: u16, content_type: &str, len: usize, extra: &str) -> Vec<u8> {
-    let reason = tungstenite::http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n\
-         Cache-Control: no-cache\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .into_bytes()
+fn text(status: u16, reason: &str) -> Response {
+    Response::text(status, format!("{reason}\n"))
 }
 
 #[cfg(test)]

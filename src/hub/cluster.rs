@@ -36,6 +36,7 @@ impl Hub {
             PeerMsg::Subscribe {
                 room,
                 who,
+                attempt,
                 since,
                 user,
             } => {
@@ -64,6 +65,7 @@ impl Hub {
                     PeerMsg::SubAck {
                         room: room.to_string(),
                         who,
+                        attempt,
                         epoch: ack.epoch.0,
                         seq: ack.seq,
                         recovered: ack.recovered,
@@ -75,6 +77,7 @@ impl Hub {
             PeerMsg::SubAck {
                 room,
                 who,
+                attempt,
                 epoch,
                 seq,
                 recovered,
@@ -97,6 +100,7 @@ impl Hub {
                     &room,
                     usize::from(who.worker),
                     ConnKey::unpack(who.conn),
+                    attempt,
                     ack,
                 );
             }
@@ -164,6 +168,36 @@ impl Hub {
                 self.stats.mesh_delivered += 1;
                 self.fan_out(&room, &workers, frame, tag, at);
             }
+            PeerMsg::Moved { room } => {
+                let Some(name) = self
+                    .mirrors
+                    .get_key_value(room.as_str())
+                    .map(|(k, _)| k.clone())
+                else {
+                    return;
+                };
+                if self.mirrors.get(&name).map(|m| m.owner) != Some(peer) {
+                    return; // this node already subscribes elsewhere
+                }
+                let Some(mirror) = self.mirrors.remove(&name) else {
+                    return;
+                };
+                self.stats.owner_moves += 1;
+                // The sender may have started the room again since (a subscription
+                // this node sent before it heard of the move): withdraw from that too.
+                // What the subscribers send next follows this on the link.
+                self.send_peer(
+                    peer,
+                    PeerMsg::Leave {
+                        room: name.to_string(),
+                        who: None,
+                        node_left: true,
+                    },
+                );
+                for w in mirror.workers.iter() {
+                    self.rehome_on(w, &name, now);
+                }
+            }
             PeerMsg::PresenceQuery { room, ticket } => {
                 let json = self.roster_json(&room);
                 self.send_peer(peer, PeerMsg::Presence { ticket, json });
@@ -192,12 +226,15 @@ impl Hub {
                 r.set_peer(peer, false);
             }
         }
-        let disowned: Vec<Arc<str>> = self
+        // Sorted: what follows (mail, messages) must not depend on hash order, so a
+        // run replays exactly (the simulator relies on it).
+        let mut disowned: Vec<Arc<str>> = self
             .owned
             .keys()
             .filter(|room| self.topo.remote_owner(room).is_some())
             .cloned()
             .collect();
+        disowned.sort_unstable();
         for room in disowned {
             if let Some(r) = self.owned.remove(&room) {
                 self.history_bytes -= r.history_bytes();
@@ -205,9 +242,20 @@ impl Hub {
                 for w in r.interested() {
                     self.rehome_on(w, &room, now);
                 }
+                // The nodes it served may not see the link that moved it: tell them.
+                let peers = r.peer_mask();
+                if peers != 0 {
+                    self.out.peers.push_back((
+                        peers,
+                        PeerMsg::Moved {
+                            room: room.to_string(),
+                        },
+                    ));
+                }
             }
         }
-        let mirrored: Vec<Arc<str>> = self.mirrors.keys().cloned().collect();
+        let mut mirrored: Vec<Arc<str>> = self.mirrors.keys().cloned().collect();
+        mirrored.sort_unstable();
         for room in mirrored {
             self.check_mirror(&room, now);
         }
@@ -228,7 +276,7 @@ impl Hub {
     }
 
     fn drop_peer_roster(&mut self, peer: usize, now: Ms) {
-        let changed: Vec<Arc<str>> = self
+        let mut changed: Vec<Arc<str>> = self
             .owned
             .iter_mut()
             .filter_map(|(name, r)| {
@@ -236,6 +284,7 @@ impl Hub {
                 r.roster.has_changes().then(|| name.clone())
             })
             .collect();
+        changed.sort_unstable();
         for room in changed {
             if self.cfg.presence_events(&room) {
                 self.presence_dirty.push(room);

@@ -13,6 +13,21 @@ use super::presence::Member;
 use super::room::WorkerSet;
 use crate::protocol::Cursor;
 
+/// A subscription as the home worker receives it.
+#[derive(Debug)]
+pub(super) struct Join {
+    /// The subscriber's worker.
+    pub(super) from: usize,
+    /// Its key there.
+    pub(super) conn: ConnKey,
+    /// Which of its subscriptions this is.
+    pub(super) attempt: u32,
+    /// Resume point.
+    pub(super) since: Option<Cursor>,
+    /// Its user, for the roster.
+    pub(super) user: Option<Arc<str>>,
+}
+
 /// A room owned by a peer node, as its home worker here sees it.
 #[derive(Debug)]
 pub(super) struct Mirror {
@@ -25,15 +40,14 @@ pub(super) struct Mirror {
 
 impl Hub {
     /// Home side of `sub`: answer as the owner, or forward to the owner node.
-    pub(super) fn home_subscribe(
-        &mut self,
-        room: Arc<str>,
-        from: usize,
-        conn: ConnKey,
-        since: Option<Cursor>,
-        user: Option<Arc<str>>,
-        now: Ms,
-    ) {
+    pub(super) fn home_subscribe(&mut self, room: Arc<str>, join: Join, now: Ms) {
+        let Join {
+            from,
+            conn,
+            attempt,
+            since,
+            user,
+        } = join;
         self.check_mirror(&room, now);
         match self.topo.remote_owner(&room) {
             None => {
@@ -45,7 +59,7 @@ impl Hub {
                 let ack = self.owner_subscribe(&room, who, since, user, now);
                 self.stats.resumed(since.is_some(), ack.miss);
                 self.owner_interest(&room, Interest::Worker(from), now);
-                self.send_suback(&room, from, conn, ack);
+                self.send_suback(&room, from, conn, attempt, ack);
             }
             Some(owner) => {
                 let mirror = self.mirrors.entry(room.clone()).or_insert_with(|| Mirror {
@@ -61,6 +75,7 @@ impl Hub {
                             worker: from as u16,
                             conn: conn.pack(),
                         },
+                        attempt,
                         since: since.map(|c| (c.epoch.0, c.seq)),
                         user: user.map(|u| u.to_string()),
                     },

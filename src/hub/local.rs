@@ -18,8 +18,10 @@ use crate::ws::close;
 pub(super) struct LocalRoom {
     /// Subscribers receiving live messages.
     pub(super) live: Vec<ConnKey>,
-    /// Subscribers waiting for the owner's answer; they receive nothing until it.
-    pub(super) pending: Vec<ConnKey>,
+    /// Subscribers waiting for the owner's answer, with the subscription's attempt
+    /// number; they receive nothing until it. An answer to an earlier attempt (the
+    /// connection left and subscribed again, or the room moved) is stale: ignored.
+    pub(super) pending: Vec<(ConnKey, u32)>,
 }
 
 impl LocalRoom {
@@ -28,10 +30,11 @@ impl LocalRoom {
     }
 
     fn remove(&mut self, key: ConnKey) {
-        for list in [&mut self.live, &mut self.pending] {
-            if let Some(i) = list.iter().position(|k| *k == key) {
-                list.swap_remove(i);
-            }
+        if let Some(i) = self.live.iter().position(|k| *k == key) {
+            self.live.swap_remove(i);
+        }
+        if let Some(i) = self.pending.iter().position(|(k, _)| *k == key) {
+            self.pending.swap_remove(i);
         }
     }
 }
@@ -55,12 +58,13 @@ impl Hub {
             let entry = self.users.entry(key).or_insert_with(|| (user.clone(), 0));
             entry.1 += 1;
         }
+        let attempt = self.next_attempt();
         self.local
             .entry(name.clone())
             .or_default()
             .pending
-            .push(key);
-        self.send_subscribe(name.clone(), key, since, user, now);
+            .push((key, attempt));
+        self.send_subscribe(name.clone(), key, attempt, since, user, now);
         name
     }
 
@@ -69,13 +73,21 @@ impl Hub {
         &mut self,
         room: Arc<str>,
         conn: ConnKey,
+        attempt: u32,
         since: Option<Cursor>,
         user: Option<Arc<str>>,
         now: Ms,
     ) {
         let home = self.topo.home(&room);
         if home == self.id {
-            self.home_subscribe(room, self.id, conn, since, user, now);
+            let join = super::home::Join {
+                from: self.id,
+                conn,
+                attempt,
+                since,
+                user,
+            };
+            self.home_subscribe(room, join, now);
         } else {
             self.out.mail.push_back((
                 home,
@@ -83,11 +95,17 @@ impl Hub {
                     room,
                     from: self.id,
                     conn,
+                    attempt,
                     since,
                     user,
                 },
             ));
         }
+    }
+
+    fn next_attempt(&mut self) -> u32 {
+        self.attempts = self.attempts.wrapping_add(1);
+        self.attempts
     }
 
     /// Hand an owner's answer to the subscriber's worker.
@@ -96,28 +114,32 @@ impl Hub {
         room: &Arc<str>,
         worker: usize,
         conn: ConnKey,
+        attempt: u32,
         ack: SubAck,
     ) {
         if worker == self.id {
-            self.on_suback(room, conn, ack);
+            self.on_suback(room, conn, attempt, ack);
         } else {
             self.out.mail.push_back((
                 worker,
                 Mail::SubAck {
                     room: room.clone(),
                     conn,
+                    attempt,
                     ack,
                 },
             ));
         }
     }
 
-    /// The owner's answer: send `subscribed` and the replay, then go live. A second
-    /// answer for a live subscriber (the room moved while it subscribed) restarts its
-    /// stream: the client gets another `subscribed` and re-syncs.
-    pub(super) fn on_suback(&mut self, room: &str, key: ConnKey, ack: SubAck) {
+    /// The owner's answer to subscription `attempt`: send `subscribed` and the
+    /// replay, then go live. An answer to another attempt is stale and ignored.
+    pub(super) fn on_suback(&mut self, room: &str, key: ConnKey, attempt: u32, ack: SubAck) {
         let Some(local) = self.local.get_mut(room) else {
             return; // everyone left before the answer came
+        };
+        let Some(i) = local.pending.iter().position(|p| *p == (key, attempt)) else {
+            return; // this connection left, or subscribed again since
         };
         if ack.refused {
             let cap = self.cfg.max_connections_per_user;
@@ -128,12 +150,8 @@ impl Hub {
             ));
             return;
         }
-        if let Some(i) = local.pending.iter().position(|k| *k == key) {
-            local.pending.swap_remove(i);
-            local.live.push(key);
-        } else if !local.live.contains(&key) {
-            return; // this connection left (or its slot was reused)
-        }
+        local.pending.swap_remove(i);
+        local.live.push(key);
         let head = protocol::subscribed_frame(room, ack.epoch, ack.seq, ack.recovered);
         self.out.conns.push_back(ToConn::Send(key, head));
         for frame in ack.replay {
@@ -199,13 +217,17 @@ impl Hub {
         let Some(local) = self.local.get_mut(&name) else {
             return;
         };
-        let live = std::mem::take(&mut local.live);
-        local.pending.extend(live);
-        let keys = local.pending.clone();
+        let mut keys = std::mem::take(&mut local.live);
+        keys.extend(local.pending.drain(..).map(|(k, _)| k));
         for key in keys {
+            // A new attempt: answers to the earlier one are stale now.
+            let attempt = self.next_attempt();
+            if let Some(local) = self.local.get_mut(&name) {
+                local.pending.push((key, attempt));
+            }
             // The new owner's roster needs the user again.
             let user = self.users.get(&key).map(|(u, _)| u.clone());
-            self.send_subscribe(name.clone(), key, None, user, now);
+            self.send_subscribe(name.clone(), key, attempt, None, user, now);
         }
     }
 }

@@ -184,6 +184,10 @@ pub struct Hub {
     mirrors: HashMap<Arc<str>, Mirror>,
     /// Until when a lost peer's roster entries are kept, by node index.
     lease: Vec<Option<Ms>>,
+    /// The link session to each node this worker last saw come up.
+    sessions: Vec<u64>,
+    /// The last subscription attempt number handed out.
+    attempts: u32,
     /// Owned rooms with presence changes waiting for their debounce window.
     presence_dirty: Vec<Arc<str>>,
     /// Bytes of history the owned rooms hold (bounded by `cfg.history_budget`).
@@ -220,6 +224,8 @@ impl Hub {
             owned: HashMap::new(),
             mirrors: HashMap::new(),
             lease: vec![None; nodes],
+            sessions: vec![0; nodes],
+            attempts: 0,
             presence_dirty: Vec::new(),
             history_bytes: 0,
             history_heap: BinaryHeap::new(),
@@ -283,11 +289,24 @@ impl Hub {
         self.on_peer(peer, msg, at, now);
     }
 
-    /// The link to node `peer` came up or went down. Every worker gets every link
-    /// event, in the order the link had them, and every message of a session is
-    /// handled after its `up` and before its `down`.
-    pub fn handle_link(&mut self, peer: usize, up: bool, now: Ms) {
+    /// The link to node `peer` came up or went down; `session` numbers the link's
+    /// sessions. Every worker gets every link event, in the order the link had them,
+    /// and every message of a session is handled after its `up` and before its
+    /// `down`. Messages for `peer` go out on the session this worker last saw come up
+    /// ([`Hub::session`]): the caller must drop them if the link has moved on.
+    pub fn handle_link(&mut self, peer: usize, up: bool, session: u64, now: Ms) {
+        if let Some(s) = self.sessions.get_mut(peer)
+            && up
+        {
+            *s = session;
+        }
         self.on_link(peer, up, now);
+    }
+
+    /// The session of the link to `peer` that this worker last saw come up: the one
+    /// its messages for `peer` are meant for.
+    pub fn session(&self, peer: usize) -> u64 {
+        self.sessions.get(peer).copied().unwrap_or(0)
     }
 
     /// Time passed: announce settled presence changes, expire lost nodes' roster
@@ -381,7 +400,7 @@ impl Hub {
     }
 
     /// The rooms this worker has subscribers of: `(room, live, pending)`.
-    pub fn local_rooms(&self) -> impl Iterator<Item = (&str, &[ConnKey], &[ConnKey])> {
+    pub fn local_rooms(&self) -> impl Iterator<Item = (&str, &[ConnKey], &[(ConnKey, u32)])> {
         self.local
             .iter()
             .map(|(k, l)| (&**k, l.live.as_slice(), l.pending.as_slice()))
@@ -395,6 +414,11 @@ impl Hub {
     /// The owner node a mirrored room subscribed with.
     pub fn mirror_owner(&self, room: &str) -> Option<usize> {
         self.mirrors.get(room).map(|m| m.owner)
+    }
+
+    /// Identified subscribers this worker remembers users for.
+    pub fn users_len(&self) -> usize {
+        self.users.len()
     }
 
     /// Whether nothing waits in the effect queues.

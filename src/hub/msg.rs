@@ -26,6 +26,8 @@ pub enum Mail {
         from: usize,
         /// Subscriber's key on that worker.
         conn: ConnKey,
+        /// Which of the connection's subscriptions this is (echoed in the answer).
+        attempt: u32,
         /// Resume point, if any.
         since: Option<Cursor>,
         /// The subscriber's user, for presence.
@@ -37,6 +39,8 @@ pub enum Mail {
         room: Arc<str>,
         /// Subscriber's key on the receiving worker.
         conn: ConnKey,
+        /// The subscription answered.
+        attempt: u32,
         /// Epoch, seq and replay.
         ack: SubAck,
     },
@@ -119,6 +123,8 @@ pub enum PeerMsg {
         room: String,
         /// The subscriber.
         who: Subscriber,
+        /// Which of the subscriber's subscriptions this is (echoed in the answer).
+        attempt: u32,
         /// Resume point `(epoch, seq)`.
         since: Option<(u64, u64)>,
         /// The subscriber's user, for presence.
@@ -130,6 +136,8 @@ pub enum PeerMsg {
         room: String,
         /// The subscriber.
         who: Subscriber,
+        /// The subscription answered.
+        attempt: u32,
         /// The room's epoch.
         epoch: u64,
         /// Latest seq: live messages follow it.
@@ -187,6 +195,15 @@ pub enum PeerMsg {
         /// The asker.
         ticket: Ticket,
     },
+    /// From a room's (former) owner to the nodes it served: it no longer owns the
+    /// room (its view of the cluster moved it elsewhere). A node whose mirror
+    /// subscribed with the sender has its subscribers subscribe again, so none stays
+    /// on a stream that ended. (Nodes do not always see the same links: a node cut
+    /// off from the new owner would otherwise never hear of the move.)
+    Moved {
+        /// Room name.
+        room: String,
+    },
     /// From a room's owner: the roster as the JSON the client receives.
     Presence {
         /// The asker.
@@ -206,7 +223,8 @@ impl PeerMsg {
             | PeerMsg::Leave { room, .. }
             | PeerMsg::Publish { room, .. }
             | PeerMsg::Deliver { room, .. }
-            | PeerMsg::PresenceQuery { room, .. } => super::topology::home_worker(room, workers),
+            | PeerMsg::PresenceQuery { room, .. }
+            | PeerMsg::Moved { room } => super::topology::home_worker(room, workers),
             PeerMsg::Published { ticket, .. } | PeerMsg::Presence { ticket, .. } => {
                 usize::from(ticket.worker).min(workers - 1)
             }

@@ -393,10 +393,25 @@ impl Hub {
                 room,
                 from,
                 conn,
+                attempt,
                 since,
                 user,
-            } => self.home_subscribe(room, from, conn, since, user, now),
-            Mail::SubAck { room, conn, ack } => self.on_suback(&room, conn, ack),
+            } => {
+                let join = super::home::Join {
+                    from,
+                    conn,
+                    attempt,
+                    since,
+                    user,
+                };
+                self.home_subscribe(room, join, now);
+            }
+            Mail::SubAck {
+                room,
+                conn,
+                attempt,
+                ack,
+            } => self.on_suback(&room, conn, attempt, ack),
             Mail::Leave {
                 room,
                 from,

@@ -126,6 +126,11 @@ impl Roster {
         out
     }
 
+    /// Every member and its user.
+    pub fn members(&self) -> impl Iterator<Item = (&Member, &str)> {
+        self.members.iter().map(|(m, u)| (m, &**u))
+    }
+
     /// Connections of `user` on the roster.
     pub fn count(&self, user: &str) -> u32 {
         self.counts.get(user).copied().unwrap_or(0)

@@ -21,9 +21,8 @@ use crate::metrics::histogram::now_ns;
 /// How long a peer has for the whole hello exchange.
 const HELLO_DEADLINE: Duration = Duration::from_secs(3);
 
-/// Hello exchanges an acceptor runs at once; more connections are closed unread,
-/// so strangers cannot make the node spend a thread (or memory) each.
-pub const MAX_PENDING_HELLOS: usize = 8;
+/// Hello exchanges an acceptor runs at once (see the config's constant).
+pub const MAX_PENDING_HELLOS: usize = crate::config::MESH_PENDING_HELLOS;
 
 /// Start the listener and one manager thread per peer.
 pub fn start(mesh: Arc<Mesh>, listener: TcpListener, sink: Arc<dyn Sink>) -> std::io::Result<()> {
@@ -401,11 +400,13 @@ fn run_session(
     };
     *slot.socket.lock().expect("not poisoned") = Some(for_cut);
     let stop = Arc::new(AtomicBool::new(false));
+    // A new session: frames queued for any other are not sent on it.
+    let session = slot.session.fetch_add(1, Ordering::AcqRel) + 1;
     let writer = {
         let (mesh, stop) = (mesh.clone(), stop.clone());
         std::thread::Builder::new()
             .name(format!("ringway-mesh-w-{id}"))
-            .spawn(move || write_loop(&mesh, peer, for_writer, &stop))
+            .spawn(move || write_loop(&mesh, peer, session, for_writer, &stop))
     };
     let Ok(writer) = writer else {
         *slot.socket.lock().expect("not poisoned") = None;
@@ -414,14 +415,14 @@ fn run_session(
     slot.stats.connects.fetch_add(1, Ordering::Relaxed);
     slot.up.store(true, Ordering::Release);
     mesh.set_live(peer, true);
-    sink.link(peer, true);
+    sink.link(peer, true, session);
     info!(peer = %id, "mesh: link to {id} up");
 
     let why = read_loop(sink, mesh, peer, stream, decoder);
 
     slot.up.store(false, Ordering::Release);
     mesh.set_live(peer, false);
-    sink.link(peer, false);
+    sink.link(peer, false, session);
     if mesh.stopping() {
         info!(peer = %id, "mesh: link to {id} closed (shutting down)");
     } else {
@@ -484,7 +485,8 @@ fn read_loop(
 fn dispatch(sink: &dyn Sink, mesh: &Mesh, peer: usize, frame: Frame) {
     match frame {
         Frame::Ping { sent_us } => {
-            mesh.send(peer, wire::encode(&Frame::Pong { sent_us }));
+            let session = mesh.slots[peer].session.load(Ordering::Acquire);
+            mesh.send(peer, wire::encode(&Frame::Pong { sent_us }), session);
         }
         Frame::Pong { sent_us } => {
             let rtt = (now_ns() / 1000).saturating_sub(sent_us);
@@ -505,7 +507,7 @@ fn dispatch(sink: &dyn Sink, mesh: &Mesh, peer: usize, frame: Frame) {
     }
 }
 
-fn write_loop(mesh: &Mesh, peer: usize, stream: TcpStream, stop: &AtomicBool) {
+fn write_loop(mesh: &Mesh, peer: usize, session: u64, stream: TcpStream, stop: &AtomicBool) {
     let slot: &Slot = &mesh.slots[peer];
     let heartbeat = Duration::from_millis(mesh.config.heartbeat_ms);
     let ping = || {
@@ -533,15 +535,17 @@ fn write_loop(mesh: &Mesh, peer: usize, stream: TcpStream, stop: &AtomicBool) {
         };
         let mut ok = true;
         let mut taken = 0;
-        if let Some(first) = first {
+        if let Some((s, first)) = first {
             taken += first.len();
-            ok &= write(&mut out, &first);
+            ok &= s != session || write(&mut out, &first);
             // Cork: everything already queued leaves in as few writes as the buffer
-            // allows.
+            // allows. (A frame queued for an older session is not this one's.)
             while ok {
-                let Ok(b) = slot.rx.try_recv() else { break };
+                let Ok((s, b)) = slot.rx.try_recv() else {
+                    break;
+                };
                 taken += b.len();
-                ok &= write(&mut out, &b);
+                ok &= s != session || write(&mut out, &b);
             }
         }
         if last_ping.elapsed() >= heartbeat {

@@ -85,8 +85,9 @@ pub struct LinkStats {
 pub trait Sink: Send + Sync {
     /// A room message from node `peer`, received at `at` (`metrics::histogram::now_ns`).
     fn message(&self, peer: usize, msg: crate::hub::PeerMsg, at: u64);
-    /// The link to node `peer` came up or went down.
-    fn link(&self, peer: usize, up: bool);
+    /// The link to node `peer` came up or went down; `session` numbers the link's
+    /// sessions (frames sent with [`Mesh::send`] name the session their sender saw).
+    fn link(&self, peer: usize, up: bool, session: u64);
 }
 
 /// An authenticated stream, with whatever bytes its hello left in the decoder.
@@ -99,8 +100,11 @@ type Series<T> = (&'static str, &'static str, fn(&T) -> u64);
 /// the link's threads.
 #[derive(Debug)]
 pub struct Slot {
-    tx: Sender<Bytes>,
-    rx: Receiver<Bytes>,
+    /// Frames for the peer, each with the session it was meant for.
+    tx: Sender<(u64, Bytes)>,
+    rx: Receiver<(u64, Bytes)>,
+    /// The current session (numbered from 1; a new one at each connect).
+    session: AtomicU64,
     queued: AtomicUsize,
     overflow: AtomicBool,
     up: AtomicBool,
@@ -164,6 +168,7 @@ impl Mesh {
                     queued: AtomicUsize::new(0),
                     overflow: AtomicBool::new(false),
                     up: AtomicBool::new(false),
+                    session: AtomicU64::new(0),
                     socket: Mutex::new(None),
                     incoming: crossbeam_channel::bounded(4),
                     stats: LinkStats::default(),
@@ -209,18 +214,25 @@ impl Mesh {
         }
     }
 
-    /// Queue an encoded frame for node `to`. When the link is down the frame is
-    /// dropped (counted): whatever it was for is redone when the link returns. When
+    /// Queue an encoded frame for node `to`, on link session `session`: the session
+    /// the sender saw come up (see [`Sink::link`]). A frame for another session than
+    /// the current one is dropped (counted), like one for a link that is down: its
+    /// sender has not yet heard what happened to the link, and will redo what the
+    /// frame was for when it does. (A worker that sent into a session it had not yet
+    /// seen begin would leave the peer with state it does not know it created.) When
     /// the queue is over its bound, the link is cut.
-    pub fn send(&self, to: usize, frame: Bytes) {
+    pub fn send(&self, to: usize, frame: Bytes, session: u64) {
         let slot = &self.slots[to];
-        if !slot.up.load(Ordering::Acquire) || slot.overflow.load(Ordering::Relaxed) {
+        if !slot.up.load(Ordering::Acquire)
+            || slot.session.load(Ordering::Acquire) != session
+            || slot.overflow.load(Ordering::Relaxed)
+        {
             slot.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let n = frame.len();
         let over = slot.queued.fetch_add(n, Ordering::AcqRel) + n > self.config.queue_bytes;
-        if over || slot.tx.try_send(frame).is_err() {
+        if over || slot.tx.try_send((session, frame)).is_err() {
             slot.queued.fetch_sub(n, Ordering::AcqRel);
             if !slot.overflow.swap(true, Ordering::AcqRel) {
                 slot.stats.overflows.fetch_add(1, Ordering::Relaxed);
@@ -390,26 +402,27 @@ mod tests {
     fn a_peer_over_its_queue_bound_is_cut_not_buffered() {
         let m = mesh(1000, 100);
         let slot = &m.slots[1];
-        m.send(1, Bytes::from_static(b"x"));
+        m.send(1, Bytes::from_static(b"x"), 1);
         assert_eq!(
             slot.stats.dropped.load(Ordering::Relaxed),
             1,
             "down: dropped"
         );
         slot.up.store(true, Ordering::Release);
+        slot.session.store(1, Ordering::Release);
         for _ in 0..4 {
-            m.send(1, Bytes::from(vec![0u8; 250]));
+            m.send(1, Bytes::from(vec![0u8; 250]), 1);
         }
         assert_eq!(slot.queued.load(Ordering::Relaxed), 1000);
         assert_eq!(slot.stats.overflows.load(Ordering::Relaxed), 0);
-        m.send(1, Bytes::from(vec![0u8; 1]));
+        m.send(1, Bytes::from(vec![0u8; 1]), 1);
         assert_eq!(slot.stats.overflows.load(Ordering::Relaxed), 1);
         assert_eq!(
             slot.queued.load(Ordering::Relaxed),
             1000,
             "nothing more queued"
         );
-        m.send(1, Bytes::from(vec![0u8; 1]));
+        m.send(1, Bytes::from(vec![0u8; 1]), 1);
         assert_eq!(slot.stats.dropped.load(Ordering::Relaxed), 3);
         assert_eq!(slot.stats.overflows.load(Ordering::Relaxed), 1, "cut once");
     }
@@ -418,8 +431,9 @@ mod tests {
     fn the_frame_count_bounds_too() {
         let m = mesh(1 << 20, 2);
         m.slots[1].up.store(true, Ordering::Release);
+        m.slots[1].session.store(1, Ordering::Release);
         for _ in 0..3 {
-            m.send(1, Bytes::from_static(b"x"));
+            m.send(1, Bytes::from_static(b"x"), 1);
         }
         assert_eq!(m.slots[1].stats.overflows.load(Ordering::Relaxed), 1);
     }

@@ -177,12 +177,14 @@ mod tests {
             Frame::Hub(PeerMsg::Subscribe {
                 room: "chat:1".into(),
                 who,
+                attempt: 9,
                 since: Some((5, 6)),
                 user: Some("alice".into()),
             }),
             Frame::Hub(PeerMsg::SubAck {
                 room: "chat:1".into(),
                 who,
+                attempt: 9,
                 epoch: u64::MAX,
                 seq: 3,
                 recovered: true,

@@ -49,6 +49,8 @@ pub enum Letter {
         peer: usize,
         /// Up or down.
         up: bool,
+        /// Which session of the link (see `mesh::Sink::link`).
+        session: u64,
     },
     /// Asks for a snapshot of the receiver's counters.
     StatsRequest {

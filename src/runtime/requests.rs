@@ -85,6 +85,11 @@ impl State {
                     }
                     (Endpoint::Client, DataKind::Text) => self.on_request(key, payload.as_slice()),
                     (Endpoint::Client, DataKind::Binary) => {
+                        // Refused, but counted like any message: an error answered
+                        // per frame must not be free.
+                        if !self.within_rate(key, payload.as_slice().len()) {
+                            return;
+                        }
                         let frame = protocol::error_frame(
                             ErrorCode::Unsupported,
                             "ringway.v1 messages are JSON text frames; binary frames are not accepted",

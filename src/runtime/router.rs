@@ -26,9 +26,9 @@ impl Sink for Router {
         self.mailboxes[to].send(Letter::Peer { peer, msg, at });
     }
 
-    fn link(&self, peer: usize, up: bool) {
+    fn link(&self, peer: usize, up: bool, session: u64) {
         for m in &self.mailboxes {
-            m.send(Letter::Link { peer, up });
+            m.send(Letter::Link { peer, up, session });
         }
     }
 }

@@ -189,7 +189,7 @@ impl Worker {
         match letter {
             Letter::Hub(mail) => st.hub.handle_mail(mail, now),
             Letter::Peer { peer, msg, at } => st.hub.handle_peer(peer, msg, at, now),
-            Letter::Link { peer, up } => st.hub.handle_link(peer, up, now),
+            Letter::Link { peer, up, session } => st.hub.handle_link(peer, up, session, now),
             Letter::StatsRequest { from, req } => {
                 let stats = Box::new(st.snapshot());
                 st.shared.mailboxes[from].send(Letter::Stats { req, stats });
@@ -352,7 +352,7 @@ impl State {
                         .delivers_out
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                mesh.send(p, wire.clone());
+                mesh.send(p, wire.clone(), self.hub.session(p));
             }
         }
         while let Some((req, reply)) = self.hub.poll_reply() {

@@ -8,7 +8,7 @@
 
 use tungstenite::handshake::machine::TryParse;
 use tungstenite::handshake::server::{Request, create_response, write_response};
-use tungstenite::http::{HeaderValue, StatusCode};
+use tungstenite::http::HeaderValue;
 
 /// The subprotocol of ringway's JSON client protocol.
 pub const SUBPROTOCOL: &str = "ringway.v1";
@@ -215,23 +215,18 @@ fn offers_subprotocol(request: &Request, wanted: &str) -> bool {
 
 /// A complete HTTP error response with a text body.
 pub fn reject(status: u16, reason: &str) -> Rejected {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut extra = String::new();
+    let mut r = crate::http::Response::text(status, format!("{reason}\n"));
     if status == 426 {
-        extra.push_str("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+        r = r
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", 13);
     }
     if status == 503 {
-        extra.push_str("Retry-After: 5\r\n");
+        r = r.header("Retry-After", 5);
     }
-    let response = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{reason}\n",
-        code.as_u16(),
-        code.canonical_reason().unwrap_or(""),
-        reason.len() + 1,
-    );
     Rejected {
         status,
-        response: response.into_bytes(),
+        response: r.encode(false),
     }
 }
 

@@ -1,0 +1,876 @@
+//! The simulated world: nodes of hubs, the queues between them, clients, faults.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::client::{At, Client, Ledger, Sub, record};
+use crate::hub::presence::Member;
+use crate::hub::{ConnKey, Hub, HubConfig, Mail, Ms, PeerMsg, Reply, ToConn, Topology};
+use crate::hub::{home_worker, rendezvous};
+
+/// The rooms clients use (a few, so they collide), and their users.
+const ROOMS: [&str; 5] = ["chat:a", "chat:b", "p:c", "news", "chat:e"];
+const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
+/// Connections per user across the cluster (personal rooms enforce it).
+const USER_CAP: u32 = 3;
+/// How often hubs tick, in simulated ms.
+const TICK: Ms = 100;
+
+/// What one step did.
+pub enum Outcome {
+    Ok,
+    Violation(String),
+}
+
+/// Something queued for a worker from a peer link: in session order.
+enum FromPeer {
+    Msg(PeerMsg),
+    /// Up or down, and the session.
+    Link(bool, u64),
+}
+
+/// A link between two nodes: whether a session is up, and what is in flight each
+/// way (`[low→high, high→low]`).
+#[derive(Default)]
+struct Link {
+    connected: bool,
+    /// The current session (a new one at each heal).
+    session: u64,
+    flight: [VecDeque<PeerMsg>; 2],
+}
+
+struct Node {
+    up: bool,
+    hubs: Vec<Hub>,
+}
+
+pub struct World {
+    rng: fastrand::Rng,
+    now: Ms,
+    next_tick: Ms,
+    cfg: HubConfig,
+    seeds: Vec<u64>,
+    workers: usize,
+    nodes: Vec<Node>,
+    /// Worker-to-worker mail on one node: `(node, from, to)`.
+    mail: BTreeMap<(usize, usize, usize), VecDeque<Mail>>,
+    /// A link's messages and events for one worker: `(node, peer, worker)`.
+    inbox: BTreeMap<(usize, usize, usize), VecDeque<FromPeer>>,
+    /// Links by `(low, high)` node index.
+    links: BTreeMap<(usize, usize), Link>,
+    clients: Vec<Client>,
+    by_conn: BTreeMap<At, usize>,
+    next_slot: u32,
+    ledger: Ledger,
+    next_data: u64,
+    next_req: u64,
+    /// Publishes waiting for their epoch and seq: `(node, worker, req)` → room, data.
+    asked: BTreeMap<(usize, usize, u64), (String, u64)>,
+    violation: Option<String>,
+    /// `RINGWAY_SIM_TRACE`: print every step (to follow a failing seed).
+    trace: bool,
+}
+
+macro_rules! trace {
+    ($w:expr, $($arg:tt)*) => {
+        if $w.trace {
+            eprintln!("[{:>6} ms] {}", $w.now, format!($($arg)*));
+        }
+    };
+}
+
+impl World {
+    pub fn new(seed: u64) -> World {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let n = rng.usize(1..=4);
+        let workers = rng.usize(1..=3);
+        let cfg = HubConfig {
+            replay_messages: rng.usize(4..64),
+            replay_ms: 3_000,
+            replay_bytes: 1 << 20,
+            history_budget: if rng.bool() { 1 << 20 } else { 4096 },
+            presence_events: vec!["p:".into()],
+            presence_debounce_ms: 300,
+            presence_lease_ms: 1_000,
+            max_connections_per_user: USER_CAP,
+            peer_replay_bytes: 1_500,
+            tick_ms: TICK,
+        };
+        let seeds = (0..n).map(|i| rendezvous::seed(&format!("n{i}"))).collect();
+        let mut w = World {
+            rng,
+            now: 0,
+            next_tick: TICK,
+            cfg,
+            seeds,
+            workers,
+            nodes: Vec::new(),
+            mail: BTreeMap::new(),
+            inbox: BTreeMap::new(),
+            links: BTreeMap::new(),
+            clients: USERS
+                .iter()
+                .map(|u| Some(u.to_string()))
+                .chain([None, None, None])
+                .cycle()
+                .take(10)
+                .map(Client::new)
+                .collect(),
+            by_conn: BTreeMap::new(),
+            next_slot: 0,
+            ledger: Ledger::new(),
+            next_data: 0,
+            next_req: 0,
+            asked: BTreeMap::new(),
+            violation: None,
+            trace: std::env::var_os("RINGWAY_SIM_TRACE").is_some(),
+        };
+        for i in 0..n {
+            let hubs = w.fresh_hubs(i);
+            w.nodes.push(Node { up: true, hubs });
+        }
+        for a in 0..n {
+            for b in a + 1..n {
+                w.links.insert((a, b), Link::default());
+                w.heal(a, b);
+            }
+        }
+        w
+    }
+
+    fn fresh_hubs(&mut self, node: usize) -> Vec<Hub> {
+        (0..self.workers)
+            .map(|id| {
+                let mut epochs = fastrand::Rng::with_seed(self.rng.u64(..));
+                Hub::new(
+                    id,
+                    self.cfg.clone(),
+                    Topology::cluster(node, self.seeds.clone(), self.workers),
+                    Box::new(move || epochs.u64(..)),
+                )
+            })
+            .collect()
+    }
+
+    /// One random step.
+    pub fn step(&mut self) -> Outcome {
+        let roll = self.rng.u32(0..100);
+        match roll {
+            0..60 => {
+                self.deliver_one();
+            }
+            60..85 => self.client_action(),
+            85..96 => {
+                let ms = self.rng.u64(1..200);
+                self.advance(ms);
+            }
+            _ => self.fault(),
+        }
+        match self.violation.take() {
+            Some(v) => Outcome::Violation(v),
+            None => Outcome::Ok,
+        }
+    }
+
+    fn fail(&mut self, v: String) {
+        self.violation.get_or_insert(v);
+    }
+
+    // ----- queues -----
+
+    /// Deliver the head of one random non-empty queue. Returns whether there was one.
+    fn deliver_one(&mut self) -> bool {
+        let mut queues: Vec<u8> = Vec::new();
+        if self.mail.values().any(|q| !q.is_empty()) {
+            queues.push(0);
+        }
+        if self.inbox.values().any(|q| !q.is_empty()) {
+            queues.push(1);
+        }
+        if self
+            .links
+            .values()
+            .any(|l| l.flight.iter().any(|f| !f.is_empty()))
+        {
+            queues.push(2);
+        }
+        let Some(&kind) = (!queues.is_empty()).then(|| &queues[self.rng.usize(..queues.len())])
+        else {
+            return false;
+        };
+        match kind {
+            0 => {
+                let keys: Vec<_> = self
+                    .mail
+                    .iter()
+                    .filter(|(_, q)| !q.is_empty())
+                    .map(|(k, _)| *k)
+                    .collect();
+                let key = keys[self.rng.usize(..keys.len())];
+                let Some(mail) = self.mail.get_mut(&key).and_then(|q| q.pop_front()) else {
+                    return true;
+                };
+                let (n, from, to) = key;
+                let now = self.now;
+                trace!(self, "node {n} worker {from} -> {to}: {mail:?}");
+                self.nodes[n].hubs[to].handle_mail(mail, now);
+                self.drain(n, to);
+            }
+            1 => {
+                let keys: Vec<_> = self
+                    .inbox
+                    .iter()
+                    .filter(|(_, q)| !q.is_empty())
+                    .map(|(k, _)| *k)
+                    .collect();
+                let key = keys[self.rng.usize(..keys.len())];
+                let Some(item) = self.inbox.get_mut(&key).and_then(|q| q.pop_front()) else {
+                    return true;
+                };
+                let (n, peer, w) = key;
+                let now = self.now;
+                match &item {
+                    FromPeer::Msg(m) => trace!(self, "node {peer} => node {n} worker {w}: {m:?}"),
+                    FromPeer::Link(up, s) => {
+                        trace!(
+                            self,
+                            "node {n} worker {w}: link to {peer} up={up} session {s}"
+                        )
+                    }
+                }
+                match item {
+                    FromPeer::Msg(msg) => self.nodes[n].hubs[w].handle_peer(peer, msg, now, now),
+                    FromPeer::Link(up, s) => self.nodes[n].hubs[w].handle_link(peer, up, s, now),
+                }
+                self.drain(n, w);
+            }
+            _ => {
+                let keys: Vec<_> = self
+                    .links
+                    .iter()
+                    .flat_map(|(k, l)| {
+                        (0..2)
+                            .filter(|&d| !l.flight[d].is_empty())
+                            .map(move |d| (*k, d))
+                    })
+                    .collect();
+                let ((a, b), d) = keys[self.rng.usize(..keys.len())];
+                let Some(msg) = self
+                    .links
+                    .get_mut(&(a, b))
+                    .and_then(|l| l.flight[d].pop_front())
+                else {
+                    return true;
+                };
+                let (from, to) = if d == 0 { (a, b) } else { (b, a) };
+                self.arrive(from, to, msg);
+            }
+        }
+        true
+    }
+
+    /// A message reached node `to` over the link from `from`: into the queue of the
+    /// worker that handles it.
+    fn arrive(&mut self, from: usize, to: usize, msg: PeerMsg) {
+        let w = msg.route(self.workers);
+        self.inbox
+            .entry((to, from, w))
+            .or_default()
+            .push_back(FromPeer::Msg(msg));
+    }
+
+    /// Carry out what hub `(n, w)` decided (the executor's job).
+    fn drain(&mut self, n: usize, w: usize) {
+        loop {
+            let hub = &mut self.nodes[n].hubs[w];
+            if let Some(effect) = hub.poll_conn() {
+                match effect {
+                    ToConn::Send(key, frame) => self.hand_to_client(
+                        At {
+                            node: n,
+                            worker: w,
+                            key,
+                        },
+                        &frame,
+                    ),
+                    ToConn::Broadcast { room, frame, .. } => {
+                        let keys = self.nodes[n].hubs[w].subscribers(&room).to_vec();
+                        for key in keys {
+                            self.hand_to_client(
+                                At {
+                                    node: n,
+                                    worker: w,
+                                    key,
+                                },
+                                &frame,
+                            );
+                        }
+                    }
+                    ToConn::Close(key, code, _) => {
+                        trace!(self, "node {n} worker {w}: close {key:?} {code}");
+                        if let Some(&c) = self.by_conn.get(&At {
+                            node: n,
+                            worker: w,
+                            key,
+                        }) {
+                            self.clients[c].closing = true;
+                        }
+                    }
+                }
+                continue;
+            }
+            if let Some((to, mail)) = hub.poll_mail() {
+                self.mail.entry((n, w, to)).or_default().push_back(mail);
+                continue;
+            }
+            if let Some((peers, msg)) = hub.poll_peer() {
+                for p in (0..64).filter(|p| peers & (1 << p) != 0) {
+                    let (lo, hi) = (n.min(p), n.max(p));
+                    let session = self.nodes[n].hubs[w].session(p);
+                    // As the mesh does: only on the session the sender saw come up.
+                    if let Some(link) = self.links.get_mut(&(lo, hi))
+                        && link.connected
+                        && link.session == session
+                    {
+                        link.flight[usize::from(n > p)].push_back(msg.clone());
+                    }
+                }
+                continue;
+            }
+            if let Some((req, reply)) = hub.poll_reply() {
+                if let (Reply::Published(epoch, seq), Some((room, data))) =
+                    (reply, self.asked.remove(&(n, w, req)))
+                    && let Err(v) = record(&mut self.ledger, &room, epoch.0, seq, data)
+                {
+                    self.fail(format!("publish answer: {v}"));
+                }
+                continue;
+            }
+            break;
+        }
+    }
+
+    fn hand_to_client(&mut self, at: At, frame: &bytes::Bytes) {
+        let Some(&c) = self.by_conn.get(&at) else {
+            return; // a connection that went away
+        };
+        if self.clients[c].closing {
+            return; // closing: nothing more is queued to it
+        }
+        if let Err(v) = self.clients[c].receive(frame, &mut self.ledger) {
+            self.fail(format!("client {c} at {at:?}: {v}"));
+        }
+    }
+
+    // ----- time -----
+
+    fn advance(&mut self, ms: Ms) {
+        self.now += ms;
+        while self.next_tick <= self.now {
+            let now = self.next_tick;
+            for n in 0..self.nodes.len() {
+                if !self.nodes[n].up {
+                    continue;
+                }
+                for w in 0..self.workers {
+                    self.nodes[n].hubs[w].handle_tick(now);
+                    self.drain(n, w);
+                }
+            }
+            self.next_tick += TICK;
+        }
+    }
+
+    // ----- clients -----
+
+    fn client_action(&mut self) {
+        let c = self.rng.usize(..self.clients.len());
+        let Some(at) = self.clients[c].at else {
+            self.connect(c);
+            return;
+        };
+        if self.clients[c].closing {
+            self.disconnect(c);
+            return;
+        }
+        let now = self.now;
+        let user = self.clients[c].user.clone();
+        match self.rng.u32(0..100) {
+            0..30 => {
+                let room = ROOMS[self.rng.usize(..ROOMS.len())];
+                if self.clients[c].rooms.contains_key(room) {
+                    return;
+                }
+                let since = match self.rng.u32(0..10) {
+                    0..7 => self.clients[c].cursors.get(room).copied(),
+                    7 => Some((self.rng.u64(..), self.rng.u64(0..5))), // a stranger's cursor
+                    _ => None,
+                };
+                let cursor = since.map(|(e, s)| crate::protocol::Cursor {
+                    epoch: crate::protocol::Epoch(e),
+                    seq: s,
+                });
+                trace!(
+                    self,
+                    "client {c} at {at:?} ({user:?}) subscribes {room} since {since:?}"
+                );
+                self.clients[c]
+                    .rooms
+                    .insert(room.to_owned(), Sub::Pending { since });
+                let hub = &mut self.nodes[at.node].hubs[at.worker];
+                hub.handle_subscribe(at.key, room, cursor, user.as_deref().map(Arc::from), now);
+                self.drain(at.node, at.worker);
+            }
+            30..40 => {
+                let rooms: Vec<String> = self.clients[c]
+                    .rooms
+                    .keys()
+                    .filter(|r| !r.starts_with("user:"))
+                    .cloned()
+                    .collect();
+                if rooms.is_empty() {
+                    return;
+                }
+                let room = rooms[self.rng.usize(..rooms.len())].clone();
+                trace!(self, "client {c} at {at:?} unsubscribes {room}");
+                self.clients[c].rooms.remove(&room);
+                let hub = &mut self.nodes[at.node].hubs[at.worker];
+                hub.handle_leave(at.key, &Arc::from(room.as_str()), user.is_some(), now);
+                self.drain(at.node, at.worker);
+            }
+            40..80 => {
+                let room = if self.rng.u32(0..8) == 0 {
+                    format!("user:{}", USERS[self.rng.usize(..USERS.len())])
+                } else {
+                    ROOMS[self.rng.usize(..ROOMS.len())].to_owned()
+                };
+                let data = self.next_data;
+                self.next_data += 1;
+                let json = RawValue::from_string(format!("{{\"id\":{data}}}")).expect("JSON");
+                let reply = self.rng.bool().then(|| {
+                    self.next_req += 1;
+                    self.asked
+                        .insert((at.node, at.worker, self.next_req), (room.clone(), data));
+                    self.next_req
+                });
+                let hub = &mut self.nodes[at.node].hubs[at.worker];
+                hub.handle_publish(&room, &json, None, reply, now, now);
+                self.drain(at.node, at.worker);
+            }
+            80..85 => {
+                self.next_req += 1;
+                let room = ROOMS[self.rng.usize(..ROOMS.len())];
+                let req = self.next_req;
+                self.nodes[at.node].hubs[at.worker].handle_presence(room, req, now);
+                self.drain(at.node, at.worker);
+            }
+            _ => self.disconnect(c),
+        }
+    }
+
+    /// Connect client `c` to a random live node and worker (identified clients join
+    /// their personal room).
+    fn connect(&mut self, c: usize) {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].up)
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let node = up[self.rng.usize(..up.len())];
+        let worker = self.rng.usize(..self.workers);
+        self.next_slot += 1;
+        let at = At {
+            node,
+            worker,
+            key: ConnKey {
+                slot: self.next_slot,
+                generation: 1,
+            },
+        };
+        trace!(
+            self,
+            "client {c} ({:?}) connects at {at:?}", self.clients[c].user
+        );
+        let client = &mut self.clients[c];
+        client.at = Some(at);
+        client.closing = false;
+        client.rooms.clear();
+        self.by_conn.insert(at, c);
+        if let Some(user) = client.user.clone() {
+            let room = format!("user:{user}");
+            client
+                .rooms
+                .insert(room.clone(), Sub::Pending { since: None });
+            let now = self.now;
+            self.nodes[node].hubs[worker].handle_subscribe(
+                at.key,
+                &room,
+                None,
+                Some(Arc::from(user)),
+                now,
+            );
+            self.drain(node, worker);
+        }
+    }
+
+    /// The connection of client `c` ends: it leaves its rooms.
+    fn disconnect(&mut self, c: usize) {
+        let Some(at) = self.clients[c].at.take() else {
+            return;
+        };
+        self.by_conn.remove(&at);
+        trace!(self, "client {c} at {at:?} disconnects");
+        let rooms = std::mem::take(&mut self.clients[c].rooms);
+        self.clients[c].closing = false;
+        if !self.nodes[at.node].up {
+            return;
+        }
+        let identified = self.clients[c].user.is_some();
+        let now = self.now;
+        for room in rooms.keys() {
+            self.nodes[at.node].hubs[at.worker].handle_leave(
+                at.key,
+                &Arc::from(room.as_str()),
+                identified,
+                now,
+            );
+        }
+        self.drain(at.node, at.worker);
+    }
+
+    // ----- faults -----
+
+    fn fault(&mut self) {
+        let n = self.nodes.len();
+        if n < 2 {
+            return;
+        }
+        let a = self.rng.usize(..n);
+        let b = (a + self.rng.usize(1..n)) % n;
+        match self.rng.u32(0..10) {
+            0..4 => self.cut(a.min(b), a.max(b)),
+            4..7 => self.heal(a.min(b), a.max(b)),
+            7 => self.crash(a),
+            _ => self.restart(a),
+        }
+    }
+
+    /// Cut the link `(a, b)`: each direction delivers a random prefix of what was in
+    /// flight; both sides hear the link went down.
+    fn cut(&mut self, a: usize, b: usize) {
+        let Some(link) = self.links.get_mut(&(a, b)) else {
+            return;
+        };
+        if !link.connected {
+            return;
+        }
+        trace!(self, "cut link {a}-{b}");
+        let link = self.links.get_mut(&(a, b)).expect("checked");
+        link.connected = false;
+        let mut flights = std::mem::take(&mut link.flight);
+        for (d, flight) in flights.iter_mut().enumerate() {
+            let keep = self.rng.usize(..=flight.len());
+            let (from, to) = if d == 0 { (a, b) } else { (b, a) };
+            for msg in flight.drain(..).take(keep) {
+                if self.nodes[to].up {
+                    self.arrive(from, to, msg);
+                }
+            }
+        }
+        let session = self.links[&(a, b)].session;
+        for (node, peer) in [(a, b), (b, a)] {
+            if self.nodes[node].up {
+                for w in 0..self.workers {
+                    self.inbox
+                        .entry((node, peer, w))
+                        .or_default()
+                        .push_back(FromPeer::Link(false, session));
+                }
+            }
+        }
+    }
+
+    /// Bring the link `(a, b)` up (when both nodes are).
+    fn heal(&mut self, a: usize, b: usize) {
+        if !(self.nodes[a].up && self.nodes[b].up) {
+            return;
+        }
+        let Some(link) = self.links.get_mut(&(a, b)) else {
+            return;
+        };
+        if link.connected {
+            return;
+        }
+        link.connected = true;
+        link.session += 1;
+        let session = link.session;
+        trace!(self, "heal link {a}-{b} (session {session})");
+        for (node, peer) in [(a, b), (b, a)] {
+            for w in 0..self.workers {
+                self.inbox
+                    .entry((node, peer, w))
+                    .or_default()
+                    .push_back(FromPeer::Link(true, session));
+            }
+        }
+    }
+
+    /// Node `n` dies: everything it held is lost; its clients are disconnected (they
+    /// keep their cursors); its peers lose their links to it.
+    fn crash(&mut self, n: usize) {
+        if !self.nodes[n].up {
+            return;
+        }
+        trace!(self, "crash node {n}");
+        for peer in 0..self.nodes.len() {
+            if peer != n {
+                self.cut(n.min(peer), n.max(peer));
+            }
+        }
+        self.nodes[n].up = false;
+        self.nodes[n].hubs.clear();
+        self.mail.retain(|&(node, _, _), _| node != n);
+        self.inbox.retain(|&(node, _, _), _| node != n);
+        let gone: Vec<usize> = self
+            .by_conn
+            .iter()
+            .filter(|(at, _)| at.node == n)
+            .map(|(_, &c)| c)
+            .collect();
+        for c in gone {
+            self.disconnect(c);
+        }
+        self.asked.retain(|&(node, _, _), _| node != n);
+    }
+
+    /// Node `n` comes back with nothing; links come up with `heal`.
+    fn restart(&mut self, n: usize) {
+        if self.nodes[n].up {
+            return;
+        }
+        trace!(self, "restart node {n}");
+        self.nodes[n].hubs = self.fresh_hubs(n);
+        self.nodes[n].up = true;
+    }
+
+    // ----- at rest -----
+
+    /// Heal everything, let every queue empty and time pass, then check the
+    /// invariants that hold at rest.
+    pub fn settle_and_check(&mut self) -> Result<(), String> {
+        for n in 0..self.nodes.len() {
+            self.restart(n);
+        }
+        let n = self.nodes.len();
+        for a in 0..n {
+            for b in a + 1..n {
+                self.heal(a, b);
+            }
+        }
+        let closing: Vec<usize> = (0..self.clients.len())
+            .filter(|&c| self.clients[c].closing)
+            .collect();
+        for c in closing {
+            self.disconnect(c);
+        }
+        let wait = self.cfg.replay_ms.max(self.cfg.presence_lease_ms)
+            + 2 * TICK
+            + self.cfg.presence_debounce_ms;
+        let until = self.now + wait;
+        loop {
+            while self.deliver_one() {
+                if let Some(v) = self.violation.take() {
+                    return Err(v);
+                }
+            }
+            // Server closes (the per-user cap) end their connections.
+            let closing: Vec<usize> = (0..self.clients.len())
+                .filter(|&c| self.clients[c].closing)
+                .collect();
+            for c in closing {
+                self.disconnect(c);
+            }
+            if self.now >= until && self.quiet() {
+                break;
+            }
+            self.advance(TICK);
+        }
+        if let Some(v) = self.violation.take() {
+            return Err(v);
+        }
+        self.check_at_rest()
+    }
+
+    fn quiet(&self) -> bool {
+        self.mail.values().all(VecDeque::is_empty)
+            && self.inbox.values().all(VecDeque::is_empty)
+            && self
+                .links
+                .values()
+                .all(|l| l.flight.iter().all(VecDeque::is_empty))
+    }
+
+    fn check_at_rest(&self) -> Result<(), String> {
+        let nodes = self.nodes.len();
+        let all = (1u64 << nodes) - 1;
+        // Who is subscribed where.
+        let mut subs: BTreeMap<&str, Vec<(usize, At, Sub)>> = BTreeMap::new();
+        for (c, client) in self.clients.iter().enumerate() {
+            let Some(at) = client.at else { continue };
+            for (room, sub) in &client.rooms {
+                subs.entry(room).or_default().push((c, at, *sub));
+            }
+        }
+        for (&room, list) in &subs {
+            let owner_node = rendezvous::owner(room, &self.seeds, all);
+            let home = home_worker(room, self.workers);
+            let owners: Vec<(usize, usize)> = (0..nodes)
+                .flat_map(|n| (0..self.workers).map(move |w| (n, w)))
+                .filter(|&(n, w)| self.nodes[n].hubs[w].owned_room(room).is_some())
+                .collect();
+            if owners != [(owner_node, home)] {
+                return Err(format!(
+                    "{room} is owned by {owners:?}, not by its rendezvous owner ({owner_node}, {home})"
+                ));
+            }
+            let r = self.nodes[owner_node].hubs[home]
+                .owned_room(room)
+                .expect("checked above");
+            let (epoch, seq) = r.position();
+            for &(c, at, sub) in list {
+                if sub
+                    != (Sub::Live {
+                        epoch: epoch.0,
+                        seq,
+                    })
+                {
+                    return Err(format!(
+                        "client {c} at {at:?} is at {sub:?} in {room}, the owner at ({:x}, {seq})",
+                        epoch.0
+                    ));
+                }
+            }
+            let workers: BTreeSet<usize> = list
+                .iter()
+                .filter(|(_, at, _)| at.node == owner_node)
+                .map(|(_, at, _)| at.worker)
+                .collect();
+            let interested: BTreeSet<usize> = r.interested().collect();
+            if workers != interested {
+                return Err(format!(
+                    "{room}: the owner registers workers {interested:?}, subscribers are on {workers:?}"
+                ));
+            }
+            let peers: u64 = list
+                .iter()
+                .filter(|(_, at, _)| at.node != owner_node)
+                .fold(0, |m, (_, at, _)| m | 1 << at.node);
+            if peers != r.peer_mask() {
+                return Err(format!(
+                    "{room}: the owner forwards to nodes {:b}, subscribers are on {peers:b}",
+                    r.peer_mask()
+                ));
+            }
+            for n in (0..nodes).filter(|&n| n != owner_node) {
+                let has = peers & (1 << n) != 0;
+                let mirror = self.nodes[n].hubs[home]
+                    .mirrored_rooms()
+                    .find(|(m, _)| *m == room)
+                    .map(|(_, o)| o);
+                match (has, mirror) {
+                    (true, Some(o)) if o == owner_node => {}
+                    (false, None) => {}
+                    _ => {
+                        return Err(format!(
+                            "{room}: node {n} (subscribers: {has}) mirrors it from {mirror:?}, the owner is {owner_node}"
+                        ));
+                    }
+                }
+            }
+            let members: BTreeSet<(u16, u16, u64, String)> = r
+                .roster
+                .members()
+                .map(|(m, u)| (m.node, m.worker, m.conn, u.to_owned()))
+                .collect();
+            let expected: BTreeSet<(u16, u16, u64, String)> = list
+                .iter()
+                .filter_map(|(c, at, _)| {
+                    let user = self.clients[*c].user.clone()?;
+                    let m = Member {
+                        node: at.node as u16,
+                        worker: at.worker as u16,
+                        conn: at.key.pack(),
+                    };
+                    Some((m.node, m.worker, m.conn, user))
+                })
+                .collect();
+            if members != expected {
+                return Err(format!(
+                    "{room}: the roster is {members:?}, the identified subscribers {expected:?}"
+                ));
+            }
+        }
+        // Nothing outlives its reason.
+        for n in 0..nodes {
+            for w in 0..self.workers {
+                let hub = &self.nodes[n].hubs[w];
+                for (room, live, pending) in hub.local_rooms() {
+                    let here: BTreeSet<ConnKey> = subs
+                        .get(room)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(_, at, _)| at.node == n && at.worker == w)
+                        .map(|(_, at, _)| at.key)
+                        .collect();
+                    let indexed: BTreeSet<ConnKey> = live.iter().copied().collect();
+                    let pending: Vec<ConnKey> = pending.iter().map(|(k, _)| *k).collect();
+                    if !pending.is_empty() || indexed != here {
+                        return Err(format!(
+                            "worker ({n}, {w}) indexes {room} as live {indexed:?} pending {pending:?}, its subscribers are {here:?}"
+                        ));
+                    }
+                }
+                for (room, _) in hub.owned_rooms() {
+                    if !subs.contains_key(room) {
+                        return Err(format!(
+                            "worker ({n}, {w}) still owns {room}, with no subscriber and its history past the window"
+                        ));
+                    }
+                }
+                for (room, _) in hub.mirrored_rooms() {
+                    let here = subs
+                        .get(room)
+                        .is_some_and(|l| l.iter().any(|(_, at, _)| at.node == n));
+                    if !here {
+                        return Err(format!("node {n} mirrors {room} with no subscriber there"));
+                    }
+                }
+                let identified: BTreeSet<ConnKey> = self
+                    .by_conn
+                    .iter()
+                    .filter(|(at, c)| {
+                        at.node == n
+                            && at.worker == w
+                            && self.clients[**c].user.is_some()
+                            && !self.clients[**c].rooms.is_empty()
+                    })
+                    .map(|(at, _)| at.key)
+                    .collect();
+                if hub.users_len() != identified.len() {
+                    return Err(format!(
+                        "worker ({n}, {w}) remembers {} users for {} identified subscribers",
+                        hub.users_len(),
+                        identified.len()
+                    ));
+                }
+                if !hub.is_quiet() {
+                    return Err(format!("worker ({n}, {w}) has effects nobody polled"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
