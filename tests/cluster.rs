@@ -470,7 +470,8 @@ fn losing_the_owner_rehomes_the_room_and_its_return_moves_it_back() {
     let (_, seq) = cl.publish(1, &room, json!("home again"));
     assert_eq!(seq, 1);
     for c in [&mut a, &mut b, &mut late] {
-        assert_eq!(c.recv()["data"], "home again");
+        let m = c.recv();
+        assert_eq!(m["data"], "home again", "{m}");
     }
 }
 

@@ -84,8 +84,13 @@ impl Hub {
                 replay,
                 refused,
             } => {
-                if self.mirrors.get(room.as_str()).map(|m| m.owner) != Some(peer) {
-                    return; // from an owner this node no longer subscribes with
+                let Some(mirror) = self.mirrors.get(room.as_str()) else {
+                    return;
+                };
+                if mirror.owner != peer || mirror.moved_until.is_some() {
+                    // From an owner this node no longer subscribes with, or that gave
+                    // the room up (the subscription is sent again when it moves).
+                    return;
                 }
                 let room: Arc<str> = Arc::from(room);
                 let ack = SubAck {
@@ -161,43 +166,16 @@ impl Hub {
                 let Some(mirror) = self.mirrors.get(room.as_str()) else {
                     return; // nobody here listens any more
                 };
-                if mirror.owner != peer {
+                if mirror.owner != peer || mirror.moved_until.is_some() {
+                    // From an old owner, or from a room the owner started again after
+                    // it said the room moved (this node has left that one).
                     return;
                 }
                 let workers: Vec<usize> = mirror.workers.iter().collect();
                 self.stats.mesh_delivered += 1;
                 self.fan_out(&room, &workers, frame, tag, at);
             }
-            PeerMsg::Moved { room } => {
-                let Some(name) = self
-                    .mirrors
-                    .get_key_value(room.as_str())
-                    .map(|(k, _)| k.clone())
-                else {
-                    return;
-                };
-                if self.mirrors.get(&name).map(|m| m.owner) != Some(peer) {
-                    return; // this node already subscribes elsewhere
-                }
-                let Some(mirror) = self.mirrors.remove(&name) else {
-                    return;
-                };
-                self.stats.owner_moves += 1;
-                // The sender may have started the room again since (a subscription
-                // this node sent before it heard of the move): withdraw from that too.
-                // What the subscribers send next follows this on the link.
-                self.send_peer(
-                    peer,
-                    PeerMsg::Leave {
-                        room: name.to_string(),
-                        who: None,
-                        node_left: true,
-                    },
-                );
-                for w in mirror.workers.iter() {
-                    self.rehome_on(w, &name, now);
-                }
-            }
+            PeerMsg::Moved { room } => self.moved(&Arc::from(room), peer, now),
             PeerMsg::PresenceQuery { room, ticket } => {
                 let json = self.roster_json(&room);
                 self.send_peer(peer, PeerMsg::Presence { ticket, json });

@@ -36,6 +36,9 @@ pub(super) struct Mirror {
     pub(super) owner: usize,
     /// Local workers with subscribers.
     pub(super) workers: WorkerSet,
+    /// The owner said the room moved while this node still sees it as the owner:
+    /// until then, wait for this node's own view to move it (see [`Hub::moved`]).
+    pub(super) moved_until: Option<Ms>,
 }
 
 impl Hub {
@@ -65,8 +68,14 @@ impl Hub {
                 let mirror = self.mirrors.entry(room.clone()).or_insert_with(|| Mirror {
                     owner,
                     workers: WorkerSet::default(),
+                    moved_until: None,
                 });
                 mirror.workers.set(from, true);
+                if mirror.moved_until.is_some() {
+                    // Held: the subscription is sent when the room moves (it is
+                    // pending on its worker, and a move re-sends pending ones).
+                    return;
+                }
                 self.send_peer(
                     owner,
                     PeerMsg::Subscribe {
@@ -170,6 +179,78 @@ impl Hub {
         }
     }
 
+    /// The owner of mirrored `room`, node `peer`, gave it up: its view of the
+    /// cluster moved the room to another node.
+    ///
+    /// When this node's view agrees, its subscribers subscribe again at once. When
+    /// it still names `peer`, the link event that moved the room is most likely on
+    /// its way here too (a node came back, and its links come up one by one):
+    /// re-subscribing now would reach `peer` again, which would restart the room,
+    /// and the event would then move it a second time, so every subscriber would
+    /// re-sync twice. Instead the mirror waits for this node's view to move it, for
+    /// at most `moved_grace_ms`, then re-subscribes wherever its view says.
+    pub(super) fn moved(&mut self, room: &Arc<str>, peer: usize, now: Ms) {
+        let Some(name) = self.mirrors.get_key_value(&**room).map(|(k, _)| k.clone()) else {
+            return;
+        };
+        if self.mirrors.get(&name).map(|m| m.owner) != Some(peer) {
+            return; // this node already subscribes elsewhere
+        }
+        // The sender may have started the room again since (a subscription this
+        // node sent before it heard of the move): withdraw from that too. What the
+        // subscribers send next follows this on the link.
+        self.send_peer(
+            peer,
+            PeerMsg::Leave {
+                room: name.to_string(),
+                who: None,
+                node_left: true,
+            },
+        );
+        if self.topo.remote_owner(&name) == Some(peer) {
+            let until = now + self.cfg.moved_grace_ms;
+            if let Some(m) = self.mirrors.get_mut(&name)
+                && m.moved_until.is_none()
+            {
+                m.moved_until = Some(until);
+                self.moves.push((until, name));
+            }
+            return;
+        }
+        if let Some(mirror) = self.mirrors.remove(&name) {
+            self.stats.owner_moves += 1;
+            for w in mirror.workers.iter() {
+                self.rehome_on(w, &name, now);
+            }
+        }
+    }
+
+    /// Mirrors whose owner gave them up and whose grace ran out: subscribe again
+    /// wherever this node's view says.
+    pub(super) fn expire_moves(&mut self, now: Ms) {
+        if self.moves.iter().all(|(t, _)| *t > now) {
+            return;
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.moves)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.moves = waiting;
+        for (_, room) in due {
+            // Stale when the mirror moved or went since.
+            if self
+                .mirrors
+                .get(&room)
+                .is_some_and(|m| m.moved_until.is_some_and(|t| t <= now))
+                && let Some(mirror) = self.mirrors.remove(&room)
+            {
+                self.stats.owner_moves += 1;
+                for w in mirror.workers.iter() {
+                    self.rehome_on(w, &room, now);
+                }
+            }
+        }
+    }
+
     /// Have worker `w`'s subscribers of `room` subscribe again.
     pub(super) fn rehome_on(&mut self, w: usize, room: &Arc<str>, now: Ms) {
         if w == self.id {
@@ -184,5 +265,123 @@ impl Hub {
     /// Queue a message for node `peer`.
     pub(super) fn send_peer(&mut self, peer: usize, msg: PeerMsg) {
         self.out.peers.push_back((1 << peer, msg));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::rendezvous;
+    use crate::hub::{HubConfig, Topology};
+
+    const GRACE: Ms = 2_000;
+
+    /// Node 1 of three, one worker, with links to nodes 0 and 2 as given.
+    fn node1(links: &[usize]) -> Hub {
+        let seeds = (0..3).map(|i| rendezvous::seed(&format!("n{i}"))).collect();
+        let cfg = HubConfig {
+            replay_messages: 16,
+            replay_ms: 60_000,
+            replay_bytes: 1 << 20,
+            history_budget: 1 << 20,
+            presence_events: Vec::new(),
+            presence_debounce_ms: 300,
+            presence_lease_ms: 1_000,
+            max_connections_per_user: 0,
+            peer_replay_bytes: 1 << 16,
+            tick_ms: 100,
+            moved_grace_ms: GRACE,
+        };
+        let mut epoch = 0;
+        let mut hub = Hub::new(
+            0,
+            cfg,
+            Topology::cluster(1, seeds, 1),
+            Box::new(move || {
+                epoch += 1;
+                epoch
+            }),
+        );
+        for &p in links {
+            hub.handle_link(p, true, 1, 0);
+        }
+        hub
+    }
+
+    /// A room owned by node 0 when all are up, and by node 2 without node 0.
+    fn room() -> String {
+        (0..)
+            .map(|i| format!("r{i}"))
+            .find(|r| {
+                let seeds: Vec<u64> = (0..3).map(|i| rendezvous::seed(&format!("n{i}"))).collect();
+                rendezvous::owner(r, &seeds, 0b111) == 0 && rendezvous::owner(r, &seeds, 0b110) == 2
+            })
+            .expect("some room")
+    }
+
+    /// The subscriptions this hub sent, by node, draining everything else.
+    fn subscriptions(hub: &mut Hub) -> Vec<usize> {
+        let mut to = Vec::new();
+        while let Some((peers, msg)) = hub.poll_peer() {
+            if matches!(msg, PeerMsg::Subscribe { .. }) {
+                to.extend((0..3).filter(|p| peers & (1 << p) != 0));
+            }
+        }
+        while hub.poll_conn().is_some() || hub.poll_mail().is_some() {}
+        to
+    }
+
+    const CONN: ConnKey = ConnKey {
+        slot: 1,
+        generation: 1,
+    };
+
+    #[test]
+    fn a_move_this_node_has_not_seen_yet_waits_for_it_and_subscribes_once() {
+        let room = room();
+        let mut hub = node1(&[2]);
+        hub.handle_subscribe(CONN, &room, None, None, 10);
+        assert_eq!(subscriptions(&mut hub), [2]);
+        // Node 2 saw node 0 come back first and gave the room up.
+        hub.handle_peer(2, PeerMsg::Moved { room: room.clone() }, 20, 20);
+        assert_eq!(
+            subscriptions(&mut hub),
+            [] as [usize; 0],
+            "not back to node 2"
+        );
+        assert_eq!(hub.poll_timeout(), Some(20 + GRACE));
+        // This node's own link to node 0 comes up: one subscription, to node 0.
+        hub.handle_link(0, true, 1, 30);
+        assert_eq!(subscriptions(&mut hub), [0]);
+        hub.handle_tick(20 + GRACE);
+        assert_eq!(
+            subscriptions(&mut hub),
+            [] as [usize; 0],
+            "the grace entry is stale"
+        );
+        assert_eq!(hub.mirror_owner(&room), Some(0));
+    }
+
+    #[test]
+    fn a_move_this_node_never_sees_subscribes_again_after_the_grace() {
+        let room = room();
+        let mut hub = node1(&[2]);
+        hub.handle_subscribe(CONN, &room, None, None, 10);
+        assert_eq!(subscriptions(&mut hub), [2]);
+        hub.handle_peer(2, PeerMsg::Moved { room: room.clone() }, 20, 20);
+        // A second subscriber is held too, not sent to an owner that gave up.
+        let other = ConnKey {
+            slot: 2,
+            generation: 1,
+        };
+        hub.handle_subscribe(other, &room, None, None, 25);
+        assert_eq!(subscriptions(&mut hub), [] as [usize; 0]);
+        hub.handle_tick(20 + GRACE - 1);
+        assert_eq!(subscriptions(&mut hub), [] as [usize; 0]);
+        // Node 0 stays out of reach from here: both subscribe where this node's
+        // view says, rather than never.
+        hub.handle_tick(20 + GRACE);
+        assert_eq!(subscriptions(&mut hub), [2, 2]);
+        assert_eq!(hub.poll_timeout(), None);
     }
 }

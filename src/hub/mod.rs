@@ -101,6 +101,9 @@ pub struct HubConfig {
     pub peer_replay_bytes: usize,
     /// How often the caller ticks, ms (the hub's timers are that coarse).
     pub tick_ms: Ms,
+    /// How long a mirror whose owner gave the room up waits for this node's own
+    /// view to move it before subscribing again anyway, ms (`mesh.dead_after_ms`).
+    pub moved_grace_ms: Ms,
 }
 
 impl HubConfig {
@@ -118,6 +121,7 @@ impl HubConfig {
                 .unwrap_or(u32::MAX),
             peer_replay_bytes: c.mesh.max_frame_bytes / 2,
             tick_ms: c.heartbeat.tick_ms,
+            moved_grace_ms: c.mesh.dead_after_ms,
         }
     }
 
@@ -182,6 +186,9 @@ pub struct Hub {
     owned: HashMap<Arc<str>, OwnedRoom>,
     /// Rooms this worker is home to that a peer node owns.
     mirrors: HashMap<Arc<str>, Mirror>,
+    /// Mirrors waiting out a move their owner announced: `(until, room)`; entries
+    /// may be stale (checked when due).
+    moves: Vec<(Ms, Arc<str>)>,
     /// Until when a lost peer's roster entries are kept, by node index.
     lease: Vec<Option<Ms>>,
     /// The link session to each node this worker last saw come up.
@@ -223,6 +230,7 @@ impl Hub {
             users: HashMap::new(),
             owned: HashMap::new(),
             mirrors: HashMap::new(),
+            moves: Vec::new(),
             lease: vec![None; nodes],
             sessions: vec![0; nodes],
             attempts: 0,
@@ -314,6 +322,7 @@ impl Hub {
     pub fn handle_tick(&mut self, now: Ms) {
         self.settle_presence(now);
         self.expire_leases(now);
+        self.expire_moves(now);
         self.forget_idle_rooms(now);
     }
 
@@ -352,7 +361,11 @@ impl Hub {
             .history_heap
             .peek()
             .map(|Reverse((t, _))| t + self.cfg.replay_ms + 1);
-        [presence, lease, history].into_iter().flatten().min()
+        let moved = self.moves.iter().map(|(t, _)| *t).min();
+        [presence, lease, history, moved]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----- what the caller may look at -----

@@ -97,6 +97,7 @@ impl World {
             max_connections_per_user: USER_CAP,
             peer_replay_bytes: 1_500,
             tick_ms: TICK,
+            moved_grace_ms: 600,
         };
         let seeds = (0..n).map(|i| rendezvous::seed(&format!("n{i}"))).collect();
         let mut w = World {
