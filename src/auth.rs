@@ -112,6 +112,11 @@ pub enum Refused {
     NoKey,
 }
 
+/// A key file that holds no public key ringway can verify with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an RSA or EC (P-256) public key in PEM (-----BEGIN PUBLIC KEY-----)")]
+pub struct NotAPublicKey;
+
 /// Checks tokens.
 #[derive(Clone)]
 pub struct Verifier {
@@ -136,14 +141,14 @@ impl Verifier {
     }
 
     /// RS256 or ES256 with a public key in PEM (the kind is read from the PEM).
-    pub fn public_pem(pem: &[u8]) -> Result<Self, String> {
+    pub fn public_pem(pem: &[u8]) -> Result<Self, NotAPublicKey> {
         if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
             return Ok(Self::with(k, Algorithm::RS256));
         }
         if let Ok(k) = DecodingKey::from_ec_pem(pem) {
             return Ok(Self::with(k, Algorithm::ES256));
         }
-        Err("not an RSA or EC (P-256) public key in PEM".into())
+        Err(NotAPublicKey)
     }
 
     fn with(key: DecodingKey, alg: Algorithm) -> Self {

@@ -31,6 +31,17 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `tls.cert` and `tls.key` cannot serve wss (the message names the file).
+    #[error("invalid configuration: {0}")]
+    Tls(crate::conn::tls::ConfigError),
+    /// `auth.token_public_key` cannot be read or holds no public key.
+    #[error("invalid configuration: auth.token_public_key {}: {error}", path.display())]
+    TokenKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: TokenKeyError,
+    },
     /// A listener could not be bound (the message names the address and the fix).
     #[error("{0}")]
     Listen(std::io::Error),
@@ -42,6 +53,17 @@ pub enum StartError {
         /// What failed.
         message: String,
     },
+}
+
+/// Why `auth.token_public_key` is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenKeyError {
+    /// The file cannot be read.
+    #[error("cannot read it: {0}")]
+    Read(std::io::Error),
+    /// It holds no public key.
+    #[error("{0}")]
+    NotAKey(crate::auth::NotAPublicKey),
 }
 
 /// A running node. Dropping it leaves the workers running; call
@@ -102,7 +124,7 @@ impl Server {
             per_user: Mutex::new(std::collections::HashMap::new()),
             tls: match (&config.tls.cert, &config.tls.key) {
                 (Some(cert), Some(key)) => {
-                    Some(crate::conn::tls::server_config(cert, key).map_err(ConfigError::Invalid)?)
+                    Some(crate::conn::tls::server_config(cert, key).map_err(StartError::Tls)?)
                 }
                 _ => None,
             },
@@ -239,15 +261,13 @@ fn verifier(config: &Config) -> Result<Option<crate::auth::Verifier>, StartError
     let auth = &config.auth;
     Ok(match (&auth.token_public_key, auth.token_secret.as_str()) {
         (Some(path), _) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                ConfigError::Invalid(format!(
-                    "cannot read auth.token_public_key {}: {e}",
-                    path.display()
-                ))
-            })?;
-            Some(crate::auth::Verifier::public_pem(&pem).map_err(|e| {
-                ConfigError::Invalid(format!("auth.token_public_key {}: {e}", path.display()))
-            })?)
+            let key_error = |error| StartError::TokenKey {
+                path: path.clone(),
+                error,
+            };
+            let pem = std::fs::read(path).map_err(|e| key_error(TokenKeyError::Read(e)))?;
+            let key = crate::auth::Verifier::public_pem(&pem);
+            Some(key.map_err(|e| key_error(TokenKeyError::NotAKey(e)))?)
         }
         (None, "") => None,
         (None, secret) => Some(crate::auth::Verifier::hs256(secret.as_bytes())),

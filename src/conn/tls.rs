@@ -9,11 +9,11 @@
 //! left, so the outbound queue (and its slow-consumer bounds) still sees the backlog.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Per-connection TLS state.
@@ -34,50 +34,104 @@ impl std::fmt::Debug for Tls {
 }
 
 /// What the peer's bytes amounted to.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Received {
     /// Keep reading.
     More,
     /// The peer sent close_notify.
     Closed,
     /// A TLS error: an alert is queued in `out`; send it and drop the connection.
-    Failed(String),
+    Failed(Failure),
+}
+
+/// Why a TLS session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The peer broke the protocol (rustls queued an alert saying how).
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+    /// The records could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why `tls.cert` and `tls.key` cannot serve wss. The message names the file and
+/// what it should hold.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The certificate file cannot be read.
+    #[error("cannot read tls.cert {}: {error}", path.display())]
+    CertUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: pem::Error,
+    },
+    /// The certificate file holds something other than PEM certificates.
+    #[error("tls.cert {} is not PEM certificates: {error}", path.display())]
+    CertNotPem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("tls.cert {} holds no certificate (expected -----BEGIN CERTIFICATE-----)", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no usable private key.
+    #[error("cannot read a private key from tls.key {}: {error} (PKCS#8, PKCS#1 or SEC1 PEM)", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: pem::Error,
+    },
+    /// rustls refused the pair (the key is not the certificate's, or of a kind it
+    /// does not support).
+    #[error("tls.cert and tls.key do not form a usable pair: {0}")]
+    Pair(rustls::Error),
 }
 
 /// Build the server configuration from PEM files; the error says which file and why.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, ConfigError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("cannot read tls.cert {}: {e}", cert.display()))?
+        .map_err(|error| ConfigError::CertUnreadable {
+            path: cert.to_owned(),
+            error,
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls.cert {} is not PEM certificates: {e}", cert.display()))?;
+        .map_err(|error| ConfigError::CertNotPem {
+            path: cert.to_owned(),
+            error,
+        })?;
     if certs.is_empty() {
-        return Err(format!(
-            "tls.cert {} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
-            cert.display()
-        ));
+        return Err(ConfigError::NoCertificate {
+            path: cert.to_owned(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        format!(
-            "cannot read a private key from tls.key {}: {e} (PKCS#8, PKCS#1 or SEC1 PEM)",
-            key.display()
-        )
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|error| ConfigError::Key {
+        path: key.to_owned(),
+        error,
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(ConfigError::Pair)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("tls.cert and tls.key do not form a usable pair: {e}"))?;
+        .map_err(ConfigError::Pair)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 
 impl Tls {
     /// A fresh server session.
-    pub fn new(cfg: &Arc<ServerConfig>) -> Result<Self, String> {
+    pub fn new(cfg: &Arc<ServerConfig>) -> Result<Self, rustls::Error> {
         Ok(Self {
-            session: rustls::ServerConnection::new(cfg.clone()).map_err(|e| e.to_string())?,
+            session: rustls::ServerConnection::new(cfg.clone())?,
             out: Vec::new(),
         })
     }
@@ -92,19 +146,19 @@ impl Tls {
     ) -> Received {
         while !cipher.is_empty() {
             if let Err(e) = self.session.read_tls(&mut cipher) {
-                return Received::Failed(e.to_string());
+                return Received::Failed(e.into());
             }
             if let Err(e) = self.session.process_new_packets() {
                 // Queue the alert that tells the peer why.
                 let _ = self.session.write_tls(&mut self.out);
-                return Received::Failed(e.to_string());
+                return Received::Failed(e.into());
             }
             loop {
                 match self.session.reader().read(scratch) {
                     Ok(0) => return Received::Closed,
                     Ok(n) => plain(&mut scratch[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Received::Failed(e.to_string()),
+                    Err(e) => return Received::Failed(e.into()),
                 }
             }
         }
@@ -133,6 +187,7 @@ mod tests {
     #[test]
     fn missing_files_name_the_key() {
         let e = server_config(Path::new("/nonexistent/c.pem"), Path::new("/x")).unwrap_err();
-        assert!(e.contains("tls.cert /nonexistent/c.pem"), "{e}");
+        assert!(matches!(e, ConfigError::CertUnreadable { .. }), "{e:?}");
+        assert!(e.to_string().contains("tls.cert /nonexistent/c.pem"), "{e}");
     }
 }

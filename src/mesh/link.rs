@@ -3,7 +3,7 @@
 //! workers' inboxes).
 
 use std::io::{BufWriter, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,13 +13,10 @@ use crossbeam_channel::RecvTimeoutError;
 use tracing::{debug, info, warn};
 
 use super::Sink;
-use super::auth::{self, Role, Transcript};
+use super::hello;
 use super::wire::{self, Frame};
 use super::{Mesh, Slot};
 use crate::metrics::histogram::now_ns;
-
-/// How long a peer has for the whole hello exchange.
-const HELLO_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Hello exchanges an acceptor runs at once (see the config's constant).
 pub const MAX_PENDING_HELLOS: usize = crate::config::MESH_PENDING_HELLOS;
@@ -45,7 +42,7 @@ pub fn start(mesh: Arc<Mesh>, listener: TcpListener, sink: Arc<dyn Sink>) -> std
 }
 
 /// Of each pair, the node whose id sorts first dials.
-fn dials(mesh: &Mesh, peer: usize) -> bool {
+pub(super) fn dials(mesh: &Mesh, peer: usize) -> bool {
     mesh.me < peer
 }
 
@@ -66,13 +63,13 @@ fn accept_loop(mesh: Arc<Mesh>, listener: TcpListener) {
         }
         let (mesh, pending, throttle) = (mesh.clone(), pending.clone(), refusals.clone());
         // A short-lived thread per hello, at most MAX_PENDING_HELLOS at once and each
-        // bounded by HELLO_DEADLINE, so a silent stranger cannot hold up a real peer.
+        // bounded by hello::DEADLINE, so a silent stranger cannot hold up a real peer.
         let spawned = std::thread::Builder::new()
             .name("ringway-mesh-hello".into())
             .spawn(move || {
                 let from = stream.peer_addr().ok();
-                match accept_hello(&mesh, stream) {
-                    Ok((peer, stream, decoder)) => {
+                match hello::accept(&mesh, stream) {
+                    Ok((peer, (stream, decoder))) => {
                         let slot = &mesh.slots[peer];
                         // A new session replaces a stale one (the peer restarted
                         // before this side noticed).
@@ -115,224 +112,6 @@ impl Throttle {
     }
 }
 
-/// A stream whose reads and writes all end by `deadline`.
-struct Deadlined {
-    stream: TcpStream,
-    deadline: std::time::Instant,
-}
-
-impl Deadlined {
-    fn new(stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
-        Self {
-            stream,
-            deadline: std::time::Instant::now() + HELLO_DEADLINE,
-        }
-    }
-
-    fn left(&self) -> Result<Duration, String> {
-        let left = self
-            .deadline
-            .saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "the hello took longer than {} s",
-                HELLO_DEADLINE.as_secs()
-            ));
-        }
-        Ok(left)
-    }
-
-    fn write(&mut self, f: &Frame) -> Result<(), String> {
-        let left = self.left()?;
-        self.stream
-            .set_write_timeout(Some(left))
-            .map_err(|e| e.to_string())?;
-        self.stream
-            .write_all(&wire::encode(f))
-            .map_err(|e| format!("write failed: {e}"))
-    }
-
-    fn read(&mut self, decoder: &mut wire::Decoder) -> Result<Frame, String> {
-        let mut buf = [0u8; 1024];
-        loop {
-            if let Some(f) = decoder.next_frame().map_err(|e| e.to_string())? {
-                return Ok(f);
-            }
-            let left = self.left()?;
-            self.stream
-                .set_read_timeout(Some(left))
-                .map_err(|e| e.to_string())?;
-            match self.stream.read(&mut buf) {
-                Ok(0) => return Err("the peer closed the connection".into()),
-                Ok(n) => decoder.feed(&buf[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    self.left()?;
-                }
-                Err(e) => return Err(format!("read failed: {e}")),
-            }
-        }
-    }
-
-    /// Tell the peer it is refused (without saying why: it has proven nothing), and
-    /// return the full reason for this node's log.
-    fn refuse<T>(&mut self, said: &str, reason: String) -> Result<T, String> {
-        let _ = self.write(&Frame::Refuse {
-            reason: said.to_owned(),
-        });
-        Err(reason)
-    }
-
-    fn into_inner(self) -> Result<TcpStream, String> {
-        self.stream
-            .set_write_timeout(None)
-            .map_err(|e| e.to_string())?;
-        Ok(self.stream)
-    }
-}
-
-/// What the acceptor tells a dialer whose proof did not check out.
-const AUTH_FAILED: &str = "authentication failed: check mesh.secret, mesh.cluster and the peer lists; the other node's log says which";
-
-/// The acceptor's side of the hello exchange: challenge, check the dialer's proof,
-/// and only then say who this node is. Returns the peer's index.
-fn accept_hello(
-    mesh: &Mesh,
-    stream: TcpStream,
-) -> Result<(usize, TcpStream, wire::Decoder), String> {
-    let mut link = Deadlined::new(stream);
-    let mut decoder = wire::Decoder::hello();
-    let Frame::Hello {
-        version,
-        nonce: theirs,
-    } = link.read(&mut decoder)?
-    else {
-        return Err("the first frame was not a hello".into());
-    };
-    if version != wire::VERSION {
-        let reason = format!(
-            "mesh version {version} != {}: run the same ringway version on every node",
-            wire::VERSION
-        );
-        return link.refuse(&reason.clone(), reason);
-    }
-    let mine = auth::nonce();
-    link.write(&Frame::Hello {
-        version: wire::VERSION,
-        nonce: mine,
-    })?;
-    let Frame::Auth { node, mac } = link.read(&mut decoder)? else {
-        return Err("expected the dialer's proof".into());
-    };
-    let me = &mesh.nodes[mesh.me].id;
-    let t = Transcript {
-        cluster: &mesh.config.cluster,
-        dialer: (&node, theirs),
-        acceptor: (me, mine),
-    };
-    let secret = mesh.config.secret.as_bytes();
-    let Some(peer) = mesh.nodes.iter().position(|n| n.id == node) else {
-        return link.refuse(
-            AUTH_FAILED,
-            format!(
-                "a node calling itself {node:?} is not in {me}'s peer list: add it with --peer {node}=HOST:PORT on every node (or it is a stranger)",
-            ),
-        );
-    };
-    if !t.verify(secret, Role::Dialer, &mac) {
-        return link.refuse(
-            AUTH_FAILED,
-            format!(
-                "node {node:?} failed authentication: the mesh secrets or cluster names differ (set the same mesh.secret and mesh.cluster on every node), or it dialed this address for another node (check its --peer entries)"
-            ),
-        );
-    }
-    if peer == mesh.me || dials(mesh, peer) {
-        let reason = format!(
-            "node {node:?} should not dial {me}: of each pair the id that sorts first dials (is the id duplicated?)"
-        );
-        return link.refuse(&reason.clone(), reason);
-    }
-    link.write(&Frame::Auth {
-        node: me.clone(),
-        mac: t.prove(secret, Role::Acceptor),
-    })?;
-    Ok((peer, link.into_inner()?, resize(decoder, mesh)))
-}
-
-/// The dialer's side of the hello exchange.
-fn dial(mesh: &Mesh, peer: usize) -> Result<(TcpStream, wire::Decoder), String> {
-    let target = &mesh.nodes[peer];
-    let addrs: Vec<_> = target
-        .addr
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", target.addr))?
-        .collect();
-    let mut last = format!("{} resolved to no address", target.addr);
-    let mut stream = None;
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, HELLO_DEADLINE) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = format!("cannot connect to {a}: {e}"),
-        }
-    }
-    let mut link = Deadlined::new(stream.ok_or(last)?);
-    let me = &mesh.nodes[mesh.me].id;
-    let mine = auth::nonce();
-    link.write(&Frame::Hello {
-        version: wire::VERSION,
-        nonce: mine,
-    })?;
-    let mut decoder = wire::Decoder::hello();
-    let theirs = match link.read(&mut decoder)? {
-        Frame::Hello { nonce, .. } => nonce,
-        Frame::Refuse { reason } => return Err(format!("refused: {reason}")),
-        other => return Err(format!("expected hello, got {other:?}")),
-    };
-    let t = Transcript {
-        cluster: &mesh.config.cluster,
-        dialer: (me, mine),
-        acceptor: (&target.id, theirs),
-    };
-    let secret = mesh.config.secret.as_bytes();
-    link.write(&Frame::Auth {
-        node: me.clone(),
-        mac: t.prove(secret, Role::Dialer),
-    })?;
-    match link.read(&mut decoder)? {
-        Frame::Auth { node, mac }
-            if node == target.id && t.verify(secret, Role::Acceptor, &mac) => {}
-        Frame::Auth { node, .. } if node != target.id => {
-            return Err(format!(
-                "{} answered as node {node:?}, not {:?}: check --peer {}=...",
-                target.addr, target.id, target.id
-            ));
-        }
-        Frame::Auth { .. } => {
-            return Err(
-                "the peer's proof does not match our secret: set the same mesh.secret on every node"
-                    .into(),
-            );
-        }
-        Frame::Refuse { reason } => return Err(format!("refused: {reason}")),
-        other => return Err(format!("expected auth, got {other:?}")),
-    }
-    Ok((link.into_inner()?, resize(decoder, mesh)))
-}
-
-/// After the hello, frames may be as large as the configuration allows.
-fn resize(small: wire::Decoder, mesh: &Mesh) -> wire::Decoder {
-    small.with_max(mesh.config.max_frame_bytes)
-}
-
 /// A peer's manager: get a session (dial, or take one the listener accepted), run
 /// it, and start over.
 fn manage(mesh: Arc<Mesh>, sink: Arc<dyn Sink>, peer: usize) {
@@ -342,7 +121,7 @@ fn manage(mesh: Arc<Mesh>, sink: Arc<dyn Sink>, peer: usize) {
     let mut quiet = false;
     while !mesh.stopping() {
         let session = if dials(&mesh, peer) {
-            match dial(&mesh, peer) {
+            match hello::dial(&mesh, peer) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     // Say it once per outage, not at every retry.

@@ -30,6 +30,7 @@
 //! it went down, and the report that it came up before its first message.
 
 pub mod auth;
+pub mod hello;
 pub mod link;
 pub mod wire;
 
