@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
 
@@ -27,6 +27,50 @@ pub struct Cli {
         env = "RINGWAY_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// Parse the process's arguments. The help shows each `serve` flag's built-in
+    /// default as [`Config::default`] has it, so defaults are written in one place.
+    pub fn parse_args() -> Self {
+        let matches = Self::command_with_defaults().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The command line, its help carrying the defaults.
+    pub fn command_with_defaults() -> clap::Command {
+        let with = |mut cmd: clap::Command| {
+            for (id, value) in serve_defaults() {
+                cmd = cmd.mut_arg(id, |arg| {
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    arg.help(format!("{help} [default: {value}]"))
+                });
+            }
+            cmd
+        };
+        with(Self::command())
+            .mut_subcommand("serve", with)
+            .mut_subcommand("check", with)
+    }
+}
+
+/// The `serve` flags whose default is a value of [`Config::default`], with it.
+fn serve_defaults() -> [(&'static str, String); 9] {
+    let c = Config::default();
+    [
+        ("listen", c.listen.to_string()),
+        ("api_listen", c.api_listen.to_string()),
+        ("node_id", c.node_id),
+        ("cluster", c.mesh.cluster),
+        ("max_message_size", c.limits.max_message_size.to_string()),
+        ("max_frame_size", c.limits.max_frame_size.to_string()),
+        ("rate_limit", c.limits.messages_per_second.to_string()),
+        ("send_buffer", c.limits.send_buffer_bytes.to_string()),
+        (
+            "drain_window",
+            (c.drain.window_ms as f64 / 1000.0).to_string(),
+        ),
+    ]
 }
 
 /// How logs are written.
@@ -126,10 +170,10 @@ pub struct ServeArgs {
     /// TOML config file; flags override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Client listener address [default: 127.0.0.1:8080].
+    /// Client listener address.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// HTTP API listener address [default: 127.0.0.1:8081].
+    /// HTTP API listener address.
     #[arg(long, value_name = "ADDR")]
     pub api_listen: Option<SocketAddr>,
     /// Worker threads, one per core [default: available cores].
@@ -138,7 +182,7 @@ pub struct ServeArgs {
     /// Do not pin workers to cores.
     #[arg(long)]
     pub no_pin: bool,
-    /// This node's id [default: n1].
+    /// This node's id.
     #[arg(long)]
     pub node_id: Option<String>,
     /// Address peers connect to for the mesh [default: none].
@@ -155,7 +199,7 @@ pub struct ServeArgs {
         value_name = "SECRET"
     )]
     pub mesh_secret: Option<String>,
-    /// Cluster name; peers with another name are refused [default: ringway].
+    /// Cluster name; peers with another name are refused.
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
     /// HS256 secret for client tokens (at least 32 bytes).
@@ -195,10 +239,10 @@ pub struct ServeArgs {
     /// Add the conformance endpoint /echo.
     #[arg(long)]
     pub echo: bool,
-    /// Largest message a client may send, bytes [default: 1048576].
+    /// Largest message a client may send, bytes.
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
-    /// Largest frame a client may send, bytes [default: 1048576].
+    /// Largest frame a client may send, bytes.
     #[arg(long, value_name = "BYTES")]
     pub max_frame_size: Option<usize>,
     /// Open connections on this node; more get HTTP 503 [default: the open-file limit].
@@ -208,14 +252,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
     /// Messages per second each client may send; 0 turns rate limiting off, the
-    /// byte rate included (benchmarks with fast publishers) [default: 100].
+    /// byte rate included (benchmarks with fast publishers).
     #[arg(long, value_name = "N")]
     pub rate_limit: Option<u32>,
     /// Kernel send buffer per client socket (SO_SNDBUF) in bytes; 0 = kernel
-    /// autotuning [default: 0].
+    /// autotuning.
     #[arg(long, value_name = "BYTES")]
     pub send_buffer: Option<usize>,
-    /// Seconds over which a SIGTERM drain closes connections [default: 30].
+    /// Seconds over which a SIGTERM drain closes connections.
     #[arg(long, value_name = "SECONDS")]
     pub drain_window: Option<f64>,
 }
@@ -318,6 +362,33 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_shows_the_config_defaults() {
+        let mut cmd = Cli::command_with_defaults();
+        let top = cmd.render_help().to_string();
+        let serve = cmd
+            .find_subcommand_mut("serve")
+            .expect("serve")
+            .render_help()
+            .to_string();
+        let c = Config::default();
+        for help in [&top, &serve] {
+            assert!(help.contains(&format!("[default: {}]", c.listen)), "{help}");
+            assert!(
+                help.contains(&format!("[default: {}]", c.limits.messages_per_second)),
+                "{help}"
+            );
+            assert!(
+                help.contains("[default: 30]"),
+                "drain window in seconds: {help}"
+            );
+            // Each default once: none written in a doc comment as well.
+            for line in help.lines() {
+                assert!(line.matches("[default:").count() <= 1, "{line}");
+            }
+        }
+    }
 
     #[test]
     fn flags_override_defaults() {

@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 #[cfg(not(feature = "system-allocator"))]
 use mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
@@ -17,7 +16,7 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> ExitCode {
     ringway::runtime::probe::disable_transparent_huge_pages();
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     init_logging(cli.log_format);
     // Errors end here as one line with their cause and fix: never a backtrace, even
     // with RUST_BACKTRACE set (that is for panics, which are bugs).
