@@ -159,7 +159,8 @@ pub struct Limits {
     pub max_room_name: usize,
     /// Open WebSocket connections on this node; the next upgrade gets HTTP 503 with
     /// Retry-After. `0` (the default) means as many as the open-file limit allows
-    /// (soft limit less 256 held back for listeners, peers and the API).
+    /// (the soft limit less what [`Config::fd_reserve`] holds back for the node, the
+    /// API and the mesh). Pending upgrades count.
     pub max_connections: usize,
     /// Open connections per client IP address; over it: HTTP 429. `0` (the default)
     /// is no cap: behind a NAT or a load balancer many users share one address.
@@ -301,7 +302,8 @@ pub struct Mesh {
     /// nonces). Required with peers; at least 16 bytes. Prefer the environment
     /// variable `RINGWAY_MESH_SECRET` to writing it in a file.
     pub secret: String,
-    /// Each side of a link sends a heartbeat this often when idle, in milliseconds.
+    /// Each side of a link sends a heartbeat this often, busy or idle (its answer
+    /// measures the round trip), in milliseconds.
     /// Default 500.
     pub heartbeat_ms: u64,
     /// A link silent for this long is dead, in milliseconds. Default 2 000.

@@ -6,35 +6,42 @@
 //!
 //! ```text
 //!                 +--------------------- one ringway process ---------------------+
-//!  clients ─TCP─▶ │ worker 0 (core 0)              worker 1 (core 1)         ...   │
+//!  clients ─TCP─▶ │ one listening socket, shared by the workers                    │
+//!                 │ worker 0 (core 0)              worker 1 (core 1)         ...   │
 //!                 │  monoio runtime (io_uring)      monoio runtime (io_uring)      │
-//!                 │  SO_REUSEPORT listener          SO_REUSEPORT listener          │
-//!                 │  Slab<Conn>  room index         Slab<Conn>  room index         │
-//!                 │  owned rooms: seq, epoch, ring  owned rooms: seq, epoch, ring  │
+//!                 │  Slab<Conn> + timer wheel       Slab<Conn> + timer wheel       │
+//!                 │  Hub: rooms, owners, roster     Hub: rooms, owners, roster     │
 //!                 │       ▲   inbox (crossbeam + doorbell)   ▲                     │
 //!                 │       └──────────────┬───────────────────┘                     │
-//!  services ─HTTP─▶ API on every worker (publish, metrics, health)                 │
+//!  services ─HTTP─▶ API on every worker (publish, presence, metrics, health)       │
+//!  peers ═══TCP══▶ mesh link threads ─▶ the room's home worker                     │
 //!                 +----------------------------------------------------------------+
 //! ```
 //!
-//! Module map (folder = layer; the sans-IO layers take bytes and `now`, never sockets):
+//! Module map, bottom up (folder = layer; the sans-IO layers take bytes and `now`,
+//! never sockets; no module imports one above it):
 //!
 //! | module       | job |
 //! |--------------|-----|
-//! | [`auth`]     | sans-IO tokens (JWT) and room permissions |
 //! | [`config`]   | every limit with its default; TOML file and flags |
 //! | [`ws`]       | sans-IO WebSocket: handshake, frames, close codes, UTF-8 |
-//! | [`protocol`] | sans-IO client protocol `ringway.v1` (parse requests, encode frames) |
-//! | [`hub`]      | sans-IO rooms: owner state, replay ring, resume rules, room homes |
-//! | [`conn`]     | per-connection state, outbound queue, the read loop |
-//! | [`mesh`]     | links between nodes: sans-IO wire codec and auth, link threads |
-//! | [`runtime`]  | workers, pinning, mailboxes, listeners, start-up probes, cluster routing |
-//! | [`api`]      | the HTTP API |
-//! | [`metrics`]  | per-worker counters, Prometheus text |
-//! | [`bench`]    | the load generator (`ringway bench`) |
-//! | [`check`]    | `ringway check`: does this host fit the connection target |
-//! | [`cli`]      | command line |
+//! | [`http`]     | sans-IO HTTP responses (one writer for every plain-HTTP answer) |
+//! | [`protocol`] | sans-IO client protocol `ringway.v1` (parse requests, encode every server message) |
+//! | [`auth`]     | sans-IO tokens (JWT), demo tokens, room permissions |
+//! | [`hub`]      | sans-IO router: subscriber index, owners (seq, epoch, replay ring, roster, per-user cap), mirrors, cluster moves; its mail and peer-message vocabulary |
+//! | [`conn`]     | sans-IO connection state: outbound queue, rate limits, deadlines, TLS session, what a request amounts to, the timer wheel |
+//! | [`metrics`]  | per-worker counters, the latency histogram, Prometheus text |
+//! | [`mesh`]     | links between nodes: sans-IO wire codec and auth, link threads, a sink for what arrives |
 //! | [`client`]   | the embedded browser client (`/client.js`) and demo page |
+//! | [`runtime`]  | workers: the hub's executor, connection tasks, admission, deadlines, drain, mailboxes, listeners, probes |
+//! | [`api`]      | the HTTP API, on the workers |
+//! | [`node`]     | a node assembled: listeners, keys, workers, API, mesh |
+//! | [`check`]    | `ringway check`: does this host fit the connection target |
+//! | [`bench`]    | the load generator (`ringway bench`) |
+//! | [`cli`]      | command line |
+//!
+//! The router is proven by a deterministic simulation (`src/sim`, run by
+//! `cargo test --release sim`).
 #![warn(missing_docs)]
 
 pub mod api;

@@ -2,9 +2,11 @@
 //! presence, metrics, health. With `auth.api_key` set, every route but the health
 //! checks needs `Authorization: Bearer <key>`.
 //!
-//! Every worker accepts on the API address too (SO_REUSEPORT), so the API scales with
-//! the workers and needs no thread of its own. A publish is handed to the room's owner
-//! like any client publish; the response carries the epoch and seq it got.
+//! Every worker accepts on the API address too (its handle of the one shared listening
+//! socket), so the API scales with the workers and needs no thread of its own. A
+//! publish is handed to the router like any client publish; the response carries the
+//! epoch and seq the owner gave it. Every phase of a request has a deadline, the key
+//! is checked before a body is read, and connections are capped (`[api]`).
 //!
 //! | route                | answer |
 //! |----------------------|--------|

@@ -2,10 +2,11 @@
 //! with the current tick and decides what each due entry means.
 //!
 //! One wheel per worker replaces a timer per connection (a monoio `Sleep` is 640
-//! bytes; an entry here is 8). Each connection has exactly one entry at a time. Entries
-//! are lazy: when a connection's real deadline moved later (traffic arrived), the
-//! caller simply schedules it again when the old entry comes due, so nothing is ever
-//! searched for or removed.
+//! bytes; an entry here is 12: a tick and a key). Entries are lazy: nothing is ever
+//! searched for or removed. When a connection's deadline moves later (traffic
+//! arrived), the caller schedules it again when the old entry comes due; when it
+//! moves earlier, the caller adds an entry and remembers its tick, so the older one
+//! is recognised as stale when it comes due and dropped then (see `conn::timers`).
 
 /// Ticks since the worker started. u32 at 1 tick per 100 ms lasts 13 years.
 pub type Tick = u32;

@@ -1,9 +1,10 @@
 //! The client protocol `ringway.v1`, sans-IO: JSON text messages with a `"type"` field.
 //!
-//! Client → server: `sub {room, since?}`, `unsub {room}`, `pub {room, data}`, `ping`.
-//! Server → client: `welcome`, `subscribed`, `unsubscribed`, `msg`, `pong`, `error`.
-//! (`send`, `presence` and `refresh` are recognised and answered with an error until
-//! the features behind them exist.)
+//! Client → server: `sub {room, since?}`, `unsub {room}`, `pub {room, data, key?}`,
+//! `send {user, data}`, `presence {room}`, `refresh {token}`, `ping`.
+//! Server → client: `welcome`, `subscribed`, `unsubscribed`, `msg`, `presence`,
+//! `join`/`leave`, `refresh_needed`, `refreshed`, `reconnect`, `pong`, `error`, each
+//! encoded here (one encoder per message).
 //!
 //! Parsing borrows from the frame: `data` stays a [`RawValue`] slice of the input and
 //! is copied once, into the single encoded frame every subscriber shares. Any message
