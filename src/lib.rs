@@ -49,19 +49,26 @@ pub mod auth;
 pub mod bench;
 pub mod check;
 pub mod cli;
-pub mod client;
+pub(crate) mod client;
 pub mod config;
 pub mod conn;
-pub mod http;
-pub mod hub;
+pub(crate) mod http;
+pub(crate) mod hub;
 pub mod mesh;
-pub mod metrics;
-pub mod node;
+pub(crate) mod metrics;
+pub(crate) mod node;
 pub mod protocol;
-pub mod runtime;
+pub(crate) mod runtime;
 #[cfg(test)]
 mod sim;
 pub mod ws;
 
 pub use config::Config;
-pub use node::Server;
+pub use hub::rendezvous;
+pub use node::{Server, StartError, Stopper};
+
+/// What `main` does to the process before it starts a node.
+pub mod process {
+    pub use crate::runtime::probe::disable_transparent_huge_pages;
+    pub use crate::runtime::signals::{Terminate, block_terminate};
+}

@@ -15,7 +15,7 @@ use ringway::cli::{Cli, Command, LogFormat};
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> ExitCode {
-    ringway::runtime::probe::disable_transparent_huge_pages();
+    ringway::process::disable_transparent_huge_pages();
     let cli = Cli::parse_args();
     init_logging(cli.log_format);
     // Errors end here as one line with their cause and fix: never a backtrace, even
@@ -58,7 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => cli.serve,
     };
     let config = args.load()?;
-    let terminate = ringway::runtime::signals::block_terminate()?;
+    let terminate = ringway::process::block_terminate()?;
     let server = Server::start(config)?;
     let stopper = server.stopper();
     terminate.on_signal(move || stopper.drain())?;

@@ -207,9 +207,9 @@ impl Server {
 /// open-file limit allows once the node's own descriptors are held back (said in the
 /// log, so the operator sees the real number).
 fn connection_cap(config: &Config) -> usize {
-    let limits = probe::raise_nofile();
+    let soft = probe::raise_nofile();
     let reserved = config.fd_reserve();
-    let fd_room = (limits.soft as usize).saturating_sub(reserved);
+    let fd_room = (soft as usize).saturating_sub(reserved);
     let cap = match config.limits.max_connections {
         0 => fd_room,
         n if n > fd_room => {
@@ -217,7 +217,7 @@ fn connection_cap(config: &Config) -> usize {
                 "limits.max_connections = {n} does not fit the open-file limit ({}): the cap \
                  is lowered to {fd_room}. Raise the limit (LimitNOFILE= in the systemd unit, \
                  nofile in /etc/security/limits.d, or `ulimit -n`) to at least {}",
-                limits.soft,
+                soft,
                 n + reserved
             );
             fd_room

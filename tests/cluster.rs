@@ -186,10 +186,10 @@ impl Cluster {
         let seeds: Vec<u64> = self
             .ids
             .iter()
-            .map(|id| ringway::hub::rendezvous::seed(id))
+            .map(|id| ringway::rendezvous::seed(id))
             .collect();
         let mask = live.iter().fold(0u64, |m, &i| m | 1 << i);
-        ringway::hub::rendezvous::owner(room, &seeds, mask)
+        ringway::rendezvous::owner(room, &seeds, mask)
     }
 
     /// A room name owned by node `want` while `live` are up.

@@ -13,15 +13,15 @@
 //! `connect` (handshakes per second) and `storm` (everyone reconnects at once with
 //! backoff and full jitter).
 
-pub mod chart;
-pub mod children;
-pub mod churn;
-pub mod fanout;
-pub mod idle;
-pub mod nats;
-pub mod progress;
-pub mod scrape;
-pub mod wsclient;
+pub(crate) mod chart;
+pub(crate) mod children;
+pub(crate) mod churn;
+pub(crate) mod fanout;
+pub(crate) mod idle;
+pub(crate) mod nats;
+pub(crate) mod progress;
+pub(crate) mod scrape;
+pub(crate) mod wsclient;
 
 use std::net::{IpAddr, SocketAddr};
 

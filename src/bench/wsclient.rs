@@ -110,12 +110,11 @@ pub fn set_tls(ca_pem: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An upgraded connection: the socket, and its TLS session for `wss://`.
+/// An upgraded connection, held open until dropped: the socket, and its TLS
+/// session for `wss://`.
 pub struct Held {
-    /// The socket.
-    pub stream: TcpStream,
-    /// The TLS session, if any.
-    pub tls: Option<Box<rustls::ClientConnection>>,
+    _stream: TcpStream,
+    _tls: Option<Box<rustls::ClientConnection>>,
 }
 
 /// Connect from `source`, do the TLS handshake when [`set_tls`] was called, and
@@ -129,7 +128,10 @@ pub async fn open(
     let mut stream = connect_from(source, to)?;
     let Some(Some(cfg)) = TLS.get() else {
         upgrade(&mut stream, host, path).await?;
-        return Ok(Held { stream, tls: None });
+        return Ok(Held {
+            _stream: stream,
+            _tls: None,
+        });
     };
     let name =
         rustls::pki_types::ServerName::try_from(to.ip().to_string()).map_err(io::Error::other)?;
@@ -159,8 +161,8 @@ pub async fn open(
                 return Err(io::Error::other(format!("upgrade refused: {line}")));
             }
             return Ok(Held {
-                stream,
-                tls: Some(tls),
+                _stream: stream,
+                _tls: Some(tls),
             });
         }
         let (res, b) = stream.read(buf).await;

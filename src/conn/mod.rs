@@ -17,23 +17,26 @@
 //!
 //! # How a connection ends
 //!
-//! Four ways, each a method of the worker's state (`runtime::worker`):
+//! Four ways. The first three are methods of the worker's connections
+//! (`runtime::conns`), the last of the worker's state (`runtime::worker`), since it
+//! also leaves the router's rooms:
 //!
 //! | method      | when | what |
 //! |-------------|------|------|
-//! | `close`     | we end it: a violation, a limit, a drain | queue a close frame (or an HTTP refusal), act on no more input, shut the socket for writing once the queue is out; the peer's close or the close timeout follows |
-//! | `close_now` | the peer may be gone (idle timeout) | `close`, write what can be written now, then `abort` |
+//! | `close`     | we end it: a violation, a limit, a drain | queue a close frame, act on no more input, shut the socket for writing once the queue is out; the peer's close or the close timeout follows. Three siblings differ only in what goes last: `refuse` (an HTTP refusal of the upgrade), `fail_handshake` (a TLS alert, already queued) and `closed_by_peer` (our half of the peer's close) |
+//! | `close_now` | the peer may be gone (idle timeout, drain's end) | `close`, write what can be written now, then `abort` |
 //! | `abort`     | give up (close timeout, a broken socket) | drop unsent frames and shut the socket down, which wakes the task |
 //! | `remove`    | the task saw EOF or the close finished | leave every room, free the slot, give back what was counted; the task then drops the stream, closing the fd |
 //!
-//! Every ending is counted once, by reason (`ringway_disconnects_total`).
+//! Every ending is counted once, by reason (`ringway_disconnects_total`); a close the
+//! peer never finished is counted apart (`ringway_close_timeouts_total`).
 
 pub mod outq;
-pub mod rate;
-pub mod request;
-pub mod timers;
-pub mod tls;
-pub mod wheel;
+pub(crate) mod rate;
+pub(crate) mod request;
+pub(crate) mod timers;
+pub(crate) mod tls;
+pub(crate) mod wheel;
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;

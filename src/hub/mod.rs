@@ -65,9 +65,9 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 pub use effects::{PeerSet, ToConn};
-pub use id::{ConnId, ConnKey, Ms, Subscriber, Ticket};
+pub use id::{ConnKey, Ms};
 pub use msg::{Mail, PeerMsg, Reply};
-pub use topology::{Topology, conflation_tag, home_worker};
+pub use topology::Topology;
 
 use effects::Effects;
 use home::Mirror;

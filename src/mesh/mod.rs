@@ -29,9 +29,9 @@
 //! in order: every message a link delivered is handed over before the report that
 //! it went down, and the report that it came up before its first message.
 
-pub mod auth;
-pub mod hello;
-pub mod link;
+pub(crate) mod auth;
+pub(crate) mod hello;
+pub(crate) mod link;
 pub mod wire;
 
 use std::fmt::Write as _;

@@ -156,7 +156,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{Subscriber, Ticket};
+    use crate::hub::id::{Subscriber, Ticket};
 
     fn samples() -> Vec<Frame> {
         let who = Subscriber {

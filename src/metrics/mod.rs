@@ -125,20 +125,20 @@ impl Disconnect {
 /// Why frames toward a slow consumer were dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
-pub enum Drop {
+pub enum Dropped {
     /// Unsent frames of a connection closed with 4008.
-    Disconnect,
+    SlowConsumer,
     /// Oldest frames dropped to make room (`drop-oldest`).
-    DropOldest,
+    Oldest,
     /// Older frames of the same room/key replaced (`conflate`).
-    Conflate,
+    Conflated,
 }
 
-impl Drop {
-    const ALL: [(Drop, &'static str); 3] = [
-        (Drop::Disconnect, "slow_consumer_disconnect"),
-        (Drop::DropOldest, "drop_oldest"),
-        (Drop::Conflate, "conflate"),
+impl Dropped {
+    const ALL: [(Dropped, &'static str); 3] = [
+        (Dropped::SlowConsumer, "slow_consumer_disconnect"),
+        (Dropped::Oldest, "drop_oldest"),
+        (Dropped::Conflated, "conflate"),
     ];
 }
 
@@ -202,8 +202,8 @@ pub struct WorkerStats {
     pub refused: [u64; Refused::ALL.len()],
     /// Ended connections, by reason (index: `Disconnect as usize`).
     pub disconnects: [u64; Disconnect::COUNT],
-    /// Frames dropped toward slow consumers, by reason (index: `Drop as usize`).
-    pub drops: [u64; Drop::ALL.len()],
+    /// Frames dropped toward slow consumers, by reason (index: `Dropped as usize`).
+    pub drops: [u64; Dropped::ALL.len()],
     /// Server pings sent.
     pub pings: u64,
     /// Closes the peer did not finish within `limits.close_timeout_ms` (the socket was
@@ -431,7 +431,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "Frames dropped toward slow consumers, by reason.",
         ),
         "reason",
-        Drop::ALL
+        Dropped::ALL
             .iter()
             .map(|&(d, label)| (label.to_owned(), sum(&|s| s.drops[d as usize]))),
     );

@@ -1,7 +1,7 @@
 //! A worker's connections: the slab, the timer wheel, the list of connections with
-//! output to flush, and the ways a connection ends (see `conn` for the set:
-//! `close`, `close_now`, `abort`, `remove`; `remove` is the worker state's, since it
-//! also leaves the router's rooms).
+//! output to flush, and the ways a connection ends (the set is documented once, in
+//! `conn`: `close` and its siblings, `close_now`, `abort`; `remove` is the worker
+//! state's, since it also leaves the router's rooms).
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::config::SlowPolicy;
 use crate::conn::outq::{Out, OutQueue};
 use crate::conn::wheel::{Tick, Wheel};
 use crate::conn::{Conn, ConnId, ConnKey, Phase};
-use crate::metrics::{Disconnect, Drop as DropReason, WorkerStats};
+use crate::metrics::{Disconnect, Dropped, WorkerStats};
 use crate::ws::close;
 use crate::ws::frame::encode_close;
 
@@ -119,7 +119,7 @@ impl Conns {
             let (reason, dropped) = match policy {
                 SlowPolicy::Disconnect => {
                     let dropped = conn.outq.clear_unstarted() as u64 + 1;
-                    self.stats.drops[DropReason::Disconnect as usize] += dropped;
+                    self.stats.drops[Dropped::SlowConsumer as usize] += dropped;
                     debug!(conn = %self.conn_id(key), dropped, "slow consumer: closing with 4008");
                     self.close(
                         key,
@@ -137,14 +137,14 @@ impl Conns {
                     while over(&conn.outq) && conn.outq.drop_oldest() {
                         n += 1;
                     }
-                    (DropReason::Conflate, n)
+                    (Dropped::Conflated, n)
                 }
                 SlowPolicy::DropOldest => {
                     let mut n = 0;
                     while over(&conn.outq) && conn.outq.drop_oldest() {
                         n += 1;
                     }
-                    (DropReason::DropOldest, n)
+                    (Dropped::Oldest, n)
                 }
             };
             self.stats.drops[reason as usize] += dropped;

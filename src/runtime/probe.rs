@@ -45,28 +45,14 @@ fn probe_uring() -> Driver {
     }
 }
 
-/// The open-file limits after start-up.
-#[derive(Debug, Clone, Copy)]
-pub struct FdLimits {
-    /// Soft limit before we raised it.
-    pub soft_before: u64,
-    /// Soft limit now (raised to the hard limit).
-    pub soft: u64,
-    /// Hard limit.
-    pub hard: u64,
-}
-
-/// Raise the open-file soft limit to the hard limit and log both.
-pub fn raise_nofile() -> FdLimits {
+/// Raise the open-file soft limit to the hard limit, log both, and return the soft
+/// limit now (0 when it cannot be read).
+pub fn raise_nofile() -> u64 {
     let (soft_before, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok(l) => l,
         Err(e) => {
             warn!("cannot read RLIMIT_NOFILE ({e}); the connection capacity is unknown");
-            return FdLimits {
-                soft_before: 0,
-                soft: 0,
-                hard: 0,
-            };
+            return 0;
         }
     };
     let mut soft = soft_before;
@@ -82,11 +68,7 @@ pub fn raise_nofile() -> FdLimits {
         soft_before,
         soft, hard, "open-file limit: {soft} (raised from {soft_before}; hard limit {hard})"
     );
-    FdLimits {
-        soft_before,
-        soft,
-        hard,
-    }
+    soft
 }
 
 /// Opt this process out of transparent huge pages.

@@ -7,8 +7,9 @@ use serde_json::value::RawValue;
 
 use super::client::{At, Client, Ledger, Sub, record};
 use crate::hub::presence::Member;
+use crate::hub::rendezvous;
+use crate::hub::topology::home_worker;
 use crate::hub::{ConnKey, Hub, HubConfig, Mail, Ms, PeerMsg, Reply, ToConn, Topology};
-use crate::hub::{home_worker, rendezvous};
 
 /// The rooms clients use (a few, so they collide), and their users.
 const ROOMS: [&str; 5] = ["chat:a", "chat:b", "p:c", "news", "chat:e"];

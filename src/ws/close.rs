@@ -1,19 +1,13 @@
 //! Close codes ringway sends (RFC 6455 §7.4 and ringway's own 4xxx range).
 
-/// Normal closure.
-pub const NORMAL: u16 = 1000;
 /// Protocol error.
 pub const PROTOCOL: u16 = 1002;
-/// Unsupported data (ringway.v1 takes text frames only).
-pub const UNSUPPORTED: u16 = 1003;
 /// Invalid payload data (bad UTF-8).
 pub const INVALID_DATA: u16 = 1007;
 /// Policy violation (a message that took too long to arrive).
 pub const POLICY: u16 = 1008;
 /// Message too big.
 pub const TOO_BIG: u16 = 1009;
-/// Internal error.
-pub const INTERNAL: u16 = 1011;
 /// Service restart (drain): reconnect, possibly elsewhere.
 pub const RESTART: u16 = 1012;
 /// Try again later (overload).

@@ -1,7 +1,7 @@
 //! The WebSocket protocol, sans-IO: upgrade handshake, frame decoding and encoding,
 //! close codes, incremental UTF-8 validation. No sockets and no clocks in here.
 
-pub mod close;
+pub(crate) mod close;
 pub mod frame;
 pub mod handshake;
-pub mod utf8;
+pub(crate) mod utf8;
