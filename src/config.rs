@@ -313,6 +313,13 @@ pub struct Mesh {
     pub backoff_base_ms: u64,
     /// See `backoff_base_ms`.
     pub backoff_cap_ms: u64,
+    /// At start-up, how long a node waits for a link to every peer before it serves
+    /// clients anyway, in milliseconds. Until it has its links it cannot know which
+    /// rooms its peers own, and would answer for them itself (a resume would then
+    /// fail, and the room move a moment later). A peer that is up links in
+    /// milliseconds; one that must dial back may wait out its backoff. `0`: do not
+    /// wait. Default 5 000 (`backoff_cap_ms`).
+    pub join_timeout_ms: u64,
     /// Bytes queued for one peer before the link is cut (the peer reconnects and
     /// re-registers; its clients resume). Default 64 MiB.
     pub queue_bytes: usize,
@@ -336,6 +343,7 @@ impl Default for Mesh {
             dead_after_ms: 2_000,
             backoff_base_ms: 100,
             backoff_cap_ms: 5_000,
+            join_timeout_ms: 5_000,
             queue_bytes: 64 << 20,
             queue_frames: 1 << 18,
             max_frame_bytes: 16 << 20,

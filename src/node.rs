@@ -130,6 +130,8 @@ impl Server {
             },
             api_connections: AtomicUsize::new(0),
             site: crate::client::Site::from_config(&config),
+            started: std::time::Instant::now(),
+            joined: AtomicBool::new(false),
             config,
         });
         // The API runs on every worker too, on its handle of the API listener.

@@ -475,6 +475,51 @@ fn losing_the_owner_rehomes_the_room_and_its_return_moves_it_back() {
     }
 }
 
+/// A restarted node admits clients only once it has linked to its peers: before,
+/// it would answer for their rooms itself, and a resume would fail.
+#[test]
+fn a_restarted_node_admits_clients_once_linked_so_a_resume_succeeds() {
+    let mut cl = Cluster::start(2);
+    cl.wait_converged();
+    // Owned by n1, which stays up; n2 restarts. n1 dials (its id sorts first), so
+    // after n2's crash n1 retries with a growing backoff: the link comes back a
+    // while after n2 does.
+    let room = cl.room_owned_by(0, &[0, 1], "rejoin:");
+    let mut a = cl.client(0);
+    let first = a.sub(&room);
+    for k in 1..=3 {
+        cl.publish(0, &room, json!(k));
+    }
+    cl.kill(1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (epoch, seq) = cl.publish(0, &room, json!(4));
+    assert_eq!((json!(epoch.clone()), seq), (first["epoch"].clone(), 4));
+    cl.boot(1);
+    // At once: the upgrade waits in the backlog until n2 has its link.
+    let mut b = cl.client(1);
+    b.send(json!({"type": "sub", "room": room, "since": {"epoch": epoch, "seq": 2}}));
+    let s = b.recv();
+    assert_eq!(
+        (
+            s["type"].clone(),
+            s["recovered"].clone(),
+            s["epoch"].clone()
+        ),
+        (json!("subscribed"), json!(true), json!(epoch)),
+        "{s}"
+    );
+    for k in 3..=4 {
+        let m = b.recv();
+        assert_eq!(
+            (m["seq"].clone(), m["data"].clone()),
+            (json!(k), json!(k)),
+            "{m}"
+        );
+    }
+    let (_, body) = http(cl.api[1], "GET", "/readyz", "");
+    assert_eq!(body, "ready\n");
+}
+
 #[test]
 fn a_peer_with_the_wrong_secret_is_refused() {
     let cl = Cluster::start_with_secrets(vec![

@@ -192,10 +192,19 @@ fn ms(n: u64) -> Duration {
 
 async fn route(w: &Rc<Worker>, req: &Head, body: &[u8]) -> Response {
     let path = req.path.as_str();
+    // What routes a message waits while the node joins its cluster (its router does
+    // not know its peers' rooms yet); at most mesh.join_timeout_ms after start.
     match (req.method.as_str(), path) {
-        ("POST", "/v1/publish") => publish(w, body).await,
-        ("POST", "/v1/send") => send(w, body).await,
+        ("POST", "/v1/publish") => {
+            w.shared.joined().await;
+            publish(w, body).await
+        }
+        ("POST", "/v1/send") => {
+            w.shared.joined().await;
+            send(w, body).await
+        }
         ("GET", p) if p.starts_with("/v1/presence/") => {
+            w.shared.joined().await;
             presence(w, &p["/v1/presence/".len()..]).await
         }
         ("GET", "/v1/cluster") => Response::json(200, cluster(w)),
@@ -207,6 +216,8 @@ async fn route(w: &Rc<Worker>, req: &Head, body: &[u8]) -> Response {
         ("GET", "/readyz") => {
             if w.shared.draining() {
                 Response::text(503, "draining\n")
+            } else if w.shared.joining() {
+                Response::text(503, "joining the cluster\n")
             } else {
                 Response::text(200, "ready\n")
             }

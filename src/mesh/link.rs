@@ -195,6 +195,8 @@ fn run_session(
     slot.up.store(true, Ordering::Release);
     mesh.set_live(peer, true);
     sink.link(peer, true, session);
+    // Only now: a client admitted because of it must find the workers told.
+    mesh.linked.fetch_or(1 << peer, Ordering::AcqRel);
     info!(peer = %id, "mesh: link to {id} up");
 
     let why = read_loop(sink, mesh, peer, stream, decoder);

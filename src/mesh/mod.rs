@@ -127,6 +127,9 @@ pub struct Mesh {
     seeds: Vec<u64>,
     /// Bit `i` set: node `i` is reachable (this node always is).
     live: AtomicU64,
+    /// Bit `i` set: a link to node `i` has come up since this node started, and the
+    /// workers were told (this node's bit is always set).
+    linked: AtomicU64,
     /// One per node (this node's is unused).
     pub slots: Vec<Slot>,
     /// Mesh settings.
@@ -180,6 +183,7 @@ impl Mesh {
             me,
             seeds: nodes.iter().map(|n| n.seed).collect(),
             live: AtomicU64::new(1 << me),
+            linked: AtomicU64::new(1 << me),
             slots,
             nodes,
             config: c.mesh.clone(),
@@ -195,6 +199,22 @@ impl Mesh {
     /// The live set, as a bit mask over `nodes`.
     pub fn live(&self) -> u64 {
         self.live.load(Ordering::Acquire)
+    }
+
+    /// Whether a link to every peer has come up since this node started (see
+    /// `mesh.join_timeout_ms`).
+    pub fn linked_to_all(&self) -> bool {
+        let all = (1u64 << self.nodes.len()) - 1;
+        self.linked.load(Ordering::Acquire) == all
+    }
+
+    /// The peers no link has come up to since this node started.
+    pub fn never_linked(&self) -> Vec<&str> {
+        let linked = self.linked.load(Ordering::Acquire);
+        (0..self.nodes.len())
+            .filter(|&i| linked & (1 << i) == 0)
+            .map(|i| self.nodes[i].id.as_str())
+            .collect()
     }
 
     /// Whether node `i` is reachable now.

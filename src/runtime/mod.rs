@@ -176,6 +176,8 @@ fn pin_to(core: usize) {
 }
 
 async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
+    // Clients wait in the listen backlog while the node joins its cluster.
+    w.shared.joined().await;
     let mut last_warning: Option<Instant> = None;
     loop {
         match listener.accept().await {

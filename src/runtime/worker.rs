@@ -16,10 +16,11 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use slab::Slab;
+use tracing::{info, warn};
 
 use super::conns::{Conns, abort};
 use super::mailbox::{Letter, Mailbox};
@@ -66,12 +67,57 @@ pub struct Shared {
     pub api_connections: AtomicUsize,
     /// What the client listener serves to plain GETs (the client library, the demo).
     pub site: crate::client::Site,
+    /// When the node started.
+    pub started: Instant,
+    /// Set once the node has joined its cluster (see [`Shared::joining`]).
+    pub joined: AtomicBool,
 }
 
 impl Shared {
     /// Whether the node is shutting down.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node is still joining its cluster: it has peers, has not yet
+    /// linked to each of them, and `mesh.join_timeout_ms` has not passed. Until then
+    /// it admits no client and holds API requests that route messages: its router
+    /// would take its peers' rooms for its own. Says once in the log how joining
+    /// ended.
+    pub fn joining(&self) -> bool {
+        if self.joined.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(mesh) = &self.mesh else {
+            self.joined.store(true, Ordering::Release);
+            return false;
+        };
+        let waited = self.started.elapsed();
+        let all = mesh.linked_to_all();
+        if !all && waited < Duration::from_millis(mesh.config.join_timeout_ms) {
+            return true;
+        }
+        if !self.joined.swap(true, Ordering::AcqRel) {
+            let ms = waited.as_millis();
+            if all {
+                info!("mesh: linked to every peer after {ms} ms; serving clients");
+            } else {
+                warn!(
+                    "mesh: no link to {} after {ms} ms (mesh.join_timeout_ms); serving clients \
+                     anyway: until they link, this node answers for their rooms itself, as in \
+                     a partition. Check that they run and that mesh.secret and the peer lists match",
+                    mesh.never_linked().join(", ")
+                );
+            }
+        }
+        false
+    }
+
+    /// Wait until the node has joined its cluster (see [`Shared::joining`]).
+    pub async fn joined(&self) {
+        while self.joining() {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The router's view of the node: alone, or one node of the mesh.
