@@ -80,10 +80,17 @@ impl Server {
     /// Start a node: bind, spawn the workers, and return once all are running.
     pub fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
+        // Everything that can fail on a file first, so an error is not buried under
+        // start-up lines.
+        let verifier = verifier(&config)?;
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::conn::tls::server_config(cert, key).map_err(StartError::Tls)?)
+            }
+            _ => None,
+        };
         let workers = config.worker_count();
         let driver = probe::io_driver();
-        let max_connections = connection_cap(&config);
-        announce(&config);
         let backlog = config.limits.listen_backlog;
         let ws = listener::bind_shared(config.listen, workers, backlog, driver)
             .map_err(StartError::Listen)?;
@@ -99,6 +106,8 @@ impl Server {
             ),
             _ => None,
         };
+        let max_connections = connection_cap(&config);
+        announce(&config);
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..workers)
             .map(|_| mailbox::channel())
             .collect::<Result<Vec<_>, _>>()
@@ -120,18 +129,14 @@ impl Server {
             max_connections,
             per_ip: Mutex::new(std::collections::HashMap::new()),
             mesh,
-            verifier: verifier(&config)?,
+            verifier,
             per_user: Mutex::new(std::collections::HashMap::new()),
-            tls: match (&config.tls.cert, &config.tls.key) {
-                (Some(cert), Some(key)) => {
-                    Some(crate::conn::tls::server_config(cert, key).map_err(StartError::Tls)?)
-                }
-                _ => None,
-            },
+            tls,
             api_connections: AtomicUsize::new(0),
             site: crate::client::Site::from_config(&config),
             started: std::time::Instant::now(),
             joined: AtomicBool::new(false),
+            drained: AtomicUsize::new(0),
             config,
         });
         // The API runs on every worker too, on its handle of the API listener.
@@ -246,10 +251,12 @@ fn announce(config: &Config) {
             config.api_listen
         );
     }
-    if config.demo {
+    if config.demo_served() {
         info!(
             "demo page on the client listener at / (guest tokens for demo:* rooms); it is for trying ringway: turn it off with --no-demo or demo = false"
         );
+    } else if config.demo {
+        info!("demo page off: tokens are required (require_auth), and it needs guest tokens");
     }
     if config.allow_anonymous {
         warn!(

@@ -290,6 +290,13 @@ fn the_node_serves_the_client_the_demo_and_guest_tokens() {
     // A guest token names the user and only opens demo:* rooms.
     let (_, body) = common::http_raw_body(n.ws, &get("/demo/token?name=zoe"));
     let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Pages are not refused upgrades.
+    let (_, metrics) = n.get("/metrics");
+    assert!(
+        metrics.contains("ringway_disconnects_total{reason=\"page\"} 5\n")
+            && metrics.contains("ringway_disconnects_total{reason=\"handshake\"} 0\n"),
+        "{metrics}"
+    );
     let mut c = connect(&n, token["token"].as_str().unwrap());
     assert_eq!(c.welcome["user"], "guest:zoe");
     c.sub("demo:lobby");

@@ -23,7 +23,7 @@
 //!
 //! | method      | when | what |
 //! |-------------|------|------|
-//! | `close`     | we end it: a violation, a limit, a drain | queue a close frame, act on no more input, shut the socket for writing once the queue is out; the peer's close or the close timeout follows. Three siblings differ only in what goes last: `refuse` (an HTTP refusal of the upgrade), `fail_handshake` (a TLS alert, already queued) and `closed_by_peer` (our half of the peer's close) |
+//! | `close`     | we end it: a violation, a limit, a drain | queue a close frame, act on no more input, shut the socket for writing once the queue is out; the peer's close or the close timeout follows. Four siblings differ only in what goes last: `refuse` (an HTTP refusal of the upgrade), `answer_page` (a page asked for instead of an upgrade), `fail_handshake` (a TLS alert, already queued) and `closed_by_peer` (our half of the peer's close) |
 //! | `close_now` | the peer may be gone (idle timeout, drain's end) | `close`, write what can be written now, then `abort` |
 //! | `abort`     | give up (close timeout, a broken socket) | drop unsent frames and shut the socket down, which wakes the task |
 //! | `remove`    | the task saw EOF or the close finished | leave every room, free the slot, give back what was counted; the task then drops the stream, closing the fd |

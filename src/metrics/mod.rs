@@ -48,6 +48,9 @@ pub enum Disconnect {
     MessageTimeout,
     /// Closed to keep a node-wide budget (unfinished messages, 1013).
     Overload,
+    /// A plain HTTP request on the client listener, answered (the client library,
+    /// the demo page, a demo token): not a WebSocket at all.
+    Page,
     /// Any other close code we sent (1011 internal error, say).
     Other,
 }
@@ -74,6 +77,7 @@ impl Disconnect {
         Disconnect::Kicked,
         Disconnect::MessageTimeout,
         Disconnect::Overload,
+        Disconnect::Page,
         Disconnect::Other,
     ];
 
@@ -96,6 +100,7 @@ impl Disconnect {
             Disconnect::Kicked => "kicked",
             Disconnect::MessageTimeout => "message_timeout",
             Disconnect::Overload => "overload",
+            Disconnect::Page => "page",
             Disconnect::Other => "other",
         }
     }

@@ -89,11 +89,11 @@ impl State {
                 conn.user_counted = true;
             }
         }
-        let now = self.conns.wheel.now();
+        let now = self.conns.stamp();
         if let Some(conn) = self.conns.get_mut(key) {
             conn.last_seen = now;
         }
-        self.conns.schedule(key, now + 1);
+        self.conns.schedule(key, now);
         Ok(())
     }
 

@@ -182,6 +182,13 @@ impl Conns {
         self.end(key, None, Disconnect::Handshake);
     }
 
+    /// End a connection that asked for a page, not a WebSocket: the HTTP answer,
+    /// then as `close`.
+    pub fn answer_page(&mut self, key: ConnKey, response: Vec<u8>) {
+        self.enqueue_raw(key, response);
+        self.end(key, None, Disconnect::Page);
+    }
+
     /// End a connection whose TLS handshake failed (the alert is already queued in
     /// its session), as `close`.
     pub fn fail_handshake(&mut self, key: ConnKey) {
@@ -196,7 +203,7 @@ impl Conns {
     /// Move a connection to `Closing`, optionally queueing a last frame, and count
     /// why it ended. The peer has `limits.close_timeout_ms` to finish the close.
     fn end(&mut self, key: ConnKey, last: Option<Bytes>, why: Disconnect) {
-        let now = self.wheel.now();
+        let now = self.stamp();
         let Some(conn) = self.get_mut(key) else {
             return;
         };
@@ -266,6 +273,14 @@ impl Conns {
     /// The last wheel tick processed (the worker's coarse clock).
     pub fn current_tick(&self) -> Tick {
         self.wheel.now()
+    }
+
+    /// The tick to date something that happens now (traffic, a close, the start of
+    /// an unfinished message): the wheel's tick rounded up. Real time is past the
+    /// last tick processed but before the next, so a deadline counted from the
+    /// next one is never early, and at most one tick late.
+    pub fn stamp(&self) -> Tick {
+        self.wheel.now() + 1
     }
 }
 

@@ -227,7 +227,7 @@ fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
             Ok(n) => {
                 let mut st = w.state.borrow_mut();
                 st.conns.stats.bytes_in += n as u64;
-                let now = st.conns.current_tick();
+                let now = st.conns.stamp();
                 if let Some(conn) = st.conns.get_mut(key) {
                     conn.last_seen = now;
                 }
@@ -350,7 +350,7 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
                         now_ms,
                     };
                     let response = crate::client::serve(&shared.site, asked, gate);
-                    st.conns.refuse(key, response);
+                    st.conns.answer_page(key, response);
                     return buf.len();
                 }
                 Outcome::Reject(r) => {

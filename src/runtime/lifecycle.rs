@@ -7,8 +7,8 @@
 //!  t=0   stop accepting; /readyz -> 503; upgrades in flight get 503
 //!        every client: {"type":"reconnect","after_ms":T_i}, T_i spread over [0, W)
 //!  t=T_i client i is closed with 1012 (paced: every 100 ms, the clients due by then)
-//!  t=W   whatever is left is shut down; the worker stops; the process exits 0
-//!        (a worker whose connections have all gone stops before W)
+//!  t=W   whatever is left is shut down; the workers stop together; the process
+//!        exits 0 (before W once every worker's connections have gone)
 //! ```
 
 use std::rc::Rc;
@@ -111,7 +111,7 @@ impl State {
     /// and over the worker's share of `limits.partial_budget_bytes` close the
     /// connection that holds the most with 1013.
     pub(crate) fn account_partial(&mut self, key: ConnKey, before: usize) {
-        let now = self.conns.wheel.now();
+        let now = self.conns.stamp();
         let message = self
             .conns
             .ticks(self.shared.config.limits.message_timeout_ms);
@@ -258,6 +258,16 @@ impl Worker {
             }
             // Let the read tasks see their EOF and release their sockets.
             monoio::time::sleep(Duration::from_millis(50)).await;
+            // Stop with the others, not before: until then this worker still takes
+            // its share of the API's connections (the listener is shared), and one
+            // handed to a stopped worker would never be answered.
+            let workers = w.shared.mailboxes.len();
+            w.shared
+                .drained
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            while w.shared.drained.load(std::sync::atomic::Ordering::Acquire) < workers {
+                monoio::time::sleep(DRAIN_STEP).await;
+            }
             w.shared.mailboxes[w.id].send(Letter::Shutdown);
         });
     }

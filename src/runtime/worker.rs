@@ -71,6 +71,8 @@ pub struct Shared {
     pub started: Instant,
     /// Set once the node has joined its cluster (see [`Shared::joining`]).
     pub joined: AtomicBool,
+    /// Workers done draining (they stop together, once all are).
+    pub drained: AtomicUsize,
 }
 
 impl Shared {
