@@ -294,6 +294,13 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The credentials of an `Authorization: Bearer <credentials>` value; the scheme
+/// is case-insensitive (RFC 9110 §11.1).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+}
+
 /// Find the token in an upgrade request: query `token=`, `Authorization: Bearer`,
 /// or a `Sec-WebSocket-Protocol` entry `bearer.<token>`.
 pub fn token_from_request<B>(req: &tungstenite::http::Request<B>) -> Option<String> {
@@ -305,10 +312,10 @@ pub fn token_from_request<B>(req: &tungstenite::http::Request<B>) -> Option<Stri
         }
     }
     let headers = req.headers();
-    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok())
-        && let Some(t) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
+    if let Some(t) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
     {
         return Some(t.trim().to_owned());
     }
@@ -388,6 +395,14 @@ mod tests {
         assert_eq!(
             token_from_request(&req("/ws", Some(("Authorization", "Bearer t1")))).as_deref(),
             Some("t1")
+        );
+        assert_eq!(
+            token_from_request(&req("/ws", Some(("Authorization", "BEARER t1")))).as_deref(),
+            Some("t1")
+        );
+        assert_eq!(
+            token_from_request(&req("/ws", Some(("Authorization", "Basic dTpw")))),
+            None
         );
         assert_eq!(
             token_from_request(&req(

@@ -69,9 +69,9 @@ pub fn production(config: &Config) -> Vec<Finding> {
         })
     };
     item(
-        !config.demo,
+        !config.demo_served(),
         "demo page and guest tokens",
-        if config.demo { "on" } else { "off" },
+        if config.demo_served() { "on" } else { "off" },
         "off",
         "the demo is for trying ringway: set demo = false (or --no-demo)",
     );

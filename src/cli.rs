@@ -118,8 +118,37 @@ pub struct TokenArgs {
 }
 
 impl TokenArgs {
-    /// The token these arguments describe.
-    pub fn mint(&self) -> String {
+    /// The token these arguments describe, if a node could accept it; else what to
+    /// change. A lifetime over the default `auth.max_token_ttl_s` is allowed (a
+    /// node may be configured for it) but comes back as a warning.
+    pub fn mint(&self) -> Result<(String, Option<String>), String> {
+        if self.secret.len() < 32 {
+            return Err(format!(
+                "--secret is {} bytes; nodes refuse HS256 secrets under 32 bytes: give the node's auth.token_secret",
+                self.secret.len()
+            ));
+        }
+        if !crate::protocol::valid_user(&self.sub) {
+            return Err(format!(
+                "--sub {:?}: {}",
+                self.sub,
+                crate::protocol::USER_RULE
+            ));
+        }
+        if self.ttl == 0 {
+            return Err("--ttl 0: the token would be expired at once; give e.g. 15m or 1h".into());
+        }
+        let max = Config::default().auth.max_token_ttl_s;
+        let warning = (self.ttl > max).then(|| {
+            format!(
+                "warning: this token lives {} s; a node refuses tokens that live longer than its auth.max_token_ttl_s ({max} s unless configured otherwise)",
+                self.ttl
+            )
+        });
+        Ok((self.token(), warning))
+    }
+
+    fn token(&self) -> String {
         let rooms = (!self.rooms.is_empty() || !self.sub_rooms.is_empty()).then(|| {
             crate::auth::RoomClaims {
                 sub: self.rooms.iter().chain(&self.sub_rooms).cloned().collect(),
@@ -185,7 +214,8 @@ pub struct ServeArgs {
     /// This node's id.
     #[arg(long)]
     pub node_id: Option<String>,
-    /// Address peers connect to for the mesh [default: none].
+    /// Address peers connect to for the mesh [default: this node's entry in the peer
+    /// list, if any].
     #[arg(long, value_name = "ADDR")]
     pub mesh_listen: Option<SocketAddr>,
     /// A peer node, ID=HOST:PORT (repeat for each peer).
@@ -245,7 +275,8 @@ pub struct ServeArgs {
     /// Largest frame a client may send, bytes.
     #[arg(long, value_name = "BYTES")]
     pub max_frame_size: Option<usize>,
-    /// Open connections on this node; more get HTTP 503 [default: the open-file limit].
+    /// Open connections on this node; more get HTTP 503 [default: what the open-file
+    /// limit allows, less a reserve for the node].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Open connections per client address; more get HTTP 429 [default: no cap].
@@ -362,6 +393,30 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_refuses_what_a_node_would_refuse() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let mint = |args: &[&str]| {
+            let mut all = vec!["ringway", "token"];
+            all.extend_from_slice(args);
+            match Cli::parse_from(all).command {
+                Some(Command::Token(t)) => t.mint(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let (token, warning) = mint(&["--secret", secret, "--sub", "alice"]).unwrap();
+        assert_eq!(token.matches('.').count(), 2);
+        assert_eq!(warning, None);
+        let e = mint(&["--secret", "short", "--sub", "alice"]).unwrap_err();
+        assert!(e.contains("32 bytes"), "{e}");
+        let e = mint(&["--secret", secret, "--sub", "al ice"]).unwrap_err();
+        assert!(e.contains("user ids are"), "{e}");
+        let e = mint(&["--secret", secret, "--sub", "alice", "--ttl", "0"]).unwrap_err();
+        assert!(e.contains("--ttl 0"), "{e}");
+        let (_, warning) = mint(&["--secret", secret, "--sub", "alice", "--ttl", "2d"]).unwrap();
+        assert!(warning.unwrap().contains("auth.max_token_ttl_s (86400 s"));
+    }
 
     #[test]
     fn help_shows_the_config_defaults() {

@@ -21,12 +21,12 @@ pub const MESH_PENDING_HELLOS: usize = 8;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}; check the path given to --config")]
+    #[error("cannot read config file {path}: {error}; check the path given to --config")]
     Read {
         /// The file named by `--config`.
         path: String,
         /// Why reading failed.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The config file is not valid TOML for this schema.
     #[error("config file {path} is invalid: {message}")]
@@ -512,6 +512,22 @@ pub struct Heartbeat {
     pub tick_ms: u64,
 }
 
+/// A TOML error as one line: `line N (the line): what is wrong`.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return what;
+    };
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let content = text.lines().nth(line - 1).unwrap_or("").trim();
+    if content.is_empty() {
+        format!("line {line}: {what}")
+    } else {
+        format!("line {line} ({content}): {what}")
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -590,9 +606,9 @@ impl Config {
     /// Load a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: display.clone(),
-            source,
+            error,
         })?;
         Self::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
@@ -603,11 +619,12 @@ impl Config {
         })
     }
 
-    /// Parse TOML text over the defaults.
+    /// Parse TOML text over the defaults. An error is one line: where, the line
+    /// itself, and what is wrong with it.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "<inline>".to_owned(),
-            message: e.to_string(),
+            message: one_line(text, &e),
         })
     }
 
@@ -805,6 +822,13 @@ impl Config {
         Ok(())
     }
 
+    /// Whether the demo page and its guest tokens are served: `demo`, unless tokens
+    /// are required (`allow_anonymous = false` refuses the guest tokens the page
+    /// needs).
+    pub fn demo_served(&self) -> bool {
+        self.demo && self.allow_anonymous
+    }
+
     /// File descriptors held back from the open-file limit so clients can never
     /// starve them: the node's own (listeners, mailboxes, rings, files), every API
     /// connection it allows, and the mesh (two per peer plus pending hellos).
@@ -825,6 +849,24 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_toml_error_is_one_line_naming_the_line() {
+        let e = Config::from_toml("[limits]\n\nmax_message_size = \"big\"\n").unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(
+            text.contains("line 3 (max_message_size = \"big\"): invalid type: string \"big\""),
+            "{text}"
+        );
+        let e = Config::from_toml("[limits]\nmax_mesage_size = 1\n").unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(
+            text.contains("line 2 (max_mesage_size = 1): unknown field `max_mesage_size`"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn defaults_are_valid() {

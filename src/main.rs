@@ -17,7 +17,9 @@ static GLOBAL: MiMalloc = MiMalloc;
 fn main() -> ExitCode {
     ringway::process::disable_transparent_huge_pages();
     let cli = Cli::parse_args();
-    init_logging(cli.log_format);
+    // `check` prints a report: only warnings interrupt it.
+    let quiet = matches!(cli.command, Some(Command::Check(_)));
+    init_logging(cli.log_format, if quiet { "warn" } else { "info" });
     // Errors end here as one line with their cause and fix: never a backtrace, even
     // with RUST_BACKTRACE set (that is for panics, which are bugs).
     match run(cli) {
@@ -30,9 +32,19 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr: text (coloured only on a terminal, and never with `NO_COLOR`
-/// set) or one JSON object per line for log shippers. `RINGWAY_LOG` sets the level.
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("RINGWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+/// set) or one JSON object per line for log shippers. `RINGWAY_LOG` sets the level
+/// (`default` without it); one it cannot read is said, not ignored.
+fn init_logging(format: LogFormat, default: &str) {
+    let mut unreadable = None;
+    let filter = match std::env::var("RINGWAY_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::builder().parse(&v).unwrap_or_else(|e| {
+            unreadable = Some(format!(
+                "RINGWAY_LOG={v:?} is not a log filter ({e}); logging at {default}. Give a level (error, warn, info, debug, trace) or directives such as ringway=debug"
+            ));
+            EnvFilter::new(default)
+        }),
+        _ => EnvFilter::new(default),
+    };
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
@@ -44,6 +56,9 @@ fn init_logging(format: LogFormat) {
         }
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    if let Some(warning) = unreadable {
+        tracing::warn!("{warning}");
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -52,7 +67,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Bench(args)) => return ringway::bench::run(args),
         Some(Command::Check(args)) => return check(args),
         Some(Command::Token(args)) => {
-            println!("{}", args.mint());
+            let (token, warning) = args.mint().map_err(anyhow::Error::msg)?;
+            if let Some(w) = warning {
+                eprintln!("{w}");
+            }
+            println!("{token}");
             return Ok(());
         }
         None => cli.serve,

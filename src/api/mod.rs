@@ -243,7 +243,7 @@ fn authorized(key: &str, header: Option<&str>) -> bool {
     if key.is_empty() {
         return true;
     }
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+    let Some(given) = header.and_then(crate::auth::bearer) else {
         return false;
     };
     bool::from(given.trim().as_bytes().ct_eq(key.as_bytes()))
@@ -425,4 +425,19 @@ async fn scrape(w: &Rc<Worker>) -> String {
         mesh.render(&mut text);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::authorized;
+
+    #[test]
+    fn the_key_is_checked_with_any_case_of_bearer() {
+        assert!(authorized("", None));
+        assert!(authorized("k3y", Some("Bearer k3y")));
+        assert!(authorized("k3y", Some("bearer k3y")));
+        assert!(!authorized("k3y", Some("Bearer k3z")));
+        assert!(!authorized("k3y", Some("Basic k3y")));
+        assert!(!authorized("k3y", None));
+    }
 }

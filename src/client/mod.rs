@@ -35,9 +35,10 @@ impl Site {
     /// production secret (see `auth::Demo`).
     pub fn from_config(config: &Config) -> Self {
         Self {
-            demo_page: config.demo,
+            demo_page: config.demo_served(),
             origins: config.auth.origins.clone(),
-            demo: (config.demo && config.allow_anonymous)
+            demo: config
+                .demo_served()
                 .then(|| Demo::new(Demo::key_for(&config.mesh.secret))),
         }
     }
@@ -109,10 +110,7 @@ fn cors(allowed: &[String], origin: Option<&str>) -> String {
 
 fn demo_token(site: &Site, query: Option<&str>, gate: &mut DemoGate) -> Response {
     let Some(demo) = &site.demo else {
-        return text(
-            403,
-            "demo tokens are off while tokens are required (require_auth)",
-        );
+        return text(404, "no such page");
     };
     let now = unix_now();
     if gate.limiter.check(gate.now_ms, 0, &DEMO_RATE) != Verdict::Allow {

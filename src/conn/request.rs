@@ -98,7 +98,10 @@ pub fn decide<'a>(
             if personal(&room) && !own_room(&room) {
                 return refuse(ErrorCode::Reserved, RESERVED, Some(&room));
             }
-            if let Some(d) = permission(&room, Access::Subscribe, reference, facts, config) {
+            // A user's own room needs no pattern in the token: it is theirs.
+            if !own_room(&room)
+                && let Some(d) = permission(&room, Access::Subscribe, reference, facts, config)
+            {
                 return d;
             }
             if facts.rooms.iter().any(|r| **r == *room) {
@@ -163,7 +166,9 @@ pub fn decide<'a>(
                     Some(&room),
                 );
             }
-            if let Some(d) = permission(&room, Access::Subscribe, reference, facts, config) {
+            if !own_room(&room)
+                && let Some(d) = permission(&room, Access::Subscribe, reference, facts, config)
+            {
                 return d;
             }
             Decision::Presence { room }
@@ -279,6 +284,34 @@ mod tests {
         );
         assert_eq!(
             run(r#"{"type":"presence","room":"user:bob"}"#, f, &c),
+            "error forbidden"
+        );
+    }
+
+    #[test]
+    fn a_users_own_room_needs_no_pattern_in_the_token() {
+        let c = Config::default();
+        let alice = grant("alice", &["chat:*"], &["chat:*"]);
+        let rooms = [];
+        let f = Facts {
+            grant: Some(&alice),
+            rooms: &rooms,
+            denied: false,
+        };
+        assert_eq!(
+            run(r#"{"type":"presence","room":"user:alice"}"#, f, &c),
+            "presence user:alice"
+        );
+        assert_eq!(
+            run(r#"{"type":"sub","room":"user:alice"}"#, f, &c),
+            "sub user:alice"
+        );
+        assert_eq!(
+            run(r#"{"type":"presence","room":"chat:1"}"#, f, &c),
+            "presence chat:1"
+        );
+        assert_eq!(
+            run(r#"{"type":"presence","room":"lobby"}"#, f, &c),
             "error forbidden"
         );
     }

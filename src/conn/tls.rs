@@ -60,7 +60,7 @@ pub enum Failure {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The certificate file cannot be read.
-    #[error("cannot read tls.cert {}: {error}", path.display())]
+    #[error("cannot read tls.cert {}: {error}; give the path of a PEM certificate chain", path.display())]
     CertUnreadable {
         /// The file.
         path: PathBuf,

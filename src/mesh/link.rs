@@ -67,7 +67,9 @@ fn accept_loop(mesh: Arc<Mesh>, listener: TcpListener) {
         let spawned = std::thread::Builder::new()
             .name("ringway-mesh-hello".into())
             .spawn(move || {
-                let from = stream.peer_addr().ok();
+                let from = stream
+                    .peer_addr()
+                    .map_or_else(|_| "an unknown address".to_owned(), |a| a.to_string());
                 match hello::accept(&mesh, stream) {
                     Ok((peer, (stream, decoder))) => {
                         let slot = &mesh.slots[peer];
@@ -82,7 +84,7 @@ fn accept_loop(mesh: Arc<Mesh>, listener: TcpListener) {
                         } else {
                             String::new()
                         };
-                        format!("mesh: refused a link from {from:?}: {e}{more}")
+                        format!("mesh: refused a link from {from}: {e}{more}")
                     }),
                 }
                 pending.fetch_sub(1, Ordering::AcqRel);

@@ -174,6 +174,9 @@ pub struct Refusal<'a> {
     pub reason: Cow<'static, str>,
     /// The client's `ref`, if it could be read.
     pub reference: Option<&'a RawValue>,
+    /// The request's room, when it named a valid one (the error is about another
+    /// field).
+    pub room: Option<Cow<'a, str>>,
 }
 
 /// The flat wire shape: every field optional, checked in [`parse`]. (Serde's tagged
@@ -205,21 +208,37 @@ struct WireCursor {
 
 /// Parse one text message. `max_room` is the longest room name accepted.
 pub fn parse(text: &[u8], max_room: usize) -> Result<Request<'_>, Refusal<'_>> {
+    let mut wire: Wire<'_> = serde_json::from_slice(text).map_err(|e| Refusal {
+        code: ErrorCode::BadJson,
+        reason: Cow::Owned(format!("invalid JSON message: {e}")),
+        reference: None,
+        room: None,
+    })?;
+    let r = wire.reference;
+    let Some(kind) = wire.kind.take() else {
+        return Err(Refusal {
+            code: ErrorCode::BadField,
+            reason: Cow::Borrowed("missing \"type\""),
+            reference: r,
+            room: None,
+        });
+    };
+    // An error about another field names the room, when it is a valid one.
+    let named = wire.room.clone().filter(|room| valid_room(room, max_room));
+    let msg = message(&kind, wire, max_room).map_err(|e| Refusal { room: named, ..e })?;
+    Ok(Request { msg, reference: r })
+}
+
+/// The message of `kind` in `wire`, checked.
+fn message<'a>(kind: &str, wire: Wire<'a>, max_room: usize) -> Result<ClientMsg<'a>, Refusal<'a>> {
+    let r = wire.reference;
     let refuse = |code, reason: &'static str, reference| Refusal {
         code,
         reason: Cow::Borrowed(reason),
         reference,
+        room: None,
     };
-    let wire: Wire<'_> = serde_json::from_slice(text).map_err(|e| Refusal {
-        code: ErrorCode::BadJson,
-        reason: Cow::Owned(format!("invalid JSON message: {e}")),
-        reference: None,
-    })?;
-    let r = wire.reference;
-    let Some(kind) = wire.kind else {
-        return Err(refuse(ErrorCode::BadField, "missing \"type\"", r));
-    };
-    let msg = match &*kind {
+    Ok(match kind {
         "sub" => ClientMsg::Sub {
             room: check_room(wire.room, max_room, r)?,
             since: match wire.since {
@@ -269,13 +288,13 @@ pub fn parse(text: &[u8], max_room: usize) -> Result<Request<'_>, Refusal<'_>> {
                 code: ErrorCode::UnknownType,
                 reason: Cow::Owned(format!(
                     "unknown type {:?}; expected sub, unsub, pub, send, presence, refresh or ping",
-                    truncate(&kind, 32)
+                    truncate(kind, 32)
                 )),
                 reference: r,
+                room: None,
             });
         }
-    };
-    Ok(Request { msg, reference: r })
+    })
 }
 
 /// Room names: 1 to `max` bytes of `A-Z a-z 0-9 _ - . : / @ # = +`. A plain charset
@@ -364,12 +383,14 @@ fn check_data<'a>(
             code: ErrorCode::BadField,
             reason: Cow::Borrowed(missing),
             reference: r,
+            room: None,
         });
     };
     valid_data(data).map_err(|reason| Refusal {
         code: ErrorCode::BadField,
         reason: Cow::Owned(reason),
         reference: r,
+        room: None,
     })?;
     Ok(data)
 }
@@ -384,6 +405,7 @@ fn check_room<'a>(
             code: ErrorCode::BadField,
             reason: Cow::Borrowed("missing \"room\""),
             reference: r,
+            room: None,
         });
     };
     if !valid_room(&room, max) {
@@ -393,6 +415,7 @@ fn check_room<'a>(
                 "room names are 1 to {max} bytes of A-Z a-z 0-9 _ - . : / @ # = +"
             )),
             reference: r,
+            room: None,
         });
     }
     Ok(room)
@@ -447,6 +470,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(ok(r#"{"type":"ping"}"#), ClientMsg::Ping));
+    }
+
+    #[test]
+    fn an_error_about_another_field_names_a_valid_room() {
+        let e = parse(br#"{"type":"pub","room":"chat:1","ref":3}"#, 64).unwrap_err();
+        assert_eq!(
+            (e.code, e.room.as_deref()),
+            (ErrorCode::BadField, Some("chat:1"))
+        );
+        let e = parse(br#"{"type":"pub","room":"a b","data":1}"#, 64).unwrap_err();
+        assert_eq!((e.code, e.room.as_deref()), (ErrorCode::BadRoom, None));
+        let e = parse(br#"{"type":"pub","data":1}"#, 64).unwrap_err();
+        assert_eq!(e.room, None);
     }
 
     #[test]

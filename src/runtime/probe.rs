@@ -64,10 +64,14 @@ pub fn raise_nofile() -> u64 {
             }
         }
     }
-    info!(
-        soft_before,
-        soft, hard, "open-file limit: {soft} (raised from {soft_before}; hard limit {hard})"
-    );
+    if soft == soft_before {
+        info!(soft, hard, "open-file limit: {soft} (hard limit {hard})");
+    } else {
+        info!(
+            soft_before,
+            soft, hard, "open-file limit: {soft} (raised from {soft_before} to the hard limit)"
+        );
+    }
     soft
 }
 

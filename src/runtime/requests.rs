@@ -176,8 +176,12 @@ impl State {
         let req = match protocol::parse(text, max_room) {
             Ok(r) => r,
             Err(refusal) => {
-                let frame =
-                    protocol::error_frame(refusal.code, &refusal.reason, None, refusal.reference);
+                let frame = protocol::error_frame(
+                    refusal.code,
+                    &refusal.reason,
+                    refusal.room.as_deref(),
+                    refusal.reference,
+                );
                 self.conns.enqueue(key, Out::Own(frame));
                 return;
             }
