@@ -41,7 +41,7 @@
 //! | [`cli`]      | command line |
 //!
 //! The router is proven by a deterministic simulation (`src/sim`, run by
-//! `cargo test --release sim`).
+//! `cargo test --release --lib sim`).
 #![warn(missing_docs)]
 
 pub mod api;

@@ -99,7 +99,7 @@ mod tests {
             match run_seed(seed, STEPS) {
                 Ok(n) => steps += n,
                 Err(e) => panic!(
-                    "sim: seed {seed} failed: {e}\nreplay: RINGWAY_SIM_SEED={seed} cargo test --release sim -- --nocapture"
+                    "sim: seed {seed} failed: {e}\nreplay: RINGWAY_SIM_SEED={seed} cargo test --release --lib sim -- --nocapture"
                 ),
             }
         }
