@@ -22,13 +22,7 @@ impl State {
     /// least 500 ms) when the node is over three quarters full.
     pub fn admit_socket(&mut self, peer: IpAddr) -> Result<Duration, Rejected> {
         let shared = self.shared.clone();
-        if shared.draining() {
-            self.conns.stats.refused[Refused::Draining as usize] += 1;
-            return Err(reject(
-                503,
-                "this node is restarting; reconnect to another node or retry shortly",
-            ));
-        }
+        self.refuse_if_draining()?;
         let before = shared.connections.fetch_add(1, Ordering::Relaxed);
         if before >= shared.max_connections {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
@@ -60,17 +54,23 @@ impl State {
         Ok(Duration::from_millis(ms))
     }
 
+    /// 503 while the node drains (counted).
+    fn refuse_if_draining(&mut self) -> Result<(), Rejected> {
+        if !self.shared.draining() {
+            return Ok(());
+        }
+        self.conns.stats.refused[Refused::Draining as usize] += 1;
+        Err(reject(
+            503,
+            "this node is restarting; reconnect to another node or retry shortly",
+        ))
+    }
+
     /// Admit an upgrade: refuse when draining or when the user is at its cap on this
     /// node. On success the connection's deadlines go on the wheel.
     pub fn admit(&mut self, key: ConnKey) -> Result<(), Rejected> {
         let shared = self.shared.clone();
-        if shared.draining() {
-            self.conns.stats.refused[Refused::Draining as usize] += 1;
-            return Err(reject(
-                503,
-                "this node is restarting; reconnect to another node or retry shortly",
-            ));
-        }
+        self.refuse_if_draining()?;
         let per_user = shared.config.auth.max_connections_per_user;
         let user = self.conns.get_mut(key).and_then(|c| c.user());
         if let (true, Some(user)) = (per_user > 0, user) {
