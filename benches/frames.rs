@@ -33,7 +33,7 @@ fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Elements(1));
     g.bench_function("msg_frame_128B", |b| {
-        b.iter(|| msg_frame(black_box("chat:42"), black_box(18), None, &data))
+        b.iter(|| msg_frame(black_box("chat:42"), black_box(18), None, None, &data))
     });
     g.finish();
 }

@@ -204,6 +204,13 @@ pub struct Rooms {
     /// `ringway_history_evicted_total`). Rooms without subscribers keep their
     /// history within these bounds. Default 256 MiB.
     pub history_budget_bytes: usize,
+    /// How long a publish's `idempotency_key` is remembered by the room's owner: a
+    /// repeat within it is answered with the first publish's seq and not delivered
+    /// again. In seconds; `0` turns idempotency off. Default 300.
+    pub idempotency_window_s: u64,
+    /// Idempotency keys remembered at once on the node (each worker a share); over
+    /// it the oldest are forgotten first (counted). Default 100 000.
+    pub idempotency_keys: usize,
     /// Slow-consumer policies by room-name prefix; rooms matching none use
     /// `disconnect`. In TOML: `[[rooms.policy]] prefix = "ticker:"
     /// slow_consumer = "conflate"`.
@@ -467,6 +474,9 @@ pub struct Auth {
     /// seconds; a longer-lived token is refused (401). Default 86 400 (a day); 0: no
     /// cap.
     pub max_token_ttl_s: u64,
+    /// Whether anonymous clients may send direct messages (`send`). Default false:
+    /// a direct message then always has a sender the recipient can trust.
+    pub anonymous_send: bool,
     /// Bearer key for the HTTP API, compared in constant time. Without one the API
     /// must listen on loopback. Prefer `RINGWAY_API_KEY`.
     pub api_key: String,
@@ -483,6 +493,7 @@ impl Default for Auth {
             origins: Vec::new(),
             max_connections_per_user: 0,
             max_token_ttl_s: 86_400,
+            anonymous_send: false,
             api_key: String::new(),
         }
     }
@@ -585,6 +596,8 @@ impl Default for Rooms {
             replay_seconds: 120,
             replay_bytes: 4 << 20,
             history_budget_bytes: 256 << 20,
+            idempotency_window_s: 300,
+            idempotency_keys: 100_000,
             policies: Vec::new(),
             presence_events: Vec::new(),
             presence_debounce_ms: 1_000,

@@ -520,6 +520,52 @@ fn a_restarted_node_admits_clients_once_linked_so_a_resume_succeeds() {
     assert_eq!(body, "ready\n");
 }
 
+/// The owner remembers idempotency keys, so a repeat is recognised from any node.
+#[test]
+fn an_idempotent_publish_is_delivered_once_across_nodes() {
+    let cl = Cluster::start(2);
+    cl.wait_converged();
+    let room = cl.room_owned_by(0, &[0, 1], "idem:");
+    let mut a = cl.client(0);
+    let mut b = cl.client(1);
+    a.sub(&room);
+    b.sub(&room);
+    let mut alice = cl.user(1, "alice");
+    for attempt in 0..2 {
+        alice.send(json!({"type": "pub", "room": room, "data": "once", "idempotency_key": "k1", "ref": attempt}));
+        let ack = next_of(&mut alice, "ack");
+        assert_eq!(ack["seq"], 1, "{ack}");
+        assert_eq!(ack.get("duplicate").is_some(), attempt == 1, "{ack}");
+    }
+    // The API on either node, same key: one message.
+    let post = |i: usize| {
+        let (status, body) = http(
+            cl.api[i],
+            "POST",
+            "/v1/publish",
+            &json!({"room": room, "data": "api", "idempotency_key": "k2"}).to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let first = post(1);
+    let again = post(0);
+    assert_eq!(
+        (&first["seq"], &again["seq"], &again["duplicate"]),
+        (&json!(2), &json!(2), &json!(true))
+    );
+    for c in [&mut a, &mut b] {
+        let m1 = c.recv();
+        let m2 = c.recv();
+        assert_eq!(
+            (&m1["seq"], &m1["from"], &m2["seq"]),
+            (&json!(1), &json!("alice"), &json!(2))
+        );
+        c.send(json!({"type": "ping"}));
+        assert_eq!(c.recv()["type"], "pong", "nothing delivered twice");
+    }
+}
+
 #[test]
 fn a_peer_with_the_wrong_secret_is_refused() {
     let cl = Cluster::start_with_secrets(vec![

@@ -32,9 +32,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tracing::warn;
 
-use crate::hub::Reply;
+use crate::hub::{Origin, Reply, Stamp};
 use crate::metrics::{self, ProcessStats};
-use crate::protocol::{self, Epoch};
+use crate::protocol;
 use crate::runtime::mailbox::Letter;
 use crate::runtime::worker::{Answer, Worker};
 use http::{Head, Parsed, Response};
@@ -280,6 +280,32 @@ struct SendBody<'a> {
     user: String,
     #[serde(borrow)]
     data: &'a RawValue,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// The sender an API call names (trusted: the API is the app) and its idempotency
+/// key, checked.
+fn api_origin(from: Option<String>, idempotency_key: Option<String>) -> Result<Origin, Response> {
+    if from.as_deref().is_some_and(|f| !protocol::valid_user(f)) {
+        return Err(Response::error(
+            400,
+            "from: user ids are 1 to 100 bytes of A-Z a-z 0-9 _ - . : / @ # = +",
+        ));
+    }
+    if idempotency_key
+        .as_deref()
+        .is_some_and(|k| !protocol::valid_key(k))
+    {
+        return Err(Response::error(400, protocol::IDEMPOTENCY_RULE));
+    }
+    Ok(Origin {
+        from,
+        idempotency_key,
+        client: false,
+    })
 }
 
 async fn send(w: &Rc<Worker>, body: &[u8]) -> Response {
@@ -298,8 +324,12 @@ async fn send(w: &Rc<Worker>, body: &[u8]) -> Response {
     if let Err(reason) = protocol::valid_data(body.data) {
         return Response::error(400, &reason);
     }
+    let origin = match api_origin(body.from, body.idempotency_key) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
     let room = protocol::personal_room(&body.user);
-    stamp(w, &room, body.data, None).await
+    stamp(w, &room, body.data, None, origin).await
 }
 
 async fn presence(w: &Rc<Worker>, encoded: &str) -> Response {
@@ -329,6 +359,10 @@ struct PublishBody<'a> {
     data: &'a RawValue,
     #[serde(default)]
     key: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 async fn publish(w: &Rc<Worker>, body: &[u8]) -> Response {
@@ -354,23 +388,34 @@ async fn publish(w: &Rc<Worker>, body: &[u8]) -> Response {
     if let Err(reason) = protocol::valid_data(body.data) {
         return Response::error(400, &reason);
     }
-    stamp(w, &body.room, body.data, body.key.as_deref()).await
+    let origin = match api_origin(body.from, body.idempotency_key) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    stamp(w, &body.room, body.data, body.key.as_deref(), origin).await
 }
 
 /// Publish and wait for the owner's epoch and seq.
-async fn stamp(w: &Rc<Worker>, room: &str, data: &RawValue, key: Option<&str>) -> Response {
+async fn stamp(
+    w: &Rc<Worker>,
+    room: &str,
+    data: &RawValue,
+    key: Option<&str>,
+    origin: Origin,
+) -> Response {
     let (req, rx) = w.request();
     {
         let at = crate::metrics::histogram::now_ns();
         let mut st = w.state.borrow_mut();
         let now = st.now();
-        st.hub.handle_publish(room, data, key, Some(req), at, now);
+        st.hub
+            .handle_publish(room, data, key, origin, Some(req), at, now);
         st.run_hub();
     }
     // When this worker owns the room the answer is already there.
     w.flush_dirty();
     match answer(w, req, rx).await {
-        Some(Answer::Hub(Reply::Published(epoch, seq))) => published(epoch, seq),
+        Some(Answer::Hub(Reply::Published(s))) => published(s),
         _ => Response::error(503, "the room's owner did not answer; retry"),
     }
 }
@@ -394,8 +439,17 @@ async fn answer(
     }
 }
 
-fn published(epoch: Epoch, seq: u64) -> Response {
-    Response::json(200, format!("{{\"epoch\":\"{epoch}\",\"seq\":{seq}}}\n"))
+fn published(s: Stamp) -> Response {
+    let (epoch, seq) = (s.epoch, s.seq);
+    let duplicate = if s.duplicate {
+        ",\"duplicate\":true"
+    } else {
+        ""
+    };
+    Response::json(
+        200,
+        format!("{{\"epoch\":\"{epoch}\",\"seq\":{seq}{duplicate}}}\n"),
+    )
 }
 
 /// Gather every worker's counters and render them.

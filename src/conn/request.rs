@@ -48,6 +48,8 @@ pub enum Decision<'a> {
         data: &'a RawValue,
         /// Conflation key.
         key: Option<Cow<'a, str>>,
+        /// Idempotency key.
+        idempotency_key: Option<Cow<'a, str>>,
     },
     /// Ask for a room's roster.
     Presence {
@@ -133,16 +135,30 @@ pub fn decide<'a>(
             }
             Decision::Unsubscribe { room }
         }
-        ClientMsg::Pub { room, data, key } => {
+        ClientMsg::Pub {
+            room,
+            data,
+            key,
+            idempotency_key,
+        } => {
             if personal(&room) {
                 return refuse(ErrorCode::Reserved, RESERVED, Some(&room));
             }
             if let Some(d) = permission(&room, Access::Publish, reference, facts, config) {
                 return d;
             }
-            Decision::Publish { room, data, key }
+            Decision::Publish {
+                room,
+                data,
+                key,
+                idempotency_key,
+            }
         }
-        ClientMsg::Send { user, data } => {
+        ClientMsg::Send {
+            user,
+            data,
+            idempotency_key,
+        } => {
             let room = protocol::personal_room(&user);
             if !protocol::valid_room(&room, config.limits.max_room_name) {
                 return refuse(ErrorCode::BadField, protocol::USER_RULE, Some(&room));
@@ -154,6 +170,7 @@ pub fn decide<'a>(
                 room: Cow::Owned(room),
                 data,
                 key: None,
+                idempotency_key,
             }
         }
         ClientMsg::Presence { room } => {
@@ -189,13 +206,17 @@ fn permission<'a>(
 ) -> Option<Decision<'a>> {
     let requires = config.auth.room_requires_auth(room);
     let reason = match (facts.grant, access) {
-        (None, Access::Send) if !config.allow_anonymous => Some("sending needs a token"),
+        (None, Access::Send) if !config.auth.anonymous_send => {
+            Some("direct messages need a token (auth.anonymous_send is off)")
+        }
         (None, _) if requires => Some("this room requires a token"),
         (None, _) => None,
         (Some(g), Access::Subscribe) if !g.may_subscribe(room) => {
             Some("your token does not allow subscribing to this room")
         }
-        (Some(g), Access::Publish | Access::Send) if !g.may_publish(room) => {
+        // A token's room patterns are about rooms: any identified user may send a
+        // direct message (an authorization callback can decide otherwise).
+        (Some(g), Access::Publish) if !g.may_publish(room) => {
             Some("your token does not allow publishing to this room")
         }
         (Some(_), _) => None,

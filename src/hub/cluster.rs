@@ -147,20 +147,21 @@ impl Hub {
                 room,
                 data,
                 key,
+                origin,
                 reply,
             } => {
                 let Ok(data) = serde_json::value::RawValue::from_string(data) else {
                     return; // validated by the sending node; a bad one is dropped
                 };
-                let (epoch, seq) = self.owner_publish(&room, &data, key.as_deref(), at, now);
+                let stamp = self.owner_publish(&room, &data, key.as_deref(), &origin, at, now);
                 if let Some(ticket) = reply {
-                    self.reply_published(Some(peer), ticket, epoch, seq);
+                    self.reply_published(Some(peer), ticket, stamp);
                 }
             }
-            PeerMsg::Published { ticket, epoch, seq } => {
+            PeerMsg::Published { ticket, stamp } => {
                 self.out
                     .replies
-                    .push_back((ticket.id, Reply::Published(Epoch(epoch), seq)));
+                    .push_back((ticket.id, Reply::Published(stamp)));
             }
             PeerMsg::Deliver { room, tag, frame } => {
                 let Some(mirror) = self.mirrors.get(room.as_str()) else {

@@ -291,6 +291,8 @@ mod tests {
             peer_replay_bytes: 1 << 16,
             tick_ms: 100,
             moved_grace_ms: GRACE,
+            idempotency_window_ms: 60_000,
+            idempotency_keys: 1024,
         };
         let mut epoch = 0;
         let mut hub = Hub::new(

@@ -46,6 +46,7 @@
 //!   move rooms: see `cluster`.
 
 mod cluster;
+pub mod dedup;
 pub mod effects;
 mod home;
 pub mod id;
@@ -66,7 +67,7 @@ use serde_json::value::RawValue;
 
 pub use effects::{PeerSet, ToConn};
 pub use id::{ConnKey, Ms};
-pub use msg::{Mail, PeerMsg, Reply};
+pub use msg::{Mail, Origin, PeerMsg, Reply, Stamp};
 pub use topology::Topology;
 
 use effects::Effects;
@@ -104,6 +105,10 @@ pub struct HubConfig {
     /// How long a mirror whose owner gave the room up waits for this node's own
     /// view to move it before subscribing again anyway, ms (`mesh.dead_after_ms`).
     pub moved_grace_ms: Ms,
+    /// How long an idempotency key is remembered, ms (`rooms.idempotency_window_s`).
+    pub idempotency_window_ms: Ms,
+    /// This worker's share of `rooms.idempotency_keys`.
+    pub idempotency_keys: usize,
 }
 
 impl HubConfig {
@@ -122,6 +127,8 @@ impl HubConfig {
             peer_replay_bytes: c.mesh.max_frame_bytes / 2,
             tick_ms: c.heartbeat.tick_ms,
             moved_grace_ms: c.mesh.dead_after_ms,
+            idempotency_window_ms: c.rooms.idempotency_window_s.saturating_mul(1000),
+            idempotency_keys: c.rooms.idempotency_keys.div_ceil(workers.max(1)),
         }
     }
 
@@ -143,6 +150,8 @@ pub struct HubStats {
     pub mesh_delivered: u64,
     /// Rooms that moved to another owner (disowned here or rehomed from a mirror).
     pub owner_moves: u64,
+    /// Publishes recognised as repeats of an idempotency key (not delivered again).
+    pub duplicates: u64,
     /// Resume requests answered with `recovered: true`.
     pub resumes_recovered: u64,
     /// Resume requests answered with `recovered: false`, by reason.
@@ -199,6 +208,8 @@ pub struct Hub {
     presence_dirty: Vec<Arc<str>>,
     /// Bytes of history the owned rooms hold (bounded by `cfg.history_budget`).
     history_bytes: usize,
+    /// Idempotency keys of the owned rooms' recent publishes.
+    dedup: dedup::Dedup,
     /// Owned rooms by the age of their oldest message, oldest first; entries may be
     /// stale (checked when popped).
     history_heap: BinaryHeap<Reverse<(Ms, Arc<str>)>>,
@@ -221,6 +232,7 @@ impl Hub {
     /// The router of worker `id` in `topo`, drawing new epochs from `epochs`.
     pub fn new(id: usize, cfg: HubConfig, topo: Topology, epochs: EpochSource) -> Self {
         let nodes = topo.nodes();
+        let dedup = dedup::Dedup::new(cfg.idempotency_window_ms, cfg.idempotency_keys);
         Self {
             id,
             cfg,
@@ -236,6 +248,7 @@ impl Hub {
             attempts: 0,
             presence_dirty: Vec::new(),
             history_bytes: 0,
+            dedup,
             history_heap: BinaryHeap::new(),
             stats: HubStats::default(),
             out: Effects::default(),
@@ -268,16 +281,18 @@ impl Hub {
     /// worker owns the room, else sent to the owner. `reply` is this worker's request
     /// id for the epoch and seq (answered through `poll_reply`). `at` is when the
     /// message reached the node (for latency).
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_publish(
         &mut self,
         room: &str,
         data: &RawValue,
         key: Option<&str>,
+        origin: Origin,
         reply: Option<u64>,
         at: Ms,
         now: Ms,
     ) {
-        self.publish(room, data, key, reply, at, now);
+        self.publish(room, data, key, origin, reply, at, now);
     }
 
     /// The roster of `room`, for this worker's request `req` (answered through
@@ -427,6 +442,12 @@ impl Hub {
     /// The owner node a mirrored room subscribed with.
     pub fn mirror_owner(&self, room: &str) -> Option<usize> {
         self.mirrors.get(room).map(|m| m.owner)
+    }
+
+    /// Idempotency keys held, and how many were forgotten early to stay under the
+    /// cap.
+    pub fn idempotency(&self) -> (usize, u64) {
+        (self.dedup.len(), self.dedup.forgotten)
     }
 
     /// Identified subscribers this worker remembers users for.

@@ -14,6 +14,42 @@ use super::id::{ConnKey, Ms, Subscriber, Ticket};
 use super::room::SubAck;
 use crate::protocol::{Cursor, Epoch};
 
+/// Who published a message and how to know it again; travels with the message to
+/// its room's owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The publisher's user: `from` in every subscriber's `msg`. `None` for
+    /// anonymous clients and for API publishes that name nobody.
+    pub from: Option<String>,
+    /// The publisher's idempotency key: a repeat within the window is stamped once.
+    pub idempotency_key: Option<String>,
+    /// Published by a client (not the API).
+    pub client: bool,
+}
+
+impl Origin {
+    /// The sender a key belongs to (see `hub::dedup`).
+    pub fn scope(&self) -> super::dedup::Scope<'_> {
+        use super::dedup::Scope;
+        match (&self.from, self.client) {
+            (Some(user), _) => Scope::User(user),
+            (None, true) => Scope::Anonymous,
+            (None, false) => Scope::Api,
+        }
+    }
+}
+
+/// What a publish got from its room's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The room's epoch.
+    pub epoch: Epoch,
+    /// The seq (the first publish's, for a repeat).
+    pub seq: u64,
+    /// A repeat of an idempotency key: not delivered again.
+    pub duplicate: bool,
+}
+
 /// A message between the workers of one node.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -65,19 +101,19 @@ pub enum Mail {
         data: Box<RawValue>,
         /// Conflation key, if the message has one.
         key: Option<Box<str>>,
+        /// Who sent it.
+        origin: Box<Origin>,
         /// Who wants the assigned epoch and seq.
         reply: Option<Ticket>,
         /// When the message reached this node.
         at: Ms,
     },
-    /// From a room's owner: the epoch and seq a publish got.
+    /// From a room's owner: the stamp a publish got.
     Published {
         /// Request id on the receiving worker.
         req: u64,
-        /// The room's epoch.
-        epoch: Epoch,
-        /// The assigned seq.
-        seq: u64,
+        /// Epoch and seq.
+        stamp: Stamp,
     },
     /// From a room's owner (or home worker): a stamped message for this worker's
     /// subscribers.
@@ -167,17 +203,17 @@ pub enum PeerMsg {
         data: String,
         /// Conflation key.
         key: Option<String>,
+        /// Who sent it.
+        origin: Origin,
         /// Who wants the epoch and seq.
         reply: Option<Ticket>,
     },
-    /// From a room's owner: the epoch and seq a publish got.
+    /// From a room's owner: the stamp a publish got.
     Published {
         /// The asker.
         ticket: Ticket,
-        /// Epoch.
-        epoch: u64,
-        /// Seq.
-        seq: u64,
+        /// Epoch and seq.
+        stamp: Stamp,
     },
     /// From a room's owner: one client frame for the receiver's local subscribers.
     Deliver {
@@ -236,7 +272,7 @@ impl PeerMsg {
 #[derive(Debug)]
 pub enum Reply {
     /// A publish was stamped.
-    Published(Epoch, u64),
+    Published(Stamp),
     /// A room's roster (`presence` JSON).
     Presence(String),
 }

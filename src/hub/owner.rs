@@ -13,12 +13,12 @@ use serde_json::value::RawValue;
 use super::Hub;
 use super::effects::PeerSet;
 use super::id::{Ms, Ticket};
-use super::msg::{Mail, PeerMsg, Reply};
+use super::msg::{Mail, Origin, PeerMsg, Reply, Stamp};
 use super::presence::{Member, Roster};
 use super::ring::{EvictCounts, Evicted};
 use super::room::{OwnedRoom, SubAck};
 use super::topology::conflation_tag;
-use crate::protocol::{self, Cursor, Epoch};
+use crate::protocol::{self, Cursor};
 
 /// Who registers interest in an owned room.
 #[derive(Debug, Clone, Copy)]
@@ -32,11 +32,13 @@ pub(super) enum Interest {
 impl Hub {
     /// `pub` (or the HTTP API): stamp here when this worker owns the room, else send
     /// it to the owner (worker or node).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn publish(
         &mut self,
         room: &str,
         data: &RawValue,
         key: Option<&str>,
+        origin: Origin,
         reply: Option<u64>,
         at: Ms,
         now: Ms,
@@ -52,6 +54,7 @@ impl Hub {
                     room: room.to_owned(),
                     data: data.get().to_owned(),
                     key: key.map(str::to_owned),
+                    origin,
                     reply: ticket,
                 },
             );
@@ -59,11 +62,9 @@ impl Hub {
         }
         let home = self.topo.home(room);
         if home == self.id {
-            let (epoch, seq) = self.owner_publish(room, data, key, at, now);
+            let stamp = self.owner_publish(room, data, key, &origin, at, now);
             if let Some(req) = reply {
-                self.out
-                    .replies
-                    .push_back((req, Reply::Published(epoch, seq)));
+                self.out.replies.push_back((req, Reply::Published(stamp)));
             }
             return;
         }
@@ -73,6 +74,7 @@ impl Hub {
                 room: Arc::from(room),
                 data: data.to_owned(),
                 key: key.map(Box::from),
+                origin: Box::new(origin),
                 reply: ticket,
                 at,
             },
@@ -84,19 +86,11 @@ impl Hub {
         &mut self,
         from_peer: Option<usize>,
         ticket: Ticket,
-        epoch: Epoch,
-        seq: u64,
+        stamp: Stamp,
     ) {
         match from_peer {
-            Some(peer) => self.send_peer(
-                peer,
-                PeerMsg::Published {
-                    ticket,
-                    epoch: epoch.0,
-                    seq,
-                },
-            ),
-            None => self.reply_to(ticket, Reply::Published(epoch, seq)),
+            Some(peer) => self.send_peer(peer, PeerMsg::Published { ticket, stamp }),
+            None => self.reply_to(ticket, Reply::Published(stamp)),
         }
     }
 
@@ -108,10 +102,9 @@ impl Hub {
             return;
         }
         let mail = match reply {
-            Reply::Published(epoch, seq) => Mail::Published {
+            Reply::Published(stamp) => Mail::Published {
                 req: ticket.id,
-                epoch,
-                seq,
+                stamp,
             },
             Reply::Presence(json) => Mail::Presence { ticket, json },
         };
@@ -179,22 +172,37 @@ impl Hub {
     }
 
     /// Owner side of `pub`: stamp, remember, fan out once per interested worker and
-    /// once per interested node.
+    /// once per interested node. A repeat of an idempotency key gets the first
+    /// stamp back and goes nowhere.
     pub(super) fn owner_publish(
         &mut self,
         room: &str,
         data: &RawValue,
         key: Option<&str>,
+        origin: &Origin,
         at: Ms,
         now: Ms,
-    ) -> (Epoch, u64) {
+    ) -> Stamp {
         let mut evicted = EvictCounts::default();
+        let epoch = self.room_to_own(room).position().0;
+        if let Some(k) = &origin.idempotency_key
+            && let Some(seq) = self.dedup.seen(room, origin.scope(), k, epoch, now)
+        {
+            self.stats.duplicates += 1;
+            return Stamp {
+                epoch,
+                seq,
+                duplicate: true,
+            };
+        }
         let r = self.room_to_own(room);
         let (before, had) = (r.history_bytes(), r.oldest_at().is_some());
-        let (seq, frame) = r.publish(room, data, key, now, &mut evicted);
-        let epoch = r.position().0;
+        let (seq, frame) = r.publish(room, data, origin.from.as_deref(), key, now, &mut evicted);
         let workers: Vec<usize> = r.interested().collect();
         let peers = r.peer_mask();
+        if let Some(k) = &origin.idempotency_key {
+            self.dedup.stamped(room, origin.scope(), k, epoch, seq, now);
+        }
         self.stats.published += 1;
         let name = self
             .owned
@@ -205,7 +213,11 @@ impl Hub {
         let tag = conflation_tag(room, key);
         self.forward(room, peers, &frame, tag);
         self.fan_out(room, &workers, frame, tag, at);
-        (epoch, seq)
+        Stamp {
+            epoch,
+            seq,
+            duplicate: false,
+        }
     }
 
     /// Send a room frame once to each of `workers` (this one inline).
@@ -423,18 +435,17 @@ impl Hub {
                 room,
                 data,
                 key,
+                origin,
                 reply,
                 at,
             } => {
-                let (epoch, seq) = self.owner_publish(&room, &data, key.as_deref(), at, now);
+                let stamp = self.owner_publish(&room, &data, key.as_deref(), &origin, at, now);
                 if let Some(ticket) = reply {
-                    self.reply_published(None, ticket, epoch, seq);
+                    self.reply_published(None, ticket, stamp);
                 }
             }
-            Mail::Published { req, epoch, seq } => {
-                self.out
-                    .replies
-                    .push_back((req, Reply::Published(epoch, seq)));
+            Mail::Published { req, stamp } => {
+                self.out.replies.push_back((req, Reply::Published(stamp)));
             }
             Mail::Deliver {
                 room,

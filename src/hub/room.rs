@@ -96,12 +96,13 @@ impl OwnedRoom {
         &mut self,
         room: &str,
         data: &RawValue,
+        from: Option<&str>,
         key: Option<&str>,
         now: Ms,
         evicted: &mut EvictCounts,
     ) -> (u64, Bytes) {
         self.seq += 1;
-        let frame = protocol::msg_frame(room, self.seq, key, data);
+        let frame = protocol::msg_frame(room, self.seq, from, key, data);
         self.ring.push(self.seq, now, frame.clone(), evicted);
         (self.seq, frame)
     }
@@ -210,7 +211,7 @@ mod tests {
         let t: Ms = 1_000;
         let mut r = OwnedRoom::new(Epoch(7), 16, 60_000, 1 << 20);
         for _ in 0..5 {
-            r.publish("x", &data(), None, t, &mut EvictCounts::default());
+            r.publish("x", &data(), None, None, t, &mut EvictCounts::default());
         }
         let ack = r.subscribe(
             Some(Cursor {
@@ -231,7 +232,7 @@ mod tests {
         let t: Ms = 1_000;
         let mut r = OwnedRoom::new(Epoch(7), 2, 60_000, 1 << 20);
         for _ in 0..5 {
-            r.publish("x", &data(), None, t, &mut EvictCounts::default());
+            r.publish("x", &data(), None, None, t, &mut EvictCounts::default());
         }
         assert!(
             !r.subscribe(

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::hub::PeerMsg;
 
 /// Version spoken in `Hello`; a peer with another version is refused.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// One message on a mesh link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +200,11 @@ mod tests {
                 room: "r".into(),
                 data: "{\"a\":1}".into(),
                 key: None,
+                origin: crate::hub::Origin {
+                    from: Some("alice".into()),
+                    idempotency_key: Some("k1".into()),
+                    client: true,
+                },
                 reply: Some(Ticket { worker: 0, id: 12 }),
             }),
             Frame::Hub(PeerMsg::Deliver {

@@ -234,6 +234,10 @@ pub struct WorkerStats {
     pub rate_refused: u64,
     /// Bytes of room history held (gauge).
     pub history_bytes: u64,
+    /// Idempotency keys remembered (gauge).
+    pub idempotency_keys: u64,
+    /// Idempotency keys forgotten before their window ended (over the cap).
+    pub idempotency_forgotten: u64,
     /// Entries on the timer wheel (gauge): one per open connection, plus stale ones
     /// still to come due.
     pub timer_entries: u64,
@@ -320,7 +324,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|s| (s.worker.to_string(), s.connections)),
     );
-    let counters: [Series; 13] = [
+    let counters: [Series; 15] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -379,6 +383,16 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "ringway_owner_moves_total",
             "Rooms that moved to another owner after a mesh link went up or down.",
             |s| s.hub.owner_moves,
+        ),
+        (
+            "ringway_publish_duplicates_total",
+            "Publishes recognised by their idempotency key as repeats: answered with the first one's seq, not delivered again.",
+            |s| s.hub.duplicates,
+        ),
+        (
+            "ringway_idempotency_keys_forgotten_total",
+            "Idempotency keys forgotten before rooms.idempotency_window_s ended, to stay under rooms.idempotency_keys.",
+            |s| s.idempotency_forgotten,
         ),
     ];
     for (name, help, f) in counters {
@@ -494,7 +508,12 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|&d| (d.label().to_owned(), sum(&|s| s.disconnects[d as usize]))),
     );
-    let gauges: [Series; 6] = [
+    let gauges: [Series; 7] = [
+        (
+            "ringway_idempotency_keys",
+            "Idempotency keys the node's room owners remember (bounded by rooms.idempotency_keys).",
+            |s| s.idempotency_keys,
+        ),
         (
             "ringway_mesh_interest",
             "Interest entries: peer nodes registered on owned rooms plus rooms mirrored from peers.",

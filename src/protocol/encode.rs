@@ -17,16 +17,29 @@ fn number(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// `{"type":"msg","room":…,"seq":…,"key":…?,"data":…}`: the frame every subscriber
-/// shares.
-pub fn msg_frame(room: &str, seq: u64, key: Option<&str>, data: &RawValue) -> Bytes {
+/// `{"type":"msg","room":…,"seq":…,"from":…?,"key":…?,"data":…}`: the frame every
+/// subscriber shares. `from` is the publisher's user as the node knows it (never
+/// what a client wrote).
+pub fn msg_frame(
+    room: &str,
+    seq: u64,
+    from: Option<&str>,
+    key: Option<&str>,
+    data: &RawValue,
+) -> Bytes {
     let key_len = key.map_or(0, |k| k.len() + 8);
-    let mut w = TextFrameWriter::with_capacity(40 + room.len() + key_len + data.get().len());
+    let from_len = from.map_or(0, |f| f.len() + 9);
+    let mut w =
+        TextFrameWriter::with_capacity(40 + room.len() + key_len + from_len + data.get().len());
     let out = w.payload();
     out.extend_from_slice(br#"{"type":"msg","room":"#);
     string(out, room);
     out.extend_from_slice(br#","seq":"#);
     number(out, seq);
+    if let Some(from) = from {
+        out.extend_from_slice(br#","from":"#);
+        string(out, from);
+    }
     if let Some(key) = key {
         out.extend_from_slice(br#","key":"#);
         string(out, key);
@@ -69,6 +82,54 @@ pub fn subscribed_frame(room: &str, epoch: Epoch, seq: u64, recovered: bool) -> 
         br#","recovered":true}"#.as_slice()
     } else {
         br#","recovered":false}"#.as_slice()
+    });
+    w.finish()
+}
+
+/// `{"type":"ack","room":…,"epoch":…,"seq":…,"duplicate":true?,"ref":…}`: a
+/// publish (or `send`) with a `ref` was stamped by the room's owner; `duplicate`
+/// when its idempotency key had been seen, and `seq` is then the first one's.
+pub fn ack_frame(
+    room: &str,
+    epoch: Epoch,
+    seq: u64,
+    duplicate: bool,
+    reference: Option<&RawValue>,
+) -> Bytes {
+    let ref_len = reference.map_or(0, |r| r.get().len() + 7);
+    let mut w = TextFrameWriter::with_capacity(90 + room.len() + ref_len);
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"ack","room":"#);
+    string(out, room);
+    out.extend_from_slice(br#","epoch":""#);
+    out.extend_from_slice(epoch.to_string().as_bytes());
+    out.extend_from_slice(br#"","seq":"#);
+    number(out, seq);
+    if duplicate {
+        out.extend_from_slice(br#","duplicate":true"#);
+    }
+    if let Some(r) = reference {
+        out.extend_from_slice(br#","ref":"#);
+        out.extend_from_slice(r.get().as_bytes());
+    }
+    out.push(b'}');
+    w.finish()
+}
+
+/// `{"type":"disconnect","code":…,"reason":…,"reconnect":…}`: the app closes this
+/// connection (`POST /v1/disconnect`); the close frame with `code` follows.
+/// `reconnect: false` asks the client not to come back on its own.
+pub fn disconnect_frame(code: u16, reason: &str, reconnect: bool) -> Bytes {
+    let mut w = TextFrameWriter::with_capacity(80 + reason.len());
+    let out = w.payload();
+    out.extend_from_slice(br#"{"type":"disconnect","code":"#);
+    number(out, u64::from(code));
+    out.extend_from_slice(br#","reason":"#);
+    string(out, reason);
+    out.extend_from_slice(if reconnect {
+        br#","reconnect":true}"#.as_slice()
+    } else {
+        br#","reconnect":false}"#.as_slice()
     });
     w.finish()
 }
@@ -234,9 +295,25 @@ mod tests {
     #[test]
     fn frames_carry_the_contract_json() {
         let data = RawValue::from_string(r#"{"text":"hi \"there\""}"#.into()).unwrap();
-        let m = json(&msg_frame("chat:42", 18, None, &data));
-        let k = json(&msg_frame("t", 1, Some("AAPL"), &data));
+        let m = json(&msg_frame("chat:42", 18, None, None, &data));
+        let k = json(&msg_frame("t", 1, Some("alice"), Some("AAPL"), &data));
         assert_eq!(k["key"], "AAPL");
+        assert_eq!(k["from"], "alice");
+        assert!(m.get("from").is_none());
+        let a = json(&ack_frame("t", Epoch(0xab), 7, true, Some(&data)));
+        assert_eq!(
+            (a["type"].as_str(), a["epoch"].as_str(), a["seq"].as_u64()),
+            (Some("ack"), Some("00000000000000ab"), Some(7))
+        );
+        assert_eq!(
+            (a["duplicate"].as_bool(), &a["ref"]["text"]),
+            (Some(true), &serde_json::json!("hi \"there\""))
+        );
+        let d = json(&disconnect_frame(4010, "bye", false));
+        assert_eq!(
+            (d["code"].as_u64(), d["reconnect"].as_bool()),
+            (Some(4010), Some(false))
+        );
         assert_eq!(json(&reconnect_frame(1500))["after_ms"], 1500);
         assert_eq!(
             m,

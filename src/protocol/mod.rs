@@ -20,15 +20,19 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use encode::{
-    error_frame, msg_frame, pong_frame, presence_change_frame, presence_frame, reconnect_frame,
-    refresh_needed_frame, refreshed_frame, roster_json, subscribed_frame, unsubscribed_frame,
-    welcome_frame,
+    ack_frame, disconnect_frame, error_frame, msg_frame, pong_frame, presence_change_frame,
+    presence_frame, reconnect_frame, refresh_needed_frame, refreshed_frame, roster_json,
+    subscribed_frame, unsubscribed_frame, welcome_frame,
 };
 
 /// A room's history generation. A new epoch means the history before it is gone and a
 /// resuming client must re-sync. Travels as 16 hex digits (a u64 does not fit a JSON
 /// number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// (Its serde form, a bare u64, is for the mesh's binary encoding only: in JSON an
+/// epoch is always written as hex, by hand.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Epoch(pub u64);
 
 impl fmt::Display for Epoch {
@@ -80,6 +84,8 @@ pub enum ClientMsg<'a> {
         /// Optional conflation key: under the `conflate` policy a slow subscriber
         /// keeps only the newest message per key.
         key: Option<Cow<'a, str>>,
+        /// Optional idempotency key: a repeat is stamped once.
+        idempotency_key: Option<Cow<'a, str>>,
     },
     /// Direct message to a user.
     Send {
@@ -87,6 +93,8 @@ pub enum ClientMsg<'a> {
         user: Cow<'a, str>,
         /// The payload, verbatim.
         data: &'a RawValue,
+        /// Optional idempotency key: a repeat is delivered once.
+        idempotency_key: Option<Cow<'a, str>>,
     },
     /// Ask for a room's roster.
     Presence {
@@ -195,6 +203,8 @@ struct Wire<'a> {
     token: Option<Cow<'a, str>>,
     #[serde(borrow)]
     key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    idempotency_key: Option<Cow<'a, str>>,
     since: Option<WireCursor>,
     #[serde(rename = "ref", borrow)]
     reference: Option<&'a RawValue>,
@@ -263,6 +273,7 @@ fn message<'a>(kind: &str, wire: Wire<'a>, max_room: usize) -> Result<ClientMsg<
                 }
                 k => k,
             },
+            idempotency_key: check_idempotency(wire.idempotency_key, r)?,
         },
         "send" => ClientMsg::Send {
             user: match wire.user {
@@ -273,6 +284,7 @@ fn message<'a>(kind: &str, wire: Wire<'a>, max_room: usize) -> Result<ClientMsg<
                 Some(u) => u,
             },
             data: check_data(wire.data, "send needs \"data\"", r)?,
+            idempotency_key: check_idempotency(wire.idempotency_key, r)?,
         },
         "presence" => ClientMsg::Presence {
             room: check_room(wire.room, max_room, r)?,
@@ -337,6 +349,24 @@ pub fn valid_key(key: &str) -> bool {
 
 /// The rule [`valid_key`] checks, for error messages.
 pub const KEY_RULE: &str = "key must be 1 to 128 bytes";
+
+/// Idempotency keys: 1 to 128 bytes (the same rule as conflation keys).
+pub const IDEMPOTENCY_RULE: &str = "idempotency_key must be 1 to 128 bytes";
+
+fn check_idempotency<'a>(
+    key: Option<Cow<'a, str>>,
+    r: Option<&'a RawValue>,
+) -> Result<Option<Cow<'a, str>>, Refusal<'a>> {
+    match key {
+        Some(k) if !valid_key(&k) => Err(Refusal {
+            code: ErrorCode::BadField,
+            reason: Cow::Borrowed(IDEMPOTENCY_RULE),
+            reference: r,
+            room: None,
+        }),
+        k => Ok(k),
+    }
+}
 
 /// Deepest nesting of arrays and objects accepted in `data`: deeper JSON is valid,
 /// but crashes the recursive parsers of common clients.
@@ -462,7 +492,9 @@ mod tests {
             ClientMsg::Unsub { room } if room == "r"
         ));
         match ok(r#"{"type":"pub","room":"r","data":{"text":"hi"}}"#) {
-            ClientMsg::Pub { room, data, key } => {
+            ClientMsg::Pub {
+                room, data, key, ..
+            } => {
                 assert_eq!(room, "r");
                 assert_eq!(data.get(), r#"{"text":"hi"}"#);
                 assert!(key.is_none());

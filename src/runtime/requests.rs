@@ -3,6 +3,8 @@
 //! `ringway.v1` requests, decided by `conn::request` and carried out here with the
 //! router.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 use tracing::debug;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -12,6 +14,7 @@ use crate::conn::outq::Out;
 use crate::conn::rate::Verdict;
 use crate::conn::request::{self, Decision, Facts};
 use crate::conn::{ConnKey, Phase};
+use crate::hub::Origin;
 use crate::metrics::histogram::now_ns;
 use crate::protocol::{self, ErrorCode};
 use crate::ws::close;
@@ -191,6 +194,7 @@ impl State {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        let user = conn.user();
         let facts = Facts {
             grant: conn.grant.as_deref(),
             rooms: &conn.rooms,
@@ -203,10 +207,40 @@ impl State {
                 room,
                 data,
                 key: msg_key,
+                idempotency_key,
             } => {
+                let origin = Origin {
+                    from: user.map(|u| u.to_string()),
+                    idempotency_key: idempotency_key.map(Cow::into_owned),
+                    client: true,
+                };
+                // With a `ref`, the client wants an ack once the owner stamped it.
+                let reply = match reference {
+                    None => None,
+                    Some(r) => match self.request_for(key, Some(r), &room) {
+                        Some(req) => Some(req),
+                        None => {
+                            let frame = protocol::error_frame(
+                                ErrorCode::Unavailable,
+                                "too many requests waiting for an answer on this node; retry",
+                                Some(&room),
+                                reference,
+                            );
+                            self.conns.enqueue(key, Out::Own(frame));
+                            return;
+                        }
+                    },
+                };
                 let now = self.now();
-                self.hub
-                    .handle_publish(&room, data, msg_key.as_deref(), None, now_ns(), now);
+                self.hub.handle_publish(
+                    &room,
+                    data,
+                    msg_key.as_deref(),
+                    origin,
+                    reply,
+                    now_ns(),
+                    now,
+                );
                 self.run_hub();
             }
             Decision::Presence { room } => self.presence(key, &room, reference),
@@ -257,7 +291,7 @@ impl State {
 
     /// Ask for a room's roster; the answer comes back with the request's `ref`.
     fn presence(&mut self, key: ConnKey, room: &str, reference: Option<&RawValue>) {
-        let Some(req) = self.request_for(key, reference) else {
+        let Some(req) = self.request_for(key, reference, room) else {
             let frame = protocol::error_frame(
                 ErrorCode::Unavailable,
                 "too many requests waiting for an answer on this node; retry",

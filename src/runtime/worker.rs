@@ -144,12 +144,15 @@ pub const REQUEST_TIMEOUT_MS: u64 = 5_000;
 enum Waiter {
     /// A task (an API request).
     Task(oneshot::Sender<Answer>),
-    /// A connection (a `presence` request), with its request's `ref`.
+    /// A connection (a `presence` request, a publish with a `ref`), with its
+    /// request's `ref` and room.
     Conn {
         /// The connection.
         key: ConnKey,
         /// The request's `ref`, echoed in the answer.
         reference: Option<Box<serde_json::value::RawValue>>,
+        /// The room the request is about.
+        room: Box<str>,
         /// When it was asked (wheel tick).
         since: Tick,
     },
@@ -452,11 +455,25 @@ impl State {
             Some(Waiter::Task(tx)) => {
                 let _ = tx.send(Answer::Hub(reply)); // the asking task may have gone
             }
-            Some(Waiter::Conn { key, reference, .. }) => {
-                if let Reply::Presence(json) = reply {
-                    let frame = crate::protocol::presence_frame(&json, reference.as_deref());
-                    self.conns.enqueue(key, Out::Own(frame));
-                }
+            Some(Waiter::Conn {
+                key,
+                reference,
+                room,
+                ..
+            }) => {
+                let frame = match reply {
+                    Reply::Presence(json) => {
+                        crate::protocol::presence_frame(&json, reference.as_deref())
+                    }
+                    Reply::Published(s) => crate::protocol::ack_frame(
+                        &room,
+                        s.epoch,
+                        s.seq,
+                        s.duplicate,
+                        reference.as_deref(),
+                    ),
+                };
+                self.conns.enqueue(key, Out::Own(frame));
             }
             None => {} // answered late: the request timed out
         }
@@ -473,6 +490,7 @@ impl State {
         &mut self,
         key: ConnKey,
         reference: Option<&serde_json::value::RawValue>,
+        room: &str,
     ) -> Option<u64> {
         if self.waiters.len() >= MAX_WAITING {
             return None;
@@ -481,6 +499,7 @@ impl State {
         let req = self.waiters.insert(Waiter::Conn {
             key,
             reference: reference.map(ToOwned::to_owned),
+            room: Box::from(room),
             since,
         });
         Some(req as u64)
@@ -501,11 +520,17 @@ impl State {
             })
             .collect();
         for i in late {
-            if let Some(Waiter::Conn { key, reference, .. }) = self.waiters.try_remove(i) {
+            if let Some(Waiter::Conn {
+                key,
+                reference,
+                room,
+                ..
+            }) = self.waiters.try_remove(i)
+            {
                 let frame = crate::protocol::error_frame(
                     crate::protocol::ErrorCode::Unavailable,
                     "the room's owner did not answer in time; retry",
-                    None,
+                    Some(&room),
                     reference.as_deref(),
                 );
                 self.conns.enqueue(key, Out::Own(frame));
@@ -522,6 +547,9 @@ impl State {
         s.rooms_owned = owned as u64;
         s.rooms_local = local as u64;
         s.history_bytes = history as u64;
+        let (keys, forgotten) = self.hub.idempotency();
+        s.idempotency_keys = keys as u64;
+        s.idempotency_forgotten = forgotten;
         s.timer_entries = self.conns.wheel.len() as u64;
         s.hub = self.hub.stats().clone();
         for (_, c) in self.conns.slab.iter() {

@@ -36,8 +36,17 @@ pub struct Client {
     pub cursors: BTreeMap<String, (u64, u64)>,
 }
 
-/// Every `(room, epoch, seq)` anyone saw, and the message it carried.
-pub type Ledger = BTreeMap<(String, u64, u64), u64>;
+/// What every stamp anyone saw carried.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// `(room, epoch, seq)` → the message (its data id).
+    seqs: BTreeMap<(String, u64, u64), u64>,
+    /// `(room, epoch, message)` → its seq: a message stamped twice in one epoch (an
+    /// idempotent retry not recognised) shows here.
+    stamps: BTreeMap<(String, u64, u64), u64>,
+    /// Who published each message (`from` in every `msg` must say so).
+    pub from: BTreeMap<u64, Option<String>>,
+}
 
 impl Client {
     pub fn new(user: Option<String>) -> Self {
@@ -105,6 +114,14 @@ impl Client {
                     ));
                 }
                 record(ledger, &room, epoch, seq, data)?;
+                if let Some(by) = ledger.from.get(&data)
+                    && v["from"].as_str() != by.as_deref()
+                {
+                    return Err(format!(
+                        "msg {seq} in {room} says it is from {:?}, but {by:?} published it",
+                        v["from"]
+                    ));
+                }
                 *sub = Sub::Live { epoch, seq };
                 self.cursors.insert(room, (epoch, seq));
             }
@@ -124,9 +141,16 @@ pub fn record(
     seq: u64,
     data: u64,
 ) -> Result<(), String> {
-    match ledger.insert((room.to_owned(), epoch, seq), data) {
-        Some(before) if before != data => Err(format!(
+    if let Some(before) = ledger.seqs.insert((room.to_owned(), epoch, seq), data)
+        && before != data
+    {
+        return Err(format!(
             "seq {seq} of {room} epoch {epoch:x} was assigned to two messages ({before} and {data})"
+        ));
+    }
+    match ledger.stamps.insert((room.to_owned(), epoch, data), seq) {
+        Some(before) if before != seq => Err(format!(
+            "message {data} was stamped twice in {room} epoch {epoch:x} (seq {before} and {seq}): a repeat of its idempotency key was delivered again"
         )),
         _ => Ok(()),
     }

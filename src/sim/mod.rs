@@ -8,14 +8,17 @@
 //! lost, then both sides hear the link went down) and heals, partitions, node crashes
 //! (all state lost) and restarts, and clients that connect, subscribe (resuming
 //! from their last cursor), publish, ask for presence, unsubscribe, disconnect and
-//! reconnect elsewhere.
+//! reconnect elsewhere, and repeat publishes with their idempotency key.
 //!
 //! Checked on every frame a client receives:
 //! - within a room's epoch no seq is ever assigned to two messages (a ledger of
 //!   every `(room, epoch, seq)` seen by any client or publish answer);
 //! - every subscriber gets a gapless, duplicate-free, in-order run of the owner's
 //!   sequence after its `subscribed`, or is told (another `subscribed`, a close);
-//! - `recovered: true` only for the cursor's own epoch.
+//! - `recovered: true` only for the cursor's own epoch;
+//! - every `msg` names its publisher's user in `from` (absent for anonymous ones);
+//! - a message is stamped at most once in an epoch, however often its publisher
+//!   repeats it with the same idempotency key.
 //!
 //! Checked whenever the cluster is brought to rest (links healed, nodes up, every
 //! queue empty, time advanced past leases and the replay window):

@@ -69,6 +69,8 @@ pub struct World {
     next_req: u64,
     /// Publishes waiting for their epoch and seq: `(node, worker, req)` → room, data.
     asked: BTreeMap<(usize, usize, u64), (String, u64)>,
+    /// Publishes sent with an idempotency key, to repeat: room, client, data.
+    keyed: Vec<(String, usize, u64)>,
     violation: Option<String>,
     /// `RINGWAY_SIM_TRACE`: print every step (to follow a failing seed).
     trace: bool,
@@ -99,6 +101,9 @@ impl World {
             peer_replay_bytes: 1_500,
             tick_ms: TICK,
             moved_grace_ms: 600,
+            // Long and large: every repeat within a seed must be recognised.
+            idempotency_window_ms: 1 << 40,
+            idempotency_keys: 1 << 20,
         };
         let seeds = (0..n).map(|i| rendezvous::seed(&format!("n{i}"))).collect();
         let mut w = World {
@@ -122,7 +127,8 @@ impl World {
                 .collect(),
             by_conn: BTreeMap::new(),
             next_slot: 0,
-            ledger: Ledger::new(),
+            ledger: Ledger::default(),
+            keyed: Vec::new(),
             next_data: 0,
             next_req: 0,
             asked: BTreeMap::new(),
@@ -342,9 +348,9 @@ impl World {
                 continue;
             }
             if let Some((req, reply)) = hub.poll_reply() {
-                if let (Reply::Published(epoch, seq), Some((room, data))) =
+                if let (Reply::Published(s), Some((room, data))) =
                     (reply, self.asked.remove(&(n, w, req)))
-                    && let Err(v) = record(&mut self.ledger, &room, epoch.0, seq, data)
+                    && let Err(v) = record(&mut self.ledger, &room, s.epoch.0, s.seq, data)
                 {
                     self.fail(format!("publish answer: {v}"));
                 }
@@ -443,13 +449,38 @@ impl World {
                 self.drain(at.node, at.worker);
             }
             40..80 => {
-                let room = if self.rng.u32(0..8) == 0 {
-                    format!("user:{}", USERS[self.rng.usize(..USERS.len())])
+                // Now and then a client repeats an earlier publish of its own with the
+                // same idempotency key (as after a lost ack): stamped once per epoch.
+                let mine: Vec<usize> = (0..self.keyed.len())
+                    .filter(|&i| self.keyed[i].1 == c)
+                    .collect();
+                let (room, data, idempotency) = if !mine.is_empty() && self.rng.u32(0..4) == 0 {
+                    let (room, _, data) = self.keyed[mine[self.rng.usize(..mine.len())]].clone();
+                    (room, data, true)
                 } else {
-                    ROOMS[self.rng.usize(..ROOMS.len())].to_owned()
+                    let room = if self.rng.u32(0..8) == 0 {
+                        format!("user:{}", USERS[self.rng.usize(..USERS.len())])
+                    } else {
+                        ROOMS[self.rng.usize(..ROOMS.len())].to_owned()
+                    };
+                    let data = self.next_data;
+                    self.next_data += 1;
+                    let keyed = self.rng.u32(0..3) == 0;
+                    if keyed {
+                        self.keyed.push((room.clone(), c, data));
+                    }
+                    self.ledger.from.insert(data, user.clone());
+                    (room, data, keyed)
                 };
-                let data = self.next_data;
-                self.next_data += 1;
+                let origin = crate::hub::Origin {
+                    from: user.clone(),
+                    idempotency_key: idempotency.then(|| format!("k{data}")),
+                    client: true,
+                };
+                trace!(
+                    self,
+                    "client {c} at {at:?} publishes {data} to {room} (keyed: {idempotency})"
+                );
                 let json = RawValue::from_string(format!("{{\"id\":{data}}}")).expect("JSON");
                 let reply = self.rng.bool().then(|| {
                     self.next_req += 1;
@@ -458,7 +489,7 @@ impl World {
                     self.next_req
                 });
                 let hub = &mut self.nodes[at.node].hubs[at.worker];
-                hub.handle_publish(&room, &json, None, reply, now, now);
+                hub.handle_publish(&room, &json, None, origin, reply, now, now);
                 self.drain(at.node, at.worker);
             }
             80..85 => {

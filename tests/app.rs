@@ -1,0 +1,253 @@
+//! What the app behind ringway relies on: who sent a message, acknowledged and
+//! idempotent publishes, history, disconnecting users. A real node and real
+//! WebSocket clients.
+
+mod common;
+
+use common::{Client, Node};
+use ringway::auth::{Claims, RoomClaims, mint_hs256, unix_now};
+use serde_json::{Value, json};
+
+const SECRET: &str = "app-test-secret-0123456789abcdef0123";
+
+fn node() -> Node {
+    Node::start(|c| c.auth.token_secret = SECRET.into())
+}
+
+fn token(sub: &str, rooms: Option<RoomClaims>) -> String {
+    mint_hs256(
+        SECRET.as_bytes(),
+        &Claims {
+            sub: sub.into(),
+            exp: unix_now() + 3600,
+            rooms,
+        },
+    )
+}
+
+/// A client with a token for `user`; its personal room's `subscribed` is read.
+fn user(n: &Node, user: &str, rooms: Option<RoomClaims>) -> Client {
+    let mut c = Client::connect(&format!("{}?token={}", n.url("/ws"), token(user, rooms)));
+    let s = c.recv();
+    assert_eq!(s["type"], "subscribed", "{s}");
+    c
+}
+
+fn anonymous(n: &Node) -> Client {
+    Client::connect(&n.url("/ws"))
+}
+
+/// The next message that is not about presence.
+fn next(c: &mut Client) -> Value {
+    loop {
+        let v = c.recv();
+        if v["type"] != "join" && v["type"] != "leave" {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn a_message_names_its_sender_and_a_forged_from_is_ignored() {
+    let n = node();
+    let mut watcher = anonymous(&n);
+    watcher.sub("chat:1");
+    let mut alice = user(&n, "alice", None);
+    alice.send(json!({"type": "pub", "room": "chat:1", "from": "mallory", "data": {"from": "mallory", "text": "hi"}}));
+    let m = next(&mut watcher);
+    assert_eq!(
+        (&m["from"], &m["data"]["text"]),
+        (&json!("alice"), &json!("hi")),
+        "{m}"
+    );
+    // The envelope's `from` is the node's; whatever the data says is the client's.
+    assert_eq!(m["data"]["from"], "mallory");
+    let mut anon = anonymous(&n);
+    anon.send(json!({"type": "pub", "room": "chat:1", "from": "alice", "data": 2}));
+    let m = next(&mut watcher);
+    assert_eq!(m["data"], 2);
+    assert!(
+        m.get("from").is_none(),
+        "an anonymous publisher has no from: {m}"
+    );
+    // The API is the app: it names the sender.
+    let (status, body) = n.post(
+        "/v1/publish",
+        &json!({"room": "chat:1", "from": "system", "data": 3}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let m = next(&mut watcher);
+    assert_eq!((&m["from"], &m["data"]), (&json!("system"), &json!(3)));
+    let (status, _) = n.post(
+        "/v1/publish",
+        &json!({"room": "chat:1", "from": "no spaces", "data": 4}),
+    );
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn direct_messages_need_a_sender_unless_the_node_allows_anonymous_ones() {
+    let n = node();
+    let mut bob = user(&n, "bob", None);
+    let mut anon = anonymous(&n);
+    anon.send(json!({"type": "send", "user": "bob", "data": "psst", "ref": 1}));
+    let e = anon.recv();
+    assert_eq!(
+        (&e["code"], &e["ref"]),
+        (&json!("forbidden"), &json!(1)),
+        "{e}"
+    );
+    // A token's room patterns do not stop a direct message: it is not a room.
+    let mut alice = user(
+        &n,
+        "alice",
+        Some(RoomClaims {
+            sub: vec!["chat:*".into()],
+            publish: vec!["chat:*".into()],
+        }),
+    );
+    alice.send(json!({"type": "send", "user": "bob", "data": "hi bob"}));
+    let m = next(&mut bob);
+    assert_eq!(
+        (&m["room"], &m["from"], &m["data"]),
+        (&json!("user:bob"), &json!("alice"), &json!("hi bob")),
+        "{m}"
+    );
+
+    let open = Node::start(|c| {
+        c.auth.token_secret = SECRET.into();
+        c.auth.anonymous_send = true;
+    });
+    let mut bob = user(&open, "bob", None);
+    let mut anon = anonymous(&open);
+    anon.send(json!({"type": "send", "user": "bob", "data": "psst"}));
+    let m = next(&mut bob);
+    assert_eq!(m["data"], "psst");
+    assert!(m.get("from").is_none(), "{m}");
+}
+
+#[test]
+fn a_publish_with_a_ref_is_acknowledged_with_its_seq_or_refused_with_its_ref() {
+    let n = node();
+    let mut watcher = anonymous(&n);
+    let sub = watcher.sub("chat:acks");
+    let mut alice = user(
+        &n,
+        "alice",
+        Some(RoomClaims {
+            sub: vec!["chat:*".into()],
+            publish: vec!["chat:acks".into()],
+        }),
+    );
+    for k in 1..=3 {
+        alice.send(json!({"type": "pub", "room": "chat:acks", "data": k, "ref": format!("m{k}")}));
+        let ack = alice.recv();
+        assert_eq!(
+            (
+                &ack["type"],
+                &ack["room"],
+                &ack["seq"],
+                &ack["ref"],
+                &ack["epoch"]
+            ),
+            (
+                &json!("ack"),
+                &json!("chat:acks"),
+                &json!(k),
+                &json!(format!("m{k}")),
+                &sub["epoch"]
+            ),
+            "{ack}"
+        );
+        assert_eq!(next(&mut watcher)["seq"], k);
+    }
+    // No ref, no ack.
+    alice.send(json!({"type": "pub", "room": "chat:acks", "data": 4}));
+    assert_eq!(next(&mut watcher)["seq"], 4);
+    alice.send(json!({"type": "ping", "ref": "p"}));
+    assert_eq!(alice.recv()["type"], "pong", "nothing came before the pong");
+    // Refused: the error carries the ref (and the room).
+    alice.send(json!({"type": "pub", "room": "chat:other", "data": 1, "ref": 9}));
+    let e = alice.recv();
+    assert_eq!(
+        (&e["type"], &e["code"], &e["ref"], &e["room"]),
+        (
+            &json!("error"),
+            &json!("forbidden"),
+            &json!(9),
+            &json!("chat:other")
+        )
+    );
+    // A direct message is acknowledged too.
+    alice.send(json!({"type": "send", "user": "bob", "data": 1, "ref": "dm"}));
+    let ack = alice.recv();
+    assert_eq!(
+        (&ack["type"], &ack["room"], &ack["seq"]),
+        (&json!("ack"), &json!("user:bob"), &json!(1)),
+        "{ack}"
+    );
+}
+
+#[test]
+fn a_repeated_idempotency_key_is_stamped_once_per_sender() {
+    let n = node();
+    let mut watcher = anonymous(&n);
+    watcher.sub("chat:idem");
+    let mut alice = user(&n, "alice", None);
+    let publish = |c: &mut Client, key: &str, data: i64| {
+        c.send(json!({"type": "pub", "room": "chat:idem", "data": data, "idempotency_key": key, "ref": data}));
+        c.recv()
+    };
+    let first = publish(&mut alice, "order-1", 1);
+    assert_eq!(
+        (&first["seq"], first.get("duplicate")),
+        (&json!(1), None),
+        "{first}"
+    );
+    // The retry (after a lost ack, say) gets the first seq back and goes nowhere.
+    let again = publish(&mut alice, "order-1", 1);
+    assert_eq!(
+        (&again["seq"], &again["duplicate"]),
+        (&json!(1), &json!(true)),
+        "{again}"
+    );
+    // Another connection of the same user is the same sender.
+    let mut alice2 = user(&n, "alice", None);
+    assert_eq!(publish(&mut alice2, "order-1", 1)["duplicate"], true);
+    // Another sender's key is its own: bob cannot suppress alice's messages.
+    let mut bob = user(&n, "bob", None);
+    let b = publish(&mut bob, "order-1", 2);
+    assert_eq!((&b["seq"], b.get("duplicate")), (&json!(2), None), "{b}");
+    // The API has its own scope, and answers the same way.
+    let post = |key: &str| {
+        n.post(
+            "/v1/publish",
+            &json!({"room": "chat:idem", "data": 3, "idempotency_key": key}),
+        )
+    };
+    let (status, body) = post("order-1");
+    assert_eq!(status, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((&api["seq"], api.get("duplicate")), (&json!(3), None));
+    let (_, body) = post("order-1");
+    let api2: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&api2["seq"], &api2["duplicate"]),
+        (&json!(3), &json!(true))
+    );
+    // The watcher saw each message once.
+    let seqs: Vec<Value> = (0..3).map(|_| next(&mut watcher)["seq"].clone()).collect();
+    assert_eq!(seqs, vec![json!(1), json!(2), json!(3)]);
+    watcher.send(json!({"type": "ping"}));
+    assert_eq!(watcher.recv()["type"], "pong", "no fourth message");
+    let (status, _) = n.post(
+        "/v1/publish",
+        &json!({"room": "chat:idem", "data": 3, "idempotency_key": ""}),
+    );
+    assert_eq!(status, 400);
+    let (_, metrics) = n.get("/metrics");
+    assert!(
+        metrics.contains("ringway_publish_duplicates_total 3\n"),
+        "{metrics}"
+    );
+}
