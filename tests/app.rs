@@ -251,3 +251,48 @@ fn a_repeated_idempotency_key_is_stamped_once_per_sender() {
         "{metrics}"
     );
 }
+
+#[test]
+fn the_app_reads_a_rooms_history_to_resync() {
+    let n = node();
+    let mut alice = user(&n, "alice", None);
+    for k in 1..=5 {
+        alice.send(json!({"type": "pub", "room": "chat:h", "data": {"k": k}, "ref": k}));
+        assert_eq!(alice.recv()["type"], "ack");
+    }
+    let get = |q: &str| {
+        let (status, body) = n.get(&format!("/v1/history/chat:h{q}"));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let h = get("?since=1&limit=2");
+    assert_eq!(
+        (&h["room"], &h["seq"], &h["oldest"], &h["more"]),
+        (&json!("chat:h"), &json!(5), &json!(1), &json!(true))
+    );
+    assert_eq!(
+        h["messages"],
+        json!([{"seq": 2, "from": "alice", "data": {"k": 2}}, {"seq": 3, "from": "alice", "data": {"k": 3}}])
+    );
+    let all = get("");
+    assert_eq!(all["messages"].as_array().unwrap().len(), 5);
+    assert_eq!(all["more"], false);
+    // The epoch is the one subscribers see: a client that got recovered:false
+    // compares it with its own.
+    let mut c = anonymous(&n);
+    let s = c.sub("chat:h");
+    assert_eq!(s["epoch"], all["epoch"]);
+    // A room without history.
+    let (_, body) = n.get("/v1/history/nobody:here");
+    let empty: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&empty["epoch"], &empty["messages"]),
+        (&Value::Null, &json!([]))
+    );
+    for bad in ["?since=x", "?limit=0", "?limit=1001", "?what=1"] {
+        let (status, body) = n.get(&format!("/v1/history/chat:h{bad}"));
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = n.get("/v1/history/bad%20room");
+    assert_eq!(status, 400);
+}

@@ -207,6 +207,10 @@ async fn route(w: &Rc<Worker>, req: &Head, body: &[u8]) -> Response {
             w.shared.joined().await;
             presence(w, &p["/v1/presence/".len()..]).await
         }
+        ("GET", p) if p.starts_with("/v1/history/") => {
+            w.shared.joined().await;
+            history(w, &p["/v1/history/".len()..], req.query.as_deref()).await
+        }
         ("GET", "/v1/cluster") => Response::json(200, cluster(w)),
         ("GET", p) if p.starts_with("/v1/rooms/") => room_owner(w, &p["/v1/rooms/".len()..]),
         ("GET", "/metrics") => {
@@ -330,6 +334,43 @@ async fn send(w: &Rc<Worker>, body: &[u8]) -> Response {
     };
     let room = protocol::personal_room(&body.user);
     stamp(w, &room, body.data, None, origin).await
+}
+
+/// Messages listed by one `GET /v1/history` at most (and by default 100).
+const HISTORY_LIMIT: usize = 1000;
+
+async fn history(w: &Rc<Worker>, encoded: &str, query: Option<&str>) -> Response {
+    let room = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+    if !protocol::valid_room(&room, w.shared.config.limits.max_room_name) {
+        return Response::error(400, "not a valid room name");
+    }
+    let (mut since, mut limit) = (0u64, 100usize);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let bad = |what: &str| Response::error(400, &format!("{k}={v}: {what}"));
+        match &*k {
+            "since" => match v.parse() {
+                Ok(n) => since = n,
+                Err(_) => return bad("give the last seq you have (0 for all)"),
+            },
+            "limit" => match v.parse() {
+                Ok(n) if (1..=HISTORY_LIMIT).contains(&n) => limit = n,
+                _ => return bad(&format!("give 1 to {HISTORY_LIMIT}")),
+            },
+            _ => return bad("unknown parameter; this route takes since and limit"),
+        }
+    }
+    let (req, rx) = w.request();
+    {
+        let mut st = w.state.borrow_mut();
+        let now = st.now();
+        st.hub.handle_history(&room, since, limit, req, now);
+        st.run_hub();
+    }
+    w.flush_dirty();
+    match answer(w, req, rx).await {
+        Some(Answer::Hub(Reply::History(json))) => Response::json(200, json + "\n"),
+        _ => Response::error(503, "the room's owner did not answer; retry"),
+    }
 }
 
 async fn presence(w: &Rc<Worker>, encoded: &str) -> Response {

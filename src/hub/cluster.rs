@@ -186,6 +186,20 @@ impl Hub {
                     .replies
                     .push_back((ticket.id, Reply::Presence(json)));
             }
+            PeerMsg::HistoryQuery {
+                room,
+                since,
+                limit,
+                ticket,
+            } => {
+                let json = self.history_json(&room, since, limit as usize, now);
+                self.send_peer(peer, PeerMsg::History { ticket, json });
+            }
+            PeerMsg::History { ticket, json } => {
+                self.out
+                    .replies
+                    .push_back((ticket.id, Reply::History(json)));
+            }
         }
     }
 

@@ -301,6 +301,13 @@ impl Hub {
         self.presence(room, req, now);
     }
 
+    /// The history of `room` after seq `since` (at most `limit` messages), for this
+    /// worker's request `req` (answered through `poll_reply`, from the owner
+    /// wherever it is).
+    pub fn handle_history(&mut self, room: &str, since: u64, limit: usize, req: u64, now: Ms) {
+        self.history(room, since, limit, req, now);
+    }
+
     /// Mail from another worker of this node.
     pub fn handle_mail(&mut self, mail: Mail, now: Ms) {
         self.on_mail(mail, now);

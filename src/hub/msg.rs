@@ -141,6 +141,24 @@ pub enum Mail {
         /// The `presence` JSON.
         json: String,
     },
+    /// To a room's home worker: the history after `since`, please.
+    HistoryQuery {
+        /// Room name.
+        room: Arc<str>,
+        /// List messages after this seq.
+        since: u64,
+        /// At most this many.
+        limit: usize,
+        /// Who asks.
+        ticket: Ticket,
+    },
+    /// The answer to `HistoryQuery`.
+    History {
+        /// Who asked.
+        ticket: Ticket,
+        /// The history JSON.
+        json: String,
+    },
     /// From a room's home worker: the room moved to another owner; subscribe this
     /// worker's subscribers again (they get `subscribed` with the new epoch).
     Rehome {
@@ -247,6 +265,24 @@ pub enum PeerMsg {
         /// `{"type":"presence",...}` text.
         json: String,
     },
+    /// To a room's owner: its history after `since`, please.
+    HistoryQuery {
+        /// Room name.
+        room: String,
+        /// List messages after this seq.
+        since: u64,
+        /// At most this many.
+        limit: u32,
+        /// The asker.
+        ticket: Ticket,
+    },
+    /// From a room's owner: the history JSON the app receives.
+    History {
+        /// The asker.
+        ticket: Ticket,
+        /// `GET /v1/history` JSON.
+        json: String,
+    },
 }
 
 impl PeerMsg {
@@ -260,10 +296,11 @@ impl PeerMsg {
             | PeerMsg::Publish { room, .. }
             | PeerMsg::Deliver { room, .. }
             | PeerMsg::PresenceQuery { room, .. }
+            | PeerMsg::HistoryQuery { room, .. }
             | PeerMsg::Moved { room } => super::topology::home_worker(room, workers),
-            PeerMsg::Published { ticket, .. } | PeerMsg::Presence { ticket, .. } => {
-                usize::from(ticket.worker).min(workers - 1)
-            }
+            PeerMsg::Published { ticket, .. }
+            | PeerMsg::Presence { ticket, .. }
+            | PeerMsg::History { ticket, .. } => usize::from(ticket.worker).min(workers - 1),
         }
     }
 }
@@ -275,4 +312,6 @@ pub enum Reply {
     Published(Stamp),
     /// A room's roster (`presence` JSON).
     Presence(String),
+    /// A room's history (`GET /v1/history` JSON).
+    History(String),
 }

@@ -107,6 +107,7 @@ impl Hub {
                 stamp,
             },
             Reply::Presence(json) => Mail::Presence { ticket, json },
+            Reply::History(json) => Mail::History { ticket, json },
         };
         self.out.mail.push_back((w, mail));
     }
@@ -295,6 +296,54 @@ impl Hub {
         }
     }
 
+    /// The app's history query: ask the owner (worker or node), for request `req`.
+    pub(super) fn history(&mut self, room: &str, since: u64, limit: usize, req: u64, now: Ms) {
+        let ticket = Ticket {
+            worker: self.id as u16,
+            id: req,
+        };
+        if let Some(owner) = self.topo.remote_owner(room) {
+            self.send_peer(
+                owner,
+                PeerMsg::HistoryQuery {
+                    room: room.to_owned(),
+                    since,
+                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                    ticket,
+                },
+            );
+            return;
+        }
+        let home = self.topo.home(room);
+        if home == self.id {
+            let json = self.history_json(room, since, limit, now);
+            self.out.replies.push_back((req, Reply::History(json)));
+        } else {
+            self.out.mail.push_back((
+                home,
+                Mail::HistoryQuery {
+                    room: Arc::from(room),
+                    since,
+                    limit,
+                    ticket,
+                },
+            ));
+        }
+    }
+
+    /// An owned room's history after `since` (none when nobody owns the room here:
+    /// it has none). Bounded to what one mesh message carries.
+    pub(super) fn history_json(&mut self, room: &str, since: u64, limit: usize, now: Ms) -> String {
+        let max = self.cfg.peer_replay_bytes;
+        let mut evicted = EvictCounts::default();
+        let json = match self.owned.get_mut(room) {
+            Some(r) => r.history_json(room, since, limit, max, now, &mut evicted),
+            None => protocol::history_json(room, None, None, std::iter::empty(), limit, max),
+        };
+        self.stats.evicted(&evicted);
+        json
+    }
+
     /// The roster of an owned room (empty when the room has none).
     pub(super) fn roster_json(&self, room: &str) -> String {
         match self.owned.get(room) {
@@ -461,6 +510,20 @@ impl Hub {
                 self.out
                     .replies
                     .push_back((ticket.id, Reply::Presence(json)));
+            }
+            Mail::HistoryQuery {
+                room,
+                since,
+                limit,
+                ticket,
+            } => {
+                let json = self.history_json(&room, since, limit, now);
+                self.reply_to(ticket, Reply::History(json));
+            }
+            Mail::History { ticket, json } => {
+                self.out
+                    .replies
+                    .push_back((ticket.id, Reply::History(json)));
             }
             Mail::Rehome { room } => self.rehome(&room, now),
         }

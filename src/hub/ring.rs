@@ -197,6 +197,21 @@ impl ReplayRing {
             .collect())
     }
 
+    /// The messages held after `since`, oldest first, with their seqs (as many as
+    /// are still held: the caller compares the first seq with `since + 1`).
+    pub fn held_after(&self, since: u64) -> impl Iterator<Item = (u64, &Bytes)> + '_ {
+        let skip = match self.entries.front() {
+            Some(first) if since >= first.seq => (since + 1 - first.seq) as usize,
+            _ => 0,
+        };
+        self.entries.iter().skip(skip).map(|e| (e.seq, &e.frame))
+    }
+
+    /// The seq of the oldest message held.
+    pub fn oldest_seq(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.seq)
+    }
+
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

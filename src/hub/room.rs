@@ -181,6 +181,28 @@ impl OwnedRoom {
             && self.roster.is_empty()
     }
 
+    /// The room's history after `since` for the app (`GET /v1/history`): at most
+    /// `limit` messages and about `max_bytes` of them, as JSON.
+    pub fn history_json(
+        &mut self,
+        room: &str,
+        since: u64,
+        limit: usize,
+        max_bytes: usize,
+        now: Ms,
+        evicted: &mut EvictCounts,
+    ) -> String {
+        self.ring.evict(now, evicted);
+        protocol::history_json(
+            room,
+            Some((self.epoch, self.seq)),
+            self.ring.oldest_seq(),
+            self.ring.held_after(since).map(|(_, frame)| frame),
+            limit,
+            max_bytes,
+        )
+    }
+
     /// Bytes of replay history held.
     pub fn history_bytes(&self) -> usize {
         self.ring.bytes()

@@ -134,6 +134,86 @@ pub fn disconnect_frame(code: u16, reason: &str, reconnect: bool) -> Bytes {
     w.finish()
 }
 
+/// A room's history for the app (`GET /v1/history/{room}`):
+/// `{"room","epoch","seq","oldest","messages":[{"seq","from"?,"key"?,"data"}],"more"}`.
+/// `position` is the room's epoch and latest seq (`None`: nobody owns the room now,
+/// it has no history), `oldest` the seq of the oldest message still held, `frames`
+/// the stored `msg` frames to list, oldest first. At most `limit` messages and about
+/// `max_bytes` of them; `more` says whether some were left out.
+pub fn history_json<'f>(
+    room: &str,
+    position: Option<(Epoch, u64)>,
+    oldest: Option<u64>,
+    frames: impl Iterator<Item = &'f Bytes>,
+    limit: usize,
+    max_bytes: usize,
+) -> String {
+    #[derive(serde::Deserialize)]
+    struct Stored<'a> {
+        seq: u64,
+        #[serde(borrow)]
+        from: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        key: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        data: &'a RawValue,
+    }
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(br#"{"room":"#);
+    string(&mut out, room);
+    match position {
+        Some((epoch, seq)) => {
+            out.extend_from_slice(br#","epoch":""#);
+            out.extend_from_slice(epoch.to_string().as_bytes());
+            out.extend_from_slice(br#"","seq":"#);
+            number(&mut out, seq);
+        }
+        None => out.extend_from_slice(br#","epoch":null,"seq":0"#),
+    }
+    match oldest {
+        Some(o) => {
+            out.extend_from_slice(br#","oldest":"#);
+            number(&mut out, o);
+        }
+        None => out.extend_from_slice(br#","oldest":null"#),
+    }
+    out.extend_from_slice(br#","messages":["#);
+    let (mut n, mut more) = (0, false);
+    for frame in frames {
+        if n == limit || out.len() >= max_bytes {
+            more = true;
+            break;
+        }
+        let Ok(m) = serde_json::from_slice::<Stored<'_>>(crate::ws::frame::server_payload(frame))
+        else {
+            continue; // every stored frame is a msg this node encoded
+        };
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"seq":"#);
+        number(&mut out, m.seq);
+        if let Some(from) = m.from {
+            out.extend_from_slice(br#","from":"#);
+            string(&mut out, &from);
+        }
+        if let Some(key) = m.key {
+            out.extend_from_slice(br#","key":"#);
+            string(&mut out, &key);
+        }
+        out.extend_from_slice(br#","data":"#);
+        out.extend_from_slice(m.data.get().as_bytes());
+        out.push(b'}');
+        n += 1;
+    }
+    out.extend_from_slice(if more {
+        br#"],"more":true}"#.as_slice()
+    } else {
+        br#"],"more":false}"#.as_slice()
+    });
+    String::from_utf8(out).expect("JSON built from strings and JSON")
+}
+
 /// `{"type":"unsubscribed","room":…}`.
 pub fn unsubscribed_frame(room: &str) -> Bytes {
     let mut w = TextFrameWriter::with_capacity(40 + room.len());
@@ -308,6 +388,36 @@ mod tests {
         assert_eq!(
             (a["duplicate"].as_bool(), &a["ref"]["text"]),
             (Some(true), &serde_json::json!("hi \"there\""))
+        );
+        let frames = [
+            msg_frame("r", 4, Some("alice"), None, &data),
+            msg_frame("r", 5, None, Some("k"), &data),
+        ];
+        let h: serde_json::Value = serde_json::from_str(&history_json(
+            "r",
+            Some((Epoch(0xab), 5)),
+            Some(4),
+            frames.iter(),
+            10,
+            1 << 20,
+        ))
+        .unwrap();
+        assert_eq!(
+            h,
+            serde_json::json!({"room": "r", "epoch": "00000000000000ab", "seq": 5, "oldest": 4,
+                "messages": [{"seq": 4, "from": "alice", "data": {"text": "hi \"there\""}},
+                             {"seq": 5, "key": "k", "data": {"text": "hi \"there\""}}], "more": false})
+        );
+        let h: serde_json::Value =
+            serde_json::from_str(&history_json("r", None, None, frames.iter(), 1, 1 << 20))
+                .unwrap();
+        assert_eq!(
+            (
+                h["epoch"].is_null(),
+                h["messages"].as_array().unwrap().len(),
+                &h["more"]
+            ),
+            (true, 1, &serde_json::json!(true))
         );
         let d = json(&disconnect_frame(4010, "bye", false));
         assert_eq!(

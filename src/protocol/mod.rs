@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use encode::{
-    ack_frame, disconnect_frame, error_frame, msg_frame, pong_frame, presence_change_frame,
-    presence_frame, reconnect_frame, refresh_needed_frame, refreshed_frame, roster_json,
-    subscribed_frame, unsubscribed_frame, welcome_frame,
+    ack_frame, disconnect_frame, error_frame, history_json, msg_frame, pong_frame,
+    presence_change_frame, presence_frame, reconnect_frame, refresh_needed_frame, refreshed_frame,
+    roster_json, subscribed_frame, unsubscribed_frame, welcome_frame,
 };
 
 /// A room's history generation. A new epoch means the history before it is gone and a

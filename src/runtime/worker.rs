@@ -472,6 +472,7 @@ impl State {
                         s.duplicate,
                         reference.as_deref(),
                     ),
+                    Reply::History(_) => return, // asked by the API only
                 };
                 self.conns.enqueue(key, Out::Own(frame));
             }

@@ -71,6 +71,8 @@ pub struct World {
     asked: BTreeMap<(usize, usize, u64), (String, u64)>,
     /// Publishes sent with an idempotency key, to repeat: room, client, data.
     keyed: Vec<(String, usize, u64)>,
+    /// History queries waiting for their answer: `(node, worker, req)` → room.
+    history_asked: BTreeMap<(usize, usize, u64), String>,
     violation: Option<String>,
     /// `RINGWAY_SIM_TRACE`: print every step (to follow a failing seed).
     trace: bool,
@@ -129,6 +131,7 @@ impl World {
             next_slot: 0,
             ledger: Ledger::default(),
             keyed: Vec::new(),
+            history_asked: BTreeMap::new(),
             next_data: 0,
             next_req: 0,
             asked: BTreeMap::new(),
@@ -348,11 +351,22 @@ impl World {
                 continue;
             }
             if let Some((req, reply)) = hub.poll_reply() {
-                if let (Reply::Published(s), Some((room, data))) =
-                    (reply, self.asked.remove(&(n, w, req)))
-                    && let Err(v) = record(&mut self.ledger, &room, s.epoch.0, s.seq, data)
-                {
-                    self.fail(format!("publish answer: {v}"));
+                match reply {
+                    Reply::Published(s) => {
+                        if let Some((room, data)) = self.asked.remove(&(n, w, req))
+                            && let Err(v) = record(&mut self.ledger, &room, s.epoch.0, s.seq, data)
+                        {
+                            self.fail(format!("publish answer: {v}"));
+                        }
+                    }
+                    Reply::History(json) => {
+                        if let Some(room) = self.history_asked.remove(&(n, w, req))
+                            && let Err(v) = check_history(&mut self.ledger, &room, &json)
+                        {
+                            self.fail(format!("history of {room}: {v}: {json}"));
+                        }
+                    }
+                    Reply::Presence(_) => {}
                 }
                 continue;
             }
@@ -497,6 +511,16 @@ impl World {
                 let room = ROOMS[self.rng.usize(..ROOMS.len())];
                 let req = self.next_req;
                 self.nodes[at.node].hubs[at.worker].handle_presence(room, req, now);
+                self.drain(at.node, at.worker);
+            }
+            85..88 => {
+                // The app reads a room's history (as `GET /v1/history` does).
+                self.next_req += 1;
+                let room = ROOMS[self.rng.usize(..ROOMS.len())];
+                let (req, since, limit) = (self.next_req, self.rng.u64(0..6), self.rng.usize(1..8));
+                self.history_asked
+                    .insert((at.node, at.worker, req), room.to_owned());
+                self.nodes[at.node].hubs[at.worker].handle_history(room, since, limit, req, now);
                 self.drain(at.node, at.worker);
             }
             _ => self.disconnect(c),
@@ -906,4 +930,38 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// A history answer agrees with every stamp seen (the same message at each seq,
+/// from its publisher) and lists consecutive seqs.
+fn check_history(ledger: &mut Ledger, room: &str, json: &str) -> Result<(), String> {
+    let h: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let Some(epoch) = h["epoch"].as_str() else {
+        return match h["messages"].as_array() {
+            Some(m) if m.is_empty() => Ok(()),
+            _ => Err("messages without an epoch".into()),
+        };
+    };
+    let epoch = u64::from_str_radix(epoch, 16).map_err(|e| e.to_string())?;
+    let mut last = None;
+    for m in h["messages"].as_array().ok_or("no messages array")? {
+        let seq = m["seq"].as_u64().ok_or("a message without seq")?;
+        if last.is_some_and(|l: u64| seq != l + 1) {
+            return Err(format!("seq {seq} after {last:?}"));
+        }
+        last = Some(seq);
+        let data = m["data"]["id"]
+            .as_u64()
+            .ok_or("a message without data.id")?;
+        record(ledger, room, epoch, seq, data)?;
+        if let Some(by) = ledger.from.get(&data)
+            && m["from"].as_str() != by.as_deref()
+        {
+            return Err(format!(
+                "message {data} from {:?}, published by {by:?}",
+                m["from"]
+            ));
+        }
+    }
+    Ok(())
 }

@@ -361,6 +361,18 @@ impl TextFrameWriter {
     }
 }
 
+/// The payload of a frame this server encoded (unmasked, one frame): what follows
+/// its 2, 4 or 10 header bytes.
+pub fn server_payload(frame: &[u8]) -> &[u8] {
+    let start = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(start..).unwrap_or(&[])
+}
+
 /// A close frame with this code and reason (the reason is cut to fit 123 bytes at a
 /// character boundary).
 pub fn encode_close(code: u16, reason: &str) -> Bytes {
