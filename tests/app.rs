@@ -296,3 +296,106 @@ fn the_app_reads_a_rooms_history_to_resync() {
     let (status, _) = n.get("/v1/history/bad%20room");
     assert_eq!(status, 400);
 }
+
+#[test]
+fn the_app_lists_rooms_with_their_subscribers_page_by_page() {
+    let n = node();
+    let mut clients: Vec<Client> = (0..3).map(|_| anonymous(&n)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        for room in ["list:a", "list:b", "list:c", "list:d"].iter().skip(i) {
+            c.sub(room);
+        }
+    }
+    let get = |q: &str| {
+        let (status, body) = n.get(&format!("/v1/rooms{q}"));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let page = get("?limit=2");
+    assert_eq!(
+        page,
+        json!({"rooms": [{"room": "list:a", "subscribers": 1}, {"room": "list:b", "subscribers": 2}],
+               "next": "list:b", "missing": []})
+    );
+    let page = get("?after=list:b&limit=2");
+    assert_eq!(
+        page,
+        json!({"rooms": [{"room": "list:c", "subscribers": 3}, {"room": "list:d", "subscribers": 3}],
+               "next": null, "missing": []})
+    );
+    drop(clients.pop());
+    // The last client's rooms lose it once its leave is processed.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while get("?after=list:c")["rooms"] != json!([{"room": "list:d", "subscribers": 2}]) {
+        assert!(std::time::Instant::now() < deadline, "{}", get(""));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for bad in ["?limit=0", "?limit=1001", "?page=2"] {
+        assert_eq!(n.get(&format!("/v1/rooms{bad}")).0, 400, "{bad}");
+    }
+}
+
+#[test]
+fn the_app_disconnects_a_user_or_one_connection() {
+    let n = node();
+    let mut a1 = user(&n, "alice", None);
+    let mut a2 = user(&n, "alice", None);
+    let mut b = user(&n, "bob", None);
+    let (status, body) = n.post(
+        "/v1/disconnect",
+        &json!({"user": "alice", "reason": "banned"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["disconnected"],
+        2
+    );
+    for c in [&mut a1, &mut a2] {
+        let d = next(c);
+        assert_eq!(
+            (&d["type"], &d["code"], &d["reason"], &d["reconnect"]),
+            (
+                &json!("disconnect"),
+                &json!(4010),
+                &json!("banned"),
+                &json!(false)
+            ),
+            "{d}"
+        );
+        assert_eq!(c.expect_close(), 4010);
+    }
+    // Bob stays.
+    b.send(json!({"type": "ping"}));
+    assert_eq!(b.recv()["type"], "pong");
+    // One connection, by the id `welcome` gave it; a code and reconnect of the app's.
+    let mut b2 = user(&n, "bob", None);
+    let id = b2.welcome["conn"].as_str().unwrap().to_owned();
+    let (_, body) = n.post(
+        "/v1/disconnect",
+        &json!({"conn": id, "code": 4100, "reconnect": true}),
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["disconnected"],
+        1
+    );
+    let d = next(&mut b2);
+    assert_eq!((&d["code"], &d["reconnect"]), (&json!(4100), &json!(true)));
+    assert_eq!(b2.expect_close(), 4100);
+    b.send(json!({"type": "ping"}));
+    assert_eq!(b.recv()["type"], "pong", "bob's other connection stays");
+    let (_, metrics) = n.get("/metrics");
+    assert!(
+        metrics.contains("ringway_disconnects_total{reason=\"kicked\"} 3\n"),
+        "{metrics}"
+    );
+    for bad in [
+        json!({"user": "alice", "code": 1000}),
+        json!({"user": "alice", "conn": "0.1.1"}),
+        json!({"conn": "0.1"}),
+        json!({}),
+        json!({"user": "bad user"}),
+        json!({"user": "alice", "colour": "red"}),
+    ] {
+        assert_eq!(n.post("/v1/disconnect", &bad).0, 400, "{bad}");
+    }
+}

@@ -566,6 +566,73 @@ fn an_idempotent_publish_is_delivered_once_across_nodes() {
     }
 }
 
+/// The app's view of the cluster: rooms and their subscribers from every node, a
+/// user disconnected everywhere, a room's history from any node.
+#[test]
+fn the_app_sees_and_acts_on_the_whole_cluster() {
+    let cl = Cluster::start(3);
+    cl.wait_converged();
+    let mut subs: Vec<Client> = (0..3).map(|i| cl.client(i)).collect();
+    for (i, c) in subs.iter_mut().enumerate() {
+        c.sub("whole:x");
+        if i > 0 {
+            c.sub("whole:y");
+        }
+    }
+    let (status, body) = http(cl.api[2], "GET", "/v1/rooms?after=whole:", "");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["rooms"],
+        json!([{"room": "whole:x", "subscribers": 3}, {"room": "whole:y", "subscribers": 2}])
+    );
+    assert_eq!(v["missing"], json!([]));
+
+    // Alice on every node; one call disconnects her everywhere.
+    let mut alices: Vec<Client> = (0..3).map(|i| cl.user(i, "alice")).collect();
+    let mut bob = cl.user(1, "bob");
+    let (status, body) = http(
+        cl.api[0],
+        "POST",
+        "/v1/disconnect",
+        &json!({"user": "alice"}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["disconnected"],
+        3
+    );
+    for a in &mut alices {
+        assert_eq!(next_of(a, "disconnect")["code"], 4010);
+        assert_eq!(a.expect_close(), 4010);
+    }
+    bob.send(json!({"type": "ping"}));
+    assert_eq!(next_of(&mut bob, "pong")["type"], "pong");
+
+    // A client told recovered:false re-syncs from the history, asked of any node.
+    let room = cl.room_owned_by(0, &[0, 1, 2], "resync:");
+    for k in 1..=3 {
+        cl.publish(1, &room, json!(k));
+    }
+    let mut late = cl.client(2);
+    late.send(
+        json!({"type": "sub", "room": room, "since": {"epoch": "0000000000000001", "seq": 1}}),
+    );
+    let s = late.recv();
+    assert_eq!(s["recovered"], false);
+    let (status, body) = http(cl.api[2], "GET", &format!("/v1/history/{room}?since=0"), "");
+    assert_eq!(status, 200, "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((&h["epoch"], &h["seq"]), (&s["epoch"], &s["seq"]));
+    let data: Vec<Value> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].clone())
+        .collect();
+    assert_eq!(data, vec![json!(1), json!(2), json!(3)]);
+}
+
 #[test]
 fn a_peer_with_the_wrong_secret_is_refused() {
     let cl = Cluster::start_with_secrets(vec![

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tracing::warn;
 
-use crate::hub::{Origin, Reply, Stamp};
+use crate::hub::{Origin, Query, Reply, Stamp, Target};
 use crate::metrics::{self, ProcessStats};
 use crate::protocol;
 use crate::runtime::mailbox::Letter;
@@ -207,6 +207,14 @@ async fn route(w: &Rc<Worker>, req: &Head, body: &[u8]) -> Response {
             w.shared.joined().await;
             presence(w, &p["/v1/presence/".len()..]).await
         }
+        ("GET", "/v1/rooms") => {
+            w.shared.joined().await;
+            rooms(w, req.query.as_deref()).await
+        }
+        ("POST", "/v1/disconnect") => {
+            w.shared.joined().await;
+            disconnect(w, body).await
+        }
         ("GET", p) if p.starts_with("/v1/history/") => {
             w.shared.joined().await;
             history(w, &p["/v1/history/".len()..], req.query.as_deref()).await
@@ -226,15 +234,21 @@ async fn route(w: &Rc<Worker>, req: &Head, body: &[u8]) -> Response {
                 Response::text(200, "ready\n")
             }
         }
-        (_, "/v1/publish" | "/v1/send" | "/v1/cluster" | "/metrics" | "/healthz" | "/readyz") => {
-            Response::error(405, "method not allowed for this path")
-        }
-        (_, p) if p.starts_with("/v1/presence/") => {
+        (
+            _,
+            "/v1/publish" | "/v1/send" | "/v1/disconnect" | "/v1/rooms" | "/v1/cluster"
+            | "/metrics" | "/healthz" | "/readyz",
+        ) => Response::error(405, "method not allowed for this path"),
+        (_, p)
+            if ["/v1/presence/", "/v1/history/", "/v1/rooms/"]
+                .iter()
+                .any(|prefix| p.starts_with(prefix)) =>
+        {
             Response::error(405, "method not allowed for this path")
         }
         _ => Response::error(
             404,
-            "no such route; see GET /healthz, /readyz, /metrics, /v1/cluster, /v1/presence/{room}, /v1/rooms/{room}, POST /v1/publish, /v1/send",
+            "no such route; see GET /healthz, /readyz, /metrics, /v1/cluster, /v1/rooms, /v1/rooms/{room}, /v1/presence/{room}, /v1/history/{room}, POST /v1/publish, /v1/send, /v1/disconnect",
         ),
     }
 }
@@ -334,6 +348,160 @@ async fn send(w: &Rc<Worker>, body: &[u8]) -> Response {
     };
     let room = protocol::personal_room(&body.user);
     stamp(w, &room, body.data, None, origin).await
+}
+
+/// Rooms listed by one `GET /v1/rooms` at most (and by default 100).
+const ROOMS_LIMIT: u32 = 1000;
+
+/// How long a question for every node waits for their answers: half the API's.
+fn gather_ms(w: &Worker) -> u64 {
+    (w.shared.config.api.reply_timeout_ms / 2).max(1)
+}
+
+/// Node ids for the indexes a gathered answer names.
+fn node_names(w: &Worker, nodes: &[usize]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|&n| match &w.shared.mesh {
+            Some(m) => m
+                .nodes
+                .get(n)
+                .map_or_else(|| n.to_string(), |x| x.id.clone()),
+            None => w.shared.config.node_id.clone(),
+        })
+        .collect()
+}
+
+/// Ask every worker of every node, and wait for the answer.
+async fn gather(w: &Rc<Worker>, query: Query) -> Option<Reply> {
+    let (req, rx) = w.request();
+    {
+        let mut st = w.state.borrow_mut();
+        let now = st.now();
+        st.hub.handle_query(query, req, gather_ms(w), now);
+        st.run_hub();
+    }
+    w.flush_dirty();
+    match answer(w, req, rx).await {
+        Some(Answer::Hub(reply)) => Some(reply),
+        _ => None,
+    }
+}
+
+/// `GET /v1/rooms?after=&limit=`: rooms with subscribers across the cluster, in
+/// name order, with their subscriber counts; `next` is the `after` of the next page.
+async fn rooms(w: &Rc<Worker>, query: Option<&str>) -> Response {
+    let (mut after, mut limit) = (String::new(), 100u32);
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let bad = |what: &str| Response::error(400, &format!("{k}={v}: {what}"));
+        match &*k {
+            "after" => after = v.into_owned(),
+            "limit" => match v.parse() {
+                Ok(n) if (1..=ROOMS_LIMIT).contains(&n) => limit = n,
+                _ => return bad(&format!("give 1 to {ROOMS_LIMIT}")),
+            },
+            _ => return bad("unknown parameter; this route takes after and limit"),
+        }
+    }
+    match gather(w, Query::Rooms { after, limit }).await {
+        Some(Reply::Rooms {
+            rooms,
+            next,
+            missing,
+        }) => {
+            let rooms: Vec<serde_json::Value> = rooms
+                .into_iter()
+                .map(|(room, n)| serde_json::json!({"room": room, "subscribers": n}))
+                .collect();
+            let body = serde_json::json!({"rooms": rooms, "next": next, "missing": node_names(w, &missing)});
+            Response::json(200, body.to_string() + "\n")
+        }
+        _ => Response::error(503, "the workers did not answer; retry"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    conn: Option<String>,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    code: Option<u16>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    reconnect: bool,
+}
+
+/// `POST /v1/disconnect`: close every connection of a user, or one connection (as
+/// `welcome` named it: `conn` and `node`), on every node; each gets a `disconnect`
+/// message, then the close code (4010 by default).
+async fn disconnect(w: &Rc<Worker>, body: &[u8]) -> Response {
+    const SHAPE: &str = "body must be {\"user\": string} or {\"conn\": \"w.s.g\", \"node\"?: id}, with \"code\"? (4000-4999), \"reason\"?, \"reconnect\"? (false)";
+    let b: DisconnectBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return Response::error(400, &format!("{SHAPE}: {e}")),
+    };
+    let code = b.code.unwrap_or(crate::ws::close::KICKED);
+    if !(4000..=4999).contains(&code) {
+        return Response::error(400, "code must be 4000 to 4999 (an application close code)");
+    }
+    let reason = b
+        .reason
+        .unwrap_or_else(|| "disconnected by the app".to_owned());
+    if reason.len() > 120 {
+        return Response::error(
+            400,
+            "reason must be at most 120 bytes (it travels in the close frame)",
+        );
+    }
+    let target = match (b.user, b.conn) {
+        (Some(user), None) if protocol::valid_user(&user) => Target::User(user),
+        (Some(_), None) => return Response::error(400, protocol::USER_RULE),
+        (None, Some(conn)) => {
+            let node = match (&b.node, &w.shared.mesh) {
+                (None, None) => 0,
+                (None, Some(m)) => m.me,
+                (Some(id), None) if *id == w.shared.config.node_id => 0,
+                (Some(id), Some(m)) => match m.nodes.iter().position(|n| n.id == *id) {
+                    Some(i) => i,
+                    None => return Response::error(400, "node: not a node of this cluster"),
+                },
+                (Some(_), None) => return Response::error(400, "node: not this node's id"),
+            };
+            let parts: Vec<Option<u32>> = conn.split('.').map(|p| p.parse().ok()).collect();
+            let [Some(worker), Some(slot), Some(generation)] = parts[..] else {
+                return Response::error(
+                    400,
+                    "conn must be as welcome names it: worker.slot.generation",
+                );
+            };
+            Target::Conn {
+                node: node as u16,
+                worker: worker as u16,
+                key: crate::hub::ConnKey { slot, generation }.pack(),
+            }
+        }
+        _ => return Response::error(400, SHAPE),
+    };
+    let query = Query::Disconnect {
+        target,
+        code,
+        reason,
+        reconnect: b.reconnect,
+    };
+    match gather(w, query).await {
+        Some(Reply::Disconnected { count, missing }) => {
+            let body =
+                serde_json::json!({"disconnected": count, "missing": node_names(w, &missing)});
+            Response::json(200, body.to_string() + "\n")
+        }
+        _ => Response::error(503, "the workers did not answer; retry"),
+    }
 }
 
 /// Messages listed by one `GET /v1/history` at most (and by default 100).

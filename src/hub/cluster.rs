@@ -200,6 +200,22 @@ impl Hub {
                     .replies
                     .push_back((ticket.id, Reply::History(json)));
             }
+            PeerMsg::Gather { ticket, query } => {
+                let part = self.answer_query(&query);
+                self.send_part(peer, ticket, part);
+            }
+            PeerMsg::Part {
+                ticket,
+                worker,
+                workers,
+                part,
+            } => self.on_part(
+                peer,
+                ticket,
+                usize::from(worker),
+                usize::from(workers),
+                part,
+            ),
         }
     }
 

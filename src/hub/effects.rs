@@ -30,6 +30,18 @@ pub enum ToConn {
     },
     /// Close the connection with this code and reason.
     Close(ConnKey, u16, String),
+    /// The app closes the connection (`POST /v1/disconnect`): send it a
+    /// `disconnect` message, then close with `code`.
+    Kick {
+        /// The connection.
+        key: ConnKey,
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+        /// Whether the client may come back on its own.
+        reconnect: bool,
+    },
 }
 
 /// Nodes a peer message goes to (bit `i`: node `i`), encoded once for all of them.

@@ -48,6 +48,7 @@
 mod cluster;
 pub mod dedup;
 pub mod effects;
+pub mod gather;
 mod home;
 pub mod id;
 mod local;
@@ -66,8 +67,9 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 pub use effects::{PeerSet, ToConn};
+pub use gather::{Query, Target};
 pub use id::{ConnKey, Ms};
-pub use msg::{Mail, Origin, PeerMsg, Reply, Stamp};
+pub use msg::{Mail, Origin, PeerMsg, Reply, Route, Stamp};
 pub use topology::Topology;
 
 use effects::Effects;
@@ -210,6 +212,8 @@ pub struct Hub {
     history_bytes: usize,
     /// Idempotency keys of the owned rooms' recent publishes.
     dedup: dedup::Dedup,
+    /// Questions this worker asked every worker, by request.
+    gathers: HashMap<u64, gather::Gather>,
     /// Owned rooms by the age of their oldest message, oldest first; entries may be
     /// stale (checked when popped).
     history_heap: BinaryHeap<Reverse<(Ms, Arc<str>)>>,
@@ -249,6 +253,7 @@ impl Hub {
             presence_dirty: Vec::new(),
             history_bytes: 0,
             dedup,
+            gathers: HashMap::new(),
             history_heap: BinaryHeap::new(),
             stats: HubStats::default(),
             out: Effects::default(),
@@ -308,6 +313,13 @@ impl Hub {
         self.history(room, since, limit, req, now);
     }
 
+    /// Ask every worker of every live node `query` (rooms with subscribers, or a
+    /// disconnect), for this worker's request `req`; answered through `poll_reply`
+    /// once all have answered, or after `timeout` ms with what came.
+    pub fn handle_query(&mut self, query: Query, req: u64, timeout: Ms, now: Ms) {
+        self.gather(query, req, timeout, now);
+    }
+
     /// Mail from another worker of this node.
     pub fn handle_mail(&mut self, mail: Mail, now: Ms) {
         self.on_mail(mail, now);
@@ -345,6 +357,7 @@ impl Hub {
         self.settle_presence(now);
         self.expire_leases(now);
         self.expire_moves(now);
+        self.expire_gathers(now);
         self.forget_idle_rooms(now);
     }
 
@@ -384,7 +397,8 @@ impl Hub {
             .peek()
             .map(|Reverse((t, _))| t + self.cfg.replay_ms + 1);
         let moved = self.moves.iter().map(|(t, _)| *t).min();
-        [presence, lease, history, moved]
+        let gather = self.next_gather_deadline();
+        [presence, lease, history, moved, gather]
             .into_iter()
             .flatten()
             .min()

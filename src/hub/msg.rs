@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::gather::{Part, Query};
 use super::id::{ConnKey, Ms, Subscriber, Ticket};
 use super::room::SubAck;
 use crate::protocol::{Cursor, Epoch};
@@ -159,6 +160,22 @@ pub enum Mail {
         /// The history JSON.
         json: String,
     },
+    /// To every other worker: answer this question (see `hub::gather`).
+    Gather {
+        /// Who asks.
+        ticket: Ticket,
+        /// The question.
+        query: Query,
+    },
+    /// A worker's answer to `Gather`.
+    Part {
+        /// Who asked.
+        ticket: Ticket,
+        /// The answering worker.
+        worker: usize,
+        /// Its answer.
+        part: Part,
+    },
     /// From a room's home worker: the room moved to another owner; subscribe this
     /// worker's subscribers again (they get `subscribed` with the new epoch).
     Rehome {
@@ -283,13 +300,43 @@ pub enum PeerMsg {
         /// `GET /v1/history` JSON.
         json: String,
     },
+    /// To every worker of the receiving node: answer this question (see
+    /// `hub::gather`).
+    Gather {
+        /// The asker.
+        ticket: Ticket,
+        /// The question.
+        query: Query,
+    },
+    /// One worker's answer to `Gather`.
+    Part {
+        /// The asker.
+        ticket: Ticket,
+        /// The answering worker.
+        worker: u16,
+        /// How many workers its node has (the asker waits for all).
+        workers: u16,
+        /// Its answer.
+        part: Part,
+    },
+}
+
+/// Which workers of a node a peer message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// One worker.
+    Worker(usize),
+    /// Every worker.
+    Every,
 }
 
 impl PeerMsg {
-    /// The worker of a node with `workers` workers that handles this message: the
-    /// room's home worker, or the worker that asked.
-    pub fn route(&self, workers: usize) -> usize {
-        match self {
+    /// The workers of a node with `workers` workers that handle this message: the
+    /// room's home worker, the worker that asked, or (a question for every worker)
+    /// all of them.
+    pub fn route(&self, workers: usize) -> Route {
+        Route::Worker(match self {
+            PeerMsg::Gather { .. } => return Route::Every,
             PeerMsg::Subscribe { room, .. }
             | PeerMsg::SubAck { room, .. }
             | PeerMsg::Leave { room, .. }
@@ -300,8 +347,9 @@ impl PeerMsg {
             | PeerMsg::Moved { room } => super::topology::home_worker(room, workers),
             PeerMsg::Published { ticket, .. }
             | PeerMsg::Presence { ticket, .. }
-            | PeerMsg::History { ticket, .. } => usize::from(ticket.worker).min(workers - 1),
-        }
+            | PeerMsg::History { ticket, .. }
+            | PeerMsg::Part { ticket, .. } => usize::from(ticket.worker).min(workers - 1),
+        })
     }
 }
 
@@ -314,4 +362,20 @@ pub enum Reply {
     Presence(String),
     /// A room's history (`GET /v1/history` JSON).
     History(String),
+    /// Rooms with subscribers across the cluster, in name order.
+    Rooms {
+        /// Room and subscriber count (connections, on every node).
+        rooms: Vec<(String, u64)>,
+        /// The last room listed, when more follow (the next page starts after it).
+        next: Option<String>,
+        /// Nodes that did not answer in time (indexes).
+        missing: Vec<usize>,
+    },
+    /// Connections closed by a disconnect.
+    Disconnected {
+        /// How many.
+        count: u64,
+        /// Nodes that did not answer in time (indexes).
+        missing: Vec<usize>,
+    },
 }

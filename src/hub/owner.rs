@@ -108,6 +108,8 @@ impl Hub {
             },
             Reply::Presence(json) => Mail::Presence { ticket, json },
             Reply::History(json) => Mail::History { ticket, json },
+            // Answered where they were asked, never forwarded.
+            Reply::Rooms { .. } | Reply::Disconnected { .. } => return,
         };
         self.out.mail.push_back((w, mail));
     }
@@ -524,6 +526,19 @@ impl Hub {
                 self.out
                     .replies
                     .push_back((ticket.id, Reply::History(json)));
+            }
+            Mail::Gather { ticket, query } => {
+                let part = self.answer_query(&query);
+                let me = self.node();
+                self.send_part(me, ticket, part);
+            }
+            Mail::Part {
+                ticket,
+                worker,
+                part,
+            } => {
+                let (me, workers) = (self.node(), self.topo.workers());
+                self.on_part(me, ticket, worker, workers, part);
             }
             Mail::Rehome { room } => self.rehome(&room, now),
         }

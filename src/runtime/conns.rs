@@ -176,6 +176,12 @@ impl Conns {
         );
     }
 
+    /// End a connection the app disconnected (`POST /v1/disconnect`), with its code;
+    /// counted as `kicked` whatever the code.
+    pub fn kick(&mut self, key: ConnKey, code: u16, reason: &str) {
+        self.end(key, Some(encode_close(code, reason)), Disconnect::Kicked);
+    }
+
     /// End a connection whose upgrade was refused: the HTTP answer, then as `close`.
     pub fn refuse(&mut self, key: ConnKey, response: Vec<u8>) {
         self.enqueue_raw(key, response);

@@ -2,7 +2,7 @@
 //! home worker, or the worker that asked), link events to every worker. The mesh
 //! calls this sink from its link threads; it knows nothing of workers.
 
-use crate::hub::PeerMsg;
+use crate::hub::{PeerMsg, Route};
 use crate::mesh::Sink;
 
 use super::mailbox::{Letter, Mailbox};
@@ -22,8 +22,18 @@ impl Router {
 
 impl Sink for Router {
     fn message(&self, peer: usize, msg: PeerMsg, at: u64) {
-        let to = msg.route(self.mailboxes.len());
-        self.mailboxes[to].send(Letter::Peer { peer, msg, at });
+        match msg.route(self.mailboxes.len()) {
+            Route::Worker(to) => self.mailboxes[to].send(Letter::Peer { peer, msg, at }),
+            Route::Every => {
+                for m in &self.mailboxes {
+                    m.send(Letter::Peer {
+                        peer,
+                        msg: msg.clone(),
+                        at,
+                    });
+                }
+            }
+        }
     }
 
     fn link(&self, peer: usize, up: bool, session: u64) {

@@ -383,6 +383,16 @@ impl State {
                     }
                 }
                 ToConn::Close(key, code, reason) => self.conns.close(key, code, &reason),
+                ToConn::Kick {
+                    key,
+                    code,
+                    reason,
+                    reconnect,
+                } => {
+                    let frame = crate::protocol::disconnect_frame(code, &reason, reconnect);
+                    self.conns.enqueue(key, Out::Own(frame));
+                    self.conns.kick(key, code, &reason);
+                }
             }
         }
         while let Some((worker, mail)) = self.hub.poll_mail() {
@@ -472,7 +482,8 @@ impl State {
                         s.duplicate,
                         reference.as_deref(),
                     ),
-                    Reply::History(_) => return, // asked by the API only
+                    // Asked by the API only.
+                    Reply::History(_) | Reply::Rooms { .. } | Reply::Disconnected { .. } => return,
                 };
                 self.conns.enqueue(key, Out::Own(frame));
             }

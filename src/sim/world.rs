@@ -47,6 +47,9 @@ struct Node {
     hubs: Vec<Hub>,
 }
 
+/// A rooms query's answer: rooms with their counts, and the nodes missing.
+type RoomsAnswer = (Vec<(String, u64)>, Vec<usize>);
+
 pub struct World {
     rng: fastrand::Rng,
     now: Ms,
@@ -73,6 +76,8 @@ pub struct World {
     keyed: Vec<(String, usize, u64)>,
     /// History queries waiting for their answer: `(node, worker, req)` → room.
     history_asked: BTreeMap<(usize, usize, u64), String>,
+    /// The last answer to a rooms query: rooms with counts, nodes missing.
+    rooms_answer: Option<RoomsAnswer>,
     violation: Option<String>,
     /// `RINGWAY_SIM_TRACE`: print every step (to follow a failing seed).
     trace: bool,
@@ -132,6 +137,7 @@ impl World {
             ledger: Ledger::default(),
             keyed: Vec::new(),
             history_asked: BTreeMap::new(),
+            rooms_answer: None,
             next_data: 0,
             next_req: 0,
             asked: BTreeMap::new(),
@@ -285,11 +291,16 @@ impl World {
     /// A message reached node `to` over the link from `from`: into the queue of the
     /// worker that handles it.
     fn arrive(&mut self, from: usize, to: usize, msg: PeerMsg) {
-        let w = msg.route(self.workers);
-        self.inbox
-            .entry((to, from, w))
-            .or_default()
-            .push_back(FromPeer::Msg(msg));
+        let workers: Vec<usize> = match msg.route(self.workers) {
+            crate::hub::Route::Worker(w) => vec![w],
+            crate::hub::Route::Every => (0..self.workers).collect(),
+        };
+        for w in workers {
+            self.inbox
+                .entry((to, from, w))
+                .or_default()
+                .push_back(FromPeer::Msg(msg.clone()));
+        }
     }
 
     /// Carry out what hub `(n, w)` decided (the executor's job).
@@ -319,7 +330,7 @@ impl World {
                             );
                         }
                     }
-                    ToConn::Close(key, code, _) => {
+                    ToConn::Close(key, code, _) | ToConn::Kick { key, code, .. } => {
                         trace!(self, "node {n} worker {w}: close {key:?} {code}");
                         if let Some(&c) = self.by_conn.get(&At {
                             node: n,
@@ -366,7 +377,10 @@ impl World {
                             self.fail(format!("history of {room}: {v}: {json}"));
                         }
                     }
-                    Reply::Presence(_) => {}
+                    Reply::Rooms { rooms, missing, .. } => {
+                        self.rooms_answer = Some((rooms, missing));
+                    }
+                    Reply::Presence(_) | Reply::Disconnected { .. } => {}
                 }
                 continue;
             }
@@ -511,6 +525,23 @@ impl World {
                 let room = ROOMS[self.rng.usize(..ROOMS.len())];
                 let req = self.next_req;
                 self.nodes[at.node].hubs[at.worker].handle_presence(room, req, now);
+                self.drain(at.node, at.worker);
+            }
+            88..90 => {
+                // The app disconnects a user everywhere (`POST /v1/disconnect`).
+                self.next_req += 1;
+                let user = USERS[self.rng.usize(..USERS.len())].to_owned();
+                trace!(
+                    self,
+                    "the app disconnects {user} via node {} worker {}", at.node, at.worker
+                );
+                let query = crate::hub::Query::Disconnect {
+                    target: crate::hub::Target::User(user),
+                    code: 4010,
+                    reason: String::new(),
+                    reconnect: true,
+                };
+                self.nodes[at.node].hubs[at.worker].handle_query(query, self.next_req, 1_000, now);
                 self.drain(at.node, at.worker);
             }
             85..88 => {
@@ -758,7 +789,43 @@ impl World {
         if let Some(v) = self.violation.take() {
             return Err(v);
         }
-        self.check_at_rest()
+        self.check_at_rest()?;
+        self.check_rooms_query()
+    }
+
+    /// At rest, a rooms query from any worker counts every node's subscribers.
+    fn check_rooms_query(&mut self) -> Result<(), String> {
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        for client in &self.clients {
+            if client.at.is_some() {
+                for room in client.rooms.keys() {
+                    *expected.entry(room.clone()).or_default() += 1;
+                }
+            }
+        }
+        let (n, w) = (
+            self.rng.usize(..self.nodes.len()),
+            self.rng.usize(..self.workers),
+        );
+        self.next_req += 1;
+        self.rooms_answer = None;
+        let query = crate::hub::Query::Rooms {
+            after: String::new(),
+            limit: 1000,
+        };
+        self.nodes[n].hubs[w].handle_query(query, self.next_req, 10_000, self.now);
+        self.drain(n, w);
+        while self.deliver_one() {}
+        let Some((rooms, missing)) = self.rooms_answer.take() else {
+            return Err("a rooms query at rest was not answered".into());
+        };
+        let got: BTreeMap<String, u64> = rooms.into_iter().collect();
+        if got != expected || !missing.is_empty() {
+            return Err(format!(
+                "at rest, the rooms query says {got:?} (missing nodes {missing:?}), the clients {expected:?}"
+            ));
+        }
+        Ok(())
     }
 
     fn quiet(&self) -> bool {
