@@ -55,6 +55,9 @@ pub struct Grant {
     pub rooms: Option<Arc<RoomClaims>>,
     /// `refresh_needed` was sent for this expiry.
     pub refresh_asked: bool,
+    /// The token's claims as it carried them (a JSON object), kept only when the
+    /// verifier was told to (the authorization callback passes them to the app).
+    pub claims: Option<Box<str>>,
 }
 
 impl Grant {
@@ -124,6 +127,8 @@ pub struct Verifier {
     validation: Validation,
     /// Room permissions every token gets whatever it claims (demo tokens).
     confine: Option<Arc<RoomClaims>>,
+    /// Keep each token's claims in its grant.
+    keep_claims: bool,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -161,7 +166,14 @@ impl Verifier {
             key,
             validation,
             confine: None,
+            keep_claims: false,
         }
+    }
+
+    /// Keep every verified token's claims in its grant ([`Grant::claims`]).
+    pub fn keeping_claims(mut self) -> Self {
+        self.keep_claims = true;
+        self
     }
 
     /// Check a token at Unix time `now`: signature, algorithm, `exp` and `nbf`, a
@@ -201,8 +213,19 @@ impl Verifier {
                 None => c.rooms.map(Arc::new),
             },
             refresh_asked: false,
+            claims: self.keep_claims.then(|| payload(token)).flatten(),
         })
     }
+}
+
+/// The claims segment of a JWT whose signature was checked, as JSON text.
+fn payload(token: &str) -> Option<Box<str>> {
+    use base64::Engine as _;
+    let segment = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .ok()?;
+    String::from_utf8(json).ok().map(String::into_boxed_str)
 }
 
 /// The demo's guest tokens: signed with a key that is never the production secret

@@ -254,6 +254,26 @@ pub struct ServeArgs {
         value_name = "KEY"
     )]
     pub api_key: Option<String>,
+    /// Webhooks: POST signed batches of events to this URL.
+    #[arg(long, value_name = "URL")]
+    pub hooks_url: Option<String>,
+    /// The key that signs every call to the app (at least 16 bytes).
+    #[arg(
+        long,
+        env = "RINGWAY_HOOKS_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub hooks_secret: Option<String>,
+    /// Ask this URL before subscribes and publishes to --authorize-rooms.
+    #[arg(long, value_name = "URL")]
+    pub authorize_url: Option<String>,
+    /// A room pattern the app authorizes (`name` or `prefix*`; repeat).
+    #[arg(long = "authorize-room", value_name = "PATTERN")]
+    pub authorize_rooms: Vec<String>,
+    /// Identify connections without a token by asking this URL (cookie sessions).
+    #[arg(long, value_name = "URL")]
+    pub connect_url: Option<String>,
     /// PEM certificate chain: serve wss on --listen (with --tls-key).
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -340,6 +360,21 @@ impl ServeArgs {
         }
         if let Some(v) = &self.api_key {
             c.auth.api_key = v.clone();
+        }
+        if let Some(v) = &self.hooks_url {
+            c.hooks.url = v.clone();
+        }
+        if let Some(v) = &self.hooks_secret {
+            c.hooks.secret = v.clone();
+        }
+        if let Some(v) = &self.authorize_url {
+            c.hooks.authorize_url = v.clone();
+        }
+        if !self.authorize_rooms.is_empty() {
+            c.hooks.authorize_rooms = self.authorize_rooms.clone();
+        }
+        if let Some(v) = &self.connect_url {
+            c.hooks.connect_url = v.clone();
         }
         if let Some(v) = &self.tls_cert {
             c.tls.cert = Some(v.clone());

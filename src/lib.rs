@@ -52,6 +52,7 @@ pub mod cli;
 pub(crate) mod client;
 pub mod config;
 pub mod conn;
+pub(crate) mod hooks;
 pub(crate) mod http;
 pub(crate) mod hub;
 pub mod mesh;

@@ -74,6 +74,8 @@ pub struct Server {
     api_addr: SocketAddr,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The webhook sender, when webhooks are on.
+    hooks: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -107,6 +109,11 @@ impl Server {
             _ => None,
         };
         let max_connections = connection_cap(&config);
+        let authorizer = crate::hooks::authorize::Authorizer::start(&config.hooks, &config.node_id)
+            .map_err(|e| StartError::Worker {
+                worker: 0,
+                message: format!("cannot start the authorization callback's threads: {e}"),
+            })?;
         announce(&config);
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..workers)
             .map(|_| mailbox::channel())
@@ -134,6 +141,8 @@ impl Server {
             tls,
             api_connections: AtomicUsize::new(0),
             site: crate::client::Site::from_config(&config),
+            hooks: crate::hooks::Hooks::new(&config.hooks, &config.node_id),
+            authorizer,
             started: std::time::Instant::now(),
             joined: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
@@ -151,6 +160,16 @@ impl Server {
                 })
             })
             .collect();
+        let hooks =
+            match &shared.hooks {
+                Some(h) => Some(crate::hooks::sender::start(h.clone()).map_err(|e| {
+                    StartError::Worker {
+                        worker: 0,
+                        message: format!("cannot start the webhook sender: {e}"),
+                    }
+                })?),
+                None => None,
+            };
         let threads = crate::runtime::spawn_workers(&shared, inboxes, ws, services, driver)
             .map_err(|(worker, message)| StartError::Worker { worker, message })?;
         if let (Some(mesh), Some(listener)) = (&shared.mesh, mesh_listener) {
@@ -168,6 +187,7 @@ impl Server {
             api_addr,
             shared,
             threads,
+            hooks,
         })
     }
 
@@ -190,14 +210,20 @@ impl Server {
         for m in &self.shared.mailboxes {
             m.send(Letter::Shutdown);
         }
+        self.wait();
+    }
+
+    /// Block until the workers exit, then let the webhook sender deliver what is
+    /// queued (a few seconds at most).
+    pub fn wait(self) {
         for t in self.threads {
             let _ = t.join();
         }
-    }
-
-    /// Block until the workers exit.
-    pub fn wait(self) {
-        for t in self.threads {
+        if let Some(a) = &self.shared.authorizer {
+            a.stop();
+        }
+        if let (Some(h), Some(t)) = (&self.shared.hooks, self.hooks) {
+            h.stop();
             let _ = t.join();
         }
     }
@@ -268,6 +294,9 @@ fn announce(config: &Config) {
 /// The token verifier: an HS256 secret or a public key, if either is configured.
 fn verifier(config: &Config) -> Result<Option<crate::auth::Verifier>, StartError> {
     let auth = &config.auth;
+    // The authorization callback hands the app each token's claims.
+    let keep = !config.hooks.authorize_url.is_empty();
+    let keep = move |v: crate::auth::Verifier| if keep { v.keeping_claims() } else { v };
     Ok(match (&auth.token_public_key, auth.token_secret.as_str()) {
         (Some(path), _) => {
             let key_error = |error| StartError::TokenKey {
@@ -276,10 +305,10 @@ fn verifier(config: &Config) -> Result<Option<crate::auth::Verifier>, StartError
             };
             let pem = std::fs::read(path).map_err(|e| key_error(TokenKeyError::Read(e)))?;
             let key = crate::auth::Verifier::public_pem(&pem);
-            Some(key.map_err(|e| key_error(TokenKeyError::NotAKey(e)))?)
+            Some(keep(key.map_err(|e| key_error(TokenKeyError::NotAKey(e)))?))
         }
         (None, "") => None,
-        (None, secret) => Some(crate::auth::Verifier::hs256(secret.as_bytes())),
+        (None, secret) => Some(keep(crate::auth::Verifier::hs256(secret.as_bytes()))),
     })
 }
 

@@ -687,6 +687,12 @@ async fn scrape(w: &Rc<Worker>) -> String {
     if let Some(mesh) = &w.shared.mesh {
         mesh.render(&mut text);
     }
+    if let Some(hooks) = &w.shared.hooks {
+        hooks.render(&mut text);
+    }
+    if let Some(a) = &w.shared.authorizer {
+        a.render(&mut text);
+    }
     text
 }
 

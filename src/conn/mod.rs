@@ -102,6 +102,10 @@ pub struct Conn {
     pub aborted: bool,
     /// A request was refused for permissions once; the next closes with 4003.
     pub denied: bool,
+    /// The app heard it connect (a `connect` webhook event): it hears it end too.
+    pub announced: bool,
+    /// Why it ended, once it began to close.
+    pub ended: Option<crate::metrics::Disconnect>,
     /// Wheel tick of the last bytes received (any frame, pongs included).
     pub last_seen: Tick,
     /// Tick of the connection's live wheel entry (older entries are stale); 0 while
@@ -152,6 +156,8 @@ impl Conn {
             user_counted: false,
             aborted: false,
             denied: false,
+            announced: false,
+            ended: None,
             last_seen: 0,
             due: 0,
             partial_since: None,

@@ -249,6 +249,7 @@ mod tests {
                 publish: publish.iter().map(|s| s.to_string()).collect(),
             })),
             refresh_asked: false,
+            claims: None,
         }
     }
 

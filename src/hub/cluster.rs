@@ -114,7 +114,7 @@ impl Hub {
                 who,
                 node_left,
             } => {
-                let events = self.cfg.presence_events(&room);
+                let events = self.cfg.tracks_presence(&room);
                 let Some(name) = self
                     .owned
                     .get_key_value(room.as_str())
@@ -295,7 +295,7 @@ impl Hub {
             .collect();
         changed.sort_unstable();
         for room in changed {
-            if self.cfg.presence_events(&room) {
+            if self.cfg.tracks_presence(&room) {
                 self.presence_dirty.push(room);
             }
         }

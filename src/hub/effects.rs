@@ -44,6 +44,34 @@ pub enum ToConn {
     },
 }
 
+/// Something the app hears about (a webhook event), decided by a room's owner.
+#[derive(Debug)]
+pub enum HubEvent {
+    /// A client's message was stamped (rooms in `hooks.publish_rooms`).
+    Published {
+        /// The room.
+        room: Arc<str>,
+        /// Its epoch.
+        epoch: crate::protocol::Epoch,
+        /// The seq.
+        seq: u64,
+        /// The publisher's user.
+        from: Option<String>,
+        /// The message.
+        data: Box<serde_json::value::RawValue>,
+    },
+    /// A user's first connection joined the room, or its last one left (rooms in
+    /// `hooks.presence_rooms`, debounced).
+    Presence {
+        /// The room.
+        room: Arc<str>,
+        /// The user.
+        user: Arc<str>,
+        /// Joined (or left).
+        joined: bool,
+    },
+}
+
 /// Nodes a peer message goes to (bit `i`: node `i`), encoded once for all of them.
 pub type PeerSet = u64;
 
@@ -54,6 +82,7 @@ pub struct Effects {
     pub(super) mail: VecDeque<(usize, Mail)>,
     pub(super) peers: VecDeque<(PeerSet, PeerMsg)>,
     pub(super) replies: VecDeque<(u64, Reply)>,
+    pub(super) events: VecDeque<HubEvent>,
 }
 
 impl Effects {
@@ -63,5 +92,6 @@ impl Effects {
             && self.mail.is_empty()
             && self.peers.is_empty()
             && self.replies.is_empty()
+            && self.events.is_empty()
     }
 }

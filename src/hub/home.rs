@@ -129,7 +129,7 @@ impl Hub {
             return;
         }
         let node = self.node() as u16;
-        let events = self.cfg.presence_events(room);
+        let events = self.cfg.tracks_presence(room);
         if let Some(r) = self.owned.get_mut(&**room) {
             if user {
                 r.roster.remove(
@@ -293,6 +293,8 @@ mod tests {
             moved_grace_ms: GRACE,
             idempotency_window_ms: 60_000,
             idempotency_keys: 1024,
+            hook_publish_rooms: Vec::new(),
+            hook_presence_rooms: Vec::new(),
         };
         let mut epoch = 0;
         let mut hub = Hub::new(

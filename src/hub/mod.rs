@@ -66,7 +66,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-pub use effects::{PeerSet, ToConn};
+pub use effects::{HubEvent, PeerSet, ToConn};
 pub use gather::{Query, Target};
 pub use id::{ConnKey, Ms};
 pub use msg::{Mail, Origin, PeerMsg, Reply, Route, Stamp};
@@ -111,6 +111,10 @@ pub struct HubConfig {
     pub idempotency_window_ms: Ms,
     /// This worker's share of `rooms.idempotency_keys`.
     pub idempotency_keys: usize,
+    /// Rooms whose client publishes the app hears of (patterns; empty: none).
+    pub hook_publish_rooms: Vec<String>,
+    /// Rooms whose joins and leaves the app hears of (patterns; empty: none).
+    pub hook_presence_rooms: Vec<String>,
 }
 
 impl HubConfig {
@@ -131,7 +135,35 @@ impl HubConfig {
             moved_grace_ms: c.mesh.dead_after_ms,
             idempotency_window_ms: c.rooms.idempotency_window_s.saturating_mul(1000),
             idempotency_keys: c.rooms.idempotency_keys.div_ceil(workers.max(1)),
+            hook_publish_rooms: if c.hooks_want("publish") {
+                c.hooks.publish_rooms.clone()
+            } else {
+                Vec::new()
+            },
+            hook_presence_rooms: if c.hooks_want("join") || c.hooks_want("leave") {
+                c.hooks.presence_rooms.clone()
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    /// Whether the owner settles `room`'s joins and leaves (for its subscribers, or
+    /// for the app).
+    fn tracks_presence(&self, room: &str) -> bool {
+        self.presence_events(room) || self.hook_presence(room)
+    }
+
+    fn hook_publish(&self, room: &str) -> bool {
+        self.hook_publish_rooms
+            .iter()
+            .any(|p| crate::auth::matches(p, room))
+    }
+
+    fn hook_presence(&self, room: &str) -> bool {
+        self.hook_presence_rooms
+            .iter()
+            .any(|p| crate::auth::matches(p, room))
     }
 
     fn presence_events(&self, room: &str) -> bool {
@@ -376,6 +408,11 @@ impl Hub {
     /// The next message for other nodes: `(nodes, message)`, encode it once.
     pub fn poll_peer(&mut self) -> Option<(PeerSet, PeerMsg)> {
         self.out.peers.pop_front()
+    }
+
+    /// The next event for the app's webhooks.
+    pub fn poll_event(&mut self) -> Option<HubEvent> {
+        self.out.events.pop_front()
     }
 
     /// The next answer to one of this worker's requests.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::Hub;
-use super::effects::PeerSet;
+use super::effects::{HubEvent, PeerSet};
 use super::id::{Ms, Ticket};
 use super::msg::{Mail, Origin, PeerMsg, Reply, Stamp};
 use super::presence::{Member, Roster};
@@ -140,7 +140,7 @@ impl Hub {
         user: Option<Arc<str>>,
         now: Ms,
     ) -> SubAck {
-        let events = self.cfg.presence_events(room);
+        let events = self.cfg.tracks_presence(room);
         let cap = self.cfg.max_connections_per_user;
         let personal = protocol::personal_room_user(room).is_some();
         let mut evicted = EvictCounts::default();
@@ -213,6 +213,15 @@ impl Hub {
             .map(|(k, _)| k.clone())
             .expect("stamped above");
         self.account_history(&name, before, had, &evicted);
+        if origin.client && self.cfg.hook_publish(room) {
+            self.out.events.push_back(HubEvent::Published {
+                room: name.clone(),
+                epoch,
+                seq,
+                from: origin.from.clone(),
+                data: data.to_owned(),
+            });
+        }
         let tag = conflation_tag(room, key);
         self.forward(room, peers, &frame, tag);
         self.fan_out(room, &workers, frame, tag, at);
@@ -376,10 +385,23 @@ impl Hub {
             let workers: Vec<usize> = r.interested().collect();
             let peers = r.peer_mask();
             let tag = conflation_tag(&room, Some("\0presence"));
+            let (frames, hooks) = (
+                self.cfg.presence_events(&room),
+                self.cfg.hook_presence(&room),
+            );
             for c in changes {
-                let frame = protocol::presence_change_frame(&room, &c.user, c.joined);
-                self.forward(&room, peers, &frame, tag);
-                self.fan_out(&room, &workers, frame, tag, now);
+                if hooks {
+                    self.out.events.push_back(HubEvent::Presence {
+                        room: room.clone(),
+                        user: c.user.clone(),
+                        joined: c.joined,
+                    });
+                }
+                if frames {
+                    let frame = protocol::presence_change_frame(&room, &c.user, c.joined);
+                    self.forward(&room, peers, &frame, tag);
+                    self.fan_out(&room, &workers, frame, tag, now);
+                }
             }
         }
         self.presence_dirty = again;
@@ -391,8 +413,12 @@ impl Hub {
     pub(super) fn forget_idle_rooms(&mut self, now: Ms) {
         let mut evicted = EvictCounts::default();
         let mut total = 0;
-        self.owned.retain(|_, room| {
-            let idle = room.is_idle(now, &mut evicted);
+        let cfg = &self.cfg;
+        self.owned.retain(|name, room| {
+            // A room whose last member just left keeps its roster until the leave
+            // is announced.
+            let idle = room.is_idle(now, &mut evicted)
+                && !(cfg.tracks_presence(name) && room.roster.has_changes());
             total += room.history_bytes();
             !idle
         });

@@ -14,7 +14,7 @@ pub use histogram::Histogram;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
+#[repr(u8)]
 pub enum Disconnect {
     /// The client sent a close frame.
     ClientClose,

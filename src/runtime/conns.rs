@@ -217,6 +217,7 @@ impl Conns {
             return;
         }
         conn.phase = Phase::Closing;
+        conn.ended = Some(why);
         conn.shutdown_after_flush = true;
         if let Some(tls) = conn.tls.as_deref_mut() {
             tls.session.send_close_notify();

@@ -72,6 +72,13 @@ pub enum Letter {
         /// The drain window.
         window: std::time::Duration,
     },
+    /// The app's answer to an authorization this worker asked for.
+    Authorized {
+        /// Who, where and what.
+        key: crate::hooks::authorize::Key,
+        /// The answer.
+        verdict: crate::hooks::authorize::Verdict,
+    },
     /// Stop the worker.
     Shutdown,
 }

@@ -23,6 +23,7 @@
 //! | `probe`, `signals` | start-up probes; SIGTERM/SIGINT |
 
 pub mod admission;
+pub mod authorize;
 pub mod conns;
 pub mod driver;
 pub mod lifecycle;

@@ -9,11 +9,14 @@ use serde_json::value::RawValue;
 use tracing::debug;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
+use super::authorize::{Gatekeep, Pass};
 use super::worker::State;
 use crate::conn::outq::Out;
 use crate::conn::rate::Verdict;
 use crate::conn::request::{self, Decision, Facts};
 use crate::conn::{ConnKey, Phase};
+use crate::hooks;
+use crate::hooks::authorize::Action;
 use crate::hub::Origin;
 use crate::metrics::histogram::now_ns;
 use crate::protocol::{self, ErrorCode};
@@ -60,6 +63,15 @@ impl State {
                 user.as_deref(),
             );
             self.conns.enqueue(key, Out::Own(hello));
+            if let Some(h) = &self.shared.hooks {
+                h.event(&hooks::Event::Connect {
+                    conn: &id,
+                    user: user.as_deref(),
+                });
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.announced = true;
+                }
+            }
             if let Some(user) = user {
                 // Direct messages arrive through the personal room.
                 let room = protocol::personal_room(&user);
@@ -175,6 +187,12 @@ impl State {
         if !self.within_rate(key, text.len()) {
             return;
         }
+        self.handle_request(key, text, Pass::Ask);
+    }
+
+    /// Carry out a request (`pass`: where it stands with the app's authorization;
+    /// a request parked for it comes back here once answered).
+    pub(crate) fn handle_request(&mut self, key: ConnKey, text: &[u8], pass: Pass) {
         let max_room = self.shared.config.limits.max_room_name;
         let req = match protocol::parse(text, max_room) {
             Ok(r) => r,
@@ -200,9 +218,31 @@ impl State {
             rooms: &conn.rooms,
             denied: conn.denied,
         };
-        match request::decide(req.msg, reference, facts, &shared.config) {
-            Decision::Subscribe { room, since } => self.subscribe(key, &room, since),
-            Decision::Unsubscribe { room } => self.unsubscribe(key, &room),
+        let decision = request::decide(req.msg, reference, facts, &shared.config);
+        let asks = match &decision {
+            Decision::Subscribe { room, .. } | Decision::Presence { room } => {
+                Some((room.as_ref(), Action::Subscribe))
+            }
+            Decision::Publish { room, .. } if protocol::personal_room_user(room).is_some() => {
+                Some((room.as_ref(), Action::Send))
+            }
+            Decision::Publish { room, .. } => Some((room.as_ref(), Action::Publish)),
+            _ => None,
+        };
+        if let Some((room, action)) = asks
+            && let Gatekeep::Done = self.authorize(key, room, action, pass, text, reference)
+        {
+            return;
+        }
+        match decision {
+            Decision::Subscribe { room, since } => {
+                self.announce(key, &room, true);
+                self.subscribe(key, &room, since);
+            }
+            Decision::Unsubscribe { room } => {
+                self.announce(key, &room, false);
+                self.unsubscribe(key, &room);
+            }
             Decision::Publish {
                 room,
                 data,
@@ -257,6 +297,21 @@ impl State {
                 self.conns.close(key, code, reason);
             }
         }
+    }
+
+    /// Tell the app (webhooks) that a connection subscribed to or left `room`.
+    fn announce(&mut self, key: ConnKey, room: &str, subscribed: bool) {
+        let Some(h) = self.shared.hooks.clone() else {
+            return;
+        };
+        let id = self.conns.conn_id(key).to_string();
+        let user = self.conns.get_mut(key).and_then(|c| c.user());
+        let (conn, user) = (id.as_str(), user.as_deref());
+        h.event(&if subscribed {
+            hooks::Event::Subscribe { conn, user, room }
+        } else {
+            hooks::Event::Unsubscribe { conn, user, room }
+        });
     }
 
     /// Join a room: the router answers through the owner.

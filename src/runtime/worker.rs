@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::conn::ConnKey;
 use crate::conn::outq::{Flushed, Out, SharedFrame};
 use crate::conn::wheel::Tick;
-use crate::hub::{Hub, HubConfig, Ms, PeerMsg, Reply, ToConn, Topology};
+use crate::hub::{Hub, HubConfig, HubEvent, Ms, PeerMsg, Reply, ToConn, Topology};
 use crate::metrics::WorkerStats;
 use crate::metrics::histogram::now_ns;
 use crate::ws::handshake::HandshakeConfig;
@@ -67,6 +67,10 @@ pub struct Shared {
     pub api_connections: AtomicUsize,
     /// What the client listener serves to plain GETs (the client library, the demo).
     pub site: crate::client::Site,
+    /// Webhooks, when `hooks.url` is set.
+    pub hooks: Option<Arc<crate::hooks::Hooks>>,
+    /// The authorization callback, when `hooks.authorize_url` is set.
+    pub authorizer: Option<Arc<crate::hooks::authorize::Authorizer>>,
     /// When the node started.
     pub started: Instant,
     /// Set once the node has joined its cluster (see [`Shared::joining`]).
@@ -181,6 +185,8 @@ pub struct State {
     waiters: Slab<Waiter>,
     /// Refused connections delivering their answer (see `runtime::driver::refuse`).
     pub(crate) refusing: usize,
+    /// The authorization callback's answers and the requests waiting for one.
+    pub(crate) permits: super::authorize::Permits,
     /// Rate of `/demo/token` on this worker.
     pub(crate) demo_gate: crate::conn::rate::RateLimiter,
     /// When this worker started: the origin of its ticks and milliseconds.
@@ -223,6 +229,7 @@ impl Worker {
                 hub,
                 waiters: Slab::new(),
                 refusing: 0,
+                permits: Default::default(),
                 demo_gate: crate::conn::rate::RateLimiter::new(&crate::client::DEMO_RATE, 0),
                 started: Instant::now(),
                 shared,
@@ -251,6 +258,7 @@ impl Worker {
                 self.start_drain(window);
                 return true;
             }
+            Letter::Authorized { key, verdict } => st.on_authorized(&key, &verdict),
             Letter::Shutdown => return false,
         }
         st.run_hub();
@@ -419,6 +427,33 @@ impl State {
         while let Some((req, reply)) = self.hub.poll_reply() {
             self.complete(req, reply);
         }
+        while let Some(event) = self.hub.poll_event() {
+            let Some(h) = &self.shared.hooks else {
+                continue;
+            };
+            match event {
+                HubEvent::Published {
+                    room,
+                    epoch,
+                    seq,
+                    from,
+                    data,
+                } => h.event(&crate::hooks::Event::Publish {
+                    room: &room,
+                    epoch,
+                    seq,
+                    from: from.as_deref(),
+                    data: &data,
+                }),
+                HubEvent::Presence { room, user, joined } => {
+                    h.event(&crate::hooks::Event::Presence {
+                        room: &room,
+                        user: &user,
+                        joined,
+                    })
+                }
+            }
+        }
     }
 
     /// Forget a connection: leave its rooms, free its slot, give back what was
@@ -434,6 +469,18 @@ impl State {
         }
         let peer = conn.peer;
         let identified = conn.grant.is_some();
+        let announced = conn.announced.then(|| (conn.ended, conn.user()));
+        if let (Some((why, user)), Some(h)) = (announced, &self.shared.hooks) {
+            let id = self.conns.conn_id(key).to_string();
+            h.event(&crate::hooks::Event::Disconnect {
+                conn: &id,
+                user: user.as_deref(),
+                reason: why.unwrap_or(crate::metrics::Disconnect::Eof).label(),
+            });
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let user = conn.user().filter(|_| conn.user_counted);
         let held = conn.partial.capacity() + conn.decoder.buffered();
         let rooms = std::mem::take(&mut conn.rooms);

@@ -78,6 +78,8 @@ pub struct World {
     history_asked: BTreeMap<(usize, usize, u64), String>,
     /// The last answer to a rooms query: rooms with counts, nodes missing.
     rooms_answer: Option<RoomsAnswer>,
+    /// Messages the app heard of (webhook publish events): `(room, epoch, seq)`.
+    announced: BTreeSet<(String, u64, u64)>,
     violation: Option<String>,
     /// `RINGWAY_SIM_TRACE`: print every step (to follow a failing seed).
     trace: bool,
@@ -111,6 +113,8 @@ impl World {
             // Long and large: every repeat within a seed must be recognised.
             idempotency_window_ms: 1 << 40,
             idempotency_keys: 1 << 20,
+            hook_publish_rooms: vec!["chat:*".into()],
+            hook_presence_rooms: vec!["p:*".into(), "user:*".into()],
         };
         let seeds = (0..n).map(|i| rendezvous::seed(&format!("n{i}"))).collect();
         let mut w = World {
@@ -138,6 +142,7 @@ impl World {
             keyed: Vec::new(),
             history_asked: BTreeMap::new(),
             rooms_answer: None,
+            announced: BTreeSet::new(),
             next_data: 0,
             next_req: 0,
             asked: BTreeMap::new(),
@@ -357,6 +362,32 @@ impl World {
                         && link.session == session
                     {
                         link.flight[usize::from(n > p)].push_back(msg.clone());
+                    }
+                }
+                continue;
+            }
+            if let Some(event) = hub.poll_event() {
+                // The app hears of each stamped client message once, from its owner.
+                if let crate::hub::HubEvent::Published {
+                    room,
+                    epoch,
+                    seq,
+                    data,
+                    ..
+                } = event
+                {
+                    let id: serde_json::Value =
+                        serde_json::from_str(data.get()).unwrap_or_default();
+                    let id = id["id"].as_u64().unwrap_or(u64::MAX);
+                    if !room.starts_with("chat:") {
+                        self.fail(format!("a publish event for {room}, not in publish_rooms"));
+                    } else if !self.announced.insert((room.to_string(), epoch.0, seq)) {
+                        self.fail(format!(
+                            "{room} seq {seq} epoch {:x} announced twice",
+                            epoch.0
+                        ));
+                    } else if let Err(v) = record(&mut self.ledger, &room, epoch.0, seq, id) {
+                        self.fail(format!("publish event: {v}"));
                     }
                 }
                 continue;
