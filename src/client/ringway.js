@@ -5,8 +5,8 @@
 //   const rw = new Ringway("wss://rt.example.com/ws", { token: () => fetchToken() });
 //   rw.addEventListener("state", (e) => console.log(e.detail.state));
 //   rw.addEventListener("resync", (e) => reloadRoom(e.detail.room));
-//   const off = rw.subscribe("chat:42", (data, msg) => show(data, msg.seq));
-//   rw.publish("chat:42", { text: "hi" });
+//   const off = rw.subscribe("chat:42", (data, msg) => show(msg.from, data, msg.seq));
+//   const { seq } = await rw.publish("chat:42", { text: "hi" });
 //
 // What it does for you:
 // - reconnects with exponential backoff and full jitter,
@@ -20,6 +20,55 @@
 //   and with none for twice that it drops the socket and reconnects;
 // - asks the token provider for a token on every connect and again on
 //   `refresh_needed`, without dropping the socket.
+//
+// Who sent it: the handler's second argument is the whole `msg`; `msg.from` is the
+// publisher's user id as the node knows it from the publisher's token (absent for
+// anonymous publishers and for API publishes that name no user). Trust `msg.from`,
+// never a name inside `data`: any client can write that.
+//
+// Acknowledged publishes: `publish()` and `send()` return a Promise of the ack,
+// {room, epoch, seq, duplicate}, once the room's owner stamped the message. It
+// rejects with a RingwayError whose `code` is the server's (`forbidden`,
+// `bad_field`, `unavailable`, ...; `reason` says why), or one of:
+//   "not_connected"  the socket was not open: nothing was sent;
+//   "disconnected"   the socket dropped (or close() was called) before the ack:
+//                    the message may or may not have been stamped;
+//   "timeout"        no answer within `ackTimeout` (10 s; per call `timeout`),
+//                    e.g. a message dropped by the rate limit (whose `rate_limited`
+//                    error carries no ref): it may or may not have been stamped.
+// Ignoring the Promise is fine (it never reports an unhandled rejection); the
+// `error` event still fires for every error the server sends.
+// To retry without the risk of a double delivery, give the publish an idempotency
+// key and repeat it with the same key: the room's owner stamps a key once per
+// sender within rooms.idempotency_window_s (300 s by default) and answers a repeat
+// with the first seq and `duplicate: true`. `idempotencyKey: true` makes a random
+// key; the error carries it as `err.idempotencyKey`:
+//
+//   async function publishSurely(room, data) {
+//     let idempotencyKey = true;
+//     for (;;) {
+//       try { return await rw.publish(room, data, { idempotencyKey }); }
+//       catch (e) {
+//         if (!["disconnected", "timeout", "not_connected", "unavailable"].includes(e.code)) throw e;
+//         idempotencyKey = e.idempotencyKey;
+//         await new Promise((r) => setTimeout(r, 1000)); // or wait for "welcome"
+//       }
+//     }
+//   }
+//
+// (Keys live with the room's owner: when a room moves to another owner, a new
+// epoch, they are forgotten, so a retry across that move may deliver twice.)
+//
+// Resuming across a page reload: save `rw.cursor(room)` (e.g. in localStorage on
+// every message or on `pagehide`) and pass it back as `subscribe(room, handler,
+// { since })`: the messages published while the page was away are replayed first,
+// or `resync` fires when the room's history no longer covers them.
+//
+// Kicked by the app (POST /v1/disconnect): the `kicked` event fires with
+// {code, reason, reconnect}; with `reconnect: false` the client goes to `closed`
+// after the close and does not come back on its own (call connect() to).
+//
+// Frame types this version does not know are ignored.
 
 const PROTOCOL = "ringway.v1";
 
@@ -36,6 +85,33 @@ export function backoff(attempt, base, cap, random = Math.random) {
   return random() * Math.min(cap, base * 2 ** Math.min(attempt, 30));
 }
 
+/**
+ * A refused or unanswered publish or send: `code` is the server's error code, or
+ * "not_connected", "disconnected" or "timeout" (see the header).
+ */
+export class RingwayError extends Error {
+  constructor(code, reason, extra = {}) {
+    super(`${code}: ${reason}`);
+    this.name = "RingwayError";
+    this.code = code;
+    this.reason = reason;
+    Object.assign(this, extra);
+  }
+}
+
+/** A random idempotency key: 32 hex digits (crypto.getRandomValues). */
+export function randomKey() {
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+// A saved cursor worth resuming from: {epoch: 16 hex digits, seq: integer >= 0}.
+function validCursor(c) {
+  return !!c && typeof c === "object" && typeof c.epoch === "string" && /^[0-9a-f]{16}$/i.test(c.epoch) &&
+    Number.isSafeInteger(c.seq) && c.seq >= 0;
+}
+
 export class Ringway extends EventTarget {
   /**
    * @param {string} url  ws:// or wss:// URL of a node's client endpoint
@@ -45,17 +121,20 @@ export class Ringway extends EventTarget {
    * @param {number} [options.backoffCap=15000]  ms
    * @param {number} [options.heartbeat]  ms; default: the server's, from `welcome`
    * @param {boolean} [options.connect=true]  connect at once
+   * @param {number} [options.ackTimeout=10000]  ms a publish or send waits for its ack
    */
   constructor(url, options = {}) {
     super();
     this.url = url;
-    this.options = { backoffBase: 250, backoffCap: 15000, connect: true, ...options };
+    this.options = { backoffBase: 250, backoffCap: 15000, connect: true, ackTimeout: 10000, ...options };
     this.state = State.CLOSED;
     this.user = null;
     this.node = null;
     this.attempt = 0;
     this.rooms = new Map(); // room -> { handlers: Set, epoch, seq }
     this.waiting = new Map(); // room -> [resolve] for presence()
+    this.pending = new Map(); // ref -> { resolve, reject, timer, idempotencyKey } for publish() and send()
+    this.nextRef = 1; // refs never repeat, so a late answer cannot settle a newer request
     this.ws = null;
     this.hint = null; // ms from a reconnect hint
     this.timer = null;
@@ -73,7 +152,7 @@ export class Ringway extends EventTarget {
     this._open();
   }
 
-  /** Close for good; no reconnect. */
+  /** Close for good; no reconnect. Unanswered publishes reject with "disconnected". */
   close() {
     this.stopped = true;
     clearTimeout(this.timer);
@@ -84,17 +163,26 @@ export class Ringway extends EventTarget {
       this.ws = null;
       ws.close(1000, "client closed");
     }
+    this._failPending("disconnected", "closed by the client");
     this._setState(State.CLOSED);
   }
 
   /**
-   * Subscribe; `handler(data, msg)` gets every message of the room, in order.
+   * Subscribe; `handler(data, msg)` gets every message of the room, in order
+   * (`msg.from` is the publisher's user id; `msg.seq` its position).
+   * `options.since`: a cursor saved from `cursor(room)` (e.g. before a page reload);
+   * the subscription then resumes after it: the missed messages are replayed, or
+   * `resync` fires. It applies when this call starts the room's subscription (not to
+   * a room already subscribed); a missing or malformed cursor is ignored.
    * Returns a function that removes the handler (and leaves the room with the last).
    */
-  subscribe(room, handler) {
+  subscribe(room, handler, options = {}) {
     let r = this.rooms.get(room);
     if (!r) {
-      r = { handlers: new Set(), epoch: null, seq: 0 };
+      const since = options && options.since;
+      r = validCursor(since)
+        ? { handlers: new Set(), epoch: since.epoch, seq: since.seq }
+        : { handlers: new Set(), epoch: null, seq: 0 };
       this.rooms.set(room, r);
       if (this.state === State.OPEN) this._sub(room, r);
     }
@@ -111,16 +199,26 @@ export class Ringway extends EventTarget {
     this._send({ type: "unsub", room });
   }
 
-  /** Publish `data` (any JSON value) to a room. */
-  publish(room, data, key) {
+  /**
+   * Publish `data` (any JSON value) to a room. Options: `key` (conflation key),
+   * `idempotencyKey` (1-128 bytes, or `true` for a random one), `timeout` (ms).
+   * Returns a Promise of the ack {room, epoch, seq, duplicate}; it rejects with a
+   * RingwayError (see the header). (A string third argument is the `key`, as before.)
+   */
+  publish(room, data, options = {}) {
+    if (typeof options === "string") options = { key: options };
     const m = { type: "pub", room, data };
-    if (key !== undefined) m.key = key;
-    return this._send(m);
+    if (options && options.key !== undefined) m.key = options.key;
+    return this._request(m, room, options);
   }
 
-  /** Send `data` to every connection of `user`, on any node. */
-  send(user, data) {
-    return this._send({ type: "send", user, data });
+  /**
+   * Send `data` to every connection of `user`, on any node. Options:
+   * `idempotencyKey`, `timeout`. Returns a Promise of the ack (its room is
+   * `user:<user>`), as `publish()` does.
+   */
+  send(user, data, options = {}) {
+    return this._request({ type: "send", user, data }, "user:" + user, options);
   }
 
   /** The room's roster: Promise of {room, users: [{user, connections}], connections}. */
@@ -145,6 +243,17 @@ export class Ringway extends EventTarget {
     const out = {};
     for (const [room, r] of this.rooms) out[room] = { epoch: r.epoch, seq: r.seq };
     return out;
+  }
+
+  /**
+   * The last delivered position of one room, {epoch, seq}, to save and pass back as
+   * `subscribe(room, handler, { since })`; null when the room is not subscribed or
+   * its position is not known yet (before its first `subscribed`).
+   */
+  cursor(room) {
+    const r = this.rooms.get(room);
+    if (!r || r.epoch === null) return null;
+    return { epoch: r.epoch, seq: r.seq };
   }
 
   // ---- internals -------------------------------------------------------------
@@ -181,6 +290,7 @@ export class Ringway extends EventTarget {
     this._stopWatchdog();
     this._emit("disconnect", { code: ev.code, reason: ev.reason });
     for (const [, list] of this.waiting) list.length = 0;
+    this._failPending("disconnected", `the connection closed (${ev.code}) before the answer`);
     if (this.stopped) {
       this._setState(State.CLOSED);
       return;
@@ -215,6 +325,7 @@ export class Ringway extends EventTarget {
     } catch {
       return;
     }
+    if (!m || typeof m !== "object") return;
     switch (m.type) {
       case "welcome":
         this.attempt = 0;
@@ -281,13 +392,32 @@ export class Ringway extends EventTarget {
         this.hint = m.after_ms;
         this._emit("draining", m);
         break;
-      case "error":
+      case "ack": {
+        const p = this._takePending(m.ref);
+        if (p) p.resolve({ room: m.room, epoch: m.epoch, seq: m.seq, duplicate: m.duplicate === true });
+        break;
+      }
+      case "error": {
+        const p = this._takePending(m.ref);
+        if (p) {
+          p.reject(new RingwayError(m.code, m.reason, { room: m.room, idempotencyKey: p.idempotencyKey }));
+        }
         this._emit("error", m);
+        break;
+      }
+      case "disconnect":
+        // The app closes this connection; the close (m.code) follows. Not the
+        // `disconnect` event, which reports every close.
+        if (m.reconnect === false) {
+          this.stopped = true;
+          this.hint = null;
+        }
+        this._emit("kicked", { code: m.code, reason: m.reason, reconnect: m.reconnect !== false });
         break;
       case "pong":
         break;
       default:
-        break;
+        break; // a type from a newer server: ignored
     }
   }
 
@@ -298,6 +428,52 @@ export class Ringway extends EventTarget {
       this._send({ type: "refresh", token });
     } catch (e) {
       this._emit("error", { reason: "token provider failed: " + e });
+    }
+  }
+
+  // Send a pub or send with a fresh ref; the Promise settles on its ack or error,
+  // the close, or the timeout. It carries a no-op catch, so a caller that ignores
+  // it gets no unhandled-rejection report (one that awaits it still sees the error).
+  _request(m, room, options) {
+    options = options || {};
+    let idempotencyKey = options.idempotencyKey;
+    if (idempotencyKey === true) idempotencyKey = randomKey();
+    if (idempotencyKey === false || idempotencyKey === null) idempotencyKey = undefined;
+    if (idempotencyKey !== undefined) m.idempotency_key = idempotencyKey;
+    const ref = this.nextRef++;
+    m.ref = ref;
+    const p = new Promise((resolve, reject) => {
+      if (!this._send(m)) {
+        reject(new RingwayError("not_connected", "not connected", { room, idempotencyKey }));
+        return;
+      }
+      const timeout = options.timeout ?? this.options.ackTimeout;
+      const timer = setTimeout(() => {
+        if (this.pending.delete(ref)) {
+          reject(new RingwayError("timeout", `no answer within ${timeout} ms`, { room, idempotencyKey }));
+        }
+      }, timeout);
+      this.pending.set(ref, { resolve, reject, timer, room, idempotencyKey });
+    });
+    p.catch(() => {});
+    return p;
+  }
+
+  _takePending(ref) {
+    if (ref === undefined || ref === null) return null;
+    const p = this.pending.get(ref);
+    if (!p) return null;
+    this.pending.delete(ref);
+    clearTimeout(p.timer);
+    return p;
+  }
+
+  _failPending(code, reason) {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) {
+      clearTimeout(p.timer);
+      p.reject(new RingwayError(code, reason, { room: p.room, idempotencyKey: p.idempotencyKey }));
     }
   }
 

@@ -7,9 +7,13 @@
 // Each test prints PASS or FAIL with the reason; the exit status is the number of
 // failures. The demo page's screenshot is written to $SCREENSHOT
 // (default target/browser/demo.png).
+//
+// RINGWAY_CLIENT_DIR=src/client serves /client.js and the demo page from that
+// directory instead of the copies built into the binary, so changes to the client
+// can be tested without rebuilding ringway.
 
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import net from "node:net";
@@ -86,8 +90,9 @@ class Node {
   }
 }
 
-function token(sub, ttlSeconds) {
-  return execFileSync(BIN, ["token", "--secret", SECRET, "--sub", sub, "--ttl", `${ttlSeconds}s`]).toString().trim();
+/** A token for `sub`; `extra`: more `ringway token` flags (`--rooms`, `--sub-rooms`). */
+function token(sub, ttlSeconds, extra = []) {
+  return execFileSync(BIN, ["token", "--secret", SECRET, "--sub", sub, "--ttl", `${ttlSeconds}s`, ...extra]).toString().trim();
 }
 
 const results = [];
@@ -110,14 +115,27 @@ function assert(cond, msg) {
   if (!cond) throw new Error(msg);
 }
 
+const CLIENT_DIR = process.env.RINGWAY_CLIENT_DIR;
 const profile = mkdtempSync(join(tmpdir(), "ringway-chromium-"));
 const browser = await chromium.launchPersistentContext(profile, {
   executablePath: CHROMIUM,
   headless: true,
   args: ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"],
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         // Pages served by the route below do not come from a loopback address, so
+         // Chromium would block their sockets to one (local network access checks).
+         ...(CLIENT_DIR ? ["--disable-features=LocalNetworkAccessChecks"] : [])],
   viewport: { width: 1100, height: 700 },
 });
+
+if (CLIENT_DIR) {
+  const files = { "/client.js": ["ringway.js", "text/javascript; charset=utf-8"], "/": ["demo.html", "text/html; charset=utf-8"] };
+  await browser.route((url) => url.hostname === "127.0.0.1" && url.pathname in files, (route) => {
+    const [file, contentType] = files[new URL(route.request().url()).pathname];
+    return route.fulfill({ status: 200, contentType, body: readFileSync(join(CLIENT_DIR, file)) });
+  });
+  console.log(`(client served from ${CLIENT_DIR})`);
+}
 
 async function openDemo(node, query) {
   const page = await browser.newPage();
@@ -320,6 +338,204 @@ await test("the heartbeat watchdog notices a dead socket and reconnects", async 
     await page.close();
   } finally {
     node.proc.kill("SIGCONT");
+    await node.stop();
+  }
+});
+
+/** A page on the node's origin with nothing in it but access to /client.js. */
+async function blankPage(node, page) {
+  page = page || await browser.newPage();
+  page.on("pageerror", (e) => console.log(`  page error: ${e}`));
+  await page.goto(`${node.http}/client.js`);
+  return page;
+}
+
+await test("publish() resolves with its ack, stamps an idempotency key once and rejects a forbidden room with code forbidden", async () => {
+  const node = await (await new Node("n1").ports()).start();
+  try {
+    const page = await blankPage(node);
+    await page.exposeFunction("mintToken", () => token("pat", 300, ["--rooms", "pub:ok", "--sub-rooms", "pub:read"]));
+    const r = await page.evaluate(async (url) => {
+      const { Ringway } = await import("/client.js");
+      const out = { got: [], unhandled: 0 };
+      window.addEventListener("unhandledrejection", () => out.unhandled++);
+      const rw = new Ringway(url, { token: () => window.mintToken() });
+      const subscribed = new Promise((r) => rw.addEventListener("subscribed", (e) => r(e.detail)));
+      rw.subscribe("pub:ok", (data, msg) => out.got.push([msg.seq, data.n]));
+      out.subscribed = await subscribed;
+      const fail = (e) => ({ name: e.name, code: e.code, reason: e.reason, room: e.room });
+      out.a1 = await rw.publish("pub:ok", { n: 1 });
+      out.a2 = await rw.publish("pub:ok", { n: 2 }, { idempotencyKey: "order-17" });
+      out.a3 = await rw.publish("pub:ok", { n: 3 }, { idempotencyKey: "order-17" });
+      out.forbidden = await rw.publish("pub:read", { n: 4 }).then((a) => ({ resolved: a }), fail);
+      out.sent = await rw.send("pat", { n: 8 }, { idempotencyKey: true });
+      out.stateAfter = rw.state;
+      await new Promise((r) => setTimeout(r, 300)); // any late msg
+      rw.close();
+      rw.publish("pub:ok", { n: 5 }); // ignored: rejects, unseen
+      out.closed = await rw.publish("pub:ok", { n: 6 }).then((a) => ({ resolved: a }), fail);
+      await new Promise((r) => setTimeout(r, 300)); // an unhandled rejection would be reported by now
+      return out;
+    }, `ws://127.0.0.1:${node.ws}/ws`);
+    const s = JSON.stringify(r);
+    const { epoch, seq } = r.subscribed;
+    assert(r.a1 && r.a1.room === "pub:ok" && r.a1.epoch === epoch && r.a1.seq === seq + 1 && r.a1.duplicate === false, `first ack: ${s}`);
+    assert(r.a2.seq === seq + 2 && r.a2.duplicate === false, `keyed ack: ${s}`);
+    assert(r.a3.seq === r.a2.seq && r.a3.duplicate === true, `repeated key not a duplicate: ${s}`);
+    assert(JSON.stringify(r.got) === JSON.stringify([[seq + 1, 1], [seq + 2, 2]]), `delivered: ${s}`);
+    assert(r.forbidden.name === "RingwayError" && r.forbidden.code === "forbidden" && r.forbidden.room === "pub:read" && r.forbidden.reason,
+      `forbidden publish: ${s}`);
+    assert(r.stateAfter === "open", `closed after one refusal: ${s}`);
+    assert(r.sent.room === "user:pat" && Number.isInteger(r.sent.seq) && r.sent.duplicate === false, `send ack: ${s}`);
+    assert(r.closed.code === "not_connected", `publish while closed: ${s}`);
+    assert(r.unhandled === 0, `an ignored publish reported an unhandled rejection: ${s}`);
+    await page.close();
+  } finally {
+    await node.stop();
+  }
+});
+
+await test("a publish cut off by a dead socket rejects with disconnected, and its retry with the same key is delivered once", async () => {
+  const node = await (await new Node("n1").ports()).start();
+  try {
+    const page = await blankPage(node);
+    await page.evaluate(async (url) => {
+      const { Ringway } = await import("/client.js");
+      window.got = [];
+      const listener = new Ringway(url);
+      listener.subscribe("pub:retry", (data, msg) => window.got.push([msg.seq, data]));
+      window.w = new Ringway(url, { heartbeat: 500 });
+      await new Promise((r) => listener.addEventListener("subscribed", r));
+    }, `ws://127.0.0.1:${node.ws}/ws`);
+    await page.waitForFunction(() => window.w.state === "open");
+    node.proc.kill("SIGSTOP"); // the publish goes out, its ack cannot come back
+    const first = await page.evaluate(() => window.w.publish("pub:retry", "once", { idempotencyKey: true })
+      .then((a) => ({ resolved: a }), (e) => ({ code: e.code, idempotencyKey: e.idempotencyKey })));
+    node.proc.kill("SIGCONT");
+    assert(first.code === "disconnected" && /^[0-9a-f]{32}$/.test(first.idempotencyKey || ""), `first attempt: ${JSON.stringify(first)}`);
+    await page.waitForFunction(() => window.w.state === "open", null, { timeout: 20000 });
+    const retry = await page.evaluate((key) => window.w.publish("pub:retry", "once", { idempotencyKey: key }), first.idempotencyKey);
+    await sleep(500);
+    const got = await page.evaluate(() => window.got);
+    assert(got.length === 1 && got[0][1] === "once" && got[0][0] === retry.seq, `delivered ${JSON.stringify(got)}, retry acked ${JSON.stringify(retry)}`);
+    await page.close();
+  } finally {
+    node.proc.kill("SIGCONT");
+    await node.stop();
+  }
+});
+
+await test("a page reloaded with a saved cursor gets exactly the messages it missed", async () => {
+  const node = await (await new Node("n1").ports()).start();
+  const room = "resume:page";
+  const url = `ws://127.0.0.1:${node.ws}/ws`;
+  try {
+    const page = await blankPage(node);
+    await page.evaluate(async ({ url, room }) => {
+      const { Ringway } = await import("/client.js");
+      window.got = [];
+      window.rw = new Ringway(url);
+      const subscribed = new Promise((r) => window.rw.addEventListener("subscribed", r));
+      window.rw.subscribe(room, (data) => window.got.push(data));
+      await subscribed;
+    }, { url, room });
+    for (let n = 1; n <= 3; n++) await node.api_("/v1/publish", { room, data: n });
+    await page.waitForFunction(() => window.got.length === 3);
+    const saved = await page.evaluate((room) => {
+      localStorage.setItem("cursor", JSON.stringify(window.rw.cursor(room)));
+      return { cursor: window.rw.cursor(room), none: window.rw.cursor("resume:not-subscribed") };
+    }, room);
+    assert(saved.cursor && saved.cursor.seq === 3 && /^[0-9a-f]{16}$/.test(saved.cursor.epoch) && saved.none === null,
+      `cursor ${JSON.stringify(saved)}`);
+    await page.goto("about:blank"); // the page is away
+    for (let n = 4; n <= 6; n++) await node.api_("/v1/publish", { room, data: n });
+    await blankPage(node, page);
+    await page.evaluate(async ({ url, room }) => {
+      const { Ringway } = await import("/client.js");
+      window.got = [];
+      window.seen = { resync: 0, subscribed: [] };
+      window.rw = new Ringway(url);
+      window.rw.addEventListener("resync", () => window.seen.resync++);
+      window.rw.addEventListener("subscribed", (e) => window.seen.subscribed.push(e.detail));
+      window.rw.subscribe(room, (data, msg) => window.got.push([msg.seq, data]), { since: JSON.parse(localStorage.getItem("cursor")) });
+    }, { url, room });
+    await page.waitForFunction(() => window.got.length >= 3, null, { timeout: 5000 }).catch(() => {});
+    await node.api_("/v1/publish", { room, data: 7 }); // and live again after the replay
+    await page.waitForFunction(() => window.got.length >= 4, null, { timeout: 5000 }).catch(() => {});
+    await sleep(200);
+    const r = await page.evaluate(() => ({ got: window.got, seen: window.seen }));
+    assert(JSON.stringify(r.got) === JSON.stringify([[4, 4], [5, 5], [6, 6], [7, 7]]), `after the reload: ${JSON.stringify(r)}`);
+    assert(r.seen.resync === 0 && r.seen.subscribed.length === 1 && r.seen.subscribed[0].recovered === true, `not a resume: ${JSON.stringify(r)}`);
+    await page.close();
+  } finally {
+    await node.stop();
+  }
+});
+
+await test("a message's from is its publisher's user, not what it wrote in data, and the demo page shows that", async () => {
+  const node = await (await new Node("n1").ports()).start();
+  try {
+    const room = "demo:from";
+    const alice = await openDemo(node, `name=alice&room=${room}`);
+    const bob = await openDemo(node, `name=bob&room=${room}`);
+    for (const p of [alice, bob]) {
+      await p.waitForFunction((room) => window.rw.cursor(room) !== null, room);
+    }
+    await bob.evaluate((room) => {
+      window.froms = [];
+      window.rw.subscribe(room, (data, msg) => window.froms.push([msg.from ?? null, data.from ?? null]));
+    }, room);
+    await alice.evaluate((room) => window.rw.publish(room, { from: "mallory", text: "forged by alice" }), room);
+    await node.api_("/v1/publish", { room, data: { from: "mallory", text: "from the app" } });
+    await bob.waitForFunction(() => document.querySelector("#log").innerText.includes("from the app"));
+    const froms = await bob.evaluate(() => window.froms);
+    assert(JSON.stringify(froms) === JSON.stringify([["guest:alice", "mallory"], [null, "mallory"]]), `msg.from: ${JSON.stringify(froms)}`);
+    const shown = (p) => p.evaluate(() => [...document.querySelectorAll("#log .msg")].map((m) =>
+      [m.querySelector(".who").firstChild.textContent, m.classList.contains("mine"), m.lastChild.textContent]));
+    await alice.waitForFunction(() => document.querySelector("#log").innerText.includes("from the app"));
+    const [onAlice, onBob] = [await shown(alice), await shown(bob)];
+    assert(JSON.stringify(onBob) === JSON.stringify([["alice", false, "forged by alice"], ["anonymous", false, "from the app"]]), `bob's page: ${JSON.stringify(onBob)}`);
+    assert(JSON.stringify(onAlice) === JSON.stringify([["alice", true, "forged by alice"], ["anonymous", false, "from the app"]]), `alice's page: ${JSON.stringify(onAlice)}`);
+    await alice.close();
+    await bob.close();
+  } finally {
+    await node.stop();
+  }
+});
+
+await test("POST /v1/disconnect: the page gets kicked and stays closed, or comes back when reconnect is true", async () => {
+  const node = await (await new Node("n1").ports()).start();
+  try {
+    const page = await blankPage(node);
+    await page.exposeFunction("mintToken", () => token("kim", 300));
+    await page.evaluate(async (url) => {
+      const { Ringway } = await import("/client.js");
+      window.log = { kicked: [], disconnect: [], welcome: 0, retry: 0 };
+      window.rw = new Ringway(url, { token: () => window.mintToken(), backoffBase: 50, backoffCap: 200 });
+      window.rw.addEventListener("kicked", (e) => window.log.kicked.push(e.detail));
+      window.rw.addEventListener("disconnect", (e) => window.log.disconnect.push(e.detail.code));
+      window.rw.addEventListener("welcome", () => window.log.welcome++);
+      window.rw.addEventListener("retry", () => window.log.retry++);
+    }, `ws://127.0.0.1:${node.ws}/ws`);
+    await page.waitForFunction(() => window.rw.state === "open");
+    const answer = await node.api_("/v1/disconnect", { user: "kim", reason: "banned", reconnect: false });
+    assert(answer.disconnected === 1, `disconnect answered ${JSON.stringify(answer)}`);
+    await page.waitForFunction(() => window.log.disconnect.length === 1, null, { timeout: 5000 }).catch(() => {});
+    await sleep(3000); // a reconnect would have happened by now (backoff at most 200 ms)
+    let r = await page.evaluate(() => ({ log: window.log, state: window.rw.state }));
+    assert(JSON.stringify(r.log.kicked) === JSON.stringify([{ code: 4010, reason: "banned", reconnect: false }]), `kicked: ${JSON.stringify(r)}`);
+    assert(r.state === "closed" && r.log.retry === 0 && r.log.welcome === 1 && r.log.disconnect[0] === 4010, `did not stay closed: ${JSON.stringify(r)}`);
+    // connect() brings it back; a kick with reconnect: true reconnects on its own.
+    await page.evaluate(() => window.rw.connect());
+    await page.waitForFunction(() => window.log.welcome === 2, null, { timeout: 5000 });
+    await node.api_("/v1/disconnect", { user: "kim", reason: "move along", reconnect: true });
+    await page.waitForFunction(() => window.log.welcome === 3 && window.rw.state === "open", null, { timeout: 5000 }).catch(() => {});
+    r = await page.evaluate(() => ({ log: window.log, state: window.rw.state }));
+    assert(r.log.kicked.length === 2 && r.log.kicked[1].reconnect === true && r.state === "open" && r.log.welcome === 3,
+      `did not come back: ${JSON.stringify(r)}`);
+    await page.evaluate(() => window.rw.close());
+    await page.close();
+  } finally {
     await node.stop();
   }
 });
