@@ -76,6 +76,8 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     /// The webhook sender, when webhooks are on.
     hooks: Option<JoinHandle<()>>,
+    /// The threads calling the app's callbacks, when any is on.
+    calls: Option<Arc<crate::hooks::pool::Pool>>,
 }
 
 impl Server {
@@ -109,11 +111,25 @@ impl Server {
             _ => None,
         };
         let max_connections = connection_cap(&config);
-        let authorizer = crate::hooks::authorize::Authorizer::start(&config.hooks, &config.node_id)
-            .map_err(|e| StartError::Worker {
-                worker: 0,
-                message: format!("cannot start the authorization callback's threads: {e}"),
+        let h = &config.hooks;
+        let calls = if h.authorize_url.is_empty() && h.connect_url.is_empty() {
+            None
+        } else {
+            let pool = crate::hooks::pool::Pool::start(h.authorize_concurrency).map_err(|e| {
+                StartError::Worker {
+                    worker: 0,
+                    message: format!("cannot start the threads that call the app: {e}"),
+                }
             })?;
+            Some(Arc::new(pool))
+        };
+        let (authorizer, connector) = match &calls {
+            Some(pool) => (
+                crate::hooks::authorize::Authorizer::new(h, &config.node_id, pool),
+                crate::hooks::connect::Connector::new(h, &config.node_id, pool),
+            ),
+            None => (None, None),
+        };
         announce(&config);
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..workers)
             .map(|_| mailbox::channel())
@@ -129,6 +145,19 @@ impl Server {
                 ws_path: config.ws_path.clone(),
                 echo: config.echo,
                 max_bytes: config.limits.max_handshake_bytes,
+                pass_headers: if config.hooks.connect_url.is_empty() {
+                    Vec::new()
+                } else {
+                    std::iter::once("cookie".to_owned())
+                        .chain(
+                            config
+                                .hooks
+                                .connect_headers
+                                .iter()
+                                .map(|h| h.to_ascii_lowercase()),
+                        )
+                        .collect()
+                },
             },
             mailboxes,
             draining: AtomicBool::new(false),
@@ -143,6 +172,7 @@ impl Server {
             site: crate::client::Site::from_config(&config),
             hooks: crate::hooks::Hooks::new(&config.hooks, &config.node_id),
             authorizer,
+            connector,
             started: std::time::Instant::now(),
             joined: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
@@ -188,6 +218,7 @@ impl Server {
             shared,
             threads,
             hooks,
+            calls,
         })
     }
 
@@ -219,8 +250,8 @@ impl Server {
         for t in self.threads {
             let _ = t.join();
         }
-        if let Some(a) = &self.shared.authorizer {
-            a.stop();
+        if let Some(p) = &self.calls {
+            p.stop();
         }
         if let (Some(h), Some(t)) = (&self.shared.hooks, self.hooks) {
             h.stop();

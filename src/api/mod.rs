@@ -693,6 +693,9 @@ async fn scrape(w: &Rc<Worker>) -> String {
     if let Some(a) = &w.shared.authorizer {
         a.render(&mut text);
     }
+    if let Some(c) = &w.shared.connector {
+        c.render(&mut text);
+    }
     text
 }
 

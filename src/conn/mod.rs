@@ -55,6 +55,9 @@ pub use crate::hub::id::{ConnId, ConnKey};
 pub enum Phase {
     /// Waiting for the HTTP upgrade request.
     Handshake,
+    /// The upgrade request was read; the app is asked who it is (the connect
+    /// callback). Its socket is not read meanwhile.
+    Identifying,
     /// WebSocket open.
     Open,
     /// Close frame sent (or the upgrade refused): no more input is acted on; the

@@ -27,14 +27,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
 use serde::Deserialize;
 use tracing::warn;
 
 use super::client::{Client, Outcome};
+use super::pool::{Job, Pool};
 use crate::config;
 use crate::metrics::histogram::Histogram;
 
@@ -203,20 +202,11 @@ pub struct AuthorizeStats {
     pub cache_hits: AtomicU64,
 }
 
-/// One question for the app.
-pub struct Ask {
-    /// The JSON body.
-    pub body: Vec<u8>,
-    /// Where the verdict goes (the asking worker's mailbox).
-    pub reply: Box<dyn FnOnce(Verdict) + Send>,
-    /// When it was asked.
-    pub at: Instant,
-}
-
-/// The node's authorization callback: the pool of threads that call the app.
+/// The node's authorization callback: its client and counters; the calls run on
+/// the node's [`Pool`].
 pub struct Authorizer {
-    tx: Mutex<Option<Sender<Ask>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    client: Client,
+    pool: Arc<Pool>,
     cfg: config::Hooks,
     /// Counters.
     pub stats: AuthorizeStats,
@@ -232,57 +222,72 @@ impl std::fmt::Debug for Authorizer {
     }
 }
 
-/// Questions queued per calling thread before more are failed at once.
-const QUEUED_PER_THREAD: usize = 64;
+/// One question on its way.
+struct Question {
+    me: Arc<Authorizer>,
+    body: Vec<u8>,
+    reply: Box<dyn FnOnce(Verdict) + Send>,
+    at: Instant,
+}
 
-/// Stack of each calling thread (a blocking HTTP call, TLS included).
-const STACK: usize = 512 << 10;
+impl Job for Question {
+    fn run(self: Box<Self>) {
+        let me = &self.me;
+        let timeout = Duration::from_millis(me.cfg.authorize_timeout_ms);
+        let verdict = if self.at.elapsed() >= timeout {
+            Verdict::Failed {
+                timeout: true,
+                why: "waited its whole timeout for a free caller".into(),
+            }
+        } else {
+            call(
+                &me.client,
+                &self.body,
+                me.cfg.authorize_ttl_s,
+                self.at,
+                timeout,
+            )
+        };
+        me.count(&verdict, self.at);
+        (self.reply)(verdict);
+    }
+
+    fn refuse(self: Box<Self>, why: &str) {
+        let v = Verdict::Failed {
+            timeout: false,
+            why: why.into(),
+        };
+        self.me.count(&v, self.at);
+        (self.reply)(v);
+    }
+}
 
 impl Authorizer {
-    /// The callback `cfg` describes for node `node`, its threads started; `None`
+    /// The callback `cfg` describes for node `node`, calling on `pool`; `None`
     /// without `authorize_url`.
-    pub fn start(cfg: &config::Hooks, node: &str) -> std::io::Result<Option<Arc<Self>>> {
+    pub fn new(cfg: &config::Hooks, node: &str, pool: &Arc<Pool>) -> Option<Arc<Self>> {
         if cfg.authorize_url.is_empty() {
-            return Ok(None);
+            return None;
         }
-        let n = cfg.authorize_concurrency;
-        let (tx, rx) = crossbeam_channel::bounded::<Ask>(n * QUEUED_PER_THREAD);
         let timeout = Duration::from_millis(cfg.authorize_timeout_ms);
-        let client = Arc::new(Client::new(&cfg.authorize_url, &cfg.secret, node, timeout));
-        let this = Arc::new(Self {
-            tx: Mutex::new(Some(tx)),
-            threads: Mutex::new(Vec::with_capacity(n)),
+        Some(Arc::new(Self {
+            client: Client::new(&cfg.authorize_url, &cfg.secret, node, timeout),
+            pool: pool.clone(),
             cfg: cfg.clone(),
             stats: AuthorizeStats::default(),
             latency: Mutex::new(Histogram::default()),
-        });
-        let default_ttl = cfg.authorize_ttl_s;
-        let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
-            let (rx, client, me) = (rx.clone(), client.clone(), Arc::downgrade(&this));
-            let t = std::thread::Builder::new()
-                .name(format!("ringway-authz-{i}"))
-                .stack_size(STACK)
-                .spawn(move || {
-                    for ask in rx {
-                        let verdict = if ask.at.elapsed() >= timeout {
-                            Verdict::Failed {
-                                timeout: true,
-                                why: "waited its whole timeout for a free caller".into(),
-                            }
-                        } else {
-                            call(&client, &ask.body, default_ttl, ask.at, timeout)
-                        };
-                        if let Some(me) = me.upgrade() {
-                            me.count(&verdict, ask.at);
-                        }
-                        (ask.reply)(verdict);
-                    }
-                })?;
-            threads.push(t);
-        }
-        *this.threads.lock().unwrap_or_else(|p| p.into_inner()) = threads;
-        Ok(Some(this))
+        }))
+    }
+
+    /// Ask the app (`body`, see [`body`]); `reply` gets the verdict, on a calling
+    /// thread.
+    pub fn ask(self: &Arc<Self>, body: Vec<u8>, reply: Box<dyn FnOnce(Verdict) + Send>) {
+        self.pool.submit(Box::new(Question {
+            me: self.clone(),
+            body,
+            reply,
+            at: Instant::now(),
+        }));
     }
 
     /// Whether requests for `room` are asked about.
@@ -293,40 +298,6 @@ impl Authorizer {
     /// Whether a failed call lets the request through.
     pub fn fail_open(&self) -> bool {
         self.cfg.authorize_fail_open
-    }
-
-    /// Hand a question to a calling thread. With every thread busy and the queue
-    /// full, it fails at once (through `reply`, like any failure).
-    pub fn ask(&self, ask: Ask) {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let failed = |ask: Ask, why: &str| {
-            let v = Verdict::Failed {
-                timeout: false,
-                why: why.into(),
-            };
-            self.count(&v, ask.at);
-            (ask.reply)(v);
-        };
-        match tx {
-            None => failed(ask, "the node is stopping"),
-            Some(tx) => match tx.try_send(ask) {
-                Ok(()) => {}
-                Err(TrySendError::Full(a)) => failed(
-                    a,
-                    "every caller is busy and the queue is full (raise hooks.authorize_concurrency, or make the app answer faster)",
-                ),
-                Err(TrySendError::Disconnected(a)) => failed(a, "the node is stopping"),
-            },
-        }
-    }
-
-    /// Stop the threads once the questions queued are answered.
-    pub fn stop(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in threads {
-            let _ = t.join();
-        }
     }
 
     fn count(&self, v: &Verdict, at: Instant) {

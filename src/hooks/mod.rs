@@ -15,11 +15,15 @@
 //! | [`sign`]    | sans-IO: the request signature, with a test vector |
 //! | [`client`]  | the HTTP client every call goes through (ureq, signed, timed out) |
 //! | [`sender`]  | the thread that delivers webhook batches |
-//! | [`authorize`] | the authorization callback: the workers' cache (sans-IO) and the calling threads |
+//! | [`authorize`] | the authorization callback: the workers' cache (sans-IO), the call |
+//! | [`connect`] | the connect callback: who an upgrade without a token is |
+//! | [`pool`]    | the threads that make the callbacks' calls, behind a bounded queue |
 
 pub mod authorize;
 pub mod client;
+pub mod connect;
 pub mod event;
+pub mod pool;
 pub mod queue;
 pub mod sender;
 pub mod sign;

@@ -100,6 +100,20 @@ impl State {
     /// Check who the client is before admitting it: its `Origin` against
     /// `auth.origins`, and its token (required unless anonymous clients are allowed).
     pub fn identify(&mut self, accepted: &Accepted) -> Result<Option<Box<Grant>>, Rejected> {
+        self.check_origin(accepted)?;
+        let verdict = match &accepted.token {
+            Some(t) => self.verify_token(t).map(|g| Some(Box::new(g))),
+            None if self.shared.config.allow_anonymous => Ok(None),
+            None => Err(AuthRefused::Missing),
+        };
+        verdict.map_err(|e| {
+            self.conns.stats.refused[Refused::Unauthorized as usize] += 1;
+            reject(401, &e.to_string())
+        })
+    }
+
+    /// Refuse (403) an upgrade from an origin not in `auth.origins` (when set).
+    pub(super) fn check_origin(&mut self, accepted: &Accepted) -> Result<(), Rejected> {
         let auth = &self.shared.config.auth;
         if let Some(origin) = &accepted.origin
             && !auth.origins.is_empty()
@@ -111,15 +125,7 @@ impl State {
                 &format!("origin {origin} is not allowed here (auth.origins)"),
             ));
         }
-        let verdict = match &accepted.token {
-            Some(t) => self.verify_token(t).map(|g| Some(Box::new(g))),
-            None if self.shared.config.allow_anonymous => Ok(None),
-            None => Err(AuthRefused::Missing),
-        };
-        verdict.map_err(|e| {
-            self.conns.stats.refused[Refused::Unauthorized as usize] += 1;
-            reject(401, &e.to_string())
-        })
+        Ok(())
     }
 
     /// Check a token against the node's key (and, with the demo on, the demo key,

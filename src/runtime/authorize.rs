@@ -11,7 +11,7 @@ use super::mailbox::Letter;
 use super::worker::State;
 use crate::conn::ConnKey;
 use crate::conn::outq::Out;
-use crate::hooks::authorize::{self, Action, Ask, Check, Gate, Key, Verdict};
+use crate::hooks::authorize::{self, Action, Check, Gate, Key, Verdict};
 use crate::protocol::{self, ErrorCode};
 use serde_json::value::RawValue;
 
@@ -169,16 +169,15 @@ impl State {
                     claims.as_deref(),
                 );
                 let mailbox = self.shared.mailboxes[self.id].clone();
-                authorizer.ask(Ask {
+                authorizer.ask(
                     body,
-                    reply: Box::new(move |verdict| {
+                    Box::new(move |verdict| {
                         mailbox.send(Letter::Authorized {
                             key: gate_key,
                             verdict,
                         });
                     }),
-                    at: std::time::Instant::now(),
-                });
+                );
                 Gatekeep::Done
             }
         }

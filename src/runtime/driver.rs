@@ -101,9 +101,37 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         }
         Err(None) => return,
     };
+    let started = std::time::Instant::now();
     match monoio::time::timeout(limit, read_while(&w, &stream, key, Phase::Handshake)).await {
         Ok(Read::Eof) => w.state.borrow_mut().remove(key),
         Ok(Read::More) => {
+            let asking = w.state.borrow_mut().identify_wait(key);
+            if let Some(answer) = asking {
+                // The app is asked who this is: wait, within the handshake's time.
+                let left = limit.saturating_sub(started.elapsed());
+                let answered = monoio::time::timeout(left, answer).await.is_ok();
+                let phase = {
+                    let mut st = w.state.borrow_mut();
+                    if !answered {
+                        st.forget_identify(key);
+                        st.conns.stats.handshake_failed(408);
+                        let refusal = reject(408, "the upgrade was not answered in time");
+                        st.conns.refuse(key, refusal.response);
+                    }
+                    // Frames the client sent right behind its request head.
+                    process(&mut st, key, &mut []);
+                    st.conns.get_mut(key).map(|c| c.phase)
+                };
+                w.flush_dirty();
+                match phase {
+                    Some(Phase::Open) => {
+                        monoio::spawn(open_phase(w, stream, key));
+                    }
+                    Some(_) => closing_phase(w, stream, key).await,
+                    None => {}
+                }
+                return;
+            }
             monoio::spawn(open_phase(w, stream, key));
         }
         Err(_elapsed) => {
@@ -162,7 +190,7 @@ fn open_phase(w: Rc<Worker>, stream: TcpStream, key: ConnKey) -> impl Future<Out
                 Some(Phase::Open) => {}
                 Some(Phase::Closing) => break,
                 None => return,
-                Some(Phase::Handshake) => {
+                Some(Phase::Handshake | Phase::Identifying) => {
                     // The handshake task hands over only open connections.
                     debug_assert!(false, "open phase entered during the handshake");
                     w.state.borrow_mut().remove(key);
@@ -266,6 +294,10 @@ fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                 if n < scratch.len() {
                     break; // most likely drained; readiness tells us when there is more
                 }
+                let phase = st.conns.get_mut(key).map(|c| c.phase);
+                if phase == Some(Phase::Identifying) {
+                    break; // read no more until the app says who this is
+                }
             }
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => break,
@@ -322,6 +354,10 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
         };
         match phase {
             Phase::Closing => return buf.len(),
+            // Bytes behind the request head wait for the app's answer (kept as the
+            // unfinished tail); the socket is not read meanwhile, so this is at most
+            // what one read brought.
+            Phase::Identifying => return off,
             Phase::Handshake => match handshake::handle(&buf[off..], &st.shared.handshake) {
                 Outcome::Incomplete => return off,
                 Outcome::Accept(a) => {

@@ -79,6 +79,13 @@ pub enum Letter {
         /// The answer.
         verdict: crate::hooks::authorize::Verdict,
     },
+    /// The app's answer to a connect callback this worker asked for.
+    Identified {
+        /// The connection waiting in its upgrade.
+        conn: crate::conn::ConnKey,
+        /// Who the app says it is.
+        identity: crate::hooks::connect::Identity,
+    },
     /// Stop the worker.
     Shutdown,
 }

@@ -26,6 +26,7 @@ pub mod admission;
 pub mod authorize;
 pub mod conns;
 pub mod driver;
+pub mod identify;
 pub mod lifecycle;
 pub mod listener;
 pub mod mailbox;

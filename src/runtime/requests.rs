@@ -29,11 +29,31 @@ impl State {
     /// and admit it, or refuse it (the HTTP answer is queued). Returns whether the
     /// connection is open.
     pub fn upgrade(&mut self, key: ConnKey, a: Accepted) -> bool {
-        let identity = if a.endpoint == Endpoint::Client {
-            self.identify(&a)
-        } else {
-            Ok(None)
-        };
+        if a.endpoint != Endpoint::Client {
+            return self.complete_upgrade(key, a, Ok(None));
+        }
+        if a.token.is_none() && self.shared.connector.is_some() {
+            // No token: the app says who it is (its origin checked first).
+            if let Err(r) = self.check_origin(&a) {
+                return self.complete_upgrade(key, a, Err(r));
+            }
+            return match self.ask_who(key, a) {
+                Ok(()) => true,
+                Err(a) => self.complete_upgrade(key, a, Ok(None)),
+            };
+        }
+        let identity = self.identify(&a);
+        self.complete_upgrade(key, a, identity)
+    }
+
+    /// Admit the upgrade `a` of `key` as `identity`, or refuse it (the HTTP answer
+    /// is queued). Returns whether the connection is open.
+    pub(super) fn complete_upgrade(
+        &mut self,
+        key: ConnKey,
+        a: Accepted,
+        identity: Result<Option<Box<crate::auth::Grant>>, crate::ws::handshake::Rejected>,
+    ) -> bool {
         let admitted = identity.and_then(|grant| {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.grant = grant;

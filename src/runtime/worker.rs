@@ -71,6 +71,8 @@ pub struct Shared {
     pub hooks: Option<Arc<crate::hooks::Hooks>>,
     /// The authorization callback, when `hooks.authorize_url` is set.
     pub authorizer: Option<Arc<crate::hooks::authorize::Authorizer>>,
+    /// The connect callback, when `hooks.connect_url` is set.
+    pub connector: Option<Arc<crate::hooks::connect::Connector>>,
     /// When the node started.
     pub started: Instant,
     /// Set once the node has joined its cluster (see [`Shared::joining`]).
@@ -187,6 +189,8 @@ pub struct State {
     pub(crate) refusing: usize,
     /// The authorization callback's answers and the requests waiting for one.
     pub(crate) permits: super::authorize::Permits,
+    /// Upgrades waiting for the connect callback.
+    pub(crate) identifying: HashMap<ConnKey, super::identify::Identifying>,
     /// Rate of `/demo/token` on this worker.
     pub(crate) demo_gate: crate::conn::rate::RateLimiter,
     /// When this worker started: the origin of its ticks and milliseconds.
@@ -230,6 +234,7 @@ impl Worker {
                 waiters: Slab::new(),
                 refusing: 0,
                 permits: Default::default(),
+                identifying: HashMap::new(),
                 demo_gate: crate::conn::rate::RateLimiter::new(&crate::client::DEMO_RATE, 0),
                 started: Instant::now(),
                 shared,
@@ -259,6 +264,7 @@ impl Worker {
                 return true;
             }
             Letter::Authorized { key, verdict } => st.on_authorized(&key, &verdict),
+            Letter::Identified { conn, identity } => st.on_identified(conn, identity),
             Letter::Shutdown => return false,
         }
         st.run_hub();
@@ -463,6 +469,7 @@ impl State {
             return;
         };
         let ended = conn.phase == crate::conn::Phase::Closing;
+        let identifying = conn.phase == crate::conn::Phase::Identifying;
         if conn.write_blocked {
             // Complete the pending writability poll so its task lets go of the socket.
             let _ = nix::sys::socket::shutdown(conn.fd, nix::sys::socket::Shutdown::Both);
@@ -490,6 +497,9 @@ impl State {
             self.conns
                 .stats
                 .disconnected(crate::metrics::Disconnect::Eof);
+        }
+        if identifying {
+            self.forget_identify(key);
         }
         let now = self.now();
         for room in rooms {

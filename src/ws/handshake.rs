@@ -31,6 +31,9 @@ pub struct HandshakeConfig {
     pub echo: bool,
     /// Largest request head accepted.
     pub max_bytes: usize,
+    /// Request headers an upgrade keeps for the app (lower-case names; the connect
+    /// callback's `cookie` and `hooks.connect_headers`). Empty: none.
+    pub pass_headers: Vec<String>,
 }
 
 /// A successful upgrade.
@@ -46,6 +49,9 @@ pub struct Accepted {
     pub token: Option<String>,
     /// The `Origin` header, if any.
     pub origin: Option<String>,
+    /// The headers named in [`HandshakeConfig::pass_headers`] that it sent
+    /// (lower-case name, value; a repeated header once per value).
+    pub passed: Vec<(String, String)>,
 }
 
 /// A refused upgrade: the response to write, then close.
@@ -134,12 +140,21 @@ pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
         return Outcome::Reject(reject(400, "malformed HTTP request"));
     }
     let origin = header(&request, "origin");
+    let mut passed = Vec::new();
+    for name in &cfg.pass_headers {
+        for v in request.headers().get_all(name.as_str()) {
+            if let Ok(v) = v.to_str() {
+                passed.push((name.clone(), v.to_owned()));
+            }
+        }
+    }
     Outcome::Accept(Accepted {
         consumed,
         response: bytes,
         endpoint,
         token: crate::auth::token_from_request(&request),
         origin,
+        passed,
     })
 }
 
@@ -239,7 +254,41 @@ mod tests {
             ws_path: "/ws".into(),
             echo: true,
             max_bytes: 1024,
+            pass_headers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_upgrade_keeps_the_headers_named_for_the_app_and_no_others() {
+        let req = GOOD.replace(
+            "Host: x\r\n",
+            "Host: x\r\nCookie: sid=1\r\nX-Tenant: acme\r\nCookie: theme=dark\r\nX-Other: no\r\n",
+        );
+        let c = HandshakeConfig {
+            pass_headers: vec!["cookie".into(), "x-tenant".into()],
+            ..cfg()
+        };
+        let Outcome::Accept(a) = handle(req.as_bytes(), &c) else {
+            panic!("refused");
+        };
+        let got: Vec<(&str, &str)> = a
+            .passed
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cookie", "sid=1"),
+                ("cookie", "theme=dark"),
+                ("x-tenant", "acme")
+            ]
+        );
+        // Without names, nothing is kept.
+        let Outcome::Accept(a) = handle(req.as_bytes(), &cfg()) else {
+            panic!("refused");
+        };
+        assert!(a.passed.is_empty());
     }
 
     const GOOD: &str = "GET /ws?token=abc HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: foo, ringway.v1\r\n\r\n";

@@ -64,6 +64,7 @@ pub fn handshake(data: &[u8]) {
         ws_path: "/ws".into(),
         echo: true,
         max_bytes: 2048,
+        pass_headers: vec!["cookie".into(), "x-forwarded-for".into()],
     };
     let step = (data.len() / 64).max(1);
     for end in (0..=data.len()).step_by(step).chain([data.len()]) {
