@@ -15,6 +15,9 @@
 //! | `GET /v1/presence/R` | the cluster-wide roster of room R |
 //! | `GET /v1/cluster`    | this node and its peers' link state |
 //! | `GET /v1/rooms/R`    | `{"room","owner"}`: the node that owns room R now |
+//! | `GET /v1/rooms`      | rooms with subscribers across the cluster and their counts, paged (`after`, `limit`) |
+//! | `GET /v1/history/R`  | room R's history after `since`, at most `limit` messages, from its owner |
+//! | `POST /v1/disconnect`| `{"user"}` or `{"conn","node"?}` with `code`, `reason`, `reconnect` → closes them on every node |
 //! | `GET /metrics`       | Prometheus text, summed over workers |
 //! | `GET /healthz`       | 200 while the process runs |
 //! | `GET /readyz`        | 200, or 503 while draining |
