@@ -523,3 +523,54 @@ fn tokens_not_yet_valid_or_too_long_lived_are_refused_plainly() {
         );
     }
 }
+
+#[test]
+fn a_client_that_keeps_its_socket_full_does_not_keep_the_worker() {
+    // One worker, no rate limits: nothing but the read budget stands between a
+    // flood and everyone else on the worker.
+    let n = Node::start(|c| {
+        c.workers = 1;
+        c.limits.messages_per_second = 0;
+        c.limits.bytes_per_second = 0;
+    });
+    let mut other = n.client();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let floods: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            let mut flooder = n.client();
+            std::thread::spawn(move || {
+                let frame = json!({"type": "pub", "room": "flood", "data": "x".repeat(200)});
+                let deadline = Instant::now() + Duration::from_secs(8);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
+                {
+                    for _ in 0..200 {
+                        let _ = flooder
+                            .ws
+                            .write(tungstenite::Message::text(frame.to_string()));
+                    }
+                    let _ = flooder.ws.flush();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // While the flood goes on, the other client and the API are answered.
+    for i in 0..5 {
+        let t = Instant::now();
+        other.send(json!({"type": "ping", "ref": i}));
+        assert_eq!(other.recv()["ref"], i);
+        // /metrics asks the worker's inbox too.
+        let (status, _) = common::http(n.api, "GET", "/metrics", "");
+        assert_eq!(status, 200);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "answered only after {:?} under the flood",
+            t.elapsed()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in floods {
+        f.join().unwrap();
+    }
+}

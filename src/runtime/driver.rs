@@ -147,6 +147,9 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// Full scratch-buffer reads of one connection before its task yields (1 MiB).
+const READS_PER_TURN: usize = 16;
+
 /// Refused connections lingering at once per worker to deliver their answer; past
 /// this (a flood) they are closed at once.
 pub(crate) const MAX_REFUSING: usize = 256;
@@ -242,7 +245,15 @@ async fn read_while(w: &Rc<Worker>, stream: &TcpStream, key: ConnKey, phase: Pha
 fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
     let mut scratch = w.scratch.borrow_mut();
     let mut result = Read::More;
+    let mut reads = 0;
     loop {
+        // A client that keeps its socket full must not keep the worker: after a
+        // budget of full reads, let the other tasks run (the socket is still
+        // readable, so this task comes back at the driver's next turn).
+        reads += 1;
+        if reads > READS_PER_TURN {
+            break;
+        }
         let (fd, closing) = match w.state.borrow_mut().conns.get_mut(key) {
             Some(c) => (c.fd, c.phase == Phase::Closing),
             None => return Read::Eof,
