@@ -265,7 +265,7 @@ pub struct ServeArgs {
         value_name = "SECRET"
     )]
     pub hooks_secret: Option<String>,
-    /// Ask this URL before subscribes and publishes to --authorize-rooms.
+    /// Ask this URL before subscribes and publishes to the --authorize-room rooms.
     #[arg(long, value_name = "URL")]
     pub authorize_url: Option<String>,
     /// A room pattern the app authorizes (`name` or `prefix*`; repeat).

@@ -235,9 +235,23 @@ fn a_repeated_idempotency_key_is_stamped_once_per_sender() {
         (&api2["seq"], &api2["duplicate"]),
         (&json!(3), &json!(true))
     );
+    // Anonymous clients are not one sender: each connection has its own keys.
+    let (mut anon1, mut anon2) = (anonymous(&n), anonymous(&n));
+    let a1 = publish(&mut anon1, "order-1", 4);
+    let a2 = publish(&mut anon2, "order-1", 5);
+    assert_eq!((&a1["seq"], a1.get("duplicate")), (&json!(4), None), "{a1}");
+    assert_eq!((&a2["seq"], a2.get("duplicate")), (&json!(5), None), "{a2}");
+    assert_eq!(publish(&mut anon2, "order-1", 5)["duplicate"], true);
+    // Unknown fields in an API call are refused, not ignored (a misspelt key
+    // would silently deliver twice).
+    let (status, body) = n.post(
+        "/v1/publish",
+        &json!({"room": "chat:idem", "data": 3, "idempotencyKey": "x"}),
+    );
+    assert_eq!(status, 400, "{body}");
     // The watcher saw each message once.
-    let seqs: Vec<Value> = (0..3).map(|_| next(&mut watcher)["seq"].clone()).collect();
-    assert_eq!(seqs, vec![json!(1), json!(2), json!(3)]);
+    let seqs: Vec<Value> = (0..5).map(|_| next(&mut watcher)["seq"].clone()).collect();
+    assert_eq!(seqs, vec![json!(1), json!(2), json!(3), json!(4), json!(5)]);
     watcher.send(json!({"type": "ping"}));
     assert_eq!(watcher.recv()["type"], "pong", "no fourth message");
     let (status, _) = n.post(
@@ -247,7 +261,7 @@ fn a_repeated_idempotency_key_is_stamped_once_per_sender() {
     assert_eq!(status, 400);
     let (_, metrics) = n.get("/metrics");
     assert!(
-        metrics.contains("ringway_publish_duplicates_total 3\n"),
+        metrics.contains("ringway_publish_duplicates_total 4\n"),
         "{metrics}"
     );
 }

@@ -259,3 +259,23 @@ fn a_long_outage_drops_the_oldest_events_and_counts_them() {
         .to_owned();
     assert!(conns.contains(&last), "{conns:?} lacks {last}");
 }
+
+#[test]
+fn a_stopping_node_gives_up_on_an_app_that_never_answers() {
+    let app = App::start(|_| (503, "{}".into()));
+    let n = node(&app, |c| c.hooks.timeout_ms = 300);
+    let c = Client::connect(&format!("{}?token={}", n.url("/ws"), token("alice")));
+    app.wait_for(common::WAIT, |r| !r.is_empty());
+    drop(c);
+    let t = std::time::Instant::now();
+    let tries_before = app.received().len();
+    drop(n);
+    let took = t.elapsed();
+    // 5 s of trying, with backoff, then what is left is dropped.
+    assert!(
+        took < Duration::from_secs(7),
+        "the node took {took:?} to stop"
+    );
+    let tries = app.received().len() - tries_before;
+    assert!(tries < 60, "{tries} requests while stopping: no backoff");
+}

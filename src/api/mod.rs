@@ -297,6 +297,7 @@ fn room_owner(w: &Rc<Worker>, encoded: &str) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SendBody<'a> {
     user: String,
     #[serde(borrow)]
@@ -565,6 +566,7 @@ async fn presence(w: &Rc<Worker>, encoded: &str) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PublishBody<'a> {
     room: String,
     #[serde(borrow)]

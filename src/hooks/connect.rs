@@ -92,7 +92,7 @@ impl Job for Question {
             Identity::Failed("waited its whole timeout for a free caller".into())
         } else {
             match me.client.post(&self.body, &[]) {
-                Outcome::Ok(text) => parse(&text),
+                Outcome::Ok(text) => parse(&text, crate::auth::unix_now()),
                 Outcome::Refused(s @ (401 | 403)) => Identity::Refused(s),
                 Outcome::Refused(s) => Identity::Failed(format!(
                     "the app answered HTTP {s}; answer 200 with {{\"user\": ...}}, or 401/403"
@@ -241,8 +241,12 @@ struct Answer {
     exp: Option<u64>,
 }
 
-/// What an answer body says.
-pub fn parse(text: &str) -> Identity {
+/// The furthest `exp` an answer may name (ten years): a larger one is not Unix
+/// seconds.
+const MAX_EXP_AHEAD_S: u64 = 10 * 365 * 86_400;
+
+/// What an answer body says, at Unix time `now`.
+pub fn parse(text: &str, now: u64) -> Identity {
     let a = match serde_json::from_str::<Answer>(text) {
         Ok(a) => a,
         Err(e) => {
@@ -259,11 +263,21 @@ pub fn parse(text: &str) -> Identity {
             "the user id {user:?} is not 1 to 100 characters of A-Z a-z 0-9 _ - . : / @ # = +"
         ));
     }
+    match a.exp {
+        Some(exp) if exp <= now => return Identity::Refused(401),
+        Some(exp) if exp > now + MAX_EXP_AHEAD_S => {
+            return Identity::Failed(format!(
+                "exp {exp} is more than ten years ahead: give it in Unix seconds"
+            ));
+        }
+        _ => {}
+    }
     Identity::User(Box::new(Grant {
         user: Arc::from(user),
         exp: a.exp.unwrap_or(u64::MAX),
         rooms: a.rooms.map(Arc::new),
-        refresh_asked: false,
+        // A cookie session cannot answer `refresh_needed`: it is not sent.
+        refresh_asked: true,
         claims: Some(Box::from(text)),
     }))
 }
@@ -298,21 +312,37 @@ mod tests {
 
     #[test]
     fn answers_name_a_user_nobody_or_nothing_usable() {
-        let Identity::User(g) = parse(r#"{"user":"alice","rooms":{"sub":["chat:*"]}}"#) else {
+        let now = 1_800_000_000;
+        let Identity::User(g) = parse(r#"{"user":"alice","rooms":{"sub":["chat:*"]}}"#, now) else {
             panic!()
         };
         assert_eq!(&*g.user, "alice");
         assert_eq!(g.exp, u64::MAX);
         assert!(g.may_subscribe("chat:1") && !g.may_subscribe("x"));
         assert!(!g.may_publish("chat:1"));
-        let Identity::User(g) = parse(r#"{"user":"bob","exp":5}"#) else {
+        let Identity::User(g) = parse(r#"{"user":"bob","exp":1800000060}"#, now) else {
             panic!()
         };
-        assert_eq!(g.exp, 5);
-        assert!(matches!(parse(r#"{"user":null}"#), Identity::Anonymous));
-        assert!(matches!(parse("{}"), Identity::Anonymous));
-        for bad in ["", "[]", r#"{"user":5}"#, r#"{"user":"has space"}"#] {
-            assert!(matches!(parse(bad), Identity::Failed(_)), "{bad:?}");
+        assert_eq!(g.exp, 1_800_000_060);
+        assert!(g.refresh_asked, "no refresh_needed for a session");
+        // A session already over is refused like an expired token.
+        assert!(matches!(
+            parse(r#"{"user":"bob","exp":1799999999}"#, now),
+            Identity::Refused(401)
+        ));
+        assert!(matches!(
+            parse(r#"{"user":null}"#, now),
+            Identity::Anonymous
+        ));
+        assert!(matches!(parse("{}", now), Identity::Anonymous));
+        for bad in [
+            "",
+            "[]",
+            r#"{"user":5}"#,
+            r#"{"user":"has space"}"#,
+            r#"{"user":"ms","exp":1800000000000}"#,
+        ] {
+            assert!(matches!(parse(bad, now), Identity::Failed(_)), "{bad:?}");
         }
     }
 }

@@ -163,11 +163,13 @@ impl Event<'_> {
 }
 
 /// The body of one request: `events` (each already JSON) as batch `batch` of `node`.
-pub fn batch_body(node: &str, batch: u64, events: &[String]) -> Vec<u8> {
+pub fn batch_body(node: &str, boot: u64, batch: u64, events: &[String]) -> Vec<u8> {
     let len = events.iter().map(|e| e.len() + 1).sum::<usize>();
-    let mut out = Vec::with_capacity(48 + node.len() + len);
+    let mut out = Vec::with_capacity(64 + node.len() + len);
     out.extend_from_slice(b"{\"node\":");
     serde_json::to_writer(&mut out, node).expect("a str serializes");
+    out.extend_from_slice(b",\"boot\":");
+    out.extend_from_slice(boot.to_string().as_bytes());
     out.extend_from_slice(b",\"batch\":");
     out.extend_from_slice(batch.to_string().as_bytes());
     out.extend_from_slice(b",\"events\":[");
@@ -248,13 +250,13 @@ mod tests {
             user: None,
         }
         .json(1, "n\"1");
-        let body = batch_body("n\"1", 7, &[e.clone(), e]);
+        let body = batch_body("n\"1", 5, 7, &[e.clone(), e]);
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!((&v["node"], &v["batch"]), (&json!("n\"1"), &json!(7)));
         assert_eq!(v["events"].as_array().unwrap().len(), 2);
         assert_eq!(
-            batch_body("n1", 1, &[]),
-            br#"{"node":"n1","batch":1,"events":[]}"#
+            batch_body("n1", 1796197034748, 1, &[]),
+            br#"{"node":"n1","boot":1796197034748,"batch":1,"events":[]}"#
         );
     }
 }

@@ -51,6 +51,8 @@ pub struct HookStats {
     /// Events dropped because the app refused their request (4xx other than 408,
     /// 429).
     pub rejected: AtomicU64,
+    /// Events dropped because the node stopped before the app took them.
+    pub abandoned: AtomicU64,
 }
 
 /// The node's webhooks: the queue workers fill and the sender thread empties.
@@ -58,6 +60,9 @@ pub struct HookStats {
 pub struct Hooks {
     cfg: config::Hooks,
     node: String,
+    /// When the node started (Unix ms): batch numbers count from 1 again in each
+    /// run, so (node, boot, batch) names a batch.
+    boot: u64,
     /// Bit `i`: event kind `event::KINDS[i]` is sent.
     kinds: u8,
     queue: Mutex<Queue>,
@@ -83,6 +88,7 @@ impl Hooks {
         Some(Arc::new(Self {
             cfg: cfg.clone(),
             node: node.to_owned(),
+            boot: unix_ms(),
             kinds,
             queue: Mutex::new(Queue::new(cfg.queue_events)),
             wake: Condvar::new(),
@@ -155,8 +161,9 @@ impl Hooks {
         let name = "ringway_hooks_dropped_total";
         let _ = writeln!(
             out,
-            "# HELP {name} Webhook events dropped: the oldest over hooks.queue_events while the app did not answer (overflow), or in a request the app refused with a 4xx (rejected).\n# TYPE {name} counter\n{name}{{reason=\"overflow\"}} {dropped}\n{name}{{reason=\"rejected\"}} {}",
-            s.rejected.load(Ordering::Relaxed)
+            "# HELP {name} Webhook events dropped: the oldest over hooks.queue_events while the app did not answer (overflow), in a request the app refused with a 4xx (rejected), or still undelivered 5 s into a stop (shutdown).\n# TYPE {name} counter\n{name}{{reason=\"overflow\"}} {dropped}\n{name}{{reason=\"rejected\"}} {}\n{name}{{reason=\"shutdown\"}} {}",
+            s.rejected.load(Ordering::Relaxed),
+            s.abandoned.load(Ordering::Relaxed)
         );
         let name = "ringway_hooks_queue_events";
         let _ = writeln!(

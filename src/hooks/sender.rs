@@ -43,6 +43,18 @@ fn run(h: &Hooks) {
                 if stopping {
                     stop_by.get_or_insert_with(|| Instant::now() + FLUSH_FOR);
                 }
+                if stopping && stop_by.is_some_and(|t| Instant::now() >= t) {
+                    // Out of time: what is left is dropped, counted.
+                    let left = q.len() as u64;
+                    if left > 0 {
+                        q.take(usize::MAX);
+                        h.stats.abandoned.fetch_add(left, Ordering::Relaxed);
+                        warn!(
+                            "hooks: the node stops; {left} events could not be delivered in time and are dropped"
+                        );
+                    }
+                    return;
+                }
                 let now = now_ns();
                 let wait = if stopping { 0 } else { linger };
                 if q.ready(cfg.batch_events, wait, now) {
@@ -66,8 +78,8 @@ fn run(h: &Hooks) {
         };
         batch_no += 1;
         let jsons: Vec<String> = events.iter().map(|e| e.json.clone()).collect();
-        let body = event::batch_body(&h.node, batch_no, &jsons);
-        let headers = [("X-Ringway-Batch", batch_no.to_string())];
+        let body = event::batch_body(&h.node, h.boot, batch_no, &jsons);
+        let headers = [("X-Ringway-Batch", format!("{}-{batch_no}", h.boot))];
         let mut attempt: u32 = 0;
         loop {
             match client.post(&body, &headers) {
@@ -97,9 +109,12 @@ fn run(h: &Hooks) {
                 }
                 Outcome::Retry(why) => {
                     h.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    if h.stopping.load(Ordering::Acquire) {
+                        stop_by.get_or_insert_with(|| Instant::now() + FLUSH_FOR);
+                    }
                     if stop_by.is_some_and(|t| Instant::now() >= t) {
                         h.stats
-                            .rejected
+                            .abandoned
                             .fetch_add(events.len() as u64, Ordering::Relaxed);
                         warn!(
                             "hooks: the node stops and {} still fails ({why}): batch {batch_no} ({} events) is dropped",

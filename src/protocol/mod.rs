@@ -218,11 +218,28 @@ struct WireCursor {
 
 /// Parse one text message. `max_room` is the longest room name accepted.
 pub fn parse(text: &[u8], max_room: usize) -> Result<Request<'_>, Refusal<'_>> {
-    let mut wire: Wire<'_> = serde_json::from_slice(text).map_err(|e| Refusal {
-        code: ErrorCode::BadJson,
-        reason: Cow::Owned(format!("invalid JSON message: {e}")),
-        reference: None,
-        room: None,
+    let mut wire: Wire<'_> = serde_json::from_slice(text).map_err(|e| {
+        // JSON with a field of the wrong type is a bad field, answered with its
+        // `ref` so that the client can match the error to its request.
+        #[derive(Deserialize)]
+        struct Loose<'a> {
+            #[serde(rename = "ref", borrow, default)]
+            reference: Option<&'a RawValue>,
+        }
+        match serde_json::from_slice::<Loose<'_>>(text) {
+            Ok(loose) if text.trim_ascii_start().starts_with(b"{") => Refusal {
+                code: ErrorCode::BadField,
+                reason: Cow::Owned(format!("a field has the wrong type: {e}")),
+                reference: loose.reference,
+                room: None,
+            },
+            _ => Refusal {
+                code: ErrorCode::BadJson,
+                reason: Cow::Owned(format!("invalid JSON message: {e}")),
+                reference: None,
+                room: None,
+            },
+        }
     })?;
     let r = wire.reference;
     let Some(kind) = wire.kind.take() else {
@@ -543,9 +560,18 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"type":"sub","room":"r","since":{"epoch":"0000000000000001","seq":-1}}"#),
-            ErrorCode::BadJson
+            ErrorCode::BadField
         );
-        assert_eq!(err(r#"{"type":7}"#), ErrorCode::BadJson);
+        // A field of the wrong type is a bad field (PROTOCOL.md), with its ref.
+        assert_eq!(err(r#"{"type":7}"#), ErrorCode::BadField);
+        let e = parse(br#"{"type":"pub","room":"x","data":1,"key":5,"ref":3}"#, 64).unwrap_err();
+        assert_eq!(
+            (e.code, e.reference.map(RawValue::get)),
+            (ErrorCode::BadField, Some("3"))
+        );
+        // Not an object, or not JSON: bad JSON.
+        assert_eq!(err("\"text\""), ErrorCode::BadJson);
+        assert_eq!(err(r#"{"type":"sub",}"#), ErrorCode::BadJson);
     }
 
     #[test]
