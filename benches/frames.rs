@@ -42,6 +42,7 @@ fn decode(c: &mut Criterion) {
     let limits = Limits {
         max_frame: 1 << 20,
         max_message: 1 << 20,
+        deflate: false,
     };
     let mut g = c.benchmark_group("decode");
     for size in [64usize, 1024, 16 * 1024] {

@@ -90,6 +90,45 @@ pub struct Config {
     /// What the node tells the app and asks it (webhooks, authorization and connect
     /// callbacks). Off by default.
     pub hooks: Hooks,
+    /// permessage-deflate. On by default.
+    pub compression: Compression,
+}
+
+/// permessage-deflate (RFC 7692; see `ws::deflate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Compression {
+    /// Negotiate permessage-deflate with clients that offer it. Default true.
+    pub enabled: bool,
+    /// Messages shorter than this go uncompressed (RSV1 clear): compressing them
+    /// costs more CPU than the bytes it saves. Default 256.
+    pub min_bytes: usize,
+    /// zlib level, 1 (fastest) to 9 (smallest). Default 3: on a 4 KiB JSON document
+    /// it costs three quarters of level 6 for 7% more bytes, and level 1 hardly
+    /// compresses a chat message (`cargo bench --bench deflate`; README,
+    /// "Compression").
+    pub level: u32,
+    /// Room-name prefixes whose messages are never compressed (payloads that are
+    /// compressed already). Default none.
+    pub off: Vec<String>,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_bytes: 256,
+            level: 3,
+            off: Vec::new(),
+        }
+    }
+}
+
+impl Compression {
+    /// Whether messages of `room` may be compressed.
+    pub fn room_on(&self, room: &str) -> bool {
+        !self.off.iter().any(|p| room.starts_with(p.as_str()))
+    }
 }
 
 /// The kinds of webhook event (`hooks.events`).
@@ -663,6 +702,7 @@ impl Default for Config {
             tls: Tls::default(),
             api: Api::default(),
             hooks: Hooks::default(),
+            compression: Compression::default(),
         }
     }
 }
@@ -756,6 +796,18 @@ impl Config {
     /// Check values and combinations; the message says which key to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.rooms.idempotency_window_s > 7 * 86_400 {
+            return bad(format!(
+                "rooms.idempotency_window_s = {} is more than a week (604800): keys are held in memory, and a retry comes within minutes",
+                self.rooms.idempotency_window_s
+            ));
+        }
+        if !(1..=9).contains(&self.compression.level) {
+            return bad(format!(
+                "compression.level = {} must be 1 (fastest) to 9 (smallest)",
+                self.compression.level
+            ));
+        }
         if self.worker_count() > 1024 {
             return bad(format!(
                 "workers = {} is more than 1024; use one worker per core",
@@ -930,6 +982,13 @@ impl Config {
         }
         if !h.authorize_url.is_empty() && h.authorize_rooms.is_empty() {
             return bad("hooks.authorize_url is set but hooks.authorize_rooms is empty: name the rooms the app decides (patterns such as \"private:*\")".to_owned());
+        }
+        if h.authorize_url.is_empty() && !h.authorize_rooms.is_empty() {
+            // Rooms meant to be guarded would be open to anyone.
+            return bad("hooks.authorize_rooms is set but hooks.authorize_url is empty: nothing would authorize those rooms; set the URL (--authorize-url) or remove the rooms".to_owned());
+        }
+        if h.connect_url.is_empty() && !h.connect_headers.is_empty() {
+            return bad("hooks.connect_headers is set but hooks.connect_url is empty: set the URL (--connect-url) or remove the headers".to_owned());
         }
         Ok(())
     }

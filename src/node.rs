@@ -145,6 +145,7 @@ impl Server {
                 ws_path: config.ws_path.clone(),
                 echo: config.echo,
                 max_bytes: config.limits.max_handshake_bytes,
+                deflate: config.compression.enabled,
                 pass_headers: if config.hooks.connect_url.is_empty() {
                     Vec::new()
                 } else {

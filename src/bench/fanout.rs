@@ -177,6 +177,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let _progress = super::progress::start(String::new(), ["published", delivered_label, ""]);
     // Publish from this thread's own runtime.
     let cpu0 = cpu_seconds();
+    let server_cpu0 = args.target.pid.and_then(super::process_cpu_seconds);
     let publish_start = Instant::now();
     let (published, stopped) =
         super::runtime().block_on(publisher(&args, addr, &host, &path, rooms))?;
@@ -193,6 +194,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     let (delivered, closed, hist) = subscribers.finish()?;
     let cpu = cpu_seconds() - cpu0;
+    let server_cpu = server_cpu0
+        .zip(args.target.pid.and_then(super::process_cpu_seconds))
+        .map(|(a, b)| b - a);
     sampling.store(false, Ordering::Relaxed);
     let samples = sampler.join().unwrap_or_default();
     let after = (proto == Proto::Ringway)
@@ -209,6 +213,16 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let rate_closed = grew("ringway_disconnects_total{reason=\"rate_limited\"}");
     let rate = delivered as f64 / publish_secs;
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
+    // What each delivery cost the server: bytes on the wire, CPU.
+    let per = delivered.max(1) as f64;
+    let wire_bytes = grew("ringway_bytes_out_total") / per;
+    let server_us = server_cpu.map(|s| s * 1e6 / per);
+    let packed = (
+        grew("ringway_deflate_bytes_in_total"),
+        grew("ringway_deflate_bytes_out_total"),
+        grew("ringway_deflate_messages_total"),
+        grew("ringway_deflate_seconds_total"),
+    );
     if args.target.json {
         println!(
             "{}",
@@ -219,6 +233,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 "server_dropped": slow, "rate_limited": rate_limited, "publisher_stopped": stopped, "deliveries_per_sec": rate,
                 "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": hist.max() as f64 / 1000.0},
                 "bench_cpu_seconds": cpu, "slow_subscribers": (0..subs).filter(|&j| is_slow(j)).count(),
+                "compress": args.target.compress, "wire_bytes_per_delivery": wire_bytes,
+                "server_cpu_us_per_delivery": server_us,
+                "deflate": {"messages": packed.2, "bytes_in": packed.0, "bytes_out": packed.1, "seconds": packed.3},
                 "server_samples": samples.iter().map(|(t, rss, c, d, q)| serde_json::json!({"t": t, "rss": rss, "connections": c, "dropped": d, "queued_bytes": q})).collect::<Vec<_>>(),
             })
         );
@@ -257,6 +274,23 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             hist.max() as f64 / 1000.0
         );
         println!("bench CPU: {cpu:.2}s over {publish_secs:.1}s");
+        if after.is_some() {
+            print!("server: {wire_bytes:.1} bytes on the wire per delivery");
+            if let Some(us) = server_us {
+                print!(", {us:.3} µs CPU per delivery");
+            }
+            println!();
+            if packed.2 > 0.0 {
+                println!(
+                    "compressed {} messages: {:.0} -> {:.0} bytes each (ratio {:.2}), {:.1} µs each",
+                    packed.2,
+                    packed.0 / packed.2,
+                    packed.1 / packed.2,
+                    packed.0 / packed.1.max(1.0),
+                    packed.3 * 1e6 / packed.2
+                );
+            }
+        }
         if slow_every > 0 {
             println!("server over time (t s, RSS MiB, connections, dropped frames, queued MiB):");
             for (t, rss, c, d, q) in &samples {

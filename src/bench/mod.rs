@@ -98,6 +98,9 @@ pub struct Target {
     /// to trust (the server's own self-signed certificate will do).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Offer permessage-deflate, as browsers do, and inflate what comes compressed.
+    #[arg(long)]
+    pub compress: bool,
 }
 
 /// Server protocols the generator speaks.
@@ -141,6 +144,7 @@ impl Target {
     /// Host:port and path of the URL. For `wss://`, also set up TLS for
     /// [`wsclient::open`] (which needs `--tls-ca`).
     pub fn endpoint(&self) -> anyhow::Result<(SocketAddr, String, String)> {
+        wsclient::COMPRESS.store(self.compress, std::sync::atomic::Ordering::Relaxed);
         let rest = if let Some(rest) = self.url.strip_prefix("wss://") {
             let ca = self.tls_ca.as_deref().ok_or_else(|| {
                 anyhow::anyhow!(
@@ -231,6 +235,17 @@ pub fn runtime() -> monoio::FusionRuntime<
 }
 
 /// CPU seconds (user + system) used by this process and its waited-for children.
+/// CPU seconds (user + system) process `pid` has used, from /proc.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+    Some(ticks / 100.0)
+}
+
 pub fn cpu_seconds() -> f64 {
     use nix::sys::resource::{UsageWho, getrusage};
     let secs = |who| {

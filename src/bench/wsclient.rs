@@ -15,6 +15,14 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::ws::frame::unmask;
 
+/// Offer permessage-deflate in every upgrade (`--compress`); compressed frames are
+/// inflated by [`FrameReader`] with one inflater per thread.
+pub static COMPRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+thread_local! {
+    static INFLATER: std::cell::RefCell<crate::ws::deflate::Inflater> = Default::default();
+}
+
 /// Open a TCP connection from `source` (port chosen by the kernel).
 pub fn connect_from(source: Option<IpAddr>, to: SocketAddr) -> io::Result<TcpStream> {
     connect_with(source, to, None)
@@ -49,10 +57,16 @@ pub fn connect_with(
 /// after the head (already WebSocket frames).
 pub async fn upgrade(stream: &mut TcpStream, host: &str, path: &str) -> io::Result<Vec<u8>> {
     let key = tungstenite::handshake::client::generate_key();
+    // What a browser offers, when the scenario measures compression.
+    let ext = if COMPRESS.load(std::sync::atomic::Ordering::Relaxed) {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    } else {
+        ""
+    };
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\
-         Sec-WebSocket-Protocol: ringway.v1\r\n\r\n"
+         Sec-WebSocket-Protocol: ringway.v1\r\n{ext}\r\n"
     );
     let (res, _) = stream.write_all(req.into_bytes()).await;
     res?;
@@ -238,6 +252,12 @@ impl FrameReader {
             }
             let payload = &self.buf[self.start + hlen..self.start + total];
             match header.opcode {
+                OpCode::Data(Data::Text | Data::Binary) if header.rsv1 => {
+                    INFLATER.with_borrow_mut(|i| match i.inflate(payload, 64 << 20) {
+                        Ok(plain) => on_text(plain),
+                        Err(e) => eprintln!("bench: a compressed frame does not inflate: {}", e.reason),
+                    });
+                }
                 OpCode::Data(Data::Text | Data::Binary) => on_text(payload),
                 OpCode::Control(tungstenite::protocol::frame::coding::Control::Close) => {
                     return false;

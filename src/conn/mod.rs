@@ -105,6 +105,9 @@ pub struct Conn {
     pub aborted: bool,
     /// A request was refused for permissions once; the next closes with 4003.
     pub denied: bool,
+    /// permessage-deflate: the client's window bits (`server_max_window_bits`, 8 to
+    /// 15), or 0 when it was not negotiated.
+    pub deflate: u8,
     /// The app heard it connect (a `connect` webhook event): it hears it end too.
     pub announced: bool,
     /// Why it ended, once it began to close.
@@ -159,6 +162,7 @@ impl Conn {
             user_counted: false,
             aborted: false,
             denied: false,
+            deflate: 0,
             announced: false,
             ended: None,
             last_seen: 0,

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::ws::deflate::Lazy;
+
 use super::id::{ConnKey, Ms};
 use super::msg::{Mail, PeerMsg, Reply};
 
@@ -23,6 +25,9 @@ pub enum ToConn {
         room: Arc<str>,
         /// The encoded frame.
         frame: Bytes,
+        /// Its compressed variant (permessage-deflate), made by the first worker of
+        /// the node that needs it and shared with the others.
+        packed: Lazy,
         /// Conflation tag.
         tag: u64,
         /// When the message reached this node (the caller's clock, for latency).

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::ws::deflate::Lazy;
+
 use super::Hub;
 use super::effects::ToConn;
 use super::id::{ConnKey, Ms};
@@ -197,13 +199,21 @@ impl Hub {
     }
 
     /// A stamped message for this worker's live subscribers of `room`.
-    pub(super) fn deliver_local(&mut self, room: &str, frame: Bytes, tag: u64, at: Ms) {
+    pub(super) fn deliver_local(
+        &mut self,
+        room: &str,
+        frame: Bytes,
+        packed: Lazy,
+        tag: u64,
+        at: Ms,
+    ) {
         let Some((name, _)) = self.local.get_key_value(room) else {
             return;
         };
         self.out.conns.push_back(ToConn::Broadcast {
             room: name.clone(),
             frame,
+            packed,
             tag,
             at,
         });

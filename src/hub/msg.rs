@@ -7,6 +7,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::ws::deflate::Lazy;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -123,6 +125,8 @@ pub enum Mail {
         room: Arc<str>,
         /// The encoded frame, shared by every subscriber.
         frame: Bytes,
+        /// Its compressed variant, made once for the node.
+        packed: Lazy,
         /// Conflation tag (room and key).
         tag: u64,
         /// When the message reached this node.

@@ -8,6 +8,8 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::ws::deflate::Lazy;
 use serde_json::value::RawValue;
 
 use super::Hub;
@@ -242,9 +244,12 @@ impl Hub {
         at: Ms,
     ) {
         let mut name: Option<Arc<str>> = None;
+        // One compressed variant for all the node's workers, made by the first that
+        // needs it.
+        let packed = Lazy::default();
         for &w in workers {
             if w == self.id {
-                self.deliver_local(room, frame.clone(), tag, at);
+                self.deliver_local(room, frame.clone(), packed.clone(), tag, at);
             } else {
                 let room = name.get_or_insert_with(|| Arc::from(room)).clone();
                 self.out.mail.push_back((
@@ -252,6 +257,7 @@ impl Hub {
                     Mail::Deliver {
                         room,
                         frame: frame.clone(),
+                        packed: packed.clone(),
                         tag,
                         at,
                     },
@@ -527,9 +533,10 @@ impl Hub {
             Mail::Deliver {
                 room,
                 frame,
+                packed,
                 tag,
                 at,
-            } => self.deliver_local(&room, frame, tag, at),
+            } => self.deliver_local(&room, frame, packed, tag, at),
             Mail::PresenceQuery { room, ticket } => {
                 let json = self.roster_json(&room);
                 self.reply_to(ticket, Reply::Presence(json));

@@ -252,6 +252,27 @@ pub struct WorkerStats {
     /// Interest entries: peers interested in owned rooms plus rooms mirrored from
     /// peers (gauge).
     pub interest: u64,
+    /// permessage-deflate.
+    pub deflate: DeflateStats,
+}
+
+/// What permessage-deflate did on a worker.
+#[derive(Debug, Clone, Default)]
+pub struct DeflateStats {
+    /// Messages compressed (a broadcast once, whatever its subscribers).
+    pub compressed: u64,
+    /// Their payload bytes before compression.
+    pub bytes_before: u64,
+    /// Their payload bytes after.
+    pub bytes_after: u64,
+    /// Time spent compressing, ns.
+    pub nanos: u64,
+    /// Client messages inflated.
+    pub inflated: u64,
+    /// Their bytes as received, and once inflated.
+    pub inflated_in: u64,
+    /// See `inflated_in`.
+    pub inflated_out: u64,
 }
 
 impl WorkerStats {
@@ -324,7 +345,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|s| (s.worker.to_string(), s.connections)),
     );
-    let counters: [Series; 15] = [
+    let counters: [Series; 21] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -390,11 +411,49 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             |s| s.hub.duplicates,
         ),
         (
+            "ringway_deflate_messages_total",
+            "Messages compressed with permessage-deflate (a broadcast once, however many subscribers get it).",
+            |s| s.deflate.compressed,
+        ),
+        (
+            "ringway_deflate_bytes_in_total",
+            "Payload bytes of the messages compressed, before compression.",
+            |s| s.deflate.bytes_before,
+        ),
+        (
+            "ringway_deflate_bytes_out_total",
+            "Payload bytes of the messages compressed, after compression.",
+            |s| s.deflate.bytes_after,
+        ),
+        (
+            "ringway_inflate_messages_total",
+            "Compressed client messages inflated.",
+            |s| s.deflate.inflated,
+        ),
+        (
+            "ringway_inflate_bytes_in_total",
+            "Bytes of compressed client messages as received.",
+            |s| s.deflate.inflated_in,
+        ),
+        (
+            "ringway_inflate_bytes_out_total",
+            "Bytes of compressed client messages once inflated.",
+            |s| s.deflate.inflated_out,
+        ),
+        (
             "ringway_idempotency_keys_forgotten_total",
             "Idempotency keys forgotten before rooms.idempotency_window_s ended, to stay under rooms.idempotency_keys.",
             |s| s.idempotency_forgotten,
         ),
     ];
+    let name = "ringway_deflate_seconds_total";
+    header(
+        w,
+        name,
+        "counter",
+        "Time spent compressing messages with permessage-deflate.",
+    );
+    let _ = writeln!(w, "{name} {}", sum(&|s| s.deflate.nanos) as f64 / 1e9);
     for (name, help, f) in counters {
         header(w, name, "counter", help);
         let _ = writeln!(w, "{name} {}", sum(&f));

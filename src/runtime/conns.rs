@@ -37,6 +37,8 @@ pub struct Conns {
     pub partial_bytes: usize,
     /// Counters.
     pub stats: WorkerStats,
+    /// The compressor (permessage-deflate).
+    pub(super) packer: super::compress::Packer,
 }
 
 impl Conns {
@@ -54,6 +56,7 @@ impl Conns {
                 worker: id,
                 ..WorkerStats::default()
             },
+            packer: Default::default(),
         }
     }
 
@@ -112,6 +115,14 @@ impl Conns {
         if conn.phase == Phase::Closing {
             return;
         }
+        let bits = conn.deflate;
+        let out = match out {
+            Out::Own(frame) if bits != 0 => Out::Own(self.own_frame(frame, bits)),
+            out => out,
+        };
+        let Some(conn) = self.get_mut(key) else {
+            return;
+        };
         let len = out.bytes().len();
         let over =
             |q: &OutQueue| q.len() >= max_msgs || (!q.is_empty() && q.bytes() + len > max_bytes);

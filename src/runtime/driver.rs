@@ -354,9 +354,10 @@ fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
 
 /// Consume as much of `buf` as forms complete requests or frames; returns how much.
 fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
-    let limits = FrameLimits {
+    let mut limits = FrameLimits {
         max_frame: st.shared.config.limits.max_frame_size,
         max_message: st.shared.config.limits.max_message_size,
+        deflate: false,
     };
     let mut off = 0;
     loop {
@@ -411,6 +412,7 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
                 let Some(conn) = st.conns.get_mut(key) else {
                     return buf.len();
                 };
+                limits.deflate = conn.deflate != 0;
                 match conn.decoder.decode(&mut buf[off..], limits) {
                     Ok(None) => return off,
                     Ok(Some((n, event))) => {

@@ -24,6 +24,7 @@
 
 pub mod admission;
 pub mod authorize;
+pub mod compress;
 pub mod conns;
 pub mod driver;
 pub mod identify;

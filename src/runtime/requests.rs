@@ -3,8 +3,6 @@
 //! `ringway.v1` requests, decided by `conn::request` and carried out here with the
 //! router.
 
-use std::borrow::Cow;
-
 use serde_json::value::RawValue;
 use tracing::debug;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -21,7 +19,7 @@ use crate::hub::Origin;
 use crate::metrics::histogram::now_ns;
 use crate::protocol::{self, ErrorCode};
 use crate::ws::close;
-use crate::ws::frame::{DataKind, Event, encode, encode_close};
+use crate::ws::frame::{DataKind, Event, Payload, encode, encode_close};
 use crate::ws::handshake::{Accepted, Endpoint};
 
 impl State {
@@ -70,6 +68,7 @@ impl State {
         };
         conn.endpoint = a.endpoint;
         conn.phase = Phase::Open;
+        conn.deflate = a.deflate.map_or(0, |d| d.server_window_bits);
         self.conns.stats.upgrades += 1;
         self.conns.enqueue_raw(key, a.response);
         if a.endpoint == Endpoint::Client {
@@ -147,6 +146,7 @@ impl State {
                     Out::Own(encode(OpCode::Control(Control::Pong), payload)),
                 );
             }
+            Event::Compressed(kind, payload) => self.on_compressed(key, kind, payload.as_slice()),
             Event::Pong(_) | Event::Fragment => {}
             Event::Close(reason) => {
                 // Answer with the peer's code (RFC 6455 §5.5.1), then shut down.
@@ -157,6 +157,33 @@ impl State {
                 self.conns.closed_by_peer(key, frame);
             }
         }
+    }
+
+    /// A permessage-deflate message: inflate it in the worker's scratch (bounded by
+    /// `limits.max_message_size` as it grows: 1009 past it), check a text message's
+    /// UTF-8 (1007), and go on as with any message.
+    fn on_compressed(&mut self, key: ConnKey, kind: DataKind, compressed: &[u8]) {
+        let max = self.shared.config.limits.max_message_size;
+        let mut inflater = self.inflater.take().unwrap_or_default();
+        match inflater.inflate(compressed, max) {
+            Ok(plain) => {
+                let d = &mut self.conns.stats.deflate;
+                d.inflated += 1;
+                d.inflated_in += compressed.len() as u64;
+                d.inflated_out += plain.len() as u64;
+                if kind == DataKind::Text && std::str::from_utf8(plain).is_err() {
+                    self.conns
+                        .close(key, close::INVALID_DATA, "invalid UTF-8 in text");
+                } else {
+                    self.on_event(key, Event::Message(kind, Payload::Borrowed(plain)));
+                }
+            }
+            Err(v) => {
+                debug!(conn = %self.conns.conn_id(key), code = v.code, reason = v.reason, "closing on bad compressed input");
+                self.conns.close(key, v.code, v.reason);
+            }
+        }
+        self.inflater = Some(inflater);
     }
 
     /// Whether the connection may send another message (or ping) of `len` bytes now.
@@ -269,9 +296,15 @@ impl State {
                 key: msg_key,
                 idempotency_key,
             } => {
+                // An anonymous client's keys are its connection's own: anonymous
+                // clients are not one sender.
+                let idempotency_key = idempotency_key.map(|k| match &user {
+                    Some(_) => k.into_owned(),
+                    None => format!("{} {} {k}", shared.config.node_id, self.conns.conn_id(key)),
+                });
                 let origin = Origin {
                     from: user.map(|u| u.to_string()),
-                    idempotency_key: idempotency_key.map(Cow::into_owned),
+                    idempotency_key,
                     client: true,
                 };
                 // With a `ref`, the client wants an ack once the owner stamped it.

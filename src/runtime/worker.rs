@@ -191,6 +191,8 @@ pub struct State {
     pub(crate) permits: super::authorize::Permits,
     /// Upgrades waiting for the connect callback.
     pub(crate) identifying: HashMap<ConnKey, super::identify::Identifying>,
+    /// Inflates compressed client messages (taken while in use).
+    pub(crate) inflater: Option<crate::ws::deflate::Inflater>,
     /// Rate of `/demo/token` on this worker.
     pub(crate) demo_gate: crate::conn::rate::RateLimiter,
     /// When this worker started: the origin of its ticks and milliseconds.
@@ -235,6 +237,7 @@ impl Worker {
                 refusing: 0,
                 permits: Default::default(),
                 identifying: HashMap::new(),
+                inflater: None,
                 demo_gate: crate::conn::rate::RateLimiter::new(&crate::client::DEMO_RATE, 0),
                 started: Instant::now(),
                 shared,
@@ -381,11 +384,16 @@ impl State {
                 ToConn::Broadcast {
                     room,
                     frame,
+                    packed,
                     tag,
                     at,
                 } => {
                     let policy = self.shared.config.rooms.policy(&room);
+                    let room_packs = self.shared.config.compression.room_on(&room);
                     // One `Rc` per worker, one queue entry per subscriber: no copy.
+                    // Subscribers that negotiated compression share a second one,
+                    // compressed once for the node.
+                    let mut zipped: Option<Option<Rc<SharedFrame>>> = None;
                     let shared = Rc::new(SharedFrame {
                         bytes: frame,
                         tag,
@@ -393,7 +401,23 @@ impl State {
                     });
                     let Self { hub, conns, .. } = self;
                     for &key in hub.subscribers(&room) {
-                        conns.enqueue_with(key, Out::Shared(shared.clone()), policy);
+                        let bits = conns.get_mut(key).map_or(0, |c| c.deflate);
+                        let out = if room_packs && conns.packs(&shared.bytes, bits) {
+                            let z = zipped.get_or_insert_with(|| {
+                                let bytes = packed
+                                    .get_or_make(|| Some(conns.pack(&shared.bytes)))
+                                    .cloned()?;
+                                Some(Rc::new(SharedFrame {
+                                    bytes,
+                                    tag,
+                                    born: at,
+                                }))
+                            });
+                            z.as_ref().unwrap_or(&shared).clone()
+                        } else {
+                            shared.clone()
+                        };
+                        conns.enqueue_with(key, Out::Shared(out), policy);
                     }
                 }
                 ToConn::Close(key, code, reason) => self.conns.close(key, code, &reason),

@@ -75,6 +75,9 @@ impl Payload<'_> {
 pub enum Event<'a> {
     /// A complete data message.
     Message(DataKind, Payload<'a>),
+    /// A complete data message compressed with permessage-deflate (RSV1 on its
+    /// first frame): inflate it, then check a text message's UTF-8.
+    Compressed(DataKind, Payload<'a>),
     /// A ping; answer with a pong carrying the same payload.
     Ping(&'a [u8]),
     /// A pong.
@@ -91,6 +94,8 @@ struct Fragmented {
     kind: DataKind,
     buf: Vec<u8>,
     utf8: Utf8Validator,
+    /// Compressed (its text is checked once inflated).
+    compressed: bool,
 }
 
 /// Payload limits the decoder enforces (from the config; passed per call so that a
@@ -101,6 +106,8 @@ pub struct Limits {
     pub max_frame: usize,
     /// Largest message, all fragments together, bytes (larger: 1009).
     pub max_message: usize,
+    /// permessage-deflate was negotiated: RSV1 may mark a message's first frame.
+    pub deflate: bool,
 }
 
 /// Decodes client frames. One pointer wide: holds no buffer of its own unless a
@@ -152,8 +159,12 @@ impl Decoder {
             OpCode::Control(Control::Pong) => Event::Pong(payload),
             OpCode::Control(Control::Close) => Event::Close(parse_close(payload)?),
             OpCode::Data(Data::Continue) => self.continuation(payload, header.is_final)?,
-            OpCode::Data(Data::Text) => self.first(DataKind::Text, payload, header.is_final)?,
-            OpCode::Data(Data::Binary) => self.first(DataKind::Binary, payload, header.is_final)?,
+            OpCode::Data(Data::Text) => {
+                self.first(DataKind::Text, payload, header.is_final, header.rsv1)?
+            }
+            OpCode::Data(Data::Binary) => {
+                self.first(DataKind::Binary, payload, header.is_final, header.rsv1)?
+            }
             OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
                 return Err(Violation::protocol("reserved opcode"));
             }
@@ -168,10 +179,24 @@ impl Decoder {
         len: u64,
         limits: Limits,
     ) -> Result<(), Violation> {
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        if header.rsv2 || header.rsv3 {
             return Err(Violation::protocol(
                 "reserved bits set without an extension",
             ));
+        }
+        if header.rsv1 {
+            // permessage-deflate's bit, on the first frame of a data message only.
+            let first = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+            if !limits.deflate {
+                return Err(Violation::protocol(
+                    "reserved bits set without an extension",
+                ));
+            }
+            if !first {
+                return Err(Violation::protocol(
+                    "RSV1 is allowed only on a message's first frame",
+                ));
+            }
         }
         if header.mask.is_none() {
             return Err(Violation::protocol("client frames must be masked"));
@@ -219,12 +244,16 @@ impl Decoder {
         kind: DataKind,
         payload: &'a [u8],
         is_final: bool,
+        compressed: bool,
     ) -> Result<Event<'a>, Violation> {
         let mut utf8 = Utf8Validator::default();
-        if kind == DataKind::Text {
+        if kind == DataKind::Text && !compressed {
             utf8.feed(payload).map_err(|_| invalid_utf8())?;
         }
         if is_final {
+            if compressed {
+                return Ok(Event::Compressed(kind, Payload::Borrowed(payload)));
+            }
             utf8.finish().map_err(|_| invalid_utf8())?;
             return Ok(Event::Message(kind, Payload::Borrowed(payload)));
         }
@@ -232,6 +261,7 @@ impl Decoder {
             kind,
             buf: payload.to_vec(),
             utf8,
+            compressed,
         }));
         Ok(Event::Fragment)
     }
@@ -242,7 +272,7 @@ impl Decoder {
         let Some(frag) = self.frag.as_mut() else {
             return Err(Violation::protocol("continuation without a message"));
         };
-        if frag.kind == DataKind::Text {
+        if frag.kind == DataKind::Text && !frag.compressed {
             frag.utf8.feed(payload).map_err(|_| invalid_utf8())?;
         }
         frag.buf.extend_from_slice(payload);
@@ -252,6 +282,9 @@ impl Decoder {
         let Some(frag) = self.frag.take() else {
             return Err(Violation::protocol("continuation without a message"));
         };
+        if frag.compressed {
+            return Ok(Event::Compressed(frag.kind, Payload::Assembled(frag.buf)));
+        }
         frag.utf8.finish().map_err(|_| invalid_utf8())?;
         Ok(Event::Message(frag.kind, Payload::Assembled(frag.buf)))
     }
@@ -414,6 +447,7 @@ mod tests {
     #[derive(Debug, PartialEq)]
     enum Seen {
         Msg(DataKind, Vec<u8>),
+        Zip(DataKind, Vec<u8>),
         Ping(Vec<u8>),
         Pong(Vec<u8>),
         Close(Option<(u16, String)>),
@@ -422,10 +456,16 @@ mod tests {
 
     /// Feed `input` in pieces of `step` bytes, the way a socket might deliver it.
     fn run(input: &[u8], step: usize, max: usize) -> Vec<Seen> {
+        run_with(input, step, max, false)
+    }
+
+    /// [`run`], with permessage-deflate negotiated or not.
+    fn run_with(input: &[u8], step: usize, max: usize, deflate: bool) -> Vec<Seen> {
         let mut d = Decoder::default();
         let limits = Limits {
             max_frame: max,
             max_message: max,
+            deflate,
         };
         let mut buf: Vec<u8> = Vec::new();
         let mut seen = Vec::new();
@@ -437,6 +477,7 @@ mod tests {
                     Ok(Some((n, ev))) => {
                         let s = match ev {
                             Event::Message(k, p) => Some(Seen::Msg(k, p.as_slice().to_vec())),
+                            Event::Compressed(k, p) => Some(Seen::Zip(k, p.as_slice().to_vec())),
                             Event::Ping(p) => Some(Seen::Ping(p.to_vec())),
                             Event::Pong(p) => Some(Seen::Pong(p.to_vec())),
                             Event::Close(c) => Some(Seen::Close(c.map(|(c, r)| (c, r.to_owned())))),
@@ -480,6 +521,51 @@ mod tests {
                 Seen::Close(Some((1000, "bye".to_owned()))),
             ],
         );
+    }
+
+    #[test]
+    fn rsv1_marks_a_compressed_message_only_where_deflate_was_agreed() {
+        // Compressed bytes are not UTF-8: they are not checked until inflated.
+        let zipped = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let whole = client_frame(0xc1, &zipped);
+        for step in [whole.len(), 1, 3] {
+            assert_eq!(
+                run_with(&whole, step, 1 << 20, true),
+                [Seen::Zip(DataKind::Text, zipped.to_vec())]
+            );
+            assert_eq!(run_with(&whole, step, 1 << 20, false), [Seen::Fail(1002)]);
+        }
+        // In fragments: RSV1 on the first only, a ping between them.
+        let mut frags = client_frame(0x41, &zipped[..3]);
+        frags.extend(client_frame(0x89, b"p"));
+        frags.extend(client_frame(0x80, &zipped[3..]));
+        for step in [frags.len(), 1, 5] {
+            assert_eq!(
+                run_with(&frags, step, 1 << 20, true),
+                [
+                    Seen::Ping(b"p".to_vec()),
+                    Seen::Zip(DataKind::Text, zipped.to_vec())
+                ]
+            );
+        }
+        // RSV1 on a continuation or a control frame, RSV2/RSV3 anywhere: 1002.
+        let mut cont = client_frame(0x41, &zipped[..3]);
+        cont.extend(client_frame(0xc0, &zipped[3..]));
+        for bad in [
+            cont,
+            client_frame(0xc9, b"p"),
+            client_frame(0xe1, &zipped),
+            client_frame(0xd1, &zipped),
+        ] {
+            assert_eq!(
+                run_with(&bad, 1, 1 << 20, true),
+                [Seen::Fail(1002)],
+                "{bad:02x?}"
+            );
+        }
+        // An uncompressed message still has its UTF-8 checked.
+        let invalid = client_frame(0x81, &[0xff]);
+        assert_eq!(run_with(&invalid, 1, 1 << 20, true), [Seen::Fail(1007)]);
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct HandshakeConfig {
     /// Request headers an upgrade keeps for the app (lower-case names; the connect
     /// callback's `cookie` and `hooks.connect_headers`). Empty: none.
     pub pass_headers: Vec<String>,
+    /// Accept permessage-deflate offers (`compression.enabled`).
+    pub deflate: bool,
 }
 
 /// A successful upgrade.
@@ -52,6 +54,8 @@ pub struct Accepted {
     /// The headers named in [`HandshakeConfig::pass_headers`] that it sent
     /// (lower-case name, value; a repeated header once per value).
     pub passed: Vec<(String, String)>,
+    /// permessage-deflate, when the client offered it acceptably and it is on.
+    pub deflate: Option<super::deflate::Agreed>,
 }
 
 /// A refused upgrade: the response to write, then close.
@@ -135,6 +139,19 @@ pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
             HeaderValue::from_static(SUBPROTOCOL),
         );
     }
+    let deflate = if cfg.deflate {
+        let offers = request.headers().get_all("sec-websocket-extensions");
+        super::deflate::negotiate(offers.iter().map(HeaderValue::as_bytes))
+    } else {
+        None
+    };
+    let deflate = deflate.and_then(|(agreed, value)| {
+        let value = HeaderValue::from_str(&value).ok()?;
+        response
+            .headers_mut()
+            .insert("Sec-WebSocket-Extensions", value);
+        Some(agreed)
+    });
     let mut bytes = Vec::with_capacity(160);
     if write_response(&mut bytes, &response).is_err() {
         return Outcome::Reject(reject(400, "malformed HTTP request"));
@@ -155,6 +172,7 @@ pub fn handle(buf: &[u8], cfg: &HandshakeConfig) -> Outcome {
         token: crate::auth::token_from_request(&request),
         origin,
         passed,
+        deflate,
     })
 }
 
@@ -255,6 +273,7 @@ mod tests {
             echo: true,
             max_bytes: 1024,
             pass_headers: Vec::new(),
+            deflate: true,
         }
     }
 
@@ -330,6 +349,64 @@ mod tests {
             );
         }
         assert_eq!(status(&handle(req, &cfg())), 101);
+    }
+
+    /// The response's `Sec-WebSocket-Extensions`, if any.
+    fn extensions(o: &Outcome) -> Option<String> {
+        let Outcome::Accept(a) = o else {
+            panic!("refused: {o:?}");
+        };
+        let text = String::from_utf8_lossy(&a.response).into_owned();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("sec-websocket-extensions: ")
+                    .or_else(|| l.strip_prefix("Sec-WebSocket-Extensions: "))
+            })
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn permessage_deflate_is_negotiated_byte_at_a_time_and_only_when_on() {
+        let with = GOOD.replace(
+            "Host: x\r\n",
+            "Host: x\r\nSec-WebSocket-Extensions: foo, permessage-deflate; unknown\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10; client_max_window_bits\r\n",
+        );
+        let req = with.as_bytes();
+        for i in 0..req.len() {
+            assert!(
+                matches!(handle(&req[..i], &cfg()), Outcome::Incomplete),
+                "{i}"
+            );
+        }
+        let o = handle(req, &cfg());
+        assert_eq!(
+            extensions(&o).as_deref(),
+            Some(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10"
+            )
+        );
+        let Outcome::Accept(a) = o else {
+            unreachable!()
+        };
+        assert_eq!(a.deflate.map(|d| d.server_window_bits), Some(10));
+        // Off: no extension, the upgrade still succeeds.
+        let off = HandshakeConfig {
+            deflate: false,
+            ..cfg()
+        };
+        let o = handle(req, &off);
+        assert_eq!(extensions(&o), None);
+        // Only bad offers: declined, the upgrade still succeeds.
+        let bad = GOOD.replace(
+            "Host: x\r\n",
+            "Host: x\r\nSec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=99\r\n",
+        );
+        let o = handle(bad.as_bytes(), &cfg());
+        assert_eq!(extensions(&o), None);
+        let Outcome::Accept(a) = o else {
+            unreachable!()
+        };
+        assert_eq!(a.deflate, None);
     }
 
     #[test]

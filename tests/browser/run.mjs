@@ -255,6 +255,47 @@ await test("a stale epoch triggers resync", async () => {
   }
 });
 
+await test("Chromium negotiates permessage-deflate with its defaults, and compressed messages arrive both ways", async () => {
+  const node = await (await new Node("n1").ports()).start();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${node.http}/client.js`);
+    const text = "a chat message that repeats itself, ".repeat(40);
+    const ready = page.evaluate(async ([url, text]) => {
+      const ws = new WebSocket(url, ["ringway.v1"]);
+      const got = [];
+      ws.onmessage = (e) => got.push(JSON.parse(e.data));
+      await new Promise((r) => { ws.onopen = r; });
+      ws.send(JSON.stringify({ type: "sub", room: "demo:zip" }));
+      while (!got.some((m) => m.type === "subscribed")) await new Promise((r) => setTimeout(r, 10));
+      // Compressed by the browser on the way in, by the node on the way out.
+      ws.send(JSON.stringify({ type: "pub", room: "demo:zip", data: { text }, ref: 1 }));
+      window.__zip = { ws, got };
+      return ws.extensions;
+    }, [`ws://127.0.0.1:${node.ws}/ws`, text]);
+    const extensions = await ready;
+    assert(extensions.startsWith("permessage-deflate"), `negotiated: ${JSON.stringify(extensions)}`);
+    await node.api_("/v1/publish", { room: "demo:zip", data: { text, n: 2 } });
+    const msgs = await page.evaluate(async () => {
+      const { got } = window.__zip;
+      const deadline = Date.now() + 5000;
+      while (got.filter((m) => m.type === "msg").length < 2 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      window.__zip.ws.close();
+      return got.filter((m) => m.type === "msg");
+    });
+    assert(msgs.length === 2 && msgs.every((m) => m.data.text === text), JSON.stringify(msgs).slice(0, 300));
+    const metrics = await (await fetch(`http://127.0.0.1:${node.api}/metrics`)).text();
+    const count = (name) => Number((metrics.match(new RegExp(`^${name} (\\d+)`, "m")) || [])[1]);
+    assert(count("ringway_inflate_messages_total") >= 1, "the browser's publish came compressed");
+    assert(count("ringway_deflate_messages_total") >= 2, "both messages went out compressed");
+    await page.close();
+  } finally {
+    await node.stop();
+  }
+});
+
 await test("a short-lived token is refreshed without dropping the socket", async () => {
   const dir = mkdtempSync(join(tmpdir(), "ringway-cfg-"));
   const cfg = join(dir, "ringway.toml");

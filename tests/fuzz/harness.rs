@@ -9,7 +9,8 @@
 
 use ringway::auth::{Verifier, matches, token_from_request};
 use ringway::mesh::wire;
-use ringway::ws::frame::{Decoder, Limits};
+use ringway::ws::deflate::{Deflater, Inflater, negotiate};
+use ringway::ws::frame::{Decoder, Event, Limits};
 use ringway::ws::handshake::{HandshakeConfig, Outcome, handle};
 use tungstenite::handshake::machine::TryParse;
 
@@ -17,14 +18,72 @@ use tungstenite::handshake::machine::TryParse;
 pub type Harness = fn(&[u8]);
 
 /// Every target, by name.
-pub const TARGETS: [(&str, Harness); 6] = [
+pub const TARGETS: [(&str, Harness); 8] = [
     ("ws_frame", ws_frame),
     ("handshake", handshake),
     ("client_protocol", client_protocol),
     ("mesh_wire", mesh_wire),
     ("token", token),
     ("api_http", api_http),
+    ("deflate_offer", deflate_offer),
+    ("inflate", inflate),
 ];
+
+/// The permessage-deflate offer parser: any header lines (split at `\n`) give no
+/// panic; what is agreed is a window of 8 to 15 bits, and the response, offered
+/// back, agrees the same.
+pub fn deflate_offer(data: &[u8]) {
+    let lines: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();
+    let Some((agreed, response)) = negotiate(lines.iter().copied()) else {
+        return;
+    };
+    assert!((8..=15).contains(&agreed.server_window_bits));
+    let again = negotiate([response.as_bytes()]).map(|a| a.0);
+    assert_eq!(again, Some(agreed), "{response}");
+}
+
+/// Compressed client messages: frames with RSV1 (whole or in fragments, in chunks
+/// the first byte sizes) through the decoder, every compressed message through the
+/// worker's inflater with a 16 KiB limit. Whatever the bytes (a client that kept its
+/// context although told not to, a bomb, garbage): no panic, never more output
+/// than the limit. And the second byte's worth of the input, compressed by the
+/// server's deflater, inflates back to itself.
+pub fn inflate(data: &[u8]) {
+    let Some((&chunk, bytes)) = data.split_first() else {
+        return;
+    };
+    let limits = Limits {
+        max_frame: 4096,
+        max_message: 16384,
+        deflate: true,
+    };
+    let mut decoder = Decoder::default();
+    let mut inflater = Inflater::default();
+    let mut pending: Vec<u8> = Vec::new();
+    for piece in bytes.chunks(usize::from(chunk).max(1)) {
+        pending.extend_from_slice(piece);
+        loop {
+            match decoder.decode(&mut pending, limits) {
+                Ok(Some((n, event))) => {
+                    if let Event::Compressed(_, payload) = event
+                        && let Ok(out) = inflater.inflate(payload.as_slice(), 16384)
+                    {
+                        assert!(out.len() <= 16384);
+                    }
+                    pending.drain(..n);
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+    let mut deflater = Deflater::new(3);
+    let packed = deflater.compress(bytes).to_vec();
+    let back = inflater
+        .inflate(&packed, bytes.len().max(1))
+        .expect("round trip");
+    assert_eq!(back, bytes);
+}
 
 /// The WebSocket frame decoder, fed the way the connection driver feeds it: bytes
 /// arrive in chunks (the first input byte sets their size), whole frames are consumed
@@ -38,6 +97,7 @@ pub fn ws_frame(data: &[u8]) {
     let limits = Limits {
         max_frame: 4096,
         max_message: 16384,
+        deflate: chunk & 1 == 1,
     };
     let mut decoder = Decoder::default();
     let mut pending: Vec<u8> = Vec::new();
@@ -65,6 +125,7 @@ pub fn handshake(data: &[u8]) {
         echo: true,
         max_bytes: 2048,
         pass_headers: vec!["cookie".into(), "x-forwarded-for".into()],
+        deflate: true,
     };
     let step = (data.len() / 64).max(1);
     for end in (0..=data.len()).step_by(step).chain([data.len()]) {
