@@ -111,6 +111,10 @@ pub struct Compression {
     /// Room-name prefixes whose messages are never compressed (payloads that are
     /// compressed already). Default none.
     pub off: Vec<String>,
+    /// Compress a broadcast once and share it (true, the default). `false`
+    /// compresses it again for every subscriber, as servers with a compressor per
+    /// connection do: only for measuring what sharing saves.
+    pub shared: bool,
 }
 
 impl Default for Compression {
@@ -120,6 +124,7 @@ impl Default for Compression {
             min_bytes: 256,
             level: 3,
             off: Vec::new(),
+            shared: true,
         }
     }
 }
@@ -1085,6 +1090,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_that_would_silently_do_nothing_are_refused() {
+        let err = |toml: &str| Config::from_toml(toml).and_then(|c| c.validate().map(|()| c));
+        let e = err("[hooks]\nsecret = \"0123456789abcdef\"\nauthorize_rooms = [\"private:*\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("authorize_url is empty"), "{e}");
+        let e = err("[hooks]\nconnect_headers = [\"x-tenant\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("connect_url is empty"), "{e}");
+        let e = err("[rooms]\nidempotency_window_s = 18446744073709551615\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than a week"), "{e}");
+        let e = err("[compression]\nlevel = 0\n").unwrap_err().to_string();
+        assert!(e.contains("compression.level"), "{e}");
+        assert!(err("[compression]\nlevel = 9\noff = [\"img:\"]\n").is_ok());
+    }
 
     #[test]
     fn a_toml_error_is_one_line_naming_the_line() {

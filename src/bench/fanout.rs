@@ -35,6 +35,11 @@ pub struct FanoutArgs {
     /// Payload bytes per message (padding after the timestamp).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Send this JSON document in every message (after the timestamp) instead of
+    /// --size bytes of padding: realistic payloads for measuring compression
+    /// (`benches/payloads/`).
+    #[arg(long, value_name = "FILE")]
+    pub payload: Option<std::path::PathBuf>,
     /// Seconds to publish.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -637,6 +642,16 @@ async fn publisher(
         res?;
     }
     let pad = "x".repeat(args.size.saturating_sub(24));
+    let doc = match &args.payload {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --payload {}: {e}", path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("--payload {} is not JSON: {e}", path.display()))?;
+            Some(v.to_string())
+        }
+        None => None,
+    };
     let start = Instant::now();
     let end = Duration::from_secs(args.duration);
     let mut sent = 0u64;
@@ -651,7 +666,10 @@ async fn publisher(
         batch.clear();
         while sent < due && batch.len() < (60 << 10) {
             let room = sent as usize % rooms;
-            let data = format!(r#"{{"ts":{},"p":"{pad}"}}"#, wsclient::mono_nanos());
+            let data = match &doc {
+                Some(doc) => format!(r#"{{"ts":{},"doc":{doc}}}"#, wsclient::mono_nanos()),
+                None => format!(r#"{{"ts":{},"p":"{pad}"}}"#, wsclient::mono_nanos()),
+            };
             let msg = match args.target.proto {
                 Proto::Ringway => {
                     format!(r#"{{"type":"pub","room":"bench:{room}","data":{data}}}"#).into_bytes()

@@ -234,7 +234,6 @@ pub fn runtime() -> monoio::FusionRuntime<
         .expect("the load generator needs a monoio runtime (io_uring or epoll)")
 }
 
-/// CPU seconds (user + system) used by this process and its waited-for children.
 /// CPU seconds (user + system) process `pid` has used, from /proc.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -246,6 +245,7 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// CPU seconds (user + system) used by this process and its waited-for children.
 pub fn cpu_seconds() -> f64 {
     use nix::sys::resource::{UsageWho, getrusage};
     let secs = |who| {

@@ -255,7 +255,9 @@ impl FrameReader {
                 OpCode::Data(Data::Text | Data::Binary) if header.rsv1 => {
                     INFLATER.with_borrow_mut(|i| match i.inflate(payload, 64 << 20) {
                         Ok(plain) => on_text(plain),
-                        Err(e) => eprintln!("bench: a compressed frame does not inflate: {}", e.reason),
+                        Err(e) => {
+                            eprintln!("bench: a compressed frame does not inflate: {}", e.reason)
+                        }
                     });
                 }
                 OpCode::Data(Data::Text | Data::Binary) => on_text(payload),

@@ -296,12 +296,10 @@ impl State {
                 key: msg_key,
                 idempotency_key,
             } => {
-                // An anonymous client's keys are its connection's own: anonymous
-                // clients are not one sender.
-                let idempotency_key = idempotency_key.map(|k| match &user {
-                    Some(_) => k.into_owned(),
-                    None => format!("{} {} {k}", shared.config.node_id, self.conns.conn_id(key)),
-                });
+                // Anonymous clients share one key space (a retry after a reconnect
+                // comes on another connection, with nothing to tie it to the first
+                // but its key): their keys must be unguessable (README).
+                let idempotency_key = idempotency_key.map(std::borrow::Cow::into_owned);
                 let origin = Origin {
                     from: user.map(|u| u.to_string()),
                     idempotency_key,

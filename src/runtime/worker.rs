@@ -399,24 +399,33 @@ impl State {
                         tag,
                         born: at,
                     });
+                    let per_subscriber = !self.shared.config.compression.shared;
                     let Self { hub, conns, .. } = self;
                     for &key in hub.subscribers(&room) {
                         let bits = conns.get_mut(key).map_or(0, |c| c.deflate);
-                        let out = if room_packs && conns.packs(&shared.bytes, bits) {
-                            let z = zipped.get_or_insert_with(|| {
-                                let bytes = packed
-                                    .get_or_make(|| Some(conns.pack(&shared.bytes)))
-                                    .cloned()?;
-                                Some(Rc::new(SharedFrame {
-                                    bytes,
+                        let out =
+                            if room_packs && per_subscriber && conns.packs(&shared.bytes, bits) {
+                                // The comparison only (compression.shared = false).
+                                Rc::new(SharedFrame {
+                                    bytes: conns.pack(&shared.bytes),
                                     tag,
                                     born: at,
-                                }))
-                            });
-                            z.as_ref().unwrap_or(&shared).clone()
-                        } else {
-                            shared.clone()
-                        };
+                                })
+                            } else if room_packs && conns.packs(&shared.bytes, bits) {
+                                let z = zipped.get_or_insert_with(|| {
+                                    let bytes = packed
+                                        .get_or_make(|| Some(conns.pack(&shared.bytes)))
+                                        .cloned()?;
+                                    Some(Rc::new(SharedFrame {
+                                        bytes,
+                                        tag,
+                                        born: at,
+                                    }))
+                                });
+                                z.as_ref().unwrap_or(&shared).clone()
+                            } else {
+                                shared.clone()
+                            };
                         conns.enqueue_with(key, Out::Shared(out), policy);
                     }
                 }
