@@ -121,9 +121,15 @@ fn inflate(payload: &[u8]) -> Vec<u8> {
     let mut d = Decompress::new(false);
     let mut input = payload.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-    let mut out = Vec::with_capacity(payload.len() * 20 + 1024);
-    d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
-        .unwrap();
+    let mut out = Vec::with_capacity(payload.len() * 4 + 1024);
+    let mut at = 0;
+    while at < input.len() || out.len() == out.capacity() {
+        out.reserve(64 << 10);
+        let before = d.total_in();
+        d.decompress_vec(&input[at..], &mut out, FlushDecompress::Sync)
+            .unwrap();
+        at += (d.total_in() - before) as usize;
+    }
     out
 }
 
@@ -281,11 +287,69 @@ fn small_windows_rooms_turned_off_and_compression_off() {
     let (v, was) = small.json();
     assert_eq!((v["data"].as_str().map(str::len), was), (Some(1000), false));
     assert!(full.json().1);
-    // A room whose prefix is off: plain for everyone.
-    n.publish("img:1", json!("z".repeat(1000)));
+    // A room whose prefix is off: plain for everyone, replays included.
+    let (epoch, _) = n.publish("img:1", json!("z".repeat(1000)));
     assert!(!small.json().1 && !full.json().1);
+    let mut late = Raw::connect(&n, "/ws", Some(OFFER));
+    late.json();
+    late.send_text(
+        &json!({"type": "sub", "room": "img:1", "since": {"epoch": epoch, "seq": 0}}).to_string(),
+        false,
+    );
+    assert_eq!(late.json().0["recovered"], true);
+    let (v, was) = late.json();
+    assert_eq!(
+        (v["seq"].as_u64(), was),
+        (Some(1), false),
+        "the replay is plain"
+    );
+    // A long message to a full-window client is compressed, however long.
+    n.publish("r", json!("w".repeat(200_000)));
+    assert!(full.json().1);
+    assert!(!small.json().1);
 
     let off = Node::start(|c| c.compression.enabled = false);
     let r = Raw::connect(&off, "/ws", Some(OFFER));
     assert_eq!(r.agreed, None);
+}
+
+#[test]
+fn a_flood_of_messages_that_inflate_large_is_closed_like_any_flood() {
+    // A hostile probe's find: ~1 KB frames inflating to 700 KB each were never
+    // closed (each one larger than half the byte burst ended its own overrun) and
+    // were inflated before the rate check.
+    let n = Node::start(|_| {});
+    let mut bad = Raw::connect(&n, "/ws", Some(OFFER));
+    bad.json();
+    let body = format!(r#"{{"type":"ping","pad":"{}"}}"#, "a".repeat(700_000));
+    let frame = client_frame(0xc1, &deflate(body.as_bytes()));
+    assert!(frame.len() < 2000);
+    let mut w = bad.s.try_clone().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_secs(6)
+                && !stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                if w.write_all(&frame).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let t = std::time::Instant::now();
+    let code = bad.close_code();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(code, 4029);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    flood.join().unwrap();
+    // Refused messages were not inflated: far fewer than were sent.
+    let inflated = metric(n.api, "ringway_inflate_messages_total");
+    assert!(inflated < 50.0, "{inflated} messages inflated");
 }

@@ -82,11 +82,15 @@ impl RateLimiter {
         }
         let recovered = (!msg_on || self.messages >= r.message_burst as f32 / 2.0)
             && (!byte_on || self.bytes >= r.byte_burst as f32 / 2.0);
-        if recovered {
-            self.over_since = NOT_OVER;
-        }
         let msg_ok = !msg_on || self.messages >= 1.0;
         let byte_ok = !byte_on || self.bytes >= len as f32;
+        // An overrun ends with a message let through once the buckets refilled to
+        // half: not merely with buckets at half, which a message larger than half
+        // the byte burst never gets through (each such message would start a new
+        // overrun, with its own error, and never be closed).
+        if recovered && msg_ok && byte_ok {
+            self.over_since = NOT_OVER;
+        }
         if msg_ok && byte_ok {
             if msg_on {
                 self.messages -= 1.0;
@@ -95,6 +99,12 @@ impl RateLimiter {
                 self.bytes -= len as f32;
             }
             return Verdict::Allow;
+        }
+        // A refused message was still read (and unmasked, and checked): its bytes
+        // count, so a flood of messages too large for the bucket never lets it
+        // refill and is closed like any other flood.
+        if byte_on {
+            self.bytes = (self.bytes - len as f32).max(-(r.byte_burst as f32));
         }
         if self.over_since == NOT_OVER {
             // `now_ms` itself may be NOT_OVER once every 49 days: a moment early is fine.
@@ -110,6 +120,17 @@ impl RateLimiter {
         Verdict::Refuse {
             notify: false,
             bytes: msg_ok,
+        }
+    }
+}
+
+impl RateLimiter {
+    /// Take `len` more bytes from the byte bucket for a message already let through
+    /// (what a compressed message inflated to, beyond its compressed size): the next
+    /// messages wait for it. The bucket may go below zero, down to one burst.
+    pub fn charge(&mut self, len: usize, r: &Rates) {
+        if r.bytes_per_second > 0 {
+            self.bytes = (self.bytes - len as f32).max(-(r.byte_burst as f32));
         }
     }
 }
@@ -238,11 +259,66 @@ mod tests {
                 bytes: true
             }
         );
-        assert_eq!(
-            l.check(500, 1000, &r),
-            Verdict::Allow,
-            "500 ms refilled 500 bytes"
+        assert!(
+            matches!(
+                l.check(500, 1000, &r),
+                Verdict::Refuse { notify: false, .. }
+            ),
+            "the refused 1,000 bytes were read: they count too"
         );
+        assert_eq!(
+            l.check(3000, 1000, &r),
+            Verdict::Allow,
+            "refilled once the client slowed down"
+        );
+    }
+
+    #[test]
+    fn a_flood_of_messages_over_half_the_byte_burst_is_closed_with_one_error() {
+        // A hostile probe's find: each 700-byte message (burst 1000) found the
+        // bucket over half full, ended the overrun, was refused and started another,
+        // with its own error, forever.
+        let r = Rates {
+            messages_per_second: 0,
+            bytes_per_second: 1000,
+            byte_burst: 1000,
+            ..RATES
+        };
+        let mut l = RateLimiter::new(&r, 0);
+        let (mut errors, mut closed) = (0, None);
+        for t in 0..5000u32 {
+            match l.check(t, 700, &r) {
+                Verdict::Allow => {}
+                Verdict::Refuse { notify, .. } => errors += u32::from(notify),
+                Verdict::Close => {
+                    closed = Some(t);
+                    break;
+                }
+            }
+        }
+        assert!(closed.is_some_and(|t| t <= 2100), "closed at {closed:?}");
+        assert_eq!(errors, 1);
+    }
+
+    #[test]
+    fn inflated_bytes_are_charged_after_the_fact() {
+        let r = Rates {
+            bytes_per_second: 1000,
+            byte_burst: 2000,
+            ..RATES
+        };
+        let mut l = RateLimiter::new(&r, 0);
+        assert_eq!(l.check(0, 100, &r), Verdict::Allow);
+        l.charge(1900, &r); // it inflated to 2,000 bytes
+        assert!(matches!(l.check(0, 1, &r), Verdict::Refuse { .. }));
+        assert_eq!(
+            l.check(1000, 500, &r),
+            Verdict::Allow,
+            "a second refilled 1,000"
+        );
+        // Never more than one burst in debt.
+        l.charge(1 << 30, &r);
+        assert_eq!(l.check(4000, 1000, &r), Verdict::Allow);
     }
 
     #[test]

@@ -10,6 +10,14 @@ use crate::metrics::histogram::now_ns;
 use crate::ws::deflate::{Agreed, Deflater};
 use crate::ws::frame::server_payload;
 
+/// The room of a `msg` frame's payload (`{"type":"msg","room":"..."`, as
+/// `protocol::msg_frame` writes it; room names hold no quote or backslash).
+fn msg_room(payload: &[u8]) -> Option<&str> {
+    let rest = payload.strip_prefix(br#"{"type":"msg","room":""#)?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 /// A worker's compressor, made on first use.
 #[derive(Debug, Default)]
 pub struct Packer {
@@ -51,9 +59,12 @@ impl Conns {
         packed
     }
 
-    /// A connection's own frame as it should go to it: compressed when it packs.
+    /// A connection's own frame as it should go to it: compressed when it packs,
+    /// unless it is a room's message (a replay) in a room whose compression is off.
     pub fn own_frame(&mut self, frame: Bytes, bits: u8) -> Bytes {
-        if self.packs(&frame, bits) {
+        let off = msg_room(server_payload(&frame))
+            .is_some_and(|room| !self.shared.config.compression.room_on(room));
+        if !off && self.packs(&frame, bits) {
             self.pack(&frame)
         } else {
             frame

@@ -19,7 +19,7 @@ use crate::hub::Origin;
 use crate::metrics::histogram::now_ns;
 use crate::protocol::{self, ErrorCode};
 use crate::ws::close;
-use crate::ws::frame::{DataKind, Event, Payload, encode, encode_close};
+use crate::ws::frame::{DataKind, Event, encode, encode_close};
 use crate::ws::handshake::{Accepted, Endpoint};
 
 impl State {
@@ -103,37 +103,7 @@ impl State {
     /// One WebSocket event from an open connection.
     pub fn on_event(&mut self, key: ConnKey, event: Event<'_>) {
         match event {
-            Event::Message(kind, payload) => {
-                self.conns.stats.messages_in += 1;
-                let Some(endpoint) = self.conns.get_mut(key).map(|c| c.endpoint) else {
-                    return;
-                };
-                match (endpoint, kind) {
-                    (Endpoint::Echo, _) => {
-                        let op = match kind {
-                            DataKind::Text => OpCode::Data(Data::Text),
-                            DataKind::Binary => OpCode::Data(Data::Binary),
-                        };
-                        self.conns
-                            .enqueue(key, Out::Own(encode(op, payload.as_slice())));
-                    }
-                    (Endpoint::Client, DataKind::Text) => self.on_request(key, payload.as_slice()),
-                    (Endpoint::Client, DataKind::Binary) => {
-                        // Refused, but counted like any message: an error answered
-                        // per frame must not be free.
-                        if !self.within_rate(key, payload.as_slice().len()) {
-                            return;
-                        }
-                        let frame = protocol::error_frame(
-                            ErrorCode::Unsupported,
-                            "ringway.v1 messages are JSON text frames; binary frames are not accepted",
-                            None,
-                            None,
-                        );
-                        self.conns.enqueue(key, Out::Own(frame));
-                    }
-                }
-            }
+            Event::Message(kind, payload) => self.on_message(key, kind, payload.as_slice(), false),
             Event::Ping(payload) => {
                 // Pings cost a pong: they count against the rate like messages (a
                 // refused one goes unanswered).
@@ -159,10 +129,52 @@ impl State {
         }
     }
 
-    /// A permessage-deflate message: inflate it in the worker's scratch (bounded by
-    /// `limits.max_message_size` as it grows: 1009 past it), check a text message's
-    /// UTF-8 (1007), and go on as with any message.
+    /// A complete data message. `rated`: it was already counted against the rate
+    /// limits (a compressed message is, before it is inflated).
+    fn on_message(&mut self, key: ConnKey, kind: DataKind, payload: &[u8], rated: bool) {
+        self.conns.stats.messages_in += 1;
+        let Some(endpoint) = self.conns.get_mut(key).map(|c| c.endpoint) else {
+            return;
+        };
+        match (endpoint, kind) {
+            (Endpoint::Echo, _) => {
+                let op = match kind {
+                    DataKind::Text => OpCode::Data(Data::Text),
+                    DataKind::Binary => OpCode::Data(Data::Binary),
+                };
+                self.conns.enqueue(key, Out::Own(encode(op, payload)));
+            }
+            (Endpoint::Client, DataKind::Text) => {
+                if rated || self.within_rate(key, payload.len()) {
+                    self.handle_request(key, payload, Pass::Ask);
+                }
+            }
+            (Endpoint::Client, DataKind::Binary) => {
+                // Refused, but counted like any message: an error answered per frame
+                // must not be free.
+                if !rated && !self.within_rate(key, payload.len()) {
+                    return;
+                }
+                let frame = protocol::error_frame(
+                    ErrorCode::Unsupported,
+                    "ringway.v1 messages are JSON text frames; binary frames are not accepted",
+                    None,
+                    None,
+                );
+                self.conns.enqueue(key, Out::Own(frame));
+            }
+        }
+    }
+
+    /// A permessage-deflate message: counted against the rate limits as it came
+    /// (a refused one is not inflated), inflated in the worker's scratch (bounded by
+    /// `limits.max_message_size` as it grows: 1009 past it), what it inflated to
+    /// charged to the byte rate, its UTF-8 checked (1007), then as any message.
     fn on_compressed(&mut self, key: ConnKey, kind: DataKind, compressed: &[u8]) {
+        let echo = self.conns.get_mut(key).map(|c| c.endpoint) == Some(Endpoint::Echo);
+        if !echo && !self.within_rate(key, compressed.len()) {
+            return;
+        }
         let max = self.shared.config.limits.max_message_size;
         let mut inflater = self.inflater.take().unwrap_or_default();
         match inflater.inflate(compressed, max) {
@@ -171,11 +183,16 @@ impl State {
                 d.inflated += 1;
                 d.inflated_in += compressed.len() as u64;
                 d.inflated_out += plain.len() as u64;
+                let rates = self.shared.config.limits.rates();
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.rate
+                        .charge(plain.len().saturating_sub(compressed.len()), &rates);
+                }
                 if kind == DataKind::Text && std::str::from_utf8(plain).is_err() {
                     self.conns
                         .close(key, close::INVALID_DATA, "invalid UTF-8 in text");
                 } else {
-                    self.on_event(key, Event::Message(kind, Payload::Borrowed(plain)));
+                    self.on_message(key, kind, plain, !echo);
                 }
             }
             Err(v) => {
@@ -227,14 +244,6 @@ impl State {
                 false
             }
         }
-    }
-
-    /// One `ringway.v1` request.
-    fn on_request(&mut self, key: ConnKey, text: &[u8]) {
-        if !self.within_rate(key, text.len()) {
-            return;
-        }
-        self.handle_request(key, text, Pass::Ask);
     }
 
     /// Carry out a request (`pass`: where it stands with the app's authorization;

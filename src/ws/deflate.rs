@@ -35,9 +35,11 @@ pub struct Agreed {
 }
 
 impl Agreed {
-    /// Whether a message of `len` bytes may be sent to this client compressed.
+    /// Whether a message of `len` bytes may be sent to this client compressed:
+    /// always with the full window (ringway's compressor uses 15 bits), and with a
+    /// smaller one when the message is no longer than the window.
     pub fn fits(self, len: usize) -> bool {
-        len <= 1usize << self.server_window_bits
+        self.server_window_bits >= 15 || len <= 1usize << self.server_window_bits
     }
 }
 
@@ -296,7 +298,7 @@ impl Inflater {
             self.out = Vec::new();
         }
         self.out.clear();
-        for part in [compressed, &TAIL[..]] {
+        'parts: for part in [compressed, &TAIL[..]] {
             let mut input = part;
             loop {
                 if self.out.len() > max {
@@ -320,11 +322,11 @@ impl Inflater {
                 let used = (self.d.total_in() - before) as usize;
                 input = &input[used..];
                 let full = self.out.len() == self.out.capacity();
-                if status == Status::StreamEnd && !input.is_empty() {
-                    return Err(Violation {
-                        code: close::INVALID_DATA,
-                        reason: "data after the end of the compressed stream",
-                    });
+                if status == Status::StreamEnd {
+                    // A message may end with a final block (BFINAL, RFC 7692
+                    // §7.2.3.4): DEFLATE stops there, and what follows (the tail
+                    // added above, the RFC example's padding byte) is not read.
+                    break 'parts;
                 }
                 if input.is_empty() && !full {
                     break;
@@ -466,6 +468,34 @@ mod tests {
     }
 
     #[test]
+    fn messages_ending_in_a_final_block_inflate() {
+        let mut i = Inflater::default();
+        // RFC 7692 §7.2.3.4: "Hello" in a block with BFINAL set.
+        assert_eq!(
+            i.inflate(&[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00], 5)
+                .unwrap(),
+            b"Hello"
+        );
+        // A final stored block; what follows a final block is not read (DEFLATE
+        // ends there), as RFC 7692 §7.2.2's decompression does.
+        assert_eq!(
+            i.inflate(&[0x01, 0x02, 0x00, 0xfd, 0xff, b'h', b'i'], 5)
+                .unwrap(),
+            b"hi"
+        );
+        assert_eq!(
+            i.inflate(&[0x01, 0x02, 0x00, 0xfd, 0xff, b'h', b'i', 0x00, 0x17], 5)
+                .unwrap(),
+            b"hi"
+        );
+        assert_eq!(
+            i.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 5)
+                .unwrap(),
+            b"Hello"
+        );
+    }
+
+    #[test]
     fn a_bomb_stops_at_the_limit_and_garbage_is_invalid() {
         let mut d = Deflater::new(9);
         let zeros = vec![0u8; 8 << 20];
@@ -495,6 +525,10 @@ mod tests {
             server_window_bits: 8,
         };
         assert!(a.fits(256) && !a.fits(257));
+        let full = Agreed {
+            server_window_bits: 15,
+        };
+        assert!(full.fits(1 << 20), "the full window takes any length");
         // What ringway sends such a client: a message within its window, compressed
         // with the full window, inflates under a small window (flate2 offers 9 bits
         // at least: 512 bytes; for 8 the argument is the same, no back-reference
