@@ -169,8 +169,15 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
                     let c = counts.borrow();
                     let _ = tx.send((c.ok, c.failed, c.took_us.clone()));
                 }
+                // Held, answering the server's pings (see `Held::keep_alive`).
+                let mut scratch = vec![0u8; 16 << 10];
+                let mut next = Instant::now() + wsclient::KEEP_ALIVE_EVERY;
                 while hold && !release.load(Ordering::Relaxed) {
                     monoio::time::sleep(Duration::from_millis(50)).await;
+                    if Instant::now() >= next {
+                        held.borrow_mut().retain_mut(|h| h.keep_alive(&mut scratch));
+                        next = Instant::now() + wsclient::KEEP_ALIVE_EVERY;
+                    }
                 }
             });
         }));

@@ -267,8 +267,23 @@ async fn open_and_hold(
     }
     let _ = done.send(opened);
     let deadline = Instant::now() + hold;
+    // Held, answering the server's pings as a browser would (else the server
+    // rightly closes them at its idle timeout and nothing is held).
+    let mut scratch = vec![0u8; 16 << 10];
+    let mut next = Instant::now() + wsclient::KEEP_ALIVE_EVERY;
     while !release.load(Ordering::Relaxed) && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(100)).await;
+        if Instant::now() >= next {
+            let before = held.len();
+            held.retain_mut(|h| h.keep_alive(&mut scratch));
+            if held.len() < before {
+                eprintln!(
+                    "bench idle: the server closed {} held connections",
+                    before - held.len()
+                );
+            }
+            next = Instant::now() + wsclient::KEEP_ALIVE_EVERY;
+        }
     }
     drop(held);
 }

@@ -13,7 +13,7 @@
 // can be tested without rebuilding ringway.
 
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import net from "node:net";
@@ -109,6 +109,23 @@ async function test(name, fn) {
     results.push({ name, ok: false });
     console.log(`FAIL ${name}: ${e.stack || e}`);
   }
+}
+
+// SIGSTOP, and wait until every thread of the process is stopped: kill() returns
+// before a busy machine gets round to stopping them, and a test that counts on the
+// node not answering must not race it.
+async function stopProcess(proc) {
+  proc.kill("SIGSTOP");
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    const states = readdirSync(`/proc/${proc.pid}/task`).map((t) => {
+      const stat = readFileSync(`/proc/${proc.pid}/task/${t}/stat`, "utf8");
+      return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    });
+    if (states.every((s) => s === "T" || s === "t")) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error("the node did not stop within 5 s of SIGSTOP");
 }
 
 function assert(cond, msg) {
@@ -370,7 +387,7 @@ await test("the heartbeat watchdog notices a dead socket and reconnects", async 
     await page.waitForFunction(() => window.w.state === "open");
     // Freeze the node: its sockets stay open but nothing comes back, like a dead
     // peer behind a NAT that dropped the flow.
-    node.proc.kill("SIGSTOP");
+    await stopProcess(node.proc);
     await page.waitForFunction(() => window.w.state === "reconnecting", null, { timeout: 5000 });
     const log = await page.evaluate(() => window.log);
     assert(log.some(([e, r]) => e === "error" && /no traffic/.test(r || "")), JSON.stringify(log));
@@ -449,7 +466,7 @@ await test("a publish cut off by a dead socket rejects with disconnected, and it
       await new Promise((r) => listener.addEventListener("subscribed", r));
     }, `ws://127.0.0.1:${node.ws}/ws`);
     await page.waitForFunction(() => window.w.state === "open");
-    node.proc.kill("SIGSTOP"); // the publish goes out, its ack cannot come back
+    await stopProcess(node.proc); // the publish goes out, its ack cannot come back
     const first = await page.evaluate(() => window.w.publish("pub:retry", "once", { idempotencyKey: true })
       .then((a) => ({ resolved: a }), (e) => ({ code: e.code, idempotencyKey: e.idempotencyKey })));
     node.proc.kill("SIGCONT");
