@@ -65,7 +65,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Bench(args)) => return ringway::bench::run(args),
-        Some(Command::Check(args)) => return check(args),
+        Some(Command::Check(mut args)) => {
+            // `ringway --config FILE check` means that file too.
+            if args.serve.config.is_none() {
+                args.serve.config = cli.serve.config.clone();
+            }
+            return check(args);
+        }
         Some(Command::Token(args)) => {
             let (token, warning) = args.mint().map_err(anyhow::Error::msg)?;
             if let Some(w) = warning {

@@ -46,6 +46,10 @@ fn check_rejects_an_invalid_config_naming_the_key() {
     let (code, text) = ringway(&["check", "--config", path.to_str().unwrap()]);
     assert_ne!(code, 0, "{text}");
     assert!(text.contains("max_frame_size"), "{text}");
+    // The file given before the subcommand is the one checked too.
+    let (code, text) = ringway(&["--config", path.to_str().unwrap(), "check"]);
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("max_frame_size"), "{text}");
 }
 
 #[test]
