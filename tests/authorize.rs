@@ -314,3 +314,31 @@ fn requests_waiting_for_the_app_keep_their_order_and_anonymous_ones_ask_too() {
         .count();
     assert_eq!(pubs, 1);
 }
+
+#[test]
+fn a_connection_may_keep_only_32_requests_waiting_for_the_app() {
+    let app = App::start(|_| {
+        std::thread::sleep(Duration::from_millis(800));
+        (200, r#"{"allow":true}"#.into())
+    });
+    let n = node(&app, |c| c.hooks.authorize_timeout_ms = 2_000);
+    let mut alice = connect(&n, "alice");
+    for i in 0..40 {
+        alice.send(json!({"type": "sub", "room": format!("private:{i}"), "ref": i}));
+    }
+    // The 8 over the bound are refused at once; the 32 are answered once the app is.
+    let mut unavailable = Vec::new();
+    let mut subscribed = 0;
+    while subscribed + unavailable.len() < 40 {
+        let v = alice.recv();
+        match (v["type"].as_str(), v["code"].as_str()) {
+            (Some("subscribed"), _) => subscribed += 1,
+            (Some("error"), Some("unavailable")) => unavailable.push(v["ref"].as_u64().unwrap()),
+            _ => panic!("{v}"),
+        }
+    }
+    assert_eq!(
+        (subscribed, unavailable),
+        (32, (32..40).collect::<Vec<u64>>())
+    );
+}
