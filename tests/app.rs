@@ -310,7 +310,13 @@ fn the_app_reads_a_rooms_history_to_resync() {
         (&empty["epoch"], &empty["messages"]),
         (&Value::Null, &json!([]))
     );
-    for bad in ["?since=x", "?limit=0", "?limit=1001", "?what=1"] {
+    for bad in [
+        "?since=x",
+        "?limit=0",
+        "?limit=1001",
+        "?what=1",
+        "?limit=2&limit=3",
+    ] {
         let (status, body) = n.get(&format!("/v1/history/chat:h{bad}"));
         assert_eq!(status, 400, "{bad}: {body}");
     }

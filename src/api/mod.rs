@@ -396,8 +396,13 @@ async fn gather(w: &Rc<Worker>, query: Query) -> Option<Reply> {
 /// name order, with their subscriber counts; `next` is the `after` of the next page.
 async fn rooms(w: &Rc<Worker>, query: Option<&str>) -> Response {
     let (mut after, mut limit) = (String::new(), 100u32);
+    let mut seen = Vec::new();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let bad = |what: &str| Response::error(400, &format!("{k}={v}: {what}"));
+        if seen.contains(&k) {
+            return bad("given twice; give each parameter once");
+        }
+        seen.push(k.clone());
         match &*k {
             "after" => after = v.into_owned(),
             "limit" => match v.parse() {
@@ -517,8 +522,13 @@ async fn history(w: &Rc<Worker>, encoded: &str, query: Option<&str>) -> Response
         return Response::error(400, "not a valid room name");
     }
     let (mut since, mut limit) = (0u64, 100usize);
+    let mut seen = Vec::new();
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let bad = |what: &str| Response::error(400, &format!("{k}={v}: {what}"));
+        if seen.contains(&k) {
+            return bad("given twice; give each parameter once");
+        }
+        seen.push(k.clone());
         match &*k {
             "since" => match v.parse() {
                 Ok(n) => since = n,
