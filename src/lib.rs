@@ -32,6 +32,8 @@
 //! | [`conn`]     | sans-IO connection state: outbound queue, rate limits, deadlines, TLS session, what a request amounts to, the timer wheel |
 //! | [`metrics`]  | per-worker counters, the latency histogram, Prometheus text |
 //! | [`mesh`]     | links between nodes: sans-IO wire codec and auth, link threads, a sink for what arrives |
+//! | [`store`]    | room history on disk: the segment log's records (sans-IO) |
+//! | [`hooks`]    | what the node tells and asks the app: webhooks, the authorization and connect callbacks |
 //! | [`client`]   | the embedded browser client (`/client.js`) and demo page |
 //! | [`runtime`]  | workers: the hub's executor, connection tasks, admission, deadlines, drain, mailboxes, listeners, probes |
 //! | [`api`]      | the HTTP API, on the workers |
@@ -62,6 +64,7 @@ pub mod protocol;
 pub(crate) mod runtime;
 #[cfg(test)]
 mod sim;
+pub mod store;
 pub mod ws;
 
 pub use config::Config;
