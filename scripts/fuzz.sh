@@ -5,7 +5,7 @@
 #   scripts/fuzz.sh 600 ws_frame token  # some targets
 #
 # Targets (tests/fuzz/fuzz_targets/, harnesses in tests/fuzz/harness.rs): ws_frame,
-# handshake, client_protocol, mesh_wire, token, api_http, deflate_offer, inflate. Needs a nightly toolchain (installed
+# handshake, client_protocol, mesh_wire, token, api_http, deflate_offer, inflate, segment. Needs a nightly toolchain (installed
 # with rustup if missing) and cargo-fuzz (installed with cargo if missing). Each
 # target starts from tests/fuzz/regressions/<target>/ plus its own growing corpus
 # (tests/fuzz/corpus/, not committed). A crash is copied into
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 F=tests/fuzz
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(ws_frame handshake client_protocol mesh_wire token api_http deflate_offer inflate)
+    targets=(ws_frame handshake client_protocol mesh_wire token api_http deflate_offer inflate segment)
 fi
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

@@ -18,7 +18,7 @@ use tungstenite::handshake::machine::TryParse;
 pub type Harness = fn(&[u8]);
 
 /// Every target, by name.
-pub const TARGETS: [(&str, Harness); 8] = [
+pub const TARGETS: [(&str, Harness); 9] = [
     ("ws_frame", ws_frame),
     ("handshake", handshake),
     ("client_protocol", client_protocol),
@@ -27,7 +27,27 @@ pub const TARGETS: [(&str, Harness); 8] = [
     ("api_http", api_http),
     ("deflate_offer", deflate_offer),
     ("inflate", inflate),
+    ("segment", segment),
 ];
+
+/// The segment log reader (`store::record::scan`) on any bytes: no panic; the good
+/// records it returns, written again, are exactly the valid prefix it reports, and
+/// reading that prefix again is clean.
+pub fn segment(data: &[u8]) {
+    use ringway::store::record::{End, scan};
+    let (records, end) = scan(data);
+    let valid = match end {
+        End::Clean => data.len(),
+        End::Torn { valid } | End::Corrupt { valid } => valid,
+    };
+    let mut again = Vec::new();
+    for r in &records {
+        r.encode(&mut again);
+    }
+    assert_eq!(again, &data[..valid]);
+    let (twice, end) = scan(&data[..valid]);
+    assert_eq!((twice.len(), end), (records.len(), End::Clean));
+}
 
 /// The permessage-deflate offer parser: any header lines (split at `\n`) give no
 /// panic; what is agreed is a window of 8 to 15 bits, and the response, offered
