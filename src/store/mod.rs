@@ -5,8 +5,10 @@
 //! | module     | job |
 //! |------------|-----|
 //! | [`record`] | sans-IO: the record format (length, CRC32C, body) and reading a segment back, torn tails and corrupt records found |
+//! | [`segment`] | one worker's segment files: open (read back, repair), append, flush with an fsync policy, delete what left the window |
 //!
-//! So far only the record format exists; the writer (segments, fsync policy,
-//! deletion past the replay window) and the restart path are the next steps.
+//! Not wired in yet: the hub handing stamped messages to the log and rebuilding its
+//! rooms from it on start are the next steps.
 
 pub mod record;
+pub mod segment;
