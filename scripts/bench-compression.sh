@@ -11,6 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-2} rate=${2:-20}
+case "$rounds$rate" in
+  *[!0-9]*) echo "usage: scripts/bench-compression.sh [ROUNDS] [RATE]   (defaults 2 and 20 msg/s)" >&2; exit 2 ;;
+esac
 bin=${RINGWAY_BIN:-target/release/ringway}
 [ -x "$bin" ] || cargo build --release
 ws=127.0.0.1:18580 api=127.0.0.1:18581

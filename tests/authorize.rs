@@ -233,6 +233,11 @@ fn a_silent_app_refuses_and_the_connection_is_served_while_it_waits() {
         (&json!("error"), &json!("forbidden"), &json!("s")),
         "{e}"
     );
+    // Not the words of a refusal: the app was not heard.
+    assert!(
+        e["reason"].as_str().unwrap().contains("could not be asked"),
+        "{e}"
+    );
     let waited = t0.elapsed();
     assert!(
         waited >= Duration::from_millis(350) && waited < Duration::from_millis(1400),

@@ -38,7 +38,7 @@ pub struct FanoutArgs {
     /// Send this JSON document in every message (after the timestamp) instead of
     /// --size bytes of padding: realistic payloads for measuring compression
     /// (`benches/payloads/`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "size")]
     pub payload: Option<std::path::PathBuf>,
     /// Seconds to publish.
     #[arg(long, default_value_t = 10)]

@@ -309,11 +309,23 @@ impl Authorizer {
             Verdict::Failed { .. } => &s.errors,
         };
         c.fetch_add(1, Ordering::Relaxed);
-        if let Verdict::Failed { why, .. } = v {
+        if let Verdict::Failed { why, timeout } = v {
+            let why = if *timeout {
+                format!(
+                    "no answer within hooks.authorize_timeout_ms ({} ms)",
+                    self.cfg.authorize_timeout_ms
+                )
+            } else {
+                why.clone()
+            };
             warn!(
                 url = %self.cfg.authorize_url,
-                "authorization callback failed: {why}; the request is {} (hooks.authorize_fail_open)",
-                if self.cfg.authorize_fail_open { "allowed" } else { "refused" }
+                "authorization callback failed: {why}; the request is {}",
+                if self.cfg.authorize_fail_open {
+                    "allowed (hooks.authorize_fail_open is on)"
+                } else {
+                    "refused (hooks.authorize_fail_open is off)"
+                }
             );
         }
         self.latency

@@ -54,8 +54,10 @@ pub enum Pass {
     Ask,
     /// The app allowed it (or failed, failing open).
     Allowed,
-    /// The app refused it (or failed, failing closed).
+    /// The app refused it.
     Refused,
+    /// The app did not answer usably, and failures refuse (fail closed).
+    Unanswered,
 }
 
 /// What to do with a request now.
@@ -81,22 +83,27 @@ impl State {
         let Some(authorizer) = self.shared.authorizer.clone() else {
             return Gatekeep::Go;
         };
-        let refuse = |this: &mut Self| {
-            let reason = format!(
-                "the app does not allow you to {} in this room",
-                match action {
-                    Action::Subscribe => "subscribe",
-                    Action::Publish => "publish",
-                    Action::Send => "send direct messages",
-                }
-            );
+        let refuse = |this: &mut Self, answered: bool| {
+            let what = match action {
+                Action::Subscribe => "subscribe",
+                Action::Publish => "publish",
+                Action::Send => "send direct messages",
+            };
+            let reason = if answered {
+                format!("the app does not allow you to {what} in this room")
+            } else {
+                format!(
+                    "the app could not be asked whether you may {what} in this room; retry later"
+                )
+            };
             let frame = protocol::error_frame(ErrorCode::Forbidden, &reason, Some(room), reference);
             this.conns.enqueue(key, Out::Own(frame));
             Gatekeep::Done
         };
         match pass {
             Pass::Allowed => return Gatekeep::Go,
-            Pass::Refused => return refuse(self),
+            Pass::Refused => return refuse(self, true),
+            Pass::Unanswered => return refuse(self, false),
             Pass::Ask => {}
         }
         let Some(conn) = self.conns.get_mut(key) else {
@@ -145,7 +152,7 @@ impl State {
                     .stats
                     .cache_hits
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                refuse(self)
+                refuse(self, true)
             }
             Check::Waiting => {
                 *self.permits.parked.entry(key).or_default() += 1;
@@ -196,7 +203,7 @@ impl State {
             Verdict::Allow { .. } => Pass::Allowed,
             Verdict::Deny { .. } => Pass::Refused,
             Verdict::Failed { .. } if fail_open => Pass::Allowed,
-            Verdict::Failed { .. } => Pass::Refused,
+            Verdict::Failed { .. } => Pass::Unanswered,
         };
         for p in released {
             if let Some(n) = self.permits.parked.get_mut(&p.conn) {
