@@ -190,7 +190,10 @@ impl Held {
             }
             match header.opcode {
                 OpCode::Control(Control::Ping) => {
-                    pongs.extend_from_slice(&control_frame(Control::Pong, &plain[at + hlen..end]));
+                    pongs.extend_from_slice(&masked_frame(
+                        OpCode::Control(Control::Pong),
+                        &plain[at + hlen..end],
+                    ));
                 }
                 OpCode::Control(Control::Close) => return false,
                 _ => {}
@@ -226,27 +229,6 @@ impl Held {
         }
         true
     }
-}
-
-/// A masked client control frame.
-fn control_frame(kind: Control, payload: &[u8]) -> Vec<u8> {
-    let mask: [u8; 4] = fastrand::u32(..).to_ne_bytes();
-    let header = FrameHeader {
-        is_final: true,
-        rsv1: false,
-        rsv2: false,
-        rsv3: false,
-        opcode: OpCode::Control(kind),
-        mask: Some(mask),
-    };
-    let mut out = Vec::with_capacity(6 + payload.len());
-    header
-        .format(payload.len() as u64, &mut out)
-        .expect("writing to a Vec");
-    let start = out.len();
-    out.extend_from_slice(payload);
-    unmask(&mut out[start..], mask);
-    out
 }
 
 /// Connect from `source`, do the TLS handshake when [`set_tls`] was called, and
@@ -324,13 +306,18 @@ pub async fn open(
 
 /// A masked client text frame.
 pub fn text_frame(payload: &[u8]) -> Vec<u8> {
+    masked_frame(OpCode::Data(Data::Text), payload)
+}
+
+/// A masked, final client frame of `opcode`.
+fn masked_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mask: [u8; 4] = fastrand::u32(..).to_ne_bytes();
     let header = FrameHeader {
         is_final: true,
         rsv1: false,
         rsv2: false,
         rsv3: false,
-        opcode: OpCode::Data(Data::Text),
+        opcode,
         mask: Some(mask),
     };
     let mut out = Vec::with_capacity(14 + payload.len());
