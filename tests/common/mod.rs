@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod cluster;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
