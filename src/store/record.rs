@@ -9,7 +9,10 @@
 //! ```
 //!
 //! little-endian. `frame` is the message's encoded WebSocket frame, as the room's
-//! ring holds it, so a restarted node replays exactly the bytes it sent.
+//! ring holds it, so a restarted node replays exactly the bytes it sent. A record
+//! with an empty frame carries no message, only the room's position (its epoch and
+//! latest seq): each new segment begins with one per room the worker owns, so a
+//! room keeps its place in the sequence after its messages' segments are deleted.
 //!
 //! Reading a segment stops at the first record that does not check out. If that
 //! record runs to the end of the file (a crash while it was being written: its

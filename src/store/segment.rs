@@ -3,13 +3,13 @@
 //! segment; past [`SEGMENT_BYTES`] a new one begins, so old history is deleted a
 //! whole file at a time once it has left the replay window.
 //!
-//! Opening the log reads every segment of the worker back (oldest first): a torn
-//! tail (a crash mid-write) is truncated, never fatal; a corrupt segment keeps its
-//! good prefix, the rest skipped, and is named in what [`Log::open`] reports.
+//! Reading the logs back at start is [`recover`](super::recover)'s job; a [`Log`]
+//! only ever appends to segments it created.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use super::record::{End, Record, scan};
 
@@ -27,7 +27,7 @@ pub enum Fsync {
     Never,
 }
 
-/// A record read back at open, owned.
+/// A record read back, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     /// The room.
@@ -38,26 +38,34 @@ pub struct Stored {
     pub seq: u64,
     /// When it was stamped, Unix ms.
     pub at_ms: u64,
-    /// The frame.
+    /// The frame (empty: a position record).
     pub frame: Vec<u8>,
 }
 
-/// What opening found besides the records.
-#[derive(Debug, Default)]
-pub struct Opened {
-    /// Segments whose tail was torn and has been truncated, with the bytes cut.
-    pub truncated: Vec<(PathBuf, u64)>,
-    /// Segments with a corrupt record: their good prefix was kept, the rest skipped.
-    pub corrupt: Vec<PathBuf>,
+/// What a log has done (plain counters: one worker writes them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogStats {
+    /// Records written.
+    pub records: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// `fdatasync` calls.
+    pub fsyncs: u64,
+    /// Time spent in them, ns.
+    pub fsync_ns: u64,
+    /// Segments deleted once out of the window.
+    pub deleted: u64,
 }
 
-/// One closed or open segment.
+/// One segment this log wrote.
 #[derive(Debug)]
 struct Segment {
     index: u64,
     path: PathBuf,
     /// Newest record's stamp time (0: none).
     newest_ms: u64,
+    /// Bytes in it.
+    bytes: u64,
 }
 
 /// A worker's log.
@@ -67,103 +75,63 @@ pub struct Log {
     worker: usize,
     segments: Vec<Segment>,
     file: File,
-    len: u64,
     buf: Vec<u8>,
     policy: Fsync,
     /// Written but not yet synced since this time (ms, the caller's clock).
     dirty_since: Option<u64>,
+    stats: LogStats,
 }
 
 impl Log {
-    /// Open (or start) worker `worker`'s log in `dir`: every stored record, oldest
-    /// first, and what was repaired. Appends go to a fresh segment.
-    pub fn open(
-        dir: &Path,
-        worker: usize,
-        policy: Fsync,
-    ) -> io::Result<(Self, Vec<Stored>, Opened)> {
+    /// Start worker `worker`'s log in `dir` with a new, empty segment numbered
+    /// `index` (higher than any segment already there).
+    pub fn create(dir: &Path, worker: usize, index: u64, policy: Fsync) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let prefix = format!("w{worker}-");
-        let mut found: Vec<(u64, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(index) = name
-                .strip_prefix(&prefix)
-                .and_then(|r| r.strip_suffix(".seg"))
-                .and_then(|i| i.parse::<u64>().ok())
-            {
-                found.push((index, path));
-            }
-        }
-        found.sort();
-        let mut stored = Vec::new();
-        let mut opened = Opened::default();
-        let mut segments = Vec::new();
-        for (index, path) in found {
-            let bytes = fs::read(&path)?;
-            let (records, end) = scan(&bytes);
-            let newest_ms = records.iter().map(|r| r.at_ms).max().unwrap_or(0);
-            stored.extend(records.into_iter().map(|r| Stored {
-                room: r.room.to_owned(),
-                epoch: r.epoch,
-                seq: r.seq,
-                at_ms: r.at_ms,
-                frame: r.frame.to_vec(),
-            }));
-            match end {
-                End::Clean => {}
-                End::Torn { valid } => {
-                    OpenOptions::new()
-                        .write(true)
-                        .open(&path)?
-                        .set_len(valid as u64)?;
-                    opened
-                        .truncated
-                        .push((path.clone(), (bytes.len() - valid) as u64));
-                }
-                End::Corrupt { .. } => opened.corrupt.push(path.clone()),
-            }
-            segments.push(Segment {
-                index,
-                path,
-                newest_ms,
-            });
-        }
-        let next = segments.last().map_or(0, |s| s.index + 1);
-        let (file, path) = create(dir, worker, next)?;
-        segments.push(Segment {
-            index: next,
-            path,
-            newest_ms: 0,
-        });
-        let log = Self {
+        let (file, path) = create(dir, worker, index)?;
+        Ok(Self {
             dir: dir.to_owned(),
             worker,
-            segments,
+            segments: vec![Segment {
+                index,
+                path,
+                newest_ms: 0,
+                bytes: 0,
+            }],
             file,
-            len: 0,
             buf: Vec::new(),
             policy,
             dirty_since: None,
-        };
-        Ok((log, stored, opened))
+            stats: LogStats::default(),
+        })
     }
 
     /// Queue a record (written at the next [`Log::flush`]).
     pub fn append(&mut self, r: &Record<'_>) {
         r.encode(&mut self.buf);
+        self.stats.records += 1;
         if let Some(s) = self.segments.last_mut() {
             s.newest_ms = s.newest_ms.max(r.at_ms);
         }
     }
 
-    /// Write what was appended, and sync as the policy says, at `now_ms`.
-    pub fn flush(&mut self, now_ms: u64) -> io::Result<()> {
+    /// Whether records wait for a [`Log::flush`].
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Write what was appended, and sync as the policy says, at `now_ms`. Returns
+    /// whether a new segment began (the caller then appends each room's position,
+    /// see the module docs of [`record`](super::record)).
+    pub fn flush(&mut self, now_ms: u64) -> io::Result<bool> {
         if !self.buf.is_empty() {
-            self.file.write_all(&self.buf)?;
-            self.len += self.buf.len() as u64;
+            let result = self.file.write_all(&self.buf);
+            let n = self.buf.len() as u64;
             self.buf.clear();
+            result?;
+            self.stats.bytes += n;
+            if let Some(s) = self.segments.last_mut() {
+                s.bytes += n;
+            }
             self.dirty_since.get_or_insert(now_ms);
         }
         let sync = match (self.policy, self.dirty_since) {
@@ -172,22 +140,38 @@ impl Log {
             (Fsync::IntervalMs(ms), Some(t)) => now_ms.saturating_sub(t) >= ms,
         };
         if sync {
-            self.file.sync_data()?;
-            self.dirty_since = None;
+            self.sync()?;
         }
-        if self.len >= SEGMENT_BYTES {
-            self.file.sync_data()?;
-            self.dirty_since = None;
-            let next = self.segments.last().map_or(0, |s| s.index + 1);
-            let (file, path) = create(&self.dir, self.worker, next)?;
-            self.file = file;
-            self.len = 0;
-            self.segments.push(Segment {
-                index: next,
-                path,
-                newest_ms: 0,
-            });
+        let full = self
+            .segments
+            .last()
+            .is_some_and(|s| s.bytes >= SEGMENT_BYTES);
+        if !full {
+            return Ok(false);
         }
+        self.sync()?;
+        let next = self.segments.last().map_or(0, |s| s.index + 1);
+        let (file, path) = create(&self.dir, self.worker, next)?;
+        self.file = file;
+        self.segments.push(Segment {
+            index: next,
+            path,
+            newest_ms: 0,
+            bytes: 0,
+        });
+        Ok(true)
+    }
+
+    /// Make everything written so far durable (`fdatasync`), whatever the policy.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty_since.is_none() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        self.file.sync_data()?;
+        self.stats.fsyncs += 1;
+        self.stats.fsync_ns += t.elapsed().as_nanos() as u64;
+        self.dirty_since = None;
         Ok(())
     }
 
@@ -201,18 +185,83 @@ impl Log {
             .count();
         for s in self.segments.drain(..old) {
             fs::remove_file(&s.path)?;
+            self.stats.deleted += 1;
         }
         Ok(old)
     }
 
-    /// Bytes on disk in this worker's segments.
+    /// Bytes on disk in this log's segments.
     pub fn disk_bytes(&self) -> u64 {
-        self.segments
-            .iter()
-            .filter_map(|s| fs::metadata(&s.path).ok())
-            .map(|m| m.len())
-            .sum()
+        self.segments.iter().map(|s| s.bytes).sum()
     }
+
+    /// Segments on disk.
+    pub fn segments(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// What the log has done.
+    pub fn stats(&self) -> LogStats {
+        self.stats
+    }
+}
+
+/// A segment file found in a data directory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Found {
+    /// Its number (segments of all workers are numbered apart from each other).
+    pub index: u64,
+    /// The worker that wrote it.
+    pub worker: usize,
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+/// Every segment file in `dir` (of any worker), oldest first.
+pub fn list(dir: &Path) -> io::Result<Vec<Found>> {
+    let mut found = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some((worker, index)) = name
+            .strip_prefix('w')
+            .and_then(|r| r.strip_suffix(".seg"))
+            .and_then(|r| r.split_once('-'))
+        else {
+            continue;
+        };
+        if let (Ok(worker), Ok(index)) = (worker.parse(), index.parse()) {
+            found.push(Found {
+                index,
+                worker,
+                path,
+            });
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Read a segment back: its good records, and how it ended.
+pub fn read(path: &Path) -> io::Result<(Vec<Stored>, End)> {
+    let bytes = fs::read(path)?;
+    let (records, end) = scan(&bytes);
+    let stored = records
+        .into_iter()
+        .map(|r| Stored {
+            room: r.room.to_owned(),
+            epoch: r.epoch,
+            seq: r.seq,
+            at_ms: r.at_ms,
+            frame: r.frame.to_vec(),
+        })
+        .collect();
+    Ok((stored, end))
 }
 
 fn create(dir: &Path, worker: usize, index: u64) -> io::Result<(File, PathBuf)> {
@@ -221,14 +270,20 @@ fn create(dir: &Path, worker: usize, index: u64) -> io::Result<(File, PathBuf)> 
     Ok((file, path))
 }
 
+/// A fresh directory for a test.
+#[cfg(test)]
+pub(crate) fn tests_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ringway-store-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("ringway-store-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
+        tests_dir(name)
     }
 
     fn rec(seq: u64, at_ms: u64, frame: &[u8]) -> Record<'_> {
@@ -242,66 +297,62 @@ mod tests {
     }
 
     #[test]
-    fn what_was_flushed_is_read_back_after_a_restart() {
-        let d = dir("restart");
-        let (mut log, stored, _) = Log::open(&d, 0, Fsync::Always).unwrap();
-        assert!(stored.is_empty());
+    fn what_was_flushed_is_read_back() {
+        let d = dir("flushed");
+        let mut log = Log::create(&d, 3, 5, Fsync::Always).unwrap();
         for seq in 1..=3 {
             log.append(&rec(seq, 100 + seq, b"frame"));
         }
-        log.flush(0).unwrap();
-        drop(log);
-        let (_, stored, opened) = Log::open(&d, 0, Fsync::Always).unwrap();
+        assert!(log.has_pending());
+        assert!(!log.flush(0).unwrap());
+        assert_eq!(log.stats().fsyncs, 1, "always: synced at the flush");
+        let found = list(&d).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].worker, found[0].index), (3, 5));
+        let (stored, end) = read(&found[0].path).unwrap();
+        assert_eq!(end, End::Clean);
         let seqs: Vec<u64> = stored.iter().map(|s| s.seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
-        assert!(opened.truncated.is_empty() && opened.corrupt.is_empty());
-        // Another worker's segments are its own.
-        let (_, other, _) = Log::open(&d, 1, Fsync::Always).unwrap();
-        assert!(other.is_empty());
+        assert_eq!(
+            log.disk_bytes(),
+            fs::metadata(&found[0].path).unwrap().len()
+        );
         let _ = fs::remove_dir_all(&d);
     }
 
     #[test]
-    fn a_torn_tail_is_truncated_and_a_corrupt_segment_named() {
-        let d = dir("torn");
-        let (mut log, _, _) = Log::open(&d, 0, Fsync::Never).unwrap();
-        log.append(&rec(1, 1, b"one"));
-        log.append(&rec(2, 2, b"two"));
-        log.flush(0).unwrap();
-        let path = log.segments[0].path.clone();
-        drop(log);
-        // A crash in the middle of a third record.
-        let mut bytes = fs::read(&path).unwrap();
-        let whole = bytes.len() as u64;
-        let mut third = Vec::new();
-        rec(3, 3, b"three").encode(&mut third);
-        bytes.extend_from_slice(&third[..third.len() - 2]);
-        fs::write(&path, &bytes).unwrap();
-        let (_, stored, opened) = Log::open(&d, 0, Fsync::Never).unwrap();
-        assert_eq!(stored.len(), 2);
-        assert_eq!(opened.truncated, [(path.clone(), third.len() as u64 - 2)]);
-        assert_eq!(fs::metadata(&path).unwrap().len(), whole);
-        // A changed byte in the first record: corrupt, named, nothing read from it.
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[12] ^= 0xff;
-        fs::write(&path, &bytes).unwrap();
-        let (_, stored, opened) = Log::open(&d, 0, Fsync::Never).unwrap();
-        assert!(stored.is_empty());
-        assert_eq!(opened.corrupt, [path]);
+    fn the_interval_policy_syncs_once_the_interval_has_passed() {
+        let d = dir("interval");
+        let mut log = Log::create(&d, 0, 0, Fsync::IntervalMs(100)).unwrap();
+        log.append(&rec(1, 1, b"a"));
+        log.flush(1_000).unwrap();
+        log.append(&rec(2, 2, b"b"));
+        log.flush(1_050).unwrap();
+        assert_eq!(log.stats().fsyncs, 0);
+        log.flush(1_100).unwrap(); // nothing new, but the first write is due
+        assert_eq!(log.stats().fsyncs, 1);
+        log.flush(1_300).unwrap();
+        assert_eq!(log.stats().fsyncs, 1, "nothing written since");
+        let mut never = Log::create(&d, 1, 0, Fsync::Never).unwrap();
+        never.append(&rec(1, 1, b"a"));
+        never.flush(0).unwrap();
+        never.flush(1 << 40).unwrap();
+        assert_eq!(never.stats().fsyncs, 0);
         let _ = fs::remove_dir_all(&d);
     }
 
     #[test]
     fn old_segments_are_deleted_whole_once_out_of_the_window() {
         let d = dir("forget");
-        let (mut log, _, _) = Log::open(&d, 0, Fsync::IntervalMs(100)).unwrap();
+        let mut log = Log::create(&d, 0, 0, Fsync::Never).unwrap();
         let big = vec![b'x'; 1 << 20];
         // 70 records of 1 MiB: a second segment begins after 64.
+        let mut rotated = 0;
         for seq in 1..=70 {
             log.append(&rec(seq, seq, &big));
-            log.flush(seq).unwrap();
+            rotated += usize::from(log.flush(seq).unwrap());
         }
-        assert_eq!(log.segments.len(), 2);
+        assert_eq!((log.segments(), rotated), (2, 1));
         assert_eq!(
             log.forget_before(64).unwrap(),
             0,
@@ -309,9 +360,34 @@ mod tests {
         );
         assert_eq!(log.forget_before(65).unwrap(), 1);
         assert!(log.disk_bytes() < 8 << 20, "{}", log.disk_bytes());
-        drop(log);
-        let (_, stored, _) = Log::open(&d, 0, Fsync::Never).unwrap();
+        let found = list(&d).unwrap();
+        assert_eq!(found.len(), 1);
+        let (stored, _) = read(&found[0].path).unwrap();
         assert_eq!(stored.first().map(|s| s.seq), Some(65));
+        assert_eq!(log.stats().deleted, 1);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn listing_ignores_what_is_not_a_segment() {
+        let d = dir("list");
+        fs::create_dir_all(&d).unwrap();
+        for name in [
+            "w0-2.seg",
+            "w1-1.seg",
+            "w0-x.seg",
+            "notes.txt",
+            "w2-3.seg.corrupt",
+        ] {
+            fs::write(d.join(name), b"").unwrap();
+        }
+        let found: Vec<(u64, usize)> = list(&d)
+            .unwrap()
+            .iter()
+            .map(|f| (f.index, f.worker))
+            .collect();
+        assert_eq!(found, [(1, 1), (2, 0)]);
+        assert!(list(&d.join("absent")).unwrap().is_empty());
         let _ = fs::remove_dir_all(&d);
     }
 }
