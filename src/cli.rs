@@ -289,6 +289,9 @@ pub struct ServeArgs {
     /// Add the conformance endpoint /echo.
     #[arg(long)]
     pub echo: bool,
+    /// Keep room history on disk in DIR, so a restarted node resumes its rooms.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Largest message a client may send, bytes.
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
@@ -390,6 +393,9 @@ impl ServeArgs {
         }
         if self.echo {
             c.echo = true;
+        }
+        if let Some(v) = &self.data_dir {
+            c.rooms.data_dir = Some(v.clone());
         }
         if let Some(v) = self.max_message_size {
             c.limits.max_message_size = v;

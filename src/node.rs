@@ -45,6 +45,18 @@ pub enum StartError {
     /// A listener could not be bound (the message names the address and the fix).
     #[error("{0}")]
     Listen(std::io::Error),
+    /// `rooms.data_dir` cannot be used.
+    #[error(
+        "cannot use the data directory {} (rooms.data_dir / --data-dir): {error}. Check that it \
+         is writable by this user and not used by another ringway node",
+        dir.display()
+    )]
+    Store {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
     /// A worker could not start its runtime.
     #[error("worker {worker} failed to start: {message}")]
     Worker {
@@ -94,6 +106,8 @@ impl Server {
             _ => None,
         };
         let workers = config.worker_count();
+        let store = crate::runtime::store::open(&config, workers)
+            .map_err(|(dir, error)| StartError::Store { dir, error })?;
         let driver = probe::io_driver();
         let backlog = config.limits.listen_backlog;
         let ws = listener::bind_shared(config.listen, workers, backlog, driver)
@@ -177,6 +191,7 @@ impl Server {
             started: std::time::Instant::now(),
             joined: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
+            store,
             config,
         });
         // The API runs on every worker too, on its handle of the API listener.

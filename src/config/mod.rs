@@ -236,6 +236,32 @@ pub struct Rooms {
     /// A user must stay joined (or gone) this long before the event is sent, in
     /// milliseconds; a reconnect inside the window sends nothing. Default 1 000.
     pub presence_debounce_ms: u64,
+    /// Keep room history on disk here (`--data-dir`): each worker appends the
+    /// messages its rooms stamp to its own segment log, and a restarted node
+    /// rebuilds every room's epoch, seq and history from it, so clients resume
+    /// `recovered:true` across restarts. Default none (history in memory only).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// When the log is synced to disk: `"always"` (before anything stamped in a
+    /// turn is delivered or acknowledged: survives a power loss), `"interval"`
+    /// (every `fsync_interval_ms`: a process crash loses nothing, a power loss up to
+    /// that much, and the rooms then restart with new epochs) or `"never"` (the
+    /// kernel writes back in its own time; same guarantees as `interval`, with a
+    /// longer window). Default `"interval"`.
+    pub fsync: FsyncPolicy,
+    /// The interval of `fsync = "interval"`, milliseconds. Default 100.
+    pub fsync_interval_ms: u64,
+}
+
+/// When the history log is synced (`rooms.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Every turn that stamped something, before it leaves the process.
+    Always,
+    /// Every `rooms.fsync_interval_ms`.
+    Interval,
+    /// Never (the kernel's write-back).
+    Never,
 }
 
 impl Limits {
@@ -254,6 +280,17 @@ impl Limits {
 }
 
 impl Rooms {
+    /// The log's fsync policy.
+    pub fn fsync_policy(&self) -> crate::store::segment::Fsync {
+        match self.fsync {
+            FsyncPolicy::Always => crate::store::segment::Fsync::Always,
+            FsyncPolicy::Interval => {
+                crate::store::segment::Fsync::IntervalMs(self.fsync_interval_ms)
+            }
+            FsyncPolicy::Never => crate::store::segment::Fsync::Never,
+        }
+    }
+
     /// The slow-consumer policy of `room` (longest matching prefix).
     pub fn policy(&self, room: &str) -> SlowPolicy {
         self.policies
@@ -470,6 +507,9 @@ impl Default for Rooms {
             policies: Vec::new(),
             presence_events: Vec::new(),
             presence_debounce_ms: 1_000,
+            data_dir: None,
+            fsync: FsyncPolicy::Interval,
+            fsync_interval_ms: 100,
         }
     }
 }
@@ -601,6 +641,12 @@ impl Config {
                 "limits.partial_budget_bytes ({}) must be at least twice limits.max_message_size ({}) so the largest message can always arrive",
                 l.partial_budget_bytes, l.max_message_size
             ));
+        }
+        if self.rooms.fsync == FsyncPolicy::Interval && self.rooms.fsync_interval_ms == 0 {
+            return bad(
+                "rooms.fsync_interval_ms must be above 0 (or set rooms.fsync = \"always\")"
+                    .to_owned(),
+            );
         }
         if self.rooms.history_budget_bytes < self.rooms.replay_bytes {
             return bad(format!(

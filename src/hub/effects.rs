@@ -77,6 +77,19 @@ pub enum HubEvent {
     },
 }
 
+/// A message the owner stamped, for the worker's log.
+#[derive(Debug)]
+pub struct Stamped {
+    /// The room.
+    pub room: Arc<str>,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The seq.
+    pub seq: u64,
+    /// The encoded frame, as the ring holds it.
+    pub frame: Bytes,
+}
+
 /// Nodes a peer message goes to (bit `i`: node `i`), encoded once for all of them.
 pub type PeerSet = u64;
 
@@ -88,6 +101,7 @@ pub struct Effects {
     pub(super) peers: VecDeque<(PeerSet, PeerMsg)>,
     pub(super) replies: VecDeque<(u64, Reply)>,
     pub(super) events: VecDeque<HubEvent>,
+    pub(super) stored: VecDeque<Stamped>,
 }
 
 impl Effects {
@@ -98,5 +112,6 @@ impl Effects {
             && self.peers.is_empty()
             && self.replies.is_empty()
             && self.events.is_empty()
+            && self.stored.is_empty()
     }
 }

@@ -295,6 +295,7 @@ mod tests {
             idempotency_keys: 1024,
             hook_publish_rooms: Vec::new(),
             hook_presence_rooms: Vec::new(),
+            durable: false,
         };
         let mut epoch = 0;
         let mut hub = Hub::new(

@@ -66,7 +66,7 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-pub use effects::{HubEvent, PeerSet, ToConn};
+pub use effects::{HubEvent, PeerSet, Stamped, ToConn};
 pub use gather::{Query, Target};
 pub use id::{ConnKey, Ms};
 pub use msg::{Mail, Origin, PeerMsg, Reply, Route, Stamp};
@@ -115,6 +115,9 @@ pub struct HubConfig {
     pub hook_publish_rooms: Vec<String>,
     /// Rooms whose joins and leaves the app hears of (patterns; empty: none).
     pub hook_presence_rooms: Vec<String>,
+    /// Stamped messages go to the worker's log (`rooms.data_dir` is set): see
+    /// [`Hub::poll_stored`].
+    pub durable: bool,
 }
 
 impl HubConfig {
@@ -145,6 +148,7 @@ impl HubConfig {
             } else {
                 Vec::new()
             },
+            durable: c.rooms.data_dir.is_some(),
         }
     }
 
@@ -212,6 +216,20 @@ impl HubStats {
 
 /// Where an epoch comes from: random in a node, seeded in the simulator.
 pub type EpochSource = Box<dyn FnMut() -> u64>;
+
+/// A room as the log kept it, for [`Hub::restore`].
+#[derive(Debug)]
+pub struct Restored {
+    /// The room.
+    pub room: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The latest seq stamped in it.
+    pub seq: u64,
+    /// Its history: `(seq, age in ms, frame)`, consecutive seqs ending at `seq`,
+    /// oldest first.
+    pub messages: Vec<(u64, Ms, bytes::Bytes)>,
+}
 
 /// One worker's router (see the module docs for what it does and how to drive it).
 pub struct Hub {
@@ -383,6 +401,16 @@ impl Hub {
         self.sessions.get(peer).copied().unwrap_or(0)
     }
 
+    /// Rooms read back from the log at start (see [`crate::store::recover`]): each
+    /// becomes an owned room with its epoch, latest seq and history, and is kept
+    /// for at least the replay window even if nobody comes back to it, so a client
+    /// that resumes finds its place. Call before any other input.
+    pub fn restore(&mut self, rooms: impl IntoIterator<Item = Restored>, now: Ms) {
+        for r in rooms {
+            self.restore_room(r, now);
+        }
+    }
+
     /// Time passed: announce settled presence changes, expire lost nodes' roster
     /// entries, age history out and forget rooms nobody needs.
     pub fn handle_tick(&mut self, now: Ms) {
@@ -418,6 +446,14 @@ impl Hub {
     /// The next answer to one of this worker's requests.
     pub fn poll_reply(&mut self) -> Option<(u64, Reply)> {
         self.out.replies.pop_front()
+    }
+
+    /// The next stamped message for the worker's log (only with
+    /// [`HubConfig::durable`]). Write it before anything else polled in the same
+    /// turn leaves the process: a message must not be seen by anyone before it is in
+    /// the log, or a restart could stamp its seq again.
+    pub fn poll_stored(&mut self) -> Option<Stamped> {
+        self.out.stored.pop_front()
     }
 
     /// When [`Hub::handle_tick`] has something to do next (`None`: nothing timed).

@@ -131,6 +131,28 @@ impl Hub {
         self.owned.get_mut(room).expect("inserted above")
     }
 
+    /// A room read back from the log becomes owned here (see [`Hub::restore`]).
+    pub(super) fn restore_room(&mut self, r: super::Restored, now: Ms) {
+        let mut evicted = EvictCounts::default();
+        let keep_until = now + self.cfg.replay_ms;
+        let room = OwnedRoom::restored(
+            (protocol::Epoch(r.epoch), r.seq),
+            (
+                self.cfg.replay_messages,
+                self.cfg.replay_ms,
+                self.cfg.replay_bytes,
+            ),
+            r.messages
+                .into_iter()
+                .map(|(seq, age, frame)| (seq, now.saturating_sub(age), frame)),
+            keep_until,
+            &mut evicted,
+        );
+        let name: Arc<str> = Arc::from(r.room);
+        self.owned.insert(name.clone(), room);
+        self.account_history(&name, 0, false, &evicted);
+    }
+
     /// Owner side of `sub`: the answer, and the roster entry. The personal room's
     /// roster is the user's connections across the cluster: the cluster-wide
     /// per-user cap is enforced here.
@@ -222,6 +244,14 @@ impl Hub {
                 seq,
                 from: origin.from.clone(),
                 data: data.to_owned(),
+            });
+        }
+        if self.cfg.durable {
+            self.out.stored.push_back(super::Stamped {
+                room: name.clone(),
+                epoch: epoch.0,
+                seq,
+                frame: frame.clone(),
             });
         }
         let tag = conflation_tag(room, key);

@@ -75,6 +75,9 @@ pub struct OwnedRoom {
     peers: u64,
     /// Identified subscribers, for presence.
     pub roster: Roster,
+    /// Not forgotten before this time even when idle (a room read back from the
+    /// log waits for its subscribers to come back).
+    keep_until: Ms,
 }
 
 impl OwnedRoom {
@@ -88,7 +91,27 @@ impl OwnedRoom {
             interested: WorkerSet::default(),
             peers: 0,
             roster: Roster::default(),
+            keep_until: 0,
         }
+    }
+
+    /// A room read back from the log at `(epoch, seq)`, its history bounded by
+    /// `(len, age, bytes)` as a new room's, holding `messages` (`(seq, at, frame)`,
+    /// consecutive and ending at `seq`), kept until `keep_until` even when idle.
+    pub fn restored(
+        (epoch, seq): (Epoch, u64),
+        (len, age, bytes): (usize, Ms, usize),
+        messages: impl Iterator<Item = (u64, Ms, Bytes)>,
+        keep_until: Ms,
+        evicted: &mut EvictCounts,
+    ) -> Self {
+        let mut room = Self::new(epoch, len, age, bytes);
+        room.seq = seq;
+        room.keep_until = keep_until;
+        for (s, at, frame) in messages {
+            room.ring.push(s, at, frame, evicted);
+        }
+        room
     }
 
     /// Stamp a message: next seq, one encoded frame, remembered for replay.
@@ -175,7 +198,8 @@ impl OwnedRoom {
     /// Forgetting it loses its history, so the next incarnation gets a new epoch.
     pub fn is_idle(&mut self, now: Ms, evicted: &mut EvictCounts) -> bool {
         self.ring.evict(now, evicted);
-        self.ring.is_empty()
+        now >= self.keep_until
+            && self.ring.is_empty()
             && self.interested.is_empty()
             && self.peers == 0
             && self.roster.is_empty()

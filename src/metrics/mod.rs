@@ -254,6 +254,29 @@ pub struct WorkerStats {
     pub interest: u64,
     /// permessage-deflate.
     pub deflate: DeflateStats,
+    /// The history log (`rooms.data_dir`).
+    pub store: StoreStats,
+}
+
+/// What a worker's history log did.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// Records written.
+    pub records: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Syncs.
+    pub fsyncs: u64,
+    /// Time spent syncing, ns.
+    pub fsync_nanos: u64,
+    /// Segments deleted once out of the window.
+    pub deleted: u64,
+    /// Writes, syncs or deletes that failed.
+    pub errors: u64,
+    /// Bytes on disk (gauge).
+    pub disk_bytes: u64,
+    /// Segment files (gauge).
+    pub segments: u64,
 }
 
 /// What permessage-deflate did on a worker.
@@ -345,7 +368,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|s| (s.worker.to_string(), s.connections)),
     );
-    let counters: [Series; 21] = [
+    let counters: [Series; 26] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -441,6 +464,31 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             |s| s.deflate.inflated_out,
         ),
         (
+            "ringway_store_records_total",
+            "Records written to the history log (rooms.data_dir): stamped messages, and each room's position at the start of a segment.",
+            |s| s.store.records,
+        ),
+        (
+            "ringway_store_bytes_written_total",
+            "Bytes written to the history log.",
+            |s| s.store.bytes,
+        ),
+        (
+            "ringway_store_fsyncs_total",
+            "Syncs of the history log (rooms.fsync).",
+            |s| s.store.fsyncs,
+        ),
+        (
+            "ringway_store_segments_deleted_total",
+            "History segments deleted once every message in them left the replay window.",
+            |s| s.store.deleted,
+        ),
+        (
+            "ringway_store_errors_total",
+            "History log writes, syncs or deletes that failed (see the log; messages are still delivered).",
+            |s| s.store.errors,
+        ),
+        (
             "ringway_idempotency_keys_forgotten_total",
             "Idempotency keys forgotten before rooms.idempotency_window_s ended, to stay under rooms.idempotency_keys.",
             |s| s.idempotency_forgotten,
@@ -454,6 +502,9 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
         "Time spent compressing messages with permessage-deflate.",
     );
     let _ = writeln!(w, "{name} {}", sum(&|s| s.deflate.nanos) as f64 / 1e9);
+    let name = "ringway_store_fsync_seconds_total";
+    header(w, name, "counter", "Time spent syncing the history log.");
+    let _ = writeln!(w, "{name} {}", sum(&|s| s.store.fsync_nanos) as f64 / 1e9);
     for (name, help, f) in counters {
         header(w, name, "counter", help);
         let _ = writeln!(w, "{name} {}", sum(&f));
@@ -567,7 +618,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|&d| (d.label().to_owned(), sum(&|s| s.disconnects[d as usize]))),
     );
-    let gauges: [Series; 7] = [
+    let gauges: [Series; 9] = [
         (
             "ringway_idempotency_keys",
             "Idempotency keys the node's room owners remember (bounded by rooms.idempotency_keys).",
@@ -587,6 +638,16 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "ringway_timer_entries",
             "Entries on the workers' timer wheels: one per open connection, plus stale ones not yet come due.",
             |s| s.timer_entries,
+        ),
+        (
+            "ringway_store_disk_bytes",
+            "Bytes of history on disk (rooms.data_dir): about what the rooms published within rooms.replay_seconds, plus one open segment per worker.",
+            |s| s.store.disk_bytes,
+        ),
+        (
+            "ringway_store_segments",
+            "History segment files on disk.",
+            |s| s.store.segments,
         ),
         (
             "ringway_history_bytes",

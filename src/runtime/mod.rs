@@ -20,6 +20,7 @@
 //! | `mailbox`     | inboxes with a doorbell |
 //! | `router`      | where the mesh's messages go (the mesh's sink) |
 //! | `listener`    | one shared listening socket per address |
+//! | `store`       | `rooms.data_dir`: read back at start, each worker's journal of what its router stamps |
 //! | `probe`, `signals` | start-up probes; SIGTERM/SIGINT |
 
 pub mod admission;
@@ -35,6 +36,7 @@ pub mod probe;
 pub mod requests;
 pub mod router;
 pub mod signals;
+pub mod store;
 pub mod worker;
 
 use std::rc::Rc;

@@ -33,6 +33,11 @@ use crate::metrics::WorkerStats;
 use crate::metrics::histogram::now_ns;
 use crate::ws::handshake::HandshakeConfig;
 
+/// Where the router's clock starts: far enough from 0 that history read back from
+/// disk can be dated before the worker started (its messages' ages are subtracted
+/// from the clock at start).
+pub const CLOCK_ORIGIN: Ms = 1 << 40;
+
 /// Size of each worker's receive scratch buffer.
 pub const SCRATCH: usize = 64 << 10;
 
@@ -79,6 +84,8 @@ pub struct Shared {
     pub joined: AtomicBool,
     /// Workers done draining (they stop together, once all are).
     pub drained: AtomicUsize,
+    /// The history directory (`rooms.data_dir`), read back at start.
+    pub store: Option<super::store::NodeStore>,
 }
 
 impl Shared {
@@ -195,6 +202,8 @@ pub struct State {
     pub(crate) inflater: Option<crate::ws::deflate::Inflater>,
     /// Rate of `/demo/token` on this worker.
     pub(crate) demo_gate: crate::conn::rate::RateLimiter,
+    /// The history log (`rooms.data_dir`).
+    pub(crate) journal: Option<super::store::Journal>,
     /// When this worker started: the origin of its ticks and milliseconds.
     started: Instant,
 }
@@ -220,12 +229,21 @@ impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
         let plain = if shared.tls.is_some() { SCRATCH } else { 0 };
         let workers = shared.mailboxes.len();
-        let hub = Hub::new(
+        let mut hub = Hub::new(
             id,
             HubConfig::from_config(&shared.config, workers),
             shared.topology(),
             Box::new(|| fastrand::u64(..)),
         );
+        let window_ms = shared.config.rooms.replay_seconds.saturating_mul(1000);
+        let journal = shared
+            .store
+            .as_ref()
+            .and_then(|s| s.take(id))
+            .map(|(log, rooms)| {
+                super::store::Journal::restore(&mut hub, rooms, CLOCK_ORIGIN);
+                super::store::Journal::new(log, window_ms)
+            });
         Self {
             id,
             shared: shared.clone(),
@@ -239,6 +257,7 @@ impl Worker {
                 identifying: HashMap::new(),
                 inflater: None,
                 demo_gate: crate::conn::rate::RateLimiter::new(&crate::client::DEMO_RATE, 0),
+                journal,
                 started: Instant::now(),
                 shared,
             }),
@@ -353,6 +372,10 @@ impl Worker {
             st.heartbeat(tick, crate::auth::unix_now());
             let ms = st.now();
             st.hub.handle_tick(ms);
+            let State { journal, hub, .. } = &mut *st;
+            if let Some(j) = journal {
+                j.tick(hub);
+            }
             st.run_hub();
             st.expire_requests();
         }
@@ -378,6 +401,11 @@ impl State {
     /// waiting requests. Called after every input to the router (see `hub`'s
     /// calling order).
     pub fn run_hub(&mut self) {
+        // First into the log: nothing stamped may be seen (delivered, acknowledged,
+        // forwarded) before it is written.
+        if let Some(j) = &mut self.journal {
+            j.write(&mut self.hub);
+        }
         while let Some(effect) = self.hub.poll_conn() {
             match effect {
                 ToConn::Send(key, frame) => self.conns.enqueue(key, Out::Own(frame)),
@@ -653,6 +681,19 @@ impl State {
         s.idempotency_keys = keys as u64;
         s.idempotency_forgotten = forgotten;
         s.timer_entries = self.conns.wheel.len() as u64;
+        if let Some(j) = &self.journal {
+            let (log, disk, segments, errors) = j.stats();
+            s.store = crate::metrics::StoreStats {
+                records: log.records,
+                bytes: log.bytes,
+                fsyncs: log.fsyncs,
+                fsync_nanos: log.fsync_ns,
+                deleted: log.deleted,
+                errors,
+                disk_bytes: disk,
+                segments: segments as u64,
+            };
+        }
         s.hub = self.hub.stats().clone();
         for (_, c) in self.conns.slab.iter() {
             s.queued_bytes += c.outq.bytes() as u64;
@@ -661,9 +702,10 @@ impl State {
         s
     }
 
-    /// The router's clock: milliseconds since this worker started.
+    /// The router's clock: milliseconds since this worker started, plus
+    /// [`CLOCK_ORIGIN`].
     pub fn now(&self) -> Ms {
-        self.started.elapsed().as_millis() as Ms
+        CLOCK_ORIGIN + self.started.elapsed().as_millis() as Ms
     }
 
     /// Milliseconds since this worker started (wrapping u32, for rate limits).

@@ -115,6 +115,7 @@ impl World {
             idempotency_keys: 1 << 20,
             hook_publish_rooms: vec!["chat:*".into()],
             hook_presence_rooms: vec!["p:*".into(), "user:*".into()],
+            durable: false,
         };
         let seeds = (0..n).map(|i| rendezvous::seed(&format!("n{i}"))).collect();
         let mut w = World {

@@ -1,0 +1,229 @@
+//! The workers' side of `rooms.data_dir`: the directory opened and read back once at
+//! start ([`open`]), and each worker's journal ([`Journal`]): what its hub stamps,
+//! written to its log before anything of the same turn leaves the process.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::hub::{Hub, Ms, Restored};
+use crate::store::record::Record;
+use crate::store::recover::{self, Plan, RoomHistory};
+use crate::store::segment::{Log, LogStats};
+
+/// What one worker starts with: its log, and the rooms it is home to.
+pub type WorkerPart = (Log, Vec<RoomHistory>);
+
+/// The data directory, locked for this process, with what each worker starts with.
+#[derive(Debug)]
+pub struct NodeStore {
+    /// Held while the node runs: a second node on the same directory is refused.
+    _lock: Flock<File>,
+    /// Each worker's log and rooms, taken by the worker as it starts.
+    parts: Mutex<Vec<Option<WorkerPart>>>,
+}
+
+impl NodeStore {
+    /// Worker `id`'s log and rooms (once).
+    pub fn take(&self, id: usize) -> Option<WorkerPart> {
+        self.parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(id)?
+            .take()
+    }
+}
+
+/// Open `rooms.data_dir` (when set): lock it, read it back, and split it among
+/// `workers`. Errors name the directory's problem; the caller adds the fix.
+pub fn open(
+    config: &Config,
+    workers: usize,
+) -> Result<Option<NodeStore>, (PathBuf, std::io::Error)> {
+    let Some(dir) = &config.rooms.data_dir else {
+        return Ok(None);
+    };
+    let fail = |e| (dir.clone(), e);
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let file = File::create(dir.join("lock")).map_err(fail)?;
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        let e = if errno == nix::errno::Errno::EWOULDBLOCK {
+            std::io::Error::other("another process holds it")
+        } else {
+            std::io::Error::from(errno)
+        };
+        fail(e)
+    })?;
+    let started = Instant::now();
+    let plan = Plan {
+        dir,
+        workers,
+        policy: config.rooms.fsync_policy(),
+        now_ms: unix_ms(),
+        window_ms: config.rooms.replay_seconds.saturating_mul(1000),
+    };
+    let home = |room: &str| crate::hub::topology::home_worker(room, workers);
+    let got = recover::recover(plan, home, &mut || fastrand::u64(..)).map_err(fail)?;
+    let r = &got.report;
+    info!(
+        dir = %dir.display(),
+        "history: read {} records from {} segments in {} ms: {} rooms, {} messages inside the replay window",
+        r.records,
+        r.files,
+        started.elapsed().as_millis(),
+        r.rooms,
+        r.messages
+    );
+    for (path, bytes) in &r.torn {
+        warn!(
+            "history: {} ended in a record cut short by a crash ({bytes} bytes): dropped, the records before it kept",
+            path.display()
+        );
+    }
+    for path in &r.corrupt {
+        error!(
+            "history: {} holds a corrupt record: the records before it were kept, the rest skipped; the file is kept as {}.corrupt for inspection (the disk may be failing)",
+            path.display(),
+            path.display()
+        );
+    }
+    if r.new_epochs {
+        warn!(
+            "history: the machine restarted since the log was written and rooms.fsync is not \"always\": the last writes may be lost, so every room starts a new epoch (clients re-sync once)"
+        );
+    }
+    let parts = got.logs.into_iter().zip(got.rooms).map(Some).collect();
+    Ok(Some(NodeStore {
+        _lock: lock,
+        parts: Mutex::new(parts),
+    }))
+}
+
+/// Unix time, ms.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One worker's log, fed from its hub.
+#[derive(Debug)]
+pub struct Journal {
+    log: Log,
+    /// The replay window, ms: segments older than it are deleted.
+    window_ms: u64,
+    /// Writes or syncs that failed.
+    errors: u64,
+    last_complaint: Option<Instant>,
+}
+
+impl Journal {
+    /// The journal of a worker that starts with `log`.
+    pub fn new(log: Log, window_ms: u64) -> Self {
+        Self {
+            log,
+            window_ms,
+            errors: 0,
+            last_complaint: None,
+        }
+    }
+
+    /// Hand `rooms` to `hub` (at start), ages measured from now.
+    pub fn restore(hub: &mut Hub, rooms: Vec<RoomHistory>, now: Ms) {
+        let unix = unix_ms();
+        hub.restore(
+            rooms.into_iter().map(|h| Restored {
+                room: h.room,
+                epoch: h.epoch,
+                seq: h.seq,
+                messages: h
+                    .messages
+                    .into_iter()
+                    .map(|m| (m.seq, unix.saturating_sub(m.at_ms), m.frame.into()))
+                    .collect(),
+            }),
+            now,
+        );
+    }
+
+    /// Write what `hub` stamped since the last call (and sync if the policy says
+    /// so). Call before anything else the hub decided in the same turn is carried
+    /// out.
+    pub fn write(&mut self, hub: &mut Hub) {
+        let at_ms = unix_ms();
+        while let Some(s) = hub.poll_stored() {
+            self.log.append(&Record {
+                room: &s.room,
+                epoch: s.epoch,
+                seq: s.seq,
+                at_ms,
+                frame: &s.frame,
+            });
+        }
+        if self.log.has_pending() {
+            self.flush(hub, at_ms);
+        }
+    }
+
+    /// Periodic upkeep: a due sync, and segments that left the window deleted.
+    pub fn tick(&mut self, hub: &Hub) {
+        let now = unix_ms();
+        self.flush(hub, now);
+        if let Err(e) = self.log.forget_before(now.saturating_sub(self.window_ms)) {
+            self.complain("cannot delete an old segment", &e);
+        }
+    }
+
+    fn flush(&mut self, hub: &Hub, now: u64) {
+        match self.log.flush(now) {
+            Ok(false) => {}
+            Ok(true) => {
+                // A new segment: it begins with every owned room's place, so the room
+                // keeps it when the segments holding its messages are deleted.
+                for (room, r) in hub.owned_rooms() {
+                    let (epoch, seq) = r.position();
+                    self.log.append(&Record {
+                        room,
+                        epoch: epoch.0,
+                        seq,
+                        at_ms: now,
+                        frame: &[],
+                    });
+                }
+                if let Err(e) = self.log.flush(now) {
+                    self.complain("cannot write the history log", &e);
+                }
+            }
+            Err(e) => self.complain("cannot write the history log", &e),
+        }
+    }
+
+    fn complain(&mut self, what: &str, e: &std::io::Error) {
+        self.errors += 1;
+        let quiet = self
+            .last_complaint
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        if !quiet {
+            self.last_complaint = Some(Instant::now());
+            error!(
+                "{what}: {e} ({} errors so far). Messages are still delivered but a restart may lose them: free space on the data directory's disk or fix its permissions",
+                self.errors
+            );
+        }
+    }
+
+    /// What the log has done, the bytes and segments on disk, and the errors.
+    pub fn stats(&self) -> (LogStats, u64, usize, u64) {
+        (
+            self.log.stats(),
+            self.log.disk_bytes(),
+            self.log.segments(),
+            self.errors,
+        )
+    }
+}

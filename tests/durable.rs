@@ -1,0 +1,300 @@
+//! History on disk (`--data-dir`): a node killed with SIGKILL and started again
+//! answers resumes `recovered:true` with every acknowledged message, whatever its
+//! worker count, and a log cut short mid-record costs only that record.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use common::{Client, Process, free_port, http};
+use serde_json::{Value, json};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ringway-durable-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn addrs() -> (SocketAddr, SocketAddr) {
+    let a = |p: u16| format!("127.0.0.1:{p}").parse().unwrap();
+    (a(free_port()), a(free_port()))
+}
+
+fn node(ws: SocketAddr, api: SocketAddr, dir: &Path, workers: &str) -> Process {
+    let dir = dir.display().to_string();
+    Process::start_at(
+        ws,
+        api,
+        &[
+            "--data-dir",
+            &dir,
+            "--workers",
+            workers,
+            "--rate-limit",
+            "0",
+        ],
+    )
+}
+
+fn publish(api: SocketAddr, room: &str, data: Value) -> (String, u64) {
+    let body = json!({"room": room, "data": data}).to_string();
+    let (status, body) = http(api, "POST", "/v1/publish", &body);
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    (
+        v["epoch"].as_str().unwrap().to_owned(),
+        v["seq"].as_u64().unwrap(),
+    )
+}
+
+/// Resume `room` after `seq` of `epoch`: the `subscribed` answer and the `n`
+/// messages replayed after it.
+fn resume(url: &str, room: &str, epoch: &str, seq: u64, n: usize) -> (Value, Vec<Value>) {
+    let mut c = Client::connect(url);
+    c.send(json!({"type": "sub", "room": room, "since": {"epoch": epoch, "seq": seq}}));
+    let sub = c.recv();
+    assert_eq!(sub["type"], "subscribed", "{sub}");
+    let msgs = (0..n).map(|_| c.recv()).collect();
+    (sub, msgs)
+}
+
+fn kill(p: &mut Process) {
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+}
+
+#[test]
+fn a_node_killed_and_started_again_resumes_every_acknowledged_message() {
+    let dir = temp_dir("kill");
+    let (ws, api) = addrs();
+    let mut p = node(ws, api, &dir, "2");
+    // Rooms on both workers, one of them quiet since its first message.
+    let rooms: Vec<String> = (0..6).map(|i| format!("chat:{i}")).collect();
+    let mut epochs = Vec::new();
+    for room in &rooms {
+        let (epoch, _) = publish(api, room, json!({"n": 1}));
+        epochs.push(epoch);
+    }
+    for n in 2..=40 {
+        let (epoch, seq) = publish(api, &rooms[0], json!({"n": n}));
+        assert_eq!((epoch.as_str(), seq), (epochs[0].as_str(), n));
+    }
+    assert!(p.metric("ringway_store_records_total") >= 45.0);
+    kill(&mut p);
+
+    let p = node(ws, api, &dir, "2");
+    // A client that had seen up to 25 gets 26..=40, in the same epoch.
+    let (sub, msgs) = resume(&p.url(), &rooms[0], &epochs[0], 25, 15);
+    assert_eq!(sub["recovered"], true, "{sub}");
+    assert_eq!(
+        (sub["epoch"].as_str(), sub["seq"].as_u64()),
+        (Some(epochs[0].as_str()), Some(40))
+    );
+    let got: Vec<u64> = msgs
+        .iter()
+        .map(|m| m["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, (26..=40).collect::<Vec<_>>());
+    assert_eq!(msgs[0]["seq"], 26);
+    // Every other room: up to date, same epoch.
+    for (room, epoch) in rooms.iter().zip(&epochs).skip(1) {
+        let (sub, _) = resume(&p.url(), room, epoch, 1, 0);
+        assert_eq!(
+            (sub["recovered"].as_bool(), sub["seq"].as_u64()),
+            (Some(true), Some(1)),
+            "{room}: {sub}"
+        );
+    }
+    // The sequence goes on where it stopped.
+    assert_eq!(
+        publish(api, &rooms[0], json!({"n": 41})),
+        (epochs[0].clone(), 41)
+    );
+    // History answers from it too.
+    let (status, body) = http(
+        api,
+        "GET",
+        &format!("/v1/history/{}?since=38", rooms[0]),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    let seqs: Vec<u64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [39, 40, 41], "{body}");
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rooms_find_their_new_home_worker_when_the_worker_count_changes() {
+    let dir = temp_dir("workers");
+    let (ws, api) = addrs();
+    let mut p = node(ws, api, &dir, "2");
+    let rooms: Vec<String> = (0..8).map(|i| format!("news:{i}")).collect();
+    let mut epochs = Vec::new();
+    for room in &rooms {
+        publish(api, room, json!(1));
+        let (epoch, seq) = publish(api, room, json!(2));
+        assert_eq!(seq, 2);
+        epochs.push(epoch);
+    }
+    kill(&mut p);
+    let mut p = node(ws, api, &dir, "1");
+    for (room, epoch) in rooms.iter().zip(&epochs) {
+        let (sub, msgs) = resume(&p.url(), room, epoch, 0, 2);
+        assert_eq!(
+            (sub["recovered"].as_bool(), sub["seq"].as_u64()),
+            (Some(true), Some(2)),
+            "{room}: {sub}"
+        );
+        assert_eq!(
+            (msgs[0]["data"].as_u64(), msgs[1]["data"].as_u64()),
+            (Some(1), Some(2))
+        );
+    }
+    kill(&mut p);
+    // And back to two.
+    let p = node(ws, api, &dir, "2");
+    for (room, epoch) in rooms.iter().zip(&epochs) {
+        let (sub, _) = resume(&p.url(), room, epoch, 1, 1);
+        assert_eq!(sub["recovered"], true, "{room}: {sub}");
+    }
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_log_cut_short_mid_record_loses_only_that_record() {
+    let dir = temp_dir("torn");
+    let (ws, api) = addrs();
+    let mut p = node(ws, api, &dir, "1");
+    let mut epoch = String::new();
+    for n in 1..=10 {
+        epoch = publish(api, "chat:t", json!({"n": n})).0;
+    }
+    kill(&mut p);
+    // The crash came in the middle of writing message 10.
+    let seg = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "seg") && std::fs::metadata(p).unwrap().len() > 0
+        })
+        .expect("a segment");
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+
+    let p = node(ws, api, &dir, "1");
+    let (sub, msgs) = resume(&p.url(), "chat:t", &epoch, 6, 3);
+    assert_eq!(
+        (sub["recovered"].as_bool(), sub["seq"].as_u64()),
+        (Some(true), Some(9)),
+        "{sub}"
+    );
+    let got: Vec<u64> = msgs
+        .iter()
+        .map(|m| m["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [7, 8, 9]);
+    assert_eq!(publish(api, "chat:t", json!({"n": 10})), (epoch, 10));
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_second_node_on_the_same_directory_is_refused() {
+    let dir = temp_dir("lock");
+    let (ws, api) = addrs();
+    let _p = node(ws, api, &dir, "1");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another process holds it") && err.contains("--data-dir"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_kill_mid_stream_loses_nothing_that_was_acknowledged_or_seen() {
+    let dir = temp_dir("stream");
+    let (ws, api) = addrs();
+    let mut p = node(ws, api, &dir, "2");
+    let room = "chat:stream";
+    let mut watcher = Client::connect(&p.url());
+    let sub = watcher.sub(room);
+    let epoch = sub["epoch"].as_str().unwrap().to_owned();
+    // A publisher at about 200/s until the node dies under it.
+    let publisher = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for n in 1..=200u64 {
+            let body = json!({"room": room, "data": {"n": n}}).to_string();
+            match common::try_http(api, "POST", "/v1/publish", &body) {
+                Ok((200, body)) => {
+                    let v: Value = serde_json::from_str(&body).unwrap();
+                    acked.push((v["seq"].as_u64().unwrap(), n));
+                }
+                _ => break,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        acked
+    });
+    // What the subscriber saw before the kill.
+    let mut seen = Vec::new();
+    while seen.len() < 60 {
+        let m = watcher.recv();
+        seen.push((m["seq"].as_u64().unwrap(), m["data"]["n"].as_u64().unwrap()));
+    }
+    kill(&mut p);
+    let acked = publisher.join().unwrap();
+    assert!(
+        acked.len() >= 60 && acked.len() < 200,
+        "{} acked",
+        acked.len()
+    );
+
+    let p = node(ws, api, &dir, "2");
+    let last = acked.last().unwrap().0;
+    let (sub, msgs) = resume(&p.url(), room, &epoch, 0, last as usize);
+    assert_eq!(sub["recovered"], true, "{sub}");
+    assert_eq!(sub["epoch"].as_str(), Some(epoch.as_str()));
+    let stored: Vec<(u64, u64)> = msgs
+        .iter()
+        .map(|m| (m["seq"].as_u64().unwrap(), m["data"]["n"].as_u64().unwrap()))
+        .collect();
+    for m in acked.iter().chain(&seen) {
+        assert!(
+            stored.contains(m),
+            "{m:?} was acknowledged or delivered, not kept"
+        );
+    }
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
