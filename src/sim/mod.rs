@@ -37,6 +37,7 @@
 //! replays it; every seed that ever failed is kept in [`REGRESSIONS`].
 
 mod client;
+mod rest;
 mod world;
 
 use world::{Outcome, World};

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::client::{At, Client, Ledger, Sub, record};
-use crate::hub::presence::Member;
+use super::rest::check_history;
 use crate::hub::rendezvous;
-use crate::hub::topology::home_worker;
 use crate::hub::{ConnKey, Hub, HubConfig, Mail, Ms, PeerMsg, Reply, ToConn, Topology};
 
 /// The rooms clients use (a few, so they collide), and their users.
@@ -17,7 +16,7 @@ const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
 /// Connections per user across the cluster (personal rooms enforce it).
 const USER_CAP: u32 = 3;
 /// How often hubs tick, in simulated ms.
-const TICK: Ms = 100;
+pub(super) const TICK: Ms = 100;
 
 /// What one step did.
 pub enum Outcome {
@@ -26,7 +25,7 @@ pub enum Outcome {
 }
 
 /// Something queued for a worker from a peer link: in session order.
-enum FromPeer {
+pub(super) enum FromPeer {
     Msg(PeerMsg),
     /// Up or down, and the session.
     Link(bool, u64),
@@ -35,54 +34,54 @@ enum FromPeer {
 /// A link between two nodes: whether a session is up, and what is in flight each
 /// way (`[low→high, high→low]`).
 #[derive(Default)]
-struct Link {
-    connected: bool,
+pub(super) struct Link {
+    pub(super) connected: bool,
     /// The current session (a new one at each heal).
-    session: u64,
-    flight: [VecDeque<PeerMsg>; 2],
+    pub(super) session: u64,
+    pub(super) flight: [VecDeque<PeerMsg>; 2],
 }
 
-struct Node {
-    up: bool,
-    hubs: Vec<Hub>,
+pub(super) struct Node {
+    pub(super) up: bool,
+    pub(super) hubs: Vec<Hub>,
 }
 
 /// A rooms query's answer: rooms with their counts, and the nodes missing.
 type RoomsAnswer = (Vec<(String, u64)>, Vec<usize>);
 
 pub struct World {
-    rng: fastrand::Rng,
-    now: Ms,
-    next_tick: Ms,
-    cfg: HubConfig,
-    seeds: Vec<u64>,
-    workers: usize,
-    nodes: Vec<Node>,
+    pub(super) rng: fastrand::Rng,
+    pub(super) now: Ms,
+    pub(super) next_tick: Ms,
+    pub(super) cfg: HubConfig,
+    pub(super) seeds: Vec<u64>,
+    pub(super) workers: usize,
+    pub(super) nodes: Vec<Node>,
     /// Worker-to-worker mail on one node: `(node, from, to)`.
-    mail: BTreeMap<(usize, usize, usize), VecDeque<Mail>>,
+    pub(super) mail: BTreeMap<(usize, usize, usize), VecDeque<Mail>>,
     /// A link's messages and events for one worker: `(node, peer, worker)`.
-    inbox: BTreeMap<(usize, usize, usize), VecDeque<FromPeer>>,
+    pub(super) inbox: BTreeMap<(usize, usize, usize), VecDeque<FromPeer>>,
     /// Links by `(low, high)` node index.
-    links: BTreeMap<(usize, usize), Link>,
-    clients: Vec<Client>,
-    by_conn: BTreeMap<At, usize>,
-    next_slot: u32,
-    ledger: Ledger,
-    next_data: u64,
-    next_req: u64,
+    pub(super) links: BTreeMap<(usize, usize), Link>,
+    pub(super) clients: Vec<Client>,
+    pub(super) by_conn: BTreeMap<At, usize>,
+    pub(super) next_slot: u32,
+    pub(super) ledger: Ledger,
+    pub(super) next_data: u64,
+    pub(super) next_req: u64,
     /// Publishes waiting for their epoch and seq: `(node, worker, req)` → room, data.
-    asked: BTreeMap<(usize, usize, u64), (String, u64)>,
+    pub(super) asked: BTreeMap<(usize, usize, u64), (String, u64)>,
     /// Publishes sent with an idempotency key, to repeat: room, client, data.
-    keyed: Vec<(String, usize, u64)>,
+    pub(super) keyed: Vec<(String, usize, u64)>,
     /// History queries waiting for their answer: `(node, worker, req)` → room.
-    history_asked: BTreeMap<(usize, usize, u64), String>,
+    pub(super) history_asked: BTreeMap<(usize, usize, u64), String>,
     /// The last answer to a rooms query: rooms with counts, nodes missing.
-    rooms_answer: Option<RoomsAnswer>,
+    pub(super) rooms_answer: Option<RoomsAnswer>,
     /// Messages the app heard of (webhook publish events): `(room, epoch, seq)`.
-    announced: BTreeSet<(String, u64, u64)>,
-    violation: Option<String>,
+    pub(super) announced: BTreeSet<(String, u64, u64)>,
+    pub(super) violation: Option<String>,
     /// `RINGWAY_SIM_TRACE`: print every step (to follow a failing seed).
-    trace: bool,
+    pub(super) trace: bool,
 }
 
 macro_rules! trace {
@@ -204,7 +203,7 @@ impl World {
     // ----- queues -----
 
     /// Deliver the head of one random non-empty queue. Returns whether there was one.
-    fn deliver_one(&mut self) -> bool {
+    pub(super) fn deliver_one(&mut self) -> bool {
         let mut queues: Vec<u8> = Vec::new();
         if self.mail.values().any(|q| !q.is_empty()) {
             queues.push(0);
@@ -310,7 +309,7 @@ impl World {
     }
 
     /// Carry out what hub `(n, w)` decided (the executor's job).
-    fn drain(&mut self, n: usize, w: usize) {
+    pub(super) fn drain(&mut self, n: usize, w: usize) {
         loop {
             let hub = &mut self.nodes[n].hubs[w];
             if let Some(effect) = hub.poll_conn() {
@@ -434,7 +433,7 @@ impl World {
 
     // ----- time -----
 
-    fn advance(&mut self, ms: Ms) {
+    pub(super) fn advance(&mut self, ms: Ms) {
         self.now += ms;
         while self.next_tick <= self.now {
             let now = self.next_tick;
@@ -637,7 +636,7 @@ impl World {
     }
 
     /// The connection of client `c` ends: it leaves its rooms.
-    fn disconnect(&mut self, c: usize) {
+    pub(super) fn disconnect(&mut self, c: usize) {
         let Some(at) = self.clients[c].at.take() else {
             return;
         };
@@ -714,7 +713,7 @@ impl World {
     }
 
     /// Bring the link `(a, b)` up (when both nodes are).
-    fn heal(&mut self, a: usize, b: usize) {
+    pub(super) fn heal(&mut self, a: usize, b: usize) {
         if !(self.nodes[a].up && self.nodes[b].up) {
             return;
         }
@@ -767,7 +766,7 @@ impl World {
     }
 
     /// Node `n` comes back with nothing; links come up with `heal`.
-    fn restart(&mut self, n: usize) {
+    pub(super) fn restart(&mut self, n: usize) {
         if self.nodes[n].up {
             return;
         }
@@ -775,292 +774,4 @@ impl World {
         self.nodes[n].hubs = self.fresh_hubs(n);
         self.nodes[n].up = true;
     }
-
-    // ----- at rest -----
-
-    /// Heal everything, let every queue empty and time pass, then check the
-    /// invariants that hold at rest.
-    pub fn settle_and_check(&mut self) -> Result<(), String> {
-        for n in 0..self.nodes.len() {
-            self.restart(n);
-        }
-        let n = self.nodes.len();
-        for a in 0..n {
-            for b in a + 1..n {
-                self.heal(a, b);
-            }
-        }
-        let closing: Vec<usize> = (0..self.clients.len())
-            .filter(|&c| self.clients[c].closing)
-            .collect();
-        for c in closing {
-            self.disconnect(c);
-        }
-        let wait = self.cfg.replay_ms.max(self.cfg.presence_lease_ms)
-            + 2 * TICK
-            + self.cfg.presence_debounce_ms;
-        let until = self.now + wait;
-        loop {
-            while self.deliver_one() {
-                if let Some(v) = self.violation.take() {
-                    return Err(v);
-                }
-            }
-            // Server closes (the per-user cap) end their connections.
-            let closing: Vec<usize> = (0..self.clients.len())
-                .filter(|&c| self.clients[c].closing)
-                .collect();
-            for c in closing {
-                self.disconnect(c);
-            }
-            if self.now >= until && self.quiet() {
-                break;
-            }
-            self.advance(TICK);
-        }
-        if let Some(v) = self.violation.take() {
-            return Err(v);
-        }
-        self.check_at_rest()?;
-        self.check_rooms_query()
-    }
-
-    /// At rest, a rooms query from any worker counts every node's subscribers.
-    fn check_rooms_query(&mut self) -> Result<(), String> {
-        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-        for client in &self.clients {
-            if client.at.is_some() {
-                for room in client.rooms.keys() {
-                    *expected.entry(room.clone()).or_default() += 1;
-                }
-            }
-        }
-        let (n, w) = (
-            self.rng.usize(..self.nodes.len()),
-            self.rng.usize(..self.workers),
-        );
-        self.next_req += 1;
-        self.rooms_answer = None;
-        let query = crate::hub::Query::Rooms {
-            after: String::new(),
-            limit: 1000,
-        };
-        self.nodes[n].hubs[w].handle_query(query, self.next_req, 10_000, self.now);
-        self.drain(n, w);
-        while self.deliver_one() {}
-        let Some((rooms, missing)) = self.rooms_answer.take() else {
-            return Err("a rooms query at rest was not answered".into());
-        };
-        let got: BTreeMap<String, u64> = rooms.into_iter().collect();
-        if got != expected || !missing.is_empty() {
-            return Err(format!(
-                "at rest, the rooms query says {got:?} (missing nodes {missing:?}), the clients {expected:?}"
-            ));
-        }
-        Ok(())
-    }
-
-    fn quiet(&self) -> bool {
-        self.mail.values().all(VecDeque::is_empty)
-            && self.inbox.values().all(VecDeque::is_empty)
-            && self
-                .links
-                .values()
-                .all(|l| l.flight.iter().all(VecDeque::is_empty))
-    }
-
-    fn check_at_rest(&self) -> Result<(), String> {
-        let nodes = self.nodes.len();
-        let all = (1u64 << nodes) - 1;
-        // Who is subscribed where.
-        let mut subs: BTreeMap<&str, Vec<(usize, At, Sub)>> = BTreeMap::new();
-        for (c, client) in self.clients.iter().enumerate() {
-            let Some(at) = client.at else { continue };
-            for (room, sub) in &client.rooms {
-                subs.entry(room).or_default().push((c, at, *sub));
-            }
-        }
-        for (&room, list) in &subs {
-            let owner_node = rendezvous::owner(room, &self.seeds, all);
-            let home = home_worker(room, self.workers);
-            let owners: Vec<(usize, usize)> = (0..nodes)
-                .flat_map(|n| (0..self.workers).map(move |w| (n, w)))
-                .filter(|&(n, w)| self.nodes[n].hubs[w].owned_room(room).is_some())
-                .collect();
-            if owners != [(owner_node, home)] {
-                return Err(format!(
-                    "{room} is owned by {owners:?}, not by its rendezvous owner ({owner_node}, {home})"
-                ));
-            }
-            let r = self.nodes[owner_node].hubs[home]
-                .owned_room(room)
-                .expect("checked above");
-            let (epoch, seq) = r.position();
-            for &(c, at, sub) in list {
-                if sub
-                    != (Sub::Live {
-                        epoch: epoch.0,
-                        seq,
-                    })
-                {
-                    return Err(format!(
-                        "client {c} at {at:?} is at {sub:?} in {room}, the owner at ({:x}, {seq})",
-                        epoch.0
-                    ));
-                }
-            }
-            let workers: BTreeSet<usize> = list
-                .iter()
-                .filter(|(_, at, _)| at.node == owner_node)
-                .map(|(_, at, _)| at.worker)
-                .collect();
-            let interested: BTreeSet<usize> = r.interested().collect();
-            if workers != interested {
-                return Err(format!(
-                    "{room}: the owner registers workers {interested:?}, subscribers are on {workers:?}"
-                ));
-            }
-            let peers: u64 = list
-                .iter()
-                .filter(|(_, at, _)| at.node != owner_node)
-                .fold(0, |m, (_, at, _)| m | 1 << at.node);
-            if peers != r.peer_mask() {
-                return Err(format!(
-                    "{room}: the owner forwards to nodes {:b}, subscribers are on {peers:b}",
-                    r.peer_mask()
-                ));
-            }
-            for n in (0..nodes).filter(|&n| n != owner_node) {
-                let has = peers & (1 << n) != 0;
-                let mirror = self.nodes[n].hubs[home]
-                    .mirrored_rooms()
-                    .find(|(m, _)| *m == room)
-                    .map(|(_, o)| o);
-                match (has, mirror) {
-                    (true, Some(o)) if o == owner_node => {}
-                    (false, None) => {}
-                    _ => {
-                        return Err(format!(
-                            "{room}: node {n} (subscribers: {has}) mirrors it from {mirror:?}, the owner is {owner_node}"
-                        ));
-                    }
-                }
-            }
-            let members: BTreeSet<(u16, u16, u64, String)> = r
-                .roster
-                .members()
-                .map(|(m, u)| (m.node, m.worker, m.conn, u.to_owned()))
-                .collect();
-            let expected: BTreeSet<(u16, u16, u64, String)> = list
-                .iter()
-                .filter_map(|(c, at, _)| {
-                    let user = self.clients[*c].user.clone()?;
-                    let m = Member {
-                        node: at.node as u16,
-                        worker: at.worker as u16,
-                        conn: at.key.pack(),
-                    };
-                    Some((m.node, m.worker, m.conn, user))
-                })
-                .collect();
-            if members != expected {
-                return Err(format!(
-                    "{room}: the roster is {members:?}, the identified subscribers {expected:?}"
-                ));
-            }
-        }
-        // Nothing outlives its reason.
-        for n in 0..nodes {
-            for w in 0..self.workers {
-                let hub = &self.nodes[n].hubs[w];
-                for (room, live, pending) in hub.local_rooms() {
-                    let here: BTreeSet<ConnKey> = subs
-                        .get(room)
-                        .into_iter()
-                        .flatten()
-                        .filter(|(_, at, _)| at.node == n && at.worker == w)
-                        .map(|(_, at, _)| at.key)
-                        .collect();
-                    let indexed: BTreeSet<ConnKey> = live.iter().copied().collect();
-                    let pending: Vec<ConnKey> = pending.iter().map(|(k, _)| *k).collect();
-                    if !pending.is_empty() || indexed != here {
-                        return Err(format!(
-                            "worker ({n}, {w}) indexes {room} as live {indexed:?} pending {pending:?}, its subscribers are {here:?}"
-                        ));
-                    }
-                }
-                for (room, _) in hub.owned_rooms() {
-                    if !subs.contains_key(room) {
-                        return Err(format!(
-                            "worker ({n}, {w}) still owns {room}, with no subscriber and its history past the window"
-                        ));
-                    }
-                }
-                for (room, _) in hub.mirrored_rooms() {
-                    let here = subs
-                        .get(room)
-                        .is_some_and(|l| l.iter().any(|(_, at, _)| at.node == n));
-                    if !here {
-                        return Err(format!("node {n} mirrors {room} with no subscriber there"));
-                    }
-                }
-                let identified: BTreeSet<ConnKey> = self
-                    .by_conn
-                    .iter()
-                    .filter(|(at, c)| {
-                        at.node == n
-                            && at.worker == w
-                            && self.clients[**c].user.is_some()
-                            && !self.clients[**c].rooms.is_empty()
-                    })
-                    .map(|(at, _)| at.key)
-                    .collect();
-                if hub.users_len() != identified.len() {
-                    return Err(format!(
-                        "worker ({n}, {w}) remembers {} users for {} identified subscribers",
-                        hub.users_len(),
-                        identified.len()
-                    ));
-                }
-                if !hub.is_quiet() {
-                    return Err(format!("worker ({n}, {w}) has effects nobody polled"));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A history answer agrees with every stamp seen (the same message at each seq,
-/// from its publisher) and lists consecutive seqs.
-fn check_history(ledger: &mut Ledger, room: &str, json: &str) -> Result<(), String> {
-    let h: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    let Some(epoch) = h["epoch"].as_str() else {
-        return match h["messages"].as_array() {
-            Some(m) if m.is_empty() => Ok(()),
-            _ => Err("messages without an epoch".into()),
-        };
-    };
-    let epoch = u64::from_str_radix(epoch, 16).map_err(|e| e.to_string())?;
-    let mut last = None;
-    for m in h["messages"].as_array().ok_or("no messages array")? {
-        let seq = m["seq"].as_u64().ok_or("a message without seq")?;
-        if last.is_some_and(|l: u64| seq != l + 1) {
-            return Err(format!("seq {seq} after {last:?}"));
-        }
-        last = Some(seq);
-        let data = m["data"]["id"]
-            .as_u64()
-            .ok_or("a message without data.id")?;
-        record(ledger, room, epoch, seq, data)?;
-        if let Some(by) = ledger.from.get(&data)
-            && m["from"].as_str() != by.as_deref()
-        {
-            return Err(format!(
-                "message {data} from {:?}, published by {by:?}",
-                m["from"]
-            ));
-        }
-    }
-    Ok(())
 }
