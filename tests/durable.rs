@@ -298,3 +298,30 @@ fn a_kill_mid_stream_loses_nothing_that_was_acknowledged_or_seen() {
     drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_repeated_idempotency_key_is_still_recognised_after_a_restart() {
+    let dir = temp_dir("idem");
+    let (ws, api) = addrs();
+    let mut p = node(ws, api, &dir, "2");
+    let body =
+        json!({"room": "orders", "data": {"n": 1}, "idempotency_key": "order-1"}).to_string();
+    let (status, first) = http(api, "POST", "/v1/publish", &body);
+    assert_eq!(status, 200, "{first}");
+    publish(api, "orders", json!({"n": 2}));
+    let first: Value = serde_json::from_str(&first).unwrap();
+    // Twice: the second start reads the key from what the first one rewrote.
+    for _ in 0..2 {
+        kill(&mut p);
+        p = node(ws, api, &dir, "2");
+        let (status, again) = http(api, "POST", "/v1/publish", &body);
+        assert_eq!(status, 200, "{again}");
+        let again: Value = serde_json::from_str(&again).unwrap();
+        assert_eq!(
+            (&again["epoch"], &again["seq"]),
+            (&first["epoch"], &first["seq"])
+        );
+        assert_eq!(again["duplicate"], true, "{again}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -55,11 +55,22 @@ impl Dedup {
     /// One string per (room, scope, key). Unambiguous: room names and user ids
     /// hold no NUL, and a user's scope always begins `u:`.
     fn name(room: &str, scope: Scope<'_>, key: &str) -> String {
+        format!("{room}\0{}", Self::scoped(scope, key))
+    }
+
+    /// A key with its scope, as the history log keeps it.
+    pub fn scoped(scope: Scope<'_>, key: &str) -> String {
         match scope {
-            Scope::User(u) => format!("{room}\0u:{u}\0{key}"),
-            Scope::Anonymous => format!("{room}\0anonymous\0{key}"),
-            Scope::Api => format!("{room}\0api\0{key}"),
+            Scope::User(u) => format!("u:{u}\0{key}"),
+            Scope::Anonymous => format!("anonymous\0{key}"),
+            Scope::Api => format!("api\0{key}"),
         }
+    }
+
+    /// Remember a key read back from the history log (`scoped` as
+    /// [`Dedup::scoped`] made it), stamped at `at`. Keys must come oldest first.
+    pub fn restore(&mut self, room: &str, scoped: &str, epoch: Epoch, seq: u64, at: Ms) {
+        self.insert(format!("{room}\0{scoped}"), epoch, seq, at);
     }
 
     /// The seq `key` got in `room`'s current `epoch`, if it was stamped within the
@@ -89,10 +100,14 @@ impl Dedup {
         seq: u64,
         now: Ms,
     ) {
+        self.insert(Self::name(room, scope, key), epoch, seq, now);
+    }
+
+    fn insert(&mut self, name: String, epoch: Epoch, seq: u64, now: Ms) {
         if self.cap == 0 || self.window == 0 {
             return;
         }
-        let name: Arc<str> = Arc::from(Self::name(room, scope, key));
+        let name: Arc<str> = Arc::from(name);
         self.stamped.insert(name.clone(), (epoch, seq, now));
         self.order.push_back((now, name));
         while self.stamped.len() > self.cap {

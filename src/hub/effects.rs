@@ -88,6 +88,9 @@ pub struct Stamped {
     pub seq: u64,
     /// The encoded frame, as the ring holds it.
     pub frame: Bytes,
+    /// Its idempotency key with the key's scope ([`super::dedup::Dedup::scoped`]),
+    /// so a repeat after a restart is still recognised.
+    pub key: Option<String>,
 }
 
 /// Nodes a peer message goes to (bit `i`: node `i`), encoded once for all of them.

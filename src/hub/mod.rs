@@ -229,6 +229,9 @@ pub struct Restored {
     /// Its history: `(seq, age in ms, frame)`, consecutive seqs ending at `seq`,
     /// oldest first.
     pub messages: Vec<(u64, Ms, bytes::Bytes)>,
+    /// Idempotency keys stamped in its epoch within the window: `(scoped key, seq,
+    /// age in ms)`.
+    pub keys: Vec<(String, u64, Ms)>,
 }
 
 /// One worker's router (see the module docs for what it does and how to drive it).
@@ -406,8 +409,15 @@ impl Hub {
     /// for at least the replay window even if nobody comes back to it, so a client
     /// that resumes finds its place. Call before any other input.
     pub fn restore(&mut self, rooms: impl IntoIterator<Item = Restored>, now: Ms) {
+        let mut keys = Vec::new();
         for r in rooms {
-            self.restore_room(r, now);
+            self.restore_room(r, &mut keys, now);
+        }
+        // Oldest first, as the key store needs them.
+        keys.sort();
+        for (at, room, key, epoch, seq) in keys {
+            self.dedup
+                .restore(&room, &key, crate::protocol::Epoch(epoch), seq, at);
         }
     }
 

@@ -132,7 +132,12 @@ impl Hub {
     }
 
     /// A room read back from the log becomes owned here (see [`Hub::restore`]).
-    pub(super) fn restore_room(&mut self, r: super::Restored, now: Ms) {
+    pub(super) fn restore_room(
+        &mut self,
+        r: super::Restored,
+        keys: &mut Vec<(Ms, Arc<str>, String, u64, u64)>,
+        now: Ms,
+    ) {
         let mut evicted = EvictCounts::default();
         let keep_until = now + self.cfg.replay_ms;
         let room = OwnedRoom::restored(
@@ -151,6 +156,9 @@ impl Hub {
         let name: Arc<str> = Arc::from(r.room);
         self.owned.insert(name.clone(), room);
         self.account_history(&name, 0, false, &evicted);
+        for (key, seq, age) in r.keys {
+            keys.push((now.saturating_sub(age), name.clone(), key, r.epoch, seq));
+        }
     }
 
     /// Owner side of `sub`: the answer, and the roster entry. The personal room's
@@ -247,11 +255,16 @@ impl Hub {
             });
         }
         if self.cfg.durable {
+            let key = origin
+                .idempotency_key
+                .as_ref()
+                .map(|k| super::dedup::Dedup::scoped(origin.scope(), k));
             self.out.stored.push_back(super::Stamped {
                 room: name.clone(),
                 epoch: epoch.0,
                 seq,
                 frame: frame.clone(),
+                key,
             });
         }
         let tag = conflation_tag(room, key);

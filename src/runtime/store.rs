@@ -66,6 +66,7 @@ pub fn open(
         policy: config.rooms.fsync_policy(),
         now_ms: unix_ms(),
         window_ms: config.rooms.replay_seconds.saturating_mul(1000),
+        key_window_ms: config.rooms.idempotency_window_s.saturating_mul(1000),
     };
     let home = |room: &str| crate::hub::topology::home_worker(room, workers);
     let got = recover::recover(plan, home, &mut || fastrand::u64(..)).map_err(fail)?;
@@ -115,19 +116,20 @@ pub fn unix_ms() -> u64 {
 #[derive(Debug)]
 pub struct Journal {
     log: Log,
-    /// The replay window, ms: segments older than it are deleted.
-    window_ms: u64,
+    /// How long a record matters, ms (the replay window, or the idempotency window
+    /// if longer): segments older than it are deleted.
+    keep_ms: u64,
     /// Writes or syncs that failed.
     errors: u64,
     last_complaint: Option<Instant>,
 }
 
 impl Journal {
-    /// The journal of a worker that starts with `log`.
-    pub fn new(log: Log, window_ms: u64) -> Self {
+    /// The journal of a worker that starts with `log`, keeping records `keep_ms`.
+    pub fn new(log: Log, keep_ms: u64) -> Self {
         Self {
             log,
-            window_ms,
+            keep_ms,
             errors: 0,
             last_complaint: None,
         }
@@ -146,6 +148,11 @@ impl Journal {
                     .into_iter()
                     .map(|m| (m.seq, unix.saturating_sub(m.at_ms), m.frame.into()))
                     .collect(),
+                keys: h
+                    .keys
+                    .into_iter()
+                    .map(|(k, seq, at)| (k, seq, unix.saturating_sub(at)))
+                    .collect(),
             }),
             now,
         );
@@ -163,6 +170,7 @@ impl Journal {
                 seq: s.seq,
                 at_ms,
                 frame: &s.frame,
+                key: s.key.as_deref().unwrap_or(""),
             });
         }
         if self.log.has_pending() {
@@ -174,7 +182,7 @@ impl Journal {
     pub fn tick(&mut self, hub: &Hub) {
         let now = unix_ms();
         self.flush(hub, now);
-        if let Err(e) = self.log.forget_before(now.saturating_sub(self.window_ms)) {
+        if let Err(e) = self.log.forget_before(now.saturating_sub(self.keep_ms)) {
             self.complain("cannot delete an old segment", &e);
         }
     }
@@ -193,6 +201,7 @@ impl Journal {
                         seq,
                         at_ms: now,
                         frame: &[],
+                        key: "",
                     });
                 }
                 if let Err(e) = self.log.flush(now) {

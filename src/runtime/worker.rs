@@ -235,14 +235,18 @@ impl Worker {
             shared.topology(),
             Box::new(|| fastrand::u64(..)),
         );
-        let window_ms = shared.config.rooms.replay_seconds.saturating_mul(1000);
+        let rooms = &shared.config.rooms;
+        let keep_ms = rooms
+            .replay_seconds
+            .max(rooms.idempotency_window_s)
+            .saturating_mul(1000);
         let journal = shared
             .store
             .as_ref()
             .and_then(|s| s.take(id))
             .map(|(log, rooms)| {
                 super::store::Journal::restore(&mut hub, rooms, CLOCK_ORIGIN);
-                super::store::Journal::new(log, window_ms)
+                super::store::Journal::new(log, keep_ms)
             });
         Self {
             id,

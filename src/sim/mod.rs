@@ -6,7 +6,9 @@
 //! FIFO, as the real inboxes and TCP links are; across them, anything goes), link
 //! cuts (each direction delivers a random prefix of what was in flight, the rest is
 //! lost, then both sides hear the link went down) and heals, partitions, node crashes
-//! (all state lost) and restarts, and clients that connect, subscribe (resuming
+//! (all state lost; in odd seeds a node keeps its history log, `sim::disk`, as
+//! `rooms.data_dir` does, and a restart reads it back with the real recovery code)
+//! and restarts, and clients that connect, subscribe (resuming
 //! from their last cursor), publish, ask for presence, unsubscribe, disconnect and
 //! reconnect elsewhere, and repeat publishes with their idempotency key.
 //!
@@ -37,6 +39,7 @@
 //! replays it; every seed that ever failed is kept in [`REGRESSIONS`].
 
 mod client;
+mod disk;
 mod rest;
 mod world;
 

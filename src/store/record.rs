@@ -6,6 +6,7 @@
 //! ```text
 //! u32 len | u32 crc32c(body) | body = u8 kind | u64 epoch | u64 seq | u64 at_ms
 //!                                    | u16 room_len | room | u32 frame_len | frame
+//!                                    | u16 key_len | key
 //! ```
 //!
 //! little-endian. `frame` is the message's encoded WebSocket frame, as the room's
@@ -13,6 +14,10 @@
 //! with an empty frame carries no message, only the room's position (its epoch and
 //! latest seq): each new segment begins with one per room the worker owns, so a
 //! room keeps its place in the sequence after its messages' segments are deleted.
+//! `key` is the message's idempotency key with its scope (empty: none), so a repeat
+//! after a restart is still answered with the first seq; a record with an empty
+//! frame and a key keeps just that (recovery writes them for messages that left the
+//! replay window but not the idempotency window).
 //!
 //! Reading a segment stops at the first record that does not check out. If that
 //! record runs to the end of the file (a crash while it was being written: its
@@ -43,14 +48,17 @@ pub struct Record<'a> {
     pub seq: u64,
     /// When it was stamped, Unix milliseconds (its age bounds the replay window).
     pub at_ms: u64,
-    /// The encoded frame.
+    /// The encoded frame (empty: a position or key record).
     pub frame: &'a [u8],
+    /// The idempotency key with its scope (empty: none).
+    pub key: &'a str,
 }
 
 impl Record<'_> {
     /// Append the record to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let body_len = 1 + 8 + 8 + 8 + 2 + self.room.len() + 4 + self.frame.len();
+        let body_len =
+            1 + 8 + 8 + 8 + 2 + self.room.len() + 4 + self.frame.len() + 2 + self.key.len();
         out.reserve(HEADER + body_len);
         let start = out.len();
         out.extend_from_slice(&(body_len as u32).to_le_bytes());
@@ -63,6 +71,8 @@ impl Record<'_> {
         out.extend_from_slice(self.room.as_bytes());
         out.extend_from_slice(&(self.frame.len() as u32).to_le_bytes());
         out.extend_from_slice(self.frame);
+        out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
+        out.extend_from_slice(self.key.as_bytes());
         let crc = crc32c::crc32c(&out[start + HEADER..]);
         out[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
     }
@@ -152,7 +162,10 @@ fn parse_body(b: &[u8]) -> Option<Record<'_>> {
     let b = b.get(2 + room_len..)?;
     let frame_len = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
     let frame = b.get(4..4 + frame_len)?;
-    if b.len() != 4 + frame_len {
+    let b = b.get(4 + frame_len..)?;
+    let key_len = u16::from_le_bytes(b.get(..2)?.try_into().ok()?) as usize;
+    let key = std::str::from_utf8(b.get(2..2 + key_len)?).ok()?;
+    if b.len() != 2 + key_len {
         return None;
     }
     Some(Record {
@@ -161,6 +174,7 @@ fn parse_body(b: &[u8]) -> Option<Record<'_>> {
         seq,
         at_ms,
         frame,
+        key,
     })
 }
 
@@ -178,6 +192,7 @@ mod tests {
                 seq,
                 at_ms: 1_796_000_000_000 + seq,
                 frame: frame.as_bytes(),
+                key: if seq == 2 { "api\0k2" } else { "" },
             }
             .encode(&mut out);
         }
@@ -195,6 +210,7 @@ mod tests {
             ("chat:1", 0xab, 3)
         );
         assert!(records[0].frame.starts_with(br#"{"type":"msg""#));
+        assert_eq!((records[0].key, records[1].key), ("", "api\0k2"));
         assert_eq!(scan(&[]), (vec![], End::Clean));
     }
 

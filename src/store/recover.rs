@@ -44,6 +44,9 @@ pub struct RoomHistory {
     /// The messages still inside the window: consecutive seqs ending at `seq`, oldest
     /// first (empty when the latest one is gone).
     pub messages: Vec<Stored>,
+    /// Idempotency keys stamped in the epoch inside the key window: `(scoped key,
+    /// seq, at_ms)`, by key.
+    pub keys: Vec<(String, u64, u64)>,
 }
 
 /// Rooms rebuilt from records fed in the order they were written.
@@ -60,6 +63,7 @@ struct Building {
     /// `(at_ms, order fed)` of the newest record of the epoch.
     newest: (u64, u64),
     messages: BTreeMap<u64, (u64, Vec<u8>)>,
+    keys: BTreeMap<String, (u64, u64)>,
 }
 
 impl Rooms {
@@ -68,33 +72,34 @@ impl Rooms {
     pub fn add(&mut self, s: Stored) {
         self.fed += 1;
         let when = (s.at_ms, self.fed);
-        let b = self.rooms.entry(s.room).or_insert_with(|| Building {
-            epoch: s.epoch,
+        let fresh = |epoch| Building {
+            epoch,
             seq: 0,
             newest: when,
             messages: BTreeMap::new(),
-        });
+            keys: BTreeMap::new(),
+        };
+        let b = self.rooms.entry(s.room).or_insert_with(|| fresh(s.epoch));
         if s.epoch != b.epoch {
             if when < b.newest {
                 return;
             }
-            *b = Building {
-                epoch: s.epoch,
-                seq: 0,
-                newest: when,
-                messages: BTreeMap::new(),
-            };
+            *b = fresh(s.epoch);
         }
         b.newest = b.newest.max(when);
         b.seq = b.seq.max(s.seq);
+        if !s.key.is_empty() {
+            b.keys.insert(s.key, (s.seq, s.at_ms));
+        }
         if !s.frame.is_empty() {
             b.messages.insert(s.seq, (s.at_ms, s.frame));
         }
     }
 
     /// Every room, with the run of messages that ends at its latest seq and is no
-    /// older than `cutoff_ms`. Sorted by room.
-    pub fn finish(self, cutoff_ms: u64) -> Vec<RoomHistory> {
+    /// older than `cutoff_ms`, and the keys no older than `key_cutoff_ms`. Sorted by
+    /// room.
+    pub fn finish(self, cutoff_ms: u64, key_cutoff_ms: u64) -> Vec<RoomHistory> {
         let mut out: Vec<RoomHistory> = self
             .rooms
             .into_iter()
@@ -111,15 +116,23 @@ impl Rooms {
                         seq: next,
                         at_ms,
                         frame,
+                        key: String::new(),
                     });
                     next -= 1;
                 }
                 run.reverse();
+                let keys = b
+                    .keys
+                    .into_iter()
+                    .filter(|(_, (_, at))| *at >= key_cutoff_ms)
+                    .map(|(k, (seq, at))| (k, seq, at))
+                    .collect();
                 RoomHistory {
                     room,
                     epoch: b.epoch,
                     seq: b.seq,
                     messages: run,
+                    keys,
                 }
             })
             .collect();
@@ -173,6 +186,8 @@ pub struct Plan<'a> {
     pub now_ms: u64,
     /// The replay window, ms: older messages are not kept.
     pub window_ms: u64,
+    /// The idempotency window, ms: older keys are not kept.
+    pub key_window_ms: u64,
 }
 
 /// Read `plan.dir` back and hand each room to its worker (`home(room)`); rooms that
@@ -205,7 +220,10 @@ pub fn recover(
             End::Corrupt { .. } => report.corrupt.push(f.path.clone()),
         }
     }
-    let mut history = rooms.finish(plan.now_ms.saturating_sub(plan.window_ms));
+    let mut history = rooms.finish(
+        plan.now_ms.saturating_sub(plan.window_ms),
+        plan.now_ms.saturating_sub(plan.key_window_ms),
+    );
     report.rooms = history.len();
     report.messages = history.iter().map(|h| h.messages.len() as u64).sum();
     report.new_epochs = !history.is_empty() && !boot_unchanged(dir) && plan.policy != Fsync::Always;
@@ -234,7 +252,18 @@ pub fn recover(
                 seq: h.seq,
                 at_ms: plan.now_ms,
                 frame: &[],
+                key: "",
             });
+            for (key, seq, at_ms) in &h.keys {
+                log.append(&Record {
+                    room: &h.room,
+                    epoch: h.epoch,
+                    seq: *seq,
+                    at_ms: *at_ms,
+                    frame: &[],
+                    key,
+                });
+            }
             for m in &h.messages {
                 log.append(&Record {
                     room: &m.room,
@@ -242,6 +271,7 @@ pub fn recover(
                     seq: m.seq,
                     at_ms: m.at_ms,
                     frame: &m.frame,
+                    key: "",
                 });
             }
         }
@@ -305,6 +335,7 @@ mod tests {
             seq,
             at_ms,
             frame: frame.as_bytes().to_vec(),
+            key: String::new(),
         }
     }
 
@@ -325,7 +356,7 @@ mod tests {
         r.add(stored("a", 1, 5, 150, "m"));
         r.add(stored("b", 9, 3, 300, "m"));
         r.add(stored("b", 9, 5, 301, "m")); // 4 is missing: the run is just 5
-        let out = r.finish(0);
+        let out = r.finish(0, 0);
         assert_eq!(out.len(), 2);
         assert_eq!(
             (out[0].epoch, out[0].seq, seqs(&out[0])),
@@ -343,7 +374,7 @@ mod tests {
         r.add(stored("quiet", 4, 70, 50, "")); // a position record only
         // Duplicates (a crash while recovery rewrote the segments) collapse.
         r.add(stored("a", 3, 12, 600, "m"));
-        let out = r.finish(400);
+        let out = r.finish(400, 0);
         assert_eq!((out[0].seq, seqs(&out[0])), (12, vec![11, 12]));
         assert_eq!((out[1].epoch, out[1].seq), (4, 70));
         assert!(out[1].messages.is_empty());
@@ -362,6 +393,7 @@ mod tests {
                     seq,
                     at_ms: 1_000 + seq,
                     frame: b"frame",
+                    key: "",
                 });
             }
             log.flush(0).unwrap();
@@ -372,6 +404,7 @@ mod tests {
             policy: Fsync::Always,
             now_ms: 2_000,
             window_ms: 60_000,
+            key_window_ms: 60_000,
         };
         let home = |room: &str| usize::from(room == "b");
         let got = recover(plan, home, &mut || 99).unwrap();
@@ -404,6 +437,7 @@ mod tests {
                 seq,
                 at_ms: 10,
                 frame: b"frame",
+                key: "",
             });
         }
         log.flush(0).unwrap();
@@ -415,6 +449,7 @@ mod tests {
                 seq,
                 at_ms: 10,
                 frame: b"frame",
+                key: "",
             });
         }
         other.flush(0).unwrap();
@@ -433,6 +468,7 @@ mod tests {
             policy: Fsync::Never,
             now_ms: 20,
             window_ms: 60_000,
+            key_window_ms: 60_000,
         };
         let got = recover(plan, |_| 0, &mut || 99).unwrap();
         assert_eq!(got.report.torn.len(), 1);
@@ -459,6 +495,7 @@ mod tests {
             seq: 1,
             at_ms: 10,
             frame: b"frame",
+            key: "",
         });
         log.flush(0).unwrap();
         drop(log);
@@ -468,6 +505,7 @@ mod tests {
             policy,
             now_ms: 20,
             window_ms: 60_000,
+            key_window_ms: 60_000,
         };
         let mut next = 100;
         let mut fresh = || {

@@ -38,8 +38,10 @@ pub struct Stored {
     pub seq: u64,
     /// When it was stamped, Unix ms.
     pub at_ms: u64,
-    /// The frame (empty: a position record).
+    /// The frame (empty: a position or key record).
     pub frame: Vec<u8>,
+    /// The idempotency key with its scope (empty: none).
+    pub key: String,
 }
 
 /// What a log has done (plain counters: one worker writes them).
@@ -259,6 +261,7 @@ pub fn read(path: &Path) -> io::Result<(Vec<Stored>, End)> {
             seq: r.seq,
             at_ms: r.at_ms,
             frame: r.frame.to_vec(),
+            key: r.key.to_owned(),
         })
         .collect();
     Ok((stored, end))
@@ -293,6 +296,7 @@ mod tests {
             seq,
             at_ms,
             frame,
+            key: "",
         }
     }
 
