@@ -263,8 +263,16 @@ impl Server {
     /// Block until the workers exit, then let the webhook sender deliver what is
     /// queued (a few seconds at most).
     pub fn wait(self) {
+        let mut clean = true;
         for t in self.threads {
-            let _ = t.join();
+            clean &= t.join().is_ok();
+        }
+        if let (true, Some(store), Some(dir)) = (
+            clean,
+            &self.shared.store,
+            &self.shared.config.rooms.data_dir,
+        ) {
+            store.close(dir);
         }
         if let Some(p) = &self.calls {
             p.stop();

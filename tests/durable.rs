@@ -325,3 +325,29 @@ fn a_repeated_idempotency_key_is_still_recognised_after_a_restart() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_clean_stop_marks_the_directory_and_a_restart_resumes() {
+    let dir = temp_dir("clean");
+    let (ws, api) = addrs();
+    let d = dir.display().to_string();
+    let mut p = Process::start_at(ws, api, &["--data-dir", &d, "--drain-window", "1"]);
+    let (epoch, _) = publish(api, "chat:c", json!("a"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        dir.join("clean").exists(),
+        "a drained node marks its history clean"
+    );
+    let p = node(ws, api, &dir, "2");
+    assert!(!dir.join("clean").exists(), "the mark is used once");
+    let (sub, msgs) = resume(&p.url(), "chat:c", &epoch, 0, 1);
+    assert_eq!(sub["recovered"], true, "{sub}");
+    assert_eq!(msgs[0]["data"], "a");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -166,6 +166,9 @@ fn worker_thread(
         {
             error!(worker = id, "inbox failed: {e}; the worker stops");
         }
+        if let Some(j) = &mut w.state.borrow_mut().journal {
+            j.close();
+        }
     });
 }
 

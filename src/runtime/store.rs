@@ -105,6 +105,19 @@ pub fn open(
     }))
 }
 
+impl NodeStore {
+    /// Every worker has stopped (their journals synced and closed): mark the
+    /// directory clean.
+    pub fn close(&self, dir: &std::path::Path) {
+        if let Err(e) = recover::mark_clean(dir) {
+            warn!(
+                "history: cannot mark {} as cleanly stopped: {e}; after a machine restart its rooms will start new epochs",
+                dir.display()
+            );
+        }
+    }
+}
+
 /// Unix time, ms.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -209,6 +222,13 @@ impl Journal {
                 }
             }
             Err(e) => self.complain("cannot write the history log", &e),
+        }
+    }
+
+    /// Sync what was written (the worker stops).
+    pub fn close(&mut self) {
+        if let Err(e) = self.log.sync() {
+            self.complain("cannot sync the history log", &e);
         }
     }
 

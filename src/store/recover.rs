@@ -18,11 +18,13 @@
 //! A restarted room keeps its epoch and goes on from its latest seq only if no seq
 //! it handed out can be missing from the log. Records reach the page cache before
 //! anything they carry is delivered (the worker writes them first), so a process
-//! crash loses nothing. A machine crash loses what was not yet synced, unless the
-//! policy is `always`: then the rooms restart with new epochs, written into the new
-//! segments so a later restart cannot bring the old ones back (their messages stay
-//! readable through the history API, their seqs continue). A machine crash is told from a
-//! process crash by the kernel's boot id, kept in the directory.
+//! crash loses nothing. A machine crash loses what was not yet synced, so unless the
+//! policy is `always` (then nothing is ever unsynced when it is seen) the rooms
+//! restart with new epochs, written into the new segments so a later restart cannot
+//! bring the old ones back (their messages stay readable through the history API,
+//! their seqs continue). A machine crash is told from a process crash by the
+//! kernel's boot id, kept in the directory; a node that stopped cleanly (every log
+//! synced) leaves a mark that spares its rooms after a planned reboot.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -226,7 +228,9 @@ pub fn recover(
     );
     report.rooms = history.len();
     report.messages = history.iter().map(|h| h.messages.len() as u64).sum();
-    report.new_epochs = !history.is_empty() && !boot_unchanged(dir) && plan.policy != Fsync::Always;
+    let clean = dir.join(CLEAN_FILE).exists();
+    report.new_epochs =
+        !history.is_empty() && !clean && !boot_unchanged(dir) && plan.policy != Fsync::Always;
     if report.new_epochs {
         for h in &mut history {
             h.epoch = new_epoch();
@@ -290,6 +294,10 @@ pub fn recover(
         }
     }
     write_boot(dir)?;
+    if clean {
+        // From now on the logs are written again: only a new clean stop counts.
+        fs::remove_file(dir.join(CLEAN_FILE))?;
+    }
     sync_dir(dir)?;
     Ok(Recovered {
         logs,
@@ -299,6 +307,16 @@ pub fn recover(
 }
 
 const BOOT_FILE: &str = "boot_id";
+const CLEAN_FILE: &str = "clean";
+
+/// Say that every log in `dir` was synced and closed (the node stopped cleanly):
+/// the next start keeps the epochs even if the machine restarted in between.
+pub fn mark_clean(dir: &Path) -> io::Result<()> {
+    let path = dir.join(CLEAN_FILE);
+    fs::write(&path, b"")?;
+    fs::File::open(&path)?.sync_all()?;
+    sync_dir(dir)
+}
 
 /// The kernel's id of this boot (empty when unknown).
 fn boot_id() -> String {
@@ -527,6 +545,21 @@ mod tests {
         fs::write(d.join(BOOT_FILE), "another boot").unwrap();
         let got = recover(plan(Fsync::Always), |_| 0, &mut fresh).unwrap();
         assert!(!got.report.new_epochs, "every write was synced");
+        drop(got);
+        // A clean stop before the reboot: nothing can be missing.
+        mark_clean(&d).unwrap();
+        fs::write(d.join(BOOT_FILE), "another boot").unwrap();
+        let got = recover(plan(Fsync::Never), |_| 0, &mut fresh).unwrap();
+        assert!(!got.report.new_epochs, "stopped cleanly");
+        drop(got);
+        assert!(!d.join(CLEAN_FILE).exists(), "the mark is used once");
+        fs::write(d.join(BOOT_FILE), "another boot").unwrap();
+        assert!(
+            recover(plan(Fsync::Never), |_| 0, &mut fresh)
+                .unwrap()
+                .report
+                .new_epochs
+        );
         let _ = fs::remove_dir_all(&d);
     }
 }
