@@ -18,6 +18,7 @@
 //! | `admission`   | the caps at accept and upgrade, identity, what a connection gives back |
 //! | `lifecycle`   | deadlines on the wheel, the unfinished-message budget, drain |
 //! | `mailbox`     | inboxes with a doorbell |
+//! | `outbox`      | what leaves the worker's thread (mail, peer messages, answers, events), held while the journal syncs |
 //! | `router`      | where the mesh's messages go (the mesh's sink) |
 //! | `listener`    | one shared listening socket per address |
 //! | `store`       | `rooms.data_dir`: read back at start, each worker's journal of what its router stamps |
@@ -32,6 +33,7 @@ pub mod identify;
 pub mod lifecycle;
 pub mod listener;
 pub mod mailbox;
+pub mod outbox;
 pub mod probe;
 pub mod requests;
 pub mod router;

@@ -1,6 +1,14 @@
 //! The workers' side of `rooms.data_dir`: the directory opened and read back once at
 //! start ([`open`]), and each worker's journal ([`Journal`]): what its hub stamps,
 //! written to its log before anything of the same turn leaves the process.
+//!
+//! With `rooms.fsync = "always"` the records must also be synced before then. The
+//! sync is a group commit: [`Journal::write`] writes a turn's records, the worker
+//! holds back what would leave the process (mail, peer messages, answers, events;
+//! frames to clients wait in their queues anyway) while [`Journal::unsynced`], and
+//! [`Journal::commit`] syncs once for everything written since, just before the
+//! worker writes its sockets and lets what it held go. Under load a sync covers
+//! many messages: while one runs, the next turn's input accumulates.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -187,7 +195,24 @@ impl Journal {
             });
         }
         if self.log.has_pending() {
-            self.flush(hub, at_ms);
+            match self.log.write(at_ms) {
+                Ok(false) => {}
+                Ok(true) => self.positions(hub, at_ms),
+                Err(e) => self.complain("cannot write the history log", &e),
+            }
+        }
+    }
+
+    /// Whether written records wait for [`Journal::commit`] (only with
+    /// `fsync = "always"`): nothing of theirs may leave the process until then.
+    pub fn unsynced(&self) -> bool {
+        self.log.policy() == crate::store::segment::Fsync::Always && self.log.unsynced()
+    }
+
+    /// Sync what was written (the group commit of `fsync = "always"`).
+    pub fn commit(&mut self) {
+        if let Err(e) = self.log.sync() {
+            self.complain("cannot sync the history log", &e);
         }
     }
 
@@ -203,25 +228,27 @@ impl Journal {
     fn flush(&mut self, hub: &Hub, now: u64) {
         match self.log.flush(now) {
             Ok(false) => {}
-            Ok(true) => {
-                // A new segment: it begins with every owned room's place, so the room
-                // keeps it when the segments holding its messages are deleted.
-                for (room, r) in hub.owned_rooms() {
-                    let (epoch, seq) = r.position();
-                    self.log.append(&Record {
-                        room,
-                        epoch: epoch.0,
-                        seq,
-                        at_ms: now,
-                        frame: &[],
-                        key: "",
-                    });
-                }
-                if let Err(e) = self.log.flush(now) {
-                    self.complain("cannot write the history log", &e);
-                }
-            }
+            Ok(true) => self.positions(hub, now),
             Err(e) => self.complain("cannot write the history log", &e),
+        }
+    }
+
+    /// A new segment began: it starts with every owned room's place, so the room
+    /// keeps it when the segments holding its messages are deleted.
+    fn positions(&mut self, hub: &Hub, now: u64) {
+        for (room, r) in hub.owned_rooms() {
+            let (epoch, seq) = r.position();
+            self.log.append(&Record {
+                room,
+                epoch: epoch.0,
+                seq,
+                at_ms: now,
+                frame: &[],
+                key: "",
+            });
+        }
+        if let Err(e) = self.log.write(now) {
+            self.complain("cannot write the history log", &e);
         }
     }
 

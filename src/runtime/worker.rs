@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::conn::ConnKey;
 use crate::conn::outq::{Flushed, Out, SharedFrame};
 use crate::conn::wheel::Tick;
-use crate::hub::{Hub, HubConfig, HubEvent, Ms, PeerMsg, Reply, ToConn, Topology};
+use crate::hub::{Hub, HubConfig, Ms, Reply, ToConn, Topology};
 use crate::metrics::WorkerStats;
 use crate::metrics::histogram::now_ns;
 use crate::ws::handshake::HandshakeConfig;
@@ -204,6 +204,8 @@ pub struct State {
     pub(crate) demo_gate: crate::conn::rate::RateLimiter,
     /// The history log (`rooms.data_dir`).
     pub(crate) journal: Option<super::store::Journal>,
+    /// Effects held until the journal's sync (see `runtime::outbox`).
+    pub(crate) outbox: super::outbox::Outbox,
     /// When this worker started: the origin of its ticks and milliseconds.
     started: Instant,
 }
@@ -262,6 +264,7 @@ impl Worker {
                 inflater: None,
                 demo_gate: crate::conn::rate::RateLimiter::new(&crate::client::DEMO_RATE, 0),
                 journal,
+                outbox: Default::default(),
                 started: Instant::now(),
                 shared,
             }),
@@ -301,6 +304,8 @@ impl Worker {
     /// once per batch of work, so frames queued by one batch leave together.
     pub fn flush_dirty(self: &Rc<Self>) {
         let mut st = self.state.borrow_mut();
+        // Nothing stamped leaves before it is on disk (`rooms.fsync = "always"`).
+        st.commit();
         let conns = &mut st.conns;
         let mut dirty = std::mem::take(&mut conns.dirty);
         let mut now = now_ns();
@@ -474,57 +479,7 @@ impl State {
                 }
             }
         }
-        while let Some((worker, mail)) = self.hub.poll_mail() {
-            if let Some(m) = self.shared.mailboxes.get(worker) {
-                m.send(Letter::Hub(mail));
-            }
-        }
-        while let Some((peers, msg)) = self.hub.poll_peer() {
-            let Some(mesh) = &self.shared.mesh else {
-                continue;
-            };
-            let deliver = matches!(msg, PeerMsg::Deliver { .. });
-            let wire = crate::mesh::wire::encode(&crate::mesh::wire::Frame::Hub(msg));
-            for p in (0..64).filter(|p| peers & (1 << p) != 0) {
-                if deliver {
-                    mesh.slots[p]
-                        .stats
-                        .delivers_out
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                mesh.send(p, wire.clone(), self.hub.session(p));
-            }
-        }
-        while let Some((req, reply)) = self.hub.poll_reply() {
-            self.complete(req, reply);
-        }
-        while let Some(event) = self.hub.poll_event() {
-            let Some(h) = &self.shared.hooks else {
-                continue;
-            };
-            match event {
-                HubEvent::Published {
-                    room,
-                    epoch,
-                    seq,
-                    from,
-                    data,
-                } => h.event(&crate::hooks::Event::Publish {
-                    room: &room,
-                    epoch,
-                    seq,
-                    from: from.as_deref(),
-                    data: &data,
-                }),
-                HubEvent::Presence { room, user, joined } => {
-                    h.event(&crate::hooks::Event::Presence {
-                        room: &room,
-                        user: &user,
-                        joined,
-                    })
-                }
-            }
-        }
+        self.send_out();
     }
 
     /// Forget a connection: leave its rooms, free its slot, give back what was
@@ -582,7 +537,7 @@ impl State {
     }
 
     /// The router answered request `req` (a task's or a connection's).
-    fn complete(&mut self, req: u64, reply: Reply) {
+    pub(super) fn complete(&mut self, req: u64, reply: Reply) {
         match self.waiters.try_remove(req as usize) {
             Some(Waiter::Task(tx)) => {
                 let _ = tx.send(Answer::Hub(reply)); // the asking task may have gone

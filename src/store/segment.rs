@@ -125,6 +125,17 @@ impl Log {
     /// whether a new segment began (the caller then appends each room's position,
     /// see the module docs of [`record`](super::record)).
     pub fn flush(&mut self, now_ms: u64) -> io::Result<bool> {
+        let rotated = self.write(now_ms)?;
+        if self.policy == Fsync::Always {
+            self.sync()?;
+        }
+        Ok(rotated)
+    }
+
+    /// [`Log::flush`], but with the `always` policy the sync is left to the caller
+    /// ([`Log::sync`], once for a batch: group commit). Returns whether a new
+    /// segment began.
+    pub fn write(&mut self, now_ms: u64) -> io::Result<bool> {
         if !self.buf.is_empty() {
             let result = self.file.write_all(&self.buf);
             let n = self.buf.len() as u64;
@@ -137,8 +148,7 @@ impl Log {
             self.dirty_since.get_or_insert(now_ms);
         }
         let sync = match (self.policy, self.dirty_since) {
-            (_, None) | (Fsync::Never, _) => false,
-            (Fsync::Always, Some(_)) => true,
+            (_, None) | (Fsync::Never | Fsync::Always, _) => false,
             (Fsync::IntervalMs(ms), Some(t)) => now_ms.saturating_sub(t) >= ms,
         };
         if sync {
@@ -162,6 +172,16 @@ impl Log {
             bytes: 0,
         });
         Ok(true)
+    }
+
+    /// Whether something written is not yet synced.
+    pub fn unsynced(&self) -> bool {
+        self.dirty_since.is_some()
+    }
+
+    /// The fsync policy.
+    pub fn policy(&self) -> Fsync {
+        self.policy
     }
 
     /// Make everything written so far durable (`fdatasync`), whatever the policy.

@@ -1,0 +1,141 @@
+//! What the router decided that leaves the worker's thread: mail for other workers,
+//! messages for peers, answers to waiting requests, events for the app.
+//!
+//! Normally carried out at once. While the journal has records written but not yet
+//! synced (`rooms.fsync = "always"`, see `runtime::store`), they are held here, in
+//! the order they were decided, and let go by [`State::commit`] after the sync: a
+//! stamped message must not reach anyone before it is on disk. Once something is
+//! held, everything after it is held too, so each destination still sees its
+//! messages in order.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use super::mailbox::Letter;
+use super::worker::State;
+use crate::hub::{HubEvent, Mail, PeerMsg, Reply};
+
+/// One effect held back.
+#[derive(Debug)]
+pub enum Held {
+    /// Mail for a worker.
+    Mail(usize, Mail),
+    /// An encoded peer message, for each node on the session it was meant for.
+    Peer {
+        /// The encoded frame.
+        wire: bytes::Bytes,
+        /// `(node, session)`.
+        to: Vec<(usize, u64)>,
+        /// A room message (counted per peer).
+        deliver: bool,
+    },
+    /// An answer to request `req`.
+    Reply(u64, Reply),
+    /// An event for the app's webhooks.
+    Event(HubEvent),
+}
+
+/// Effects held back until the journal's sync.
+pub type Outbox = VecDeque<Held>;
+
+impl State {
+    /// Carry out (or hold back) what the router decided besides frames for this
+    /// worker's connections.
+    pub(super) fn send_out(&mut self) {
+        let hold = !self.outbox.is_empty() || self.journal.as_ref().is_some_and(|j| j.unsynced());
+        while let Some((worker, mail)) = self.hub.poll_mail() {
+            self.out(Held::Mail(worker, mail), hold);
+        }
+        while let Some((peers, msg)) = self.hub.poll_peer() {
+            if self.shared.mesh.is_none() {
+                continue;
+            }
+            let deliver = matches!(msg, PeerMsg::Deliver { .. });
+            let wire = crate::mesh::wire::encode(&crate::mesh::wire::Frame::Hub(msg));
+            let to = (0..64)
+                .filter(|p| peers & (1 << p) != 0)
+                .map(|p| (p, self.hub.session(p)))
+                .collect();
+            self.out(Held::Peer { wire, to, deliver }, hold);
+        }
+        while let Some((req, reply)) = self.hub.poll_reply() {
+            self.out(Held::Reply(req, reply), hold);
+        }
+        while let Some(event) = self.hub.poll_event() {
+            self.out(Held::Event(event), hold);
+        }
+    }
+
+    /// Sync the journal if it has unsynced records, then let go of what waited for
+    /// it. Called before the worker writes its sockets.
+    pub fn commit(&mut self) {
+        if let Some(j) = &mut self.journal
+            && j.unsynced()
+        {
+            j.commit();
+        }
+        while let Some(h) = self.outbox.pop_front() {
+            self.carry_out(h);
+        }
+    }
+
+    fn out(&mut self, h: Held, hold: bool) {
+        if hold {
+            self.outbox.push_back(h);
+        } else {
+            self.carry_out(h);
+        }
+    }
+
+    fn carry_out(&mut self, h: Held) {
+        match h {
+            Held::Mail(worker, mail) => {
+                if let Some(m) = self.shared.mailboxes.get(worker) {
+                    m.send(Letter::Hub(mail));
+                }
+            }
+            Held::Peer { wire, to, deliver } => {
+                let Some(mesh) = &self.shared.mesh else {
+                    return;
+                };
+                for (p, session) in to {
+                    if deliver {
+                        mesh.slots[p]
+                            .stats
+                            .delivers_out
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    mesh.send(p, wire.clone(), session);
+                }
+            }
+            Held::Reply(req, reply) => self.complete(req, reply),
+            Held::Event(event) => {
+                let Some(h) = &self.shared.hooks else {
+                    return;
+                };
+                match event {
+                    HubEvent::Published {
+                        room,
+                        epoch,
+                        seq,
+                        from,
+                        data,
+                    } => h.event(&crate::hooks::Event::Publish {
+                        room: &room,
+                        epoch,
+                        seq,
+                        from: from.as_deref(),
+                        data: &data,
+                    }),
+                    HubEvent::Presence { room, user, joined } => {
+                        h.event(&crate::hooks::Event::Presence {
+                            room: &room,
+                            user: &user,
+                            joined,
+                        })
+                    }
+                }
+            }
+        }
+    }
+}
