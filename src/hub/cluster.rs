@@ -163,7 +163,12 @@ impl Hub {
                     .replies
                     .push_back((ticket.id, Reply::Published(stamp)));
             }
-            PeerMsg::Deliver { room, tag, frame } => {
+            PeerMsg::Deliver {
+                room,
+                seq,
+                tag,
+                frame,
+            } => {
                 let Some(mirror) = self.mirrors.get(room.as_str()) else {
                     return; // nobody here listens any more
                 };
@@ -174,7 +179,23 @@ impl Hub {
                 }
                 let workers: Vec<usize> = mirror.workers.iter().collect();
                 self.stats.mesh_delivered += 1;
-                self.fan_out(&room, &workers, frame, tag, at);
+                self.fan_out(&room, &workers, frame, seq, tag, at);
+            }
+            PeerMsg::Lagged { room } => {
+                // Messages of this room were dropped on their way here: its
+                // subscribers resume from their cursors at the same owner.
+                let Some((name, mirror)) = self.mirrors.get_key_value(room.as_str()) else {
+                    return;
+                };
+                if mirror.owner != peer || mirror.moved_until.is_some() {
+                    return;
+                }
+                let (name, workers): (Arc<str>, Vec<usize>) =
+                    (name.clone(), mirror.workers.iter().collect());
+                self.stats.lag_resumes += 1;
+                for w in workers {
+                    self.rehome_on(w, &name, now);
+                }
             }
             PeerMsg::Moved { room } => self.moved(&Arc::from(room), peer, now),
             PeerMsg::PresenceQuery { room, ticket } => {

@@ -1,5 +1,13 @@
 //! The subscriber side: which of this worker's connections listen to which room,
 //! pending until the owner's answer, live after it.
+//!
+//! Every live subscriber of a room on a worker is at the same place in the room's
+//! stream: answers and messages reach the worker on one FIFO path from the owner, so
+//! a subscriber that turns live is exactly where the others are. The room keeps that
+//! place (its *cursor*: epoch and last seq delivered), and when its subscribers must
+//! subscribe again (the room moved, or messages were dropped on a slow link) they do
+//! so from it: an answer that recovers the gap in the same epoch replays it without
+//! a new `subscribed`, so the move is invisible to the client.
 
 use std::sync::Arc;
 
@@ -24,6 +32,13 @@ pub(super) struct LocalRoom {
     /// number; they receive nothing until it. An answer to an earlier attempt (the
     /// connection left and subscribed again, or the room moved) is stale: ignored.
     pub(super) pending: Vec<(ConnKey, u32)>,
+    /// Pending attempts that resume from a cursor: `(conn, attempt, cursor,
+    /// silent)`; `silent`: the connection was live and is only catching up (no
+    /// `subscribed` if the answer recovers in the same epoch).
+    resuming: Vec<(ConnKey, u32, Cursor, bool)>,
+    /// Where the live subscribers are: the epoch of their answers and the last seq
+    /// delivered.
+    cursor: Option<Cursor>,
 }
 
 impl LocalRoom {
@@ -38,6 +53,7 @@ impl LocalRoom {
         if let Some(i) = self.pending.iter().position(|(k, _)| *k == key) {
             self.pending.swap_remove(i);
         }
+        self.resuming.retain(|r| r.0 != key);
     }
 }
 
@@ -61,11 +77,11 @@ impl Hub {
             entry.1 += 1;
         }
         let attempt = self.next_attempt();
-        self.local
-            .entry(name.clone())
-            .or_default()
-            .pending
-            .push((key, attempt));
+        let local = self.local.entry(name.clone()).or_default();
+        local.pending.push((key, attempt));
+        if let Some(c) = since {
+            local.resuming.push((key, attempt, c, false));
+        }
         self.send_subscribe(name.clone(), key, attempt, since, user, now);
         name
     }
@@ -154,8 +170,25 @@ impl Hub {
         }
         local.pending.swap_remove(i);
         local.live.push(key);
-        let head = protocol::subscribed_frame(room, ack.epoch, ack.seq, ack.recovered);
-        self.out.conns.push_back(ToConn::Send(key, head));
+        let silent = match local
+            .resuming
+            .iter()
+            .position(|r| (r.0, r.1) == (key, attempt))
+        {
+            Some(j) => {
+                let (_, _, from, silent) = local.resuming.swap_remove(j);
+                silent && ack.recovered && from.epoch == ack.epoch
+            }
+            None => false,
+        };
+        local.cursor = Some(Cursor {
+            epoch: ack.epoch,
+            seq: ack.seq,
+        });
+        if !silent {
+            let head = protocol::subscribed_frame(room, ack.epoch, ack.seq, ack.recovered);
+            self.out.conns.push_back(ToConn::Send(key, head));
+        }
         for frame in ack.replay {
             self.out.conns.push_back(ToConn::Send(key, frame));
         }
@@ -203,15 +236,23 @@ impl Hub {
         &mut self,
         room: &str,
         frame: Bytes,
+        seq: u64,
         packed: Lazy,
         tag: u64,
         at: Ms,
     ) {
-        let Some((name, _)) = self.local.get_key_value(room) else {
+        let Some((name, local)) = self.local.get_key_value(room) else {
             return;
         };
+        let name = name.clone();
+        if seq > 0
+            && !local.live.is_empty()
+            && let Some(c) = self.local.get_mut(room).and_then(|l| l.cursor.as_mut())
+        {
+            c.seq = seq;
+        }
         self.out.conns.push_back(ToConn::Broadcast {
-            room: name.clone(),
+            room: name,
             frame,
             packed,
             tag,
@@ -227,17 +268,33 @@ impl Hub {
         let Some(local) = self.local.get_mut(&name) else {
             return;
         };
-        let mut keys = std::mem::take(&mut local.live);
-        keys.extend(local.pending.drain(..).map(|(k, _)| k));
-        for key in keys {
+        // Live subscribers resume from where they are; pending ones from where they
+        // asked to.
+        let cursor = local.cursor;
+        let asked = std::mem::take(&mut local.resuming);
+        let mut keys: Vec<(ConnKey, Option<(Cursor, bool)>)> = std::mem::take(&mut local.live)
+            .into_iter()
+            .map(|k| (k, cursor.map(|c| (c, true))))
+            .collect();
+        keys.extend(local.pending.drain(..).map(|(k, attempt)| {
+            let since = asked
+                .iter()
+                .find(|r| (r.0, r.1) == (k, attempt))
+                .map(|r| (r.2, r.3));
+            (k, since)
+        }));
+        for (key, since) in keys {
             // A new attempt: answers to the earlier one are stale now.
             let attempt = self.next_attempt();
             if let Some(local) = self.local.get_mut(&name) {
                 local.pending.push((key, attempt));
+                if let Some((c, silent)) = since {
+                    local.resuming.push((key, attempt, c, silent));
+                }
             }
             // The new owner's roster needs the user again.
             let user = self.users.get(&key).map(|(u, _)| u.clone());
-            self.send_subscribe(name.clone(), key, attempt, None, user, now);
+            self.send_subscribe(name.clone(), key, attempt, since.map(|s| s.0), user, now);
         }
     }
 }

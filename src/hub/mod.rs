@@ -188,6 +188,9 @@ pub struct HubStats {
     pub mesh_delivered: u64,
     /// Rooms that moved to another owner (disowned here or rehomed from a mirror).
     pub owner_moves: u64,
+    /// Rooms whose subscribers here resumed from their cursors because messages for
+    /// them were dropped on a slow link (`PeerMsg::Lagged`).
+    pub lag_resumes: u64,
     /// Publishes recognised as repeats of an idempotency key (not delivered again).
     pub duplicates: u64,
     /// Resume requests answered with `recovered: true`.

@@ -123,6 +123,8 @@ pub enum Mail {
     Deliver {
         /// Room name.
         room: Arc<str>,
+        /// The message's seq (0: not a room message, e.g. a presence change).
+        seq: u64,
         /// The encoded frame, shared by every subscriber.
         frame: Bytes,
         /// Its compressed variant, made once for the node.
@@ -258,6 +260,8 @@ pub enum PeerMsg {
     Deliver {
         /// Room name.
         room: String,
+        /// The message's seq (0: not a room message).
+        seq: u64,
         /// Conflation tag.
         tag: u64,
         /// The encoded WebSocket frame.
@@ -323,6 +327,14 @@ pub enum PeerMsg {
         /// Its answer.
         part: Part,
     },
+    /// From a room's owner: messages of the room for the receiver were dropped (its
+    /// link was over its queue bound). The receiver's subscribers subscribe again
+    /// from their cursors, and the replay fills the gap: only a room whose gap left
+    /// the replay window re-syncs.
+    Lagged {
+        /// Room name.
+        room: String,
+    },
 }
 
 /// Which workers of a node a peer message is for.
@@ -348,7 +360,8 @@ impl PeerMsg {
             | PeerMsg::Deliver { room, .. }
             | PeerMsg::PresenceQuery { room, .. }
             | PeerMsg::HistoryQuery { room, .. }
-            | PeerMsg::Moved { room } => super::topology::home_worker(room, workers),
+            | PeerMsg::Moved { room }
+            | PeerMsg::Lagged { room } => super::topology::home_worker(room, workers),
             PeerMsg::Published { ticket, .. }
             | PeerMsg::Presence { ticket, .. }
             | PeerMsg::History { ticket, .. }

@@ -268,8 +268,8 @@ impl Hub {
             });
         }
         let tag = conflation_tag(room, key);
-        self.forward(room, peers, &frame, tag);
-        self.fan_out(room, &workers, frame, tag, at);
+        self.forward(room, peers, &frame, seq, tag);
+        self.fan_out(room, &workers, frame, seq, tag, at);
         Stamp {
             epoch,
             seq,
@@ -277,12 +277,14 @@ impl Hub {
         }
     }
 
-    /// Send a room frame once to each of `workers` (this one inline).
+    /// Send a room frame (message `seq`, 0 for other frames) once to each of
+    /// `workers` (this one inline).
     pub(super) fn fan_out(
         &mut self,
         room: &str,
         workers: &[usize],
         frame: Bytes,
+        seq: u64,
         tag: u64,
         at: Ms,
     ) {
@@ -292,13 +294,14 @@ impl Hub {
         let packed = Lazy::default();
         for &w in workers {
             if w == self.id {
-                self.deliver_local(room, frame.clone(), packed.clone(), tag, at);
+                self.deliver_local(room, frame.clone(), seq, packed.clone(), tag, at);
             } else {
                 let room = name.get_or_insert_with(|| Arc::from(room)).clone();
                 self.out.mail.push_back((
                     w,
                     Mail::Deliver {
                         room,
+                        seq,
                         frame: frame.clone(),
                         packed: packed.clone(),
                         tag,
@@ -310,7 +313,14 @@ impl Hub {
     }
 
     /// Send a room frame once to each node in `peers`, encoded once for all.
-    pub(super) fn forward(&mut self, room: &str, peers: PeerSet, frame: &Bytes, tag: u64) {
+    pub(super) fn forward(
+        &mut self,
+        room: &str,
+        peers: PeerSet,
+        frame: &Bytes,
+        seq: u64,
+        tag: u64,
+    ) {
         if peers == 0 {
             return;
         }
@@ -319,6 +329,7 @@ impl Hub {
             peers,
             PeerMsg::Deliver {
                 room: room.to_owned(),
+                seq,
                 tag,
                 frame: frame.clone(),
             },
@@ -448,8 +459,8 @@ impl Hub {
                 }
                 if frames {
                     let frame = protocol::presence_change_frame(&room, &c.user, c.joined);
-                    self.forward(&room, peers, &frame, tag);
-                    self.fan_out(&room, &workers, frame, tag, now);
+                    self.forward(&room, peers, &frame, 0, tag);
+                    self.fan_out(&room, &workers, frame, 0, tag, now);
                 }
             }
         }
@@ -575,11 +586,12 @@ impl Hub {
             }
             Mail::Deliver {
                 room,
+                seq,
                 frame,
                 packed,
                 tag,
                 at,
-            } => self.deliver_local(&room, frame, packed, tag, at),
+            } => self.deliver_local(&room, frame, seq, packed, tag, at),
             Mail::PresenceQuery { room, ticket } => {
                 let json = self.roster_json(&room);
                 self.reply_to(ticket, Reply::Presence(json));

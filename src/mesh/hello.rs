@@ -179,6 +179,9 @@ impl Deadlined {
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err(HelloError::Closed),
                 Ok(n) => decoder.feed(&buf[..n]),
+                // A signal (SIGSTOP/SIGCONT, a profiler) interrupts a read that has
+                // a timeout: not the peer's doing.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
                         e.kind(),

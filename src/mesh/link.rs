@@ -247,6 +247,9 @@ fn read_loop(
                 slot.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 decoder.feed(&buf[..n]);
             }
+            // A signal (SIGSTOP/SIGCONT, a profiler) interrupts a read that has a
+            // timeout (SA_RESTART does not restart those): not the peer's doing.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),

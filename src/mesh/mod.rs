@@ -16,9 +16,12 @@
 //!   for `dead_after_ms` is dead. The dialer reconnects with exponential backoff and
 //!   full jitter.
 //! - Workers queue encoded frames for a peer on the peer's bounded slot (frames and
-//!   bytes); a writer thread drains it in batches. A peer that cannot keep up gets
-//!   its link cut rather than this node's memory: it reconnects and re-registers, and
-//!   its clients re-sync.
+//!   bytes); a writer thread drains it in batches. A peer that cannot keep up loses
+//!   room messages, not the link: past half the bound a room message is dropped
+//!   ([`Mesh::send_deliver`]) and the worker tells the peer which room lagged, whose
+//!   subscribers there resume from their cursors (the owner's replay fills the gap).
+//!   Only when the other messages alone fill the bound is the link cut: the peer
+//!   reconnects and re-registers, and its clients re-sync.
 //! - Links run on plain threads (two per live link, one manager per peer). A cluster
 //!   has a handful of links, each carrying many messages, so the per-connection
 //!   economy of the io_uring workers buys nothing here, and blocking I/O keeps the
@@ -74,6 +77,9 @@ pub struct LinkStats {
     pub connects: AtomicU64,
     /// Links cut because the peer's queue was over its bound.
     pub overflows: AtomicU64,
+    /// Room messages dropped because the peer's queue was over half its bound (the
+    /// peer was told, per room, and resumes from its cursors).
+    pub lagged: AtomicU64,
     /// Frames not sent because the link was down.
     pub dropped: AtomicU64,
     /// Round-trip time of the last heartbeat, microseconds (gauge; 0 before the
@@ -268,6 +274,24 @@ impl Mesh {
         }
     }
 
+    /// Queue a room message (`Deliver`) for node `to` like [`Mesh::send`], unless
+    /// the queue holds half its bound or more: then the message is dropped (counted)
+    /// and `false` returned, and the caller tells the peer the room lagged. The other
+    /// half of the bound is left to the messages that cannot be dropped.
+    pub fn send_deliver(&self, to: usize, frame: Bytes, session: u64) -> bool {
+        let slot = &self.slots[to];
+        let bytes = slot.queued.load(Ordering::Acquire) + frame.len();
+        if slot.up.load(Ordering::Acquire)
+            && (bytes > self.config.queue_bytes / 2
+                || slot.tx.len() >= self.config.queue_frames / 2)
+        {
+            slot.stats.lagged.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.send(to, frame, session);
+        true
+    }
+
     /// Stop every link (the node is shutting down).
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
@@ -313,7 +337,7 @@ impl Mesh {
                 let _ = writeln!(out, "{name}{{peer=\"{}\"}} {rtt}", self.nodes[i].id);
             }
         }
-        let counters: [Series<LinkStats>; 9] = [
+        let counters: [Series<LinkStats>; 10] = [
             (
                 "ringway_mesh_frames_out_total",
                 "Frames written to the peer",
@@ -353,6 +377,11 @@ impl Mesh {
                 "ringway_mesh_overflows_total",
                 "Links cut because the peer's queue was over its bound",
                 |s| s.overflows.load(Ordering::Relaxed),
+            ),
+            (
+                "ringway_mesh_lagged_total",
+                "Room messages dropped because the peer's queue was over half its bound (its subscribers resumed from their cursors)",
+                |s| s.lagged.load(Ordering::Relaxed),
             ),
             (
                 "ringway_mesh_dropped_total",

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::hub::PeerMsg;
 
 /// Version spoken in `Hello`; a peer with another version is refused.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 
 /// One message on a mesh link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,9 +209,11 @@ mod tests {
             }),
             Frame::Hub(PeerMsg::Deliver {
                 room: "r".into(),
+                seq: 41,
                 tag: 77,
                 frame: Bytes::from(vec![0x81; 300]),
             }),
+            Frame::Hub(PeerMsg::Lagged { room: "r".into() }),
         ]
     }
 

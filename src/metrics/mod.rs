@@ -368,7 +368,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|s| (s.worker.to_string(), s.connections)),
     );
-    let counters: [Series; 26] = [
+    let counters: [Series; 27] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -422,6 +422,11 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "ringway_mesh_delivered_total",
             "Room messages from peer nodes fanned out to local subscribers.",
             |s| s.hub.mesh_delivered,
+        ),
+        (
+            "ringway_lag_resumes_total",
+            "Rooms whose subscribers here resumed from their cursors because the owner dropped messages for this node (its mesh queue was over half its bound).",
+            |s| s.hub.lag_resumes,
         ),
         (
             "ringway_owner_moves_total",

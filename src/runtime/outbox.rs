@@ -9,6 +9,7 @@
 //! messages in order.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::mailbox::Letter;
@@ -26,13 +27,24 @@ pub enum Held {
         wire: bytes::Bytes,
         /// `(node, session)`.
         to: Vec<(usize, u64)>,
-        /// A room message (counted per peer).
-        deliver: bool,
+        /// The room of a room message (`Deliver`, which may be dropped for a slow
+        /// peer, which is then told the room lagged) or of a subscription's answer
+        /// (after which a drop must be told again).
+        room: Option<(Arc<str>, Kind)>,
     },
     /// An answer to request `req`.
     Reply(u64, Reply),
     /// An event for the app's webhooks.
     Event(HubEvent),
+}
+
+/// What a peer message about one room is, for the slow-peer rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A room message: dropped when the peer's queue is over half its bound.
+    Deliver,
+    /// A subscription's answer: the peer's subscribers are live again from it.
+    SubAck,
 }
 
 /// Effects held back until the journal's sync.
@@ -50,13 +62,19 @@ impl State {
             if self.shared.mesh.is_none() {
                 continue;
             }
-            let deliver = matches!(msg, PeerMsg::Deliver { .. });
+            let room = match &msg {
+                PeerMsg::Deliver { room, seq, .. } if *seq > 0 => {
+                    Some((Arc::from(room.as_str()), Kind::Deliver))
+                }
+                PeerMsg::SubAck { room, .. } => Some((Arc::from(room.as_str()), Kind::SubAck)),
+                _ => None,
+            };
             let wire = crate::mesh::wire::encode(&crate::mesh::wire::Frame::Hub(msg));
             let to = (0..64)
                 .filter(|p| peers & (1 << p) != 0)
                 .map(|p| (p, self.hub.session(p)))
                 .collect();
-            self.out(Held::Peer { wire, to, deliver }, hold);
+            self.out(Held::Peer { wire, to, room }, hold);
         }
         while let Some((req, reply)) = self.hub.poll_reply() {
             self.out(Held::Reply(req, reply), hold);
@@ -94,18 +112,41 @@ impl State {
                     m.send(Letter::Hub(mail));
                 }
             }
-            Held::Peer { wire, to, deliver } => {
+            Held::Peer { wire, to, room } => {
                 let Some(mesh) = &self.shared.mesh else {
                     return;
                 };
                 for (p, session) in to {
-                    if deliver {
+                    let Some((room, kind)) = &room else {
+                        mesh.send(p, wire.clone(), session);
+                        continue;
+                    };
+                    if *kind == Kind::SubAck {
+                        // Live again from this answer: a later drop is news.
+                        mesh.send(p, wire.clone(), session);
+                        if !self.lagging.is_empty() {
+                            self.lagging.remove(&(p, room.clone()));
+                        }
+                        continue;
+                    }
+                    if mesh.send_deliver(p, wire.clone(), session) {
                         mesh.slots[p]
                             .stats
                             .delivers_out
                             .fetch_add(1, Ordering::Relaxed);
+                        if !self.lagging.is_empty() {
+                            self.lagging.remove(&(p, room.clone()));
+                        }
+                    } else if self.lagging.insert((p, room.clone())) {
+                        // The first message of the room dropped since the last one
+                        // sent: tell the peer, in order, so it resumes the room.
+                        let lagged = PeerMsg::Lagged {
+                            room: room.to_string(),
+                        };
+                        let frame =
+                            crate::mesh::wire::encode(&crate::mesh::wire::Frame::Hub(lagged));
+                        mesh.send(p, frame, session);
                     }
-                    mesh.send(p, wire.clone(), session);
                 }
             }
             Held::Reply(req, reply) => self.complete(req, reply),

@@ -206,6 +206,9 @@ pub struct State {
     pub(crate) journal: Option<super::store::Journal>,
     /// Effects held until the journal's sync (see `runtime::outbox`).
     pub(crate) outbox: super::outbox::Outbox,
+    /// Rooms whose messages to a peer were dropped (its queue was over half its
+    /// bound) and the peer told, until one is sent again: `(peer, room)`.
+    pub(crate) lagging: std::collections::HashSet<(usize, Arc<str>)>,
     /// When this worker started: the origin of its ticks and milliseconds.
     started: Instant,
 }
@@ -265,6 +268,7 @@ impl Worker {
                 demo_gate: crate::conn::rate::RateLimiter::new(&crate::client::DEMO_RATE, 0),
                 journal,
                 outbox: Default::default(),
+                lagging: Default::default(),
                 started: Instant::now(),
                 shared,
             }),

@@ -683,11 +683,46 @@ impl World {
         }
         let a = self.rng.usize(..n);
         let b = (a + self.rng.usize(1..n)) % n;
-        match self.rng.u32(0..10) {
+        match self.rng.u32(0..12) {
             0..4 => self.cut(a.min(b), a.max(b)),
             4..7 => self.heal(a.min(b), a.max(b)),
             7 => self.crash(a),
+            8..10 => self.lag(),
             _ => self.restart(a),
+        }
+    }
+
+    /// A slow link: one room message in flight is dropped by its sender, which
+    /// sends `Lagged` in its place (as the worker does when a peer's queue is over
+    /// its bound).
+    fn lag(&mut self) {
+        let found: Vec<((usize, usize), usize, usize)> = self
+            .links
+            .iter()
+            .flat_map(|(k, l)| {
+                (0..2).flat_map(move |d| {
+                    l.flight[d]
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, m)| matches!(m, PeerMsg::Deliver { seq, .. } if *seq > 0))
+                        .map(move |(i, _)| (*k, d, i))
+                })
+            })
+            .collect();
+        if found.is_empty() {
+            return;
+        }
+        let (k, d, i) = found[self.rng.usize(..found.len())];
+        let Some(link) = self.links.get_mut(&k) else {
+            return;
+        };
+        if let Some(PeerMsg::Deliver { room, seq, .. }) = link.flight[d].get(i) {
+            trace!(
+                self,
+                "link {k:?} dir {d}: drop {room} seq {seq}, send Lagged"
+            );
+            let room = room.clone();
+            link.flight[d][i] = PeerMsg::Lagged { room };
         }
     }
 
