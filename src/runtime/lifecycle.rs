@@ -95,7 +95,7 @@ impl State {
                 self.conns.enqueue(key, Out::Own(frame));
             }
             if let Some((code, reason)) = due.close {
-                self.conns.close_now(key, code, reason);
+                self.close_now(key, code, reason);
             }
             if due.abort
                 && let Some(conn) = self.conns.get_mut(key)
@@ -150,7 +150,7 @@ impl State {
             let Some(victim) = largest else { break };
             tracing::debug!(conn = %self.conns.conn_id(victim), "over the unfinished-message budget: closing the largest holder with 1013");
             self.drop_partial(victim);
-            self.conns.close_now(
+            self.close_now(
                 victim,
                 close::TRY_AGAIN,
                 "server busy: too many unfinished messages; retry",
@@ -253,7 +253,7 @@ impl Worker {
                     })
                     .collect();
                 for key in left {
-                    st.conns.close_now(key, close::RESTART, "node restarting");
+                    st.close_now(key, close::RESTART, "node restarting");
                 }
             }
             // Let the read tasks see their EOF and release their sockets.

@@ -169,7 +169,10 @@ fn worker_thread(
             error!(worker = id, "inbox failed: {e}; the worker stops");
         }
         if let Some(j) = &mut w.state.borrow_mut().journal {
-            j.close();
+            let ok = j.close();
+            if let Some(store) = &w.shared.store {
+                store.journal_closed(ok);
+            }
         }
     });
 }

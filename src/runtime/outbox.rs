@@ -97,6 +97,14 @@ impl State {
         }
     }
 
+    /// Close a connection and write its queue at once ([`crate::runtime::conns::Conns::close_now`]),
+    /// after the journal's commit: what it writes must not carry a message the log
+    /// has not synced.
+    pub(crate) fn close_now(&mut self, key: crate::conn::ConnKey, code: u16, reason: &str) {
+        self.commit();
+        self.conns.close_now(key, code, reason);
+    }
+
     fn out(&mut self, h: Held, hold: bool) {
         if hold {
             self.outbox.push_back(h);

@@ -34,6 +34,9 @@ pub struct NodeStore {
     _lock: Flock<File>,
     /// Each worker's log and rooms, taken by the worker as it starts.
     parts: Mutex<Vec<Option<WorkerPart>>>,
+    /// A journal failed to write or sync: the directory is not marked clean at the
+    /// stop.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl NodeStore {
@@ -110,13 +113,30 @@ pub fn open(
     Ok(Some(NodeStore {
         _lock: lock,
         parts: Mutex::new(parts),
+        failed: Default::default(),
     }))
 }
 
 impl NodeStore {
+    /// A worker's journal stopped (see [`Journal::close`]): `ok` when everything it
+    /// was given reached the disk.
+    pub fn journal_closed(&self, ok: bool) {
+        if !ok {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Every worker has stopped (their journals synced and closed): mark the
-    /// directory clean.
+    /// directory clean, unless a journal failed.
     pub fn close(&self, dir: &std::path::Path) {
+        if self.failed.load(std::sync::atomic::Ordering::Acquire) {
+            warn!(
+                "history: a write to {} failed during this run: not marked as cleanly stopped, so after a machine restart its rooms start new epochs",
+                dir.display()
+            );
+            return;
+        }
         if let Err(e) = recover::mark_clean(dir) {
             warn!(
                 "history: cannot mark {} as cleanly stopped: {e}; after a machine restart its rooms will start new epochs",
@@ -220,7 +240,8 @@ impl Journal {
     pub fn tick(&mut self, hub: &Hub) {
         let now = unix_ms();
         self.flush(hub, now);
-        if let Err(e) = self.log.forget_before(now.saturating_sub(self.keep_ms)) {
+        let keep = Duration::from_millis(self.keep_ms);
+        if let Err(e) = self.log.forget_older_than(keep) {
             self.complain("cannot delete an old segment", &e);
         }
     }
@@ -252,15 +273,22 @@ impl Journal {
         }
     }
 
-    /// Sync what was written (the worker stops).
-    pub fn close(&mut self) {
+    /// Sync what was written (the worker stops). Returns whether everything the
+    /// journal was given is on disk (no write or sync ever failed).
+    pub fn close(&mut self) -> bool {
         if let Err(e) = self.log.sync() {
             self.complain("cannot sync the history log", &e);
         }
+        self.errors == 0
     }
 
     fn complain(&mut self, what: &str, e: &std::io::Error) {
         self.errors += 1;
+        if self.errors == 1 {
+            // A restart after a power loss must not trust this run's log to be
+            // complete (best effort: the disk may be what failed).
+            let _ = recover::mark_unsynced(self.log.dir());
+        }
         let quiet = self
             .last_complaint
             .is_some_and(|t| t.elapsed() < Duration::from_secs(10));

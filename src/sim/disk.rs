@@ -39,13 +39,17 @@ impl Disk {
             rooms.add(s);
         }
         let mut out: Vec<Vec<Restored>> = (0..workers).map(|_| Vec::new()).collect();
-        let finished = rooms.finish(now.saturating_sub(window), now.saturating_sub(key_window));
+        let finished = rooms.finish(
+            now.saturating_sub(window),
+            now.saturating_sub(key_window),
+            now.saturating_sub(window.max(key_window)),
+        );
         for h in finished {
             self.records.push(Stored {
                 room: h.room.clone(),
                 epoch: h.epoch,
                 seq: h.seq,
-                at_ms: now,
+                at_ms: h.newest_ms,
                 frame: Vec::new(),
                 key: String::new(),
             });

@@ -19,13 +19,13 @@
 //! frame and a key keeps just that (recovery writes them for messages that left the
 //! replay window but not the idempotency window).
 //!
-//! Reading a segment stops at the first record that does not check out. If that
-//! record runs to the end of the file (a crash while it was being written: its
-//! length reaches past the end, or its CRC fails on the last bytes), the segment is
-//! *torn*: everything before it is good and the file is truncated there. If good
-//! bytes follow it, the segment is *corrupt* (the disk, or someone, changed it): what
-//! came before is kept, the rest is skipped, and the caller names the file in an
-//! error.
+//! Reading a segment stops at the first record that does not check out. If no good
+//! record can be found anywhere after it (a crash while the last write was under
+//! way: a record cut short, or zeros where the file was extended), the segment is
+//! *torn*: everything before it is good and the rest is dropped. If a good record
+//! follows (its CRC checks out), the segment is *corrupt*: the disk, or someone,
+//! changed bytes in the middle; what came before is kept, the rest is skipped, and
+//! the caller names the file in an error.
 
 /// Bytes of a record's header (length and CRC).
 pub const HEADER: usize = 8;
@@ -106,12 +106,11 @@ pub fn scan(bytes: &[u8]) -> (Vec<Record<'_>>, End) {
                 records.push(record);
                 at += used;
             }
-            Err(Bad::Short) => return (records, End::Torn { valid: at }),
-            Err(Bad::Invalid { to_end }) => {
-                let end = if to_end {
-                    End::Torn { valid: at }
-                } else {
+            Err(_) => {
+                let end = if good_record_after(bytes, at + 1) {
                     End::Corrupt { valid: at }
+                } else {
+                    End::Torn { valid: at }
                 };
                 return (records, end);
             }
@@ -120,12 +119,18 @@ pub fn scan(bytes: &[u8]) -> (Vec<Record<'_>>, End) {
     (records, End::Clean)
 }
 
+/// Whether a whole, good record starts anywhere at or after `from` (only looked
+/// for once a segment is damaged).
+fn good_record_after(bytes: &[u8], from: usize) -> bool {
+    (from..bytes.len()).any(|i| read_one(&bytes[i..]).is_ok())
+}
+
 /// Why a record could not be read.
 enum Bad {
     /// The bytes end inside it.
     Short,
-    /// It does not check out; `to_end`: it is the last thing in the bytes.
-    Invalid { to_end: bool },
+    /// It does not check out.
+    Invalid,
 }
 
 fn read_one(b: &[u8]) -> Result<(Record<'_>, usize), Bad> {
@@ -135,17 +140,15 @@ fn read_one(b: &[u8]) -> Result<(Record<'_>, usize), Bad> {
     let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
     let crc = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     if len > MAX_BODY {
-        return Err(Bad::Invalid { to_end: false });
+        return Err(Bad::Invalid);
     }
     let Some(body) = b.get(HEADER..HEADER + len) else {
         return Err(Bad::Short);
     };
-    let to_end = HEADER + len == b.len();
     if crc32c::crc32c(body) != crc {
-        return Err(Bad::Invalid { to_end });
+        return Err(Bad::Invalid);
     }
-    let bad = Bad::Invalid { to_end };
-    let record = parse_body(body).ok_or(bad)?;
+    let record = parse_body(body).ok_or(Bad::Invalid)?;
     Ok((record, HEADER + len))
 }
 
@@ -246,11 +249,18 @@ mod tests {
     #[test]
     fn a_changed_byte_is_caught_torn_at_the_end_corrupt_before() {
         let bytes = sample(3);
-        let (_, _) = scan(&bytes);
-        let first_len = {
-            let mut one = Vec::new();
-            scan(&bytes).0[0].encode(&mut one);
-            one.len()
+        let ends: Vec<usize> = {
+            let mut at = 0;
+            scan(&bytes)
+                .0
+                .iter()
+                .map(|r| {
+                    let mut one = Vec::new();
+                    r.encode(&mut one);
+                    at += one.len();
+                    at
+                })
+                .collect()
         };
         // A flip inside the first record, with good records after it: corrupt.
         let mut b = bytes.clone();
@@ -262,24 +272,22 @@ mod tests {
         b[last] ^= 0x01;
         let (records, end) = scan(&b);
         assert_eq!(records.len(), 2);
-        assert_eq!(
-            end,
-            End::Torn {
-                valid: 2 * first_len
-            }
-        );
-        // A length from another world.
-        let mut b = bytes.clone();
-        b[first_len..first_len + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        let (records, end) = scan(&b);
-        assert_eq!(records.len(), 1);
-        assert_eq!(end, End::Corrupt { valid: first_len });
-        // Zeros where a record should be (a preallocated tail): torn or corrupt,
-        // never a record.
+        assert_eq!(end, End::Torn { valid: ends[1] });
+        // A length from another world, or one reaching past the end, with good
+        // records after it: corrupt, not torn (those records must not be dropped
+        // as if a crash had cut them).
+        for len in [u32::MAX, (bytes.len() as u32) * 2] {
+            let mut b = bytes.clone();
+            b[ends[0]..ends[0] + 4].copy_from_slice(&len.to_le_bytes());
+            let (records, end) = scan(&b);
+            assert_eq!(records.len(), 1);
+            assert_eq!(end, End::Corrupt { valid: ends[0] }, "length {len}");
+        }
+        // Zeros where a record should be (a file extended, then a power loss): torn.
         let mut b = bytes.clone();
         b.extend_from_slice(&[0; 64]);
         let (records, end) = scan(&b);
         assert_eq!(records.len(), 3);
-        assert_ne!(end, End::Clean);
+        assert_eq!(end, End::Torn { valid: bytes.len() });
     }
 }

@@ -49,6 +49,8 @@ pub struct RoomHistory {
     /// Idempotency keys stamped in the epoch inside the key window: `(scoped key,
     /// seq, at_ms)`, by key.
     pub keys: Vec<(String, u64, u64)>,
+    /// When its newest record was written, Unix ms.
+    pub newest_ms: u64,
 }
 
 /// Rooms rebuilt from records fed in the order they were written.
@@ -62,33 +64,32 @@ pub struct Rooms {
 struct Building {
     epoch: u64,
     seq: u64,
-    /// `(at_ms, order fed)` of the newest record of the epoch.
-    newest: (u64, u64),
+    /// Stamp time of the newest record of the epoch.
+    newest_ms: u64,
     messages: BTreeMap<u64, (u64, Vec<u8>)>,
     keys: BTreeMap<String, (u64, u64)>,
 }
 
 impl Rooms {
-    /// Take one record. A room's epoch is that of its newest record (by stamp time,
-    /// then by reading order); records of older epochs are dropped.
+    /// Take one record, in the order they were written (segments by index, each
+    /// from its start: a room lives on one worker at a time, and recovery writes
+    /// what it keeps after everything older). A room's epoch is that of its last
+    /// record; records of an earlier epoch are dropped. (Not the stamp times: the
+    /// wall clock may have stepped back.)
     pub fn add(&mut self, s: Stored) {
         self.fed += 1;
-        let when = (s.at_ms, self.fed);
         let fresh = |epoch| Building {
             epoch,
             seq: 0,
-            newest: when,
+            newest_ms: 0,
             messages: BTreeMap::new(),
             keys: BTreeMap::new(),
         };
         let b = self.rooms.entry(s.room).or_insert_with(|| fresh(s.epoch));
         if s.epoch != b.epoch {
-            if when < b.newest {
-                return;
-            }
             *b = fresh(s.epoch);
         }
-        b.newest = b.newest.max(when);
+        b.newest_ms = b.newest_ms.max(s.at_ms);
         b.seq = b.seq.max(s.seq);
         if !s.key.is_empty() {
             b.keys.insert(s.key, (s.seq, s.at_ms));
@@ -98,13 +99,20 @@ impl Rooms {
         }
     }
 
-    /// Every room, with the run of messages that ends at its latest seq and is no
-    /// older than `cutoff_ms`, and the keys no older than `key_cutoff_ms`. Sorted by
-    /// room.
-    pub fn finish(self, cutoff_ms: u64, key_cutoff_ms: u64) -> Vec<RoomHistory> {
+    /// Every room written to since `room_cutoff_ms` (older ones are forgotten: their
+    /// next incarnation gets a new epoch, as in memory), with the run of messages
+    /// that ends at its latest seq and is no older than `cutoff_ms`, and the keys no
+    /// older than `key_cutoff_ms`. Sorted by room.
+    pub fn finish(
+        self,
+        cutoff_ms: u64,
+        key_cutoff_ms: u64,
+        room_cutoff_ms: u64,
+    ) -> Vec<RoomHistory> {
         let mut out: Vec<RoomHistory> = self
             .rooms
             .into_iter()
+            .filter(|(_, b)| b.newest_ms >= room_cutoff_ms)
             .map(|(room, mut b)| {
                 let mut run = Vec::new();
                 let mut next = b.seq;
@@ -135,6 +143,7 @@ impl Rooms {
                     seq: b.seq,
                     messages: run,
                     keys,
+                    newest_ms: b.newest_ms,
                 }
             })
             .collect();
@@ -160,7 +169,8 @@ pub struct Report {
     /// was kept).
     pub corrupt: Vec<PathBuf>,
     /// The machine restarted since the log was written and the fsync policy is not
-    /// `always`: the rooms restart with new epochs.
+    /// `always`, or a segment was corrupt (what it held past the damage is
+    /// unknown): the rooms restart with new epochs.
     pub new_epochs: bool,
 }
 
@@ -225,12 +235,17 @@ pub fn recover(
     let mut history = rooms.finish(
         plan.now_ms.saturating_sub(plan.window_ms),
         plan.now_ms.saturating_sub(plan.key_window_ms),
+        plan.now_ms
+            .saturating_sub(plan.window_ms.max(plan.key_window_ms)),
     );
     report.rooms = history.len();
     report.messages = history.iter().map(|h| h.messages.len() as u64).sum();
     let clean = dir.join(CLEAN_FILE).exists();
-    report.new_epochs =
-        !history.is_empty() && !clean && !boot_unchanged(dir) && plan.policy != Fsync::Always;
+    // Whether the last run's unsynced writes may be lost: the policy it wrote under,
+    // not this run's.
+    let (same_boot, synced) = last_boot(dir);
+    let lost_writes = !clean && !same_boot && !synced;
+    report.new_epochs = !history.is_empty() && (lost_writes || !report.corrupt.is_empty());
     if report.new_epochs {
         for h in &mut history {
             h.epoch = new_epoch();
@@ -254,7 +269,7 @@ pub fn recover(
                 room: &h.room,
                 epoch: h.epoch,
                 seq: h.seq,
-                at_ms: plan.now_ms,
+                at_ms: h.newest_ms,
                 frame: &[],
                 key: "",
             });
@@ -293,7 +308,7 @@ pub fn recover(
             fs::remove_file(&f.path)?;
         }
     }
-    write_boot(dir)?;
+    write_boot(dir, plan.policy)?;
     if clean {
         // From now on the logs are written again: only a new clean stop counts.
         fs::remove_file(dir.join(CLEAN_FILE))?;
@@ -325,15 +340,34 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// Whether the machine has not restarted since the directory was last opened.
-fn boot_unchanged(dir: &Path) -> bool {
+/// Whether the machine has not restarted since the directory was last opened, and
+/// whether the run that opened it synced every write (`fsync = "always"`).
+fn last_boot(dir: &Path) -> (bool, bool) {
     let now = boot_id();
-    !now.is_empty() && fs::read_to_string(dir.join(BOOT_FILE)).is_ok_and(|then| then.trim() == now)
+    let then = fs::read_to_string(dir.join(BOOT_FILE)).unwrap_or_default();
+    let mut lines = then.lines();
+    let same = !now.is_empty() && lines.next().is_some_and(|b| b.trim() == now);
+    let synced = lines.next().is_some_and(|p| p.trim() == "always");
+    (same, synced)
 }
 
-fn write_boot(dir: &Path) -> io::Result<()> {
+/// Say that a write or sync of this run failed: after a machine restart, what this
+/// run wrote cannot be trusted to be complete, whatever its policy.
+pub fn mark_unsynced(dir: &Path) -> io::Result<()> {
     let tmp = dir.join(".boot_id.tmp");
-    fs::write(&tmp, boot_id())?;
+    fs::write(&tmp, format!("{}\nfailed\n", boot_id()))?;
+    fs::File::open(&tmp)?.sync_all()?;
+    fs::rename(tmp, dir.join(BOOT_FILE))
+}
+
+fn write_boot(dir: &Path, policy: Fsync) -> io::Result<()> {
+    let tmp = dir.join(".boot_id.tmp");
+    let policy = match policy {
+        Fsync::Always => "always",
+        Fsync::IntervalMs(_) => "interval",
+        Fsync::Never => "never",
+    };
+    fs::write(&tmp, format!("{}\n{policy}\n", boot_id()))?;
     fs::File::open(&tmp)?.sync_all()?;
     fs::rename(tmp, dir.join(BOOT_FILE))
 }
@@ -370,12 +404,16 @@ mod tests {
         // The room was forgotten and started again with epoch 2.
         r.add(stored("a", 2, 1, 200, "m"));
         r.add(stored("a", 2, 2, 201, "m"));
-        // A late copy of epoch 1 (another worker's older segment) changes nothing.
-        r.add(stored("a", 1, 5, 150, "m"));
         r.add(stored("b", 9, 3, 300, "m"));
         r.add(stored("b", 9, 5, 301, "m")); // 4 is missing: the run is just 5
-        let out = r.finish(0, 0);
-        assert_eq!(out.len(), 2);
+        // The wall clock stepped back: order, not stamp times, decides.
+        r.add(stored("c", 1, 1, 900, "m"));
+        r.add(stored("c", 2, 1, 100, "m"));
+        // Quiet for longer than every window: forgotten.
+        r.add(stored("old", 3, 8, 10, "m"));
+        let out = r.finish(0, 0, 50);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[2].epoch, 2);
         assert_eq!(
             (out[0].epoch, out[0].seq, seqs(&out[0])),
             (2, 2, vec![1, 2])
@@ -392,7 +430,7 @@ mod tests {
         r.add(stored("quiet", 4, 70, 50, "")); // a position record only
         // Duplicates (a crash while recovery rewrote the segments) collapse.
         r.add(stored("a", 3, 12, 600, "m"));
-        let out = r.finish(400, 0);
+        let out = r.finish(400, 0, 0);
         assert_eq!((out[0].seq, seqs(&out[0])), (12, vec![11, 12]));
         assert_eq!((out[1].epoch, out[1].seq), (4, 70));
         assert!(out[1].messages.is_empty());
@@ -491,6 +529,10 @@ mod tests {
         let got = recover(plan, |_| 0, &mut || 99).unwrap();
         assert_eq!(got.report.torn.len(), 1);
         assert_eq!(got.report.corrupt, [found[1].path.clone()]);
+        assert!(
+            got.report.new_epochs,
+            "what followed the damage is unknown: no epoch may go on"
+        );
         let a = &got.rooms[0][0];
         assert_eq!((a.room.as_str(), a.seq, seqs(a)), ("a", 2, vec![1, 2]));
         assert_eq!(got.rooms[0].len(), 1, "nothing of b could be read");
@@ -542,9 +584,22 @@ mod tests {
         assert!(!got.report.new_epochs);
         assert_eq!(got.rooms[0][0].epoch, 101, "the new epoch was written down");
         drop(got);
-        fs::write(d.join(BOOT_FILE), "another boot").unwrap();
+        // The run that wrote the log decides, not the next one: written under
+        // "never", read after a reboot by a node set to "always": lost writes.
+        fs::write(d.join(BOOT_FILE), "another boot\nnever\n").unwrap();
         let got = recover(plan(Fsync::Always), |_| 0, &mut fresh).unwrap();
+        assert!(got.report.new_epochs, "the writer did not sync");
+        drop(got);
+        // Written by a run set to "always" (recorded by the recovery above): a reboot
+        // loses nothing.
+        let epoch = |got: &Recovered| got.rooms[0][0].epoch;
+        let before = epoch(&recover(plan(Fsync::Always), |_| 0, &mut fresh).unwrap());
+        let mut id = fs::read_to_string(d.join(BOOT_FILE)).unwrap();
+        id.replace_range(..1, "X");
+        fs::write(d.join(BOOT_FILE), id).unwrap();
+        let got = recover(plan(Fsync::Never), |_| 0, &mut fresh).unwrap();
         assert!(!got.report.new_epochs, "every write was synced");
+        assert_eq!(epoch(&got), before);
         drop(got);
         // A clean stop before the reboot: nothing can be missing.
         mark_clean(&d).unwrap();

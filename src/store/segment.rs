@@ -64,8 +64,9 @@ pub struct LogStats {
 struct Segment {
     index: u64,
     path: PathBuf,
-    /// Newest record's stamp time (0: none).
-    newest_ms: u64,
+    /// When a record was last appended to it (the monotonic clock: a step of the
+    /// wall clock must not delete history still in its window).
+    last: Instant,
     /// Bytes in it.
     bytes: u64,
 }
@@ -96,7 +97,7 @@ impl Log {
             segments: vec![Segment {
                 index,
                 path,
-                newest_ms: 0,
+                last: Instant::now(),
                 bytes: 0,
             }],
             file,
@@ -111,9 +112,6 @@ impl Log {
     pub fn append(&mut self, r: &Record<'_>) {
         r.encode(&mut self.buf);
         self.stats.records += 1;
-        if let Some(s) = self.segments.last_mut() {
-            s.newest_ms = s.newest_ms.max(r.at_ms);
-        }
     }
 
     /// Whether records wait for a [`Log::flush`].
@@ -140,10 +138,19 @@ impl Log {
             let result = self.file.write_all(&self.buf);
             let n = self.buf.len() as u64;
             self.buf.clear();
-            result?;
+            if let Err(e) = result {
+                // Part of it may be in the file: cut it off, so what is appended next
+                // follows the last whole record (best effort; recovery would see a
+                // torn or corrupt segment otherwise).
+                if let Some(s) = self.segments.last() {
+                    let _ = self.file.set_len(s.bytes);
+                }
+                return Err(e);
+            }
             self.stats.bytes += n;
             if let Some(s) = self.segments.last_mut() {
                 s.bytes += n;
+                s.last = Instant::now();
             }
             self.dirty_since.get_or_insert(now_ms);
         }
@@ -164,11 +171,13 @@ impl Log {
         self.sync()?;
         let next = self.segments.last().map_or(0, |s| s.index + 1);
         let (file, path) = create(&self.dir, self.worker, next)?;
+        // The new file's name must survive a power loss with its records.
+        File::open(&self.dir)?.sync_all()?;
         self.file = file;
         self.segments.push(Segment {
             index: next,
             path,
-            newest_ms: 0,
+            last: Instant::now(),
             bytes: 0,
         });
         Ok(true)
@@ -184,6 +193,11 @@ impl Log {
         self.policy
     }
 
+    /// The directory it writes in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Make everything written so far durable (`fdatasync`), whatever the policy.
     pub fn sync(&mut self) -> io::Result<()> {
         if self.dirty_since.is_none() {
@@ -197,19 +211,17 @@ impl Log {
         Ok(())
     }
 
-    /// Delete the closed segments whose every record is older than `cutoff_ms`.
+    /// Delete the closed segments last written more than `keep` ago, oldest first.
     /// Returns how many were deleted.
-    pub fn forget_before(&mut self, cutoff_ms: u64) -> io::Result<usize> {
-        let open = self.segments.len().saturating_sub(1);
-        let old = self.segments[..open]
-            .iter()
-            .take_while(|s| s.newest_ms < cutoff_ms)
-            .count();
-        for s in self.segments.drain(..old) {
-            fs::remove_file(&s.path)?;
+    pub fn forget_older_than(&mut self, keep: std::time::Duration) -> io::Result<usize> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 && self.segments[0].last.elapsed() > keep {
+            fs::remove_file(&self.segments[0].path)?;
+            self.segments.remove(0);
             self.stats.deleted += 1;
+            deleted += 1;
         }
-        Ok(old)
+        Ok(deleted)
     }
 
     /// Bytes on disk in this log's segments.
@@ -377,12 +389,12 @@ mod tests {
             rotated += usize::from(log.flush(seq).unwrap());
         }
         assert_eq!((log.segments(), rotated), (2, 1));
-        assert_eq!(
-            log.forget_before(64).unwrap(),
-            0,
-            "seq 64 (stamped at 64) is still in"
-        );
-        assert_eq!(log.forget_before(65).unwrap(), 1);
+        let window = std::time::Duration::from_millis(300);
+        assert_eq!(log.forget_older_than(window).unwrap(), 0, "just written");
+        std::thread::sleep(window);
+        // The open segment stays, however old.
+        assert_eq!(log.forget_older_than(window).unwrap(), 1);
+        assert_eq!(log.forget_older_than(window).unwrap(), 0);
         assert!(log.disk_bytes() < 8 << 20, "{}", log.disk_bytes());
         let found = list(&d).unwrap();
         assert_eq!(found.len(), 1);
