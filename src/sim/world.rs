@@ -66,6 +66,10 @@ pub struct World {
     pub(super) inbox: BTreeMap<(usize, usize, usize), VecDeque<FromPeer>>,
     /// Links by `(low, high)` node index.
     pub(super) links: BTreeMap<(usize, usize), Link>,
+    /// Slow links: how many more room messages from one node to another are dropped.
+    pub(super) slow: BTreeMap<(usize, usize), u32>,
+    /// Rooms whose dropped messages a peer was told of: `(from, to, room)`.
+    pub(super) lagging: BTreeSet<(usize, usize, String)>,
     pub(super) clients: Vec<Client>,
     pub(super) by_conn: BTreeMap<At, usize>,
     pub(super) next_slot: u32,
@@ -133,6 +137,8 @@ impl World {
             mail: BTreeMap::new(),
             inbox: BTreeMap::new(),
             links: BTreeMap::new(),
+            slow: BTreeMap::new(),
+            lagging: BTreeSet::new(),
             clients: USERS
                 .iter()
                 .map(|u| Some(u.to_string()))
@@ -371,11 +377,11 @@ impl World {
                     let (lo, hi) = (n.min(p), n.max(p));
                     let session = self.nodes[n].hubs[w].session(p);
                     // As the mesh does: only on the session the sender saw come up.
-                    if let Some(link) = self.links.get_mut(&(lo, hi))
+                    if let Some(link) = self.links.get(&(lo, hi))
                         && link.connected
                         && link.session == session
                     {
-                        link.flight[usize::from(n > p)].push_back(msg.clone());
+                        self.send_peer(n, p, &msg);
                     }
                 }
                 continue;
@@ -687,42 +693,52 @@ impl World {
             0..4 => self.cut(a.min(b), a.max(b)),
             4..7 => self.heal(a.min(b), a.max(b)),
             7 => self.crash(a),
-            8..10 => self.lag(),
+            8..10 => self.lag(a, b),
             _ => self.restart(a),
         }
     }
 
-    /// A slow link: one room message in flight is dropped by its sender, which
-    /// sends `Lagged` in its place (as the worker does when a peer's queue is over
-    /// its bound).
-    fn lag(&mut self) {
-        let found: Vec<((usize, usize), usize, usize)> = self
-            .links
-            .iter()
-            .flat_map(|(k, l)| {
-                (0..2).flat_map(move |d| {
-                    l.flight[d]
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, m)| matches!(m, PeerMsg::Deliver { seq, .. } if *seq > 0))
-                        .map(move |(i, _)| (*k, d, i))
-                })
-            })
-            .collect();
-        if found.is_empty() {
-            return;
-        }
-        let (k, d, i) = found[self.rng.usize(..found.len())];
-        let Some(link) = self.links.get_mut(&k) else {
-            return;
+    /// A slow link: the next few room messages from one node to another are
+    /// dropped as its worker drops them when the peer's queue is over half its
+    /// bound (see [`World::send_peer`]).
+    fn lag(&mut self, a: usize, b: usize) {
+        let n = self.rng.u32(1..20);
+        trace!(self, "link {a}->{b} slow for {n} room messages");
+        *self.slow.entry((a, b)).or_default() += n;
+    }
+
+    /// Put a peer message on the link from `n` to `p`, as the worker's outbox does:
+    /// while the link is slow a room message is dropped, the first of each room told
+    /// with `Lagged`, until one of the room's messages or subscription answers gets
+    /// through.
+    fn send_peer(&mut self, n: usize, p: usize, msg: &PeerMsg) {
+        let (lo, hi) = (n.min(p), n.max(p));
+        let out = match msg {
+            PeerMsg::Deliver { room, seq, .. } if *seq > 0 => {
+                let slow = self.slow.get_mut(&(n, p)).filter(|left| **left > 0);
+                match slow {
+                    Some(left) => {
+                        *left -= 1;
+                        if self.lagging.insert((n, p, room.clone())) {
+                            Some(PeerMsg::Lagged { room: room.clone() })
+                        } else {
+                            None
+                        }
+                    }
+                    None => {
+                        self.lagging.remove(&(n, p, room.clone()));
+                        Some(msg.clone())
+                    }
+                }
+            }
+            PeerMsg::SubAck { room, .. } => {
+                self.lagging.remove(&(n, p, room.clone()));
+                Some(msg.clone())
+            }
+            _ => Some(msg.clone()),
         };
-        if let Some(PeerMsg::Deliver { room, seq, .. }) = link.flight[d].get(i) {
-            trace!(
-                self,
-                "link {k:?} dir {d}: drop {room} seq {seq}, send Lagged"
-            );
-            let room = room.clone();
-            link.flight[d][i] = PeerMsg::Lagged { room };
+        if let (Some(out), Some(link)) = (out, self.links.get_mut(&(lo, hi))) {
+            link.flight[usize::from(n > p)].push_back(out);
         }
     }
 
