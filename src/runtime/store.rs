@@ -311,3 +311,91 @@ impl Journal {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{HubConfig, Origin, Topology};
+    use crate::store::recover::{Plan, recover};
+    use crate::store::segment::{self, Fsync};
+
+    fn hub() -> Hub {
+        let cfg = HubConfig {
+            replay_messages: 1000,
+            replay_ms: 60_000,
+            replay_bytes: 1 << 20,
+            history_budget: 1 << 24,
+            presence_events: Vec::new(),
+            presence_debounce_ms: 300,
+            presence_lease_ms: 1_000,
+            max_connections_per_user: 0,
+            peer_replay_bytes: 1 << 16,
+            tick_ms: 100,
+            moved_grace_ms: 2_000,
+            idempotency_window_ms: 60_000,
+            idempotency_keys: 1024,
+            hook_publish_rooms: Vec::new(),
+            hook_presence_rooms: Vec::new(),
+            durable: true,
+        };
+        let mut n = 0;
+        let epochs = Box::new(move || {
+            n += 1;
+            n
+        });
+        Hub::new(0, cfg, Topology::single(1), epochs)
+    }
+
+    fn publish(hub: &mut Hub, room: &str, now: Ms) {
+        let pad = "x".repeat(200);
+        let data = serde_json::value::RawValue::from_string(format!(r#"{{"pad":"{pad}"}}"#));
+        let origin = Origin {
+            from: None,
+            idempotency_key: None,
+            client: false,
+        };
+        hub.handle_publish(room, &data.unwrap(), None, origin, None, now, now);
+        while hub.poll_conn().is_some() {}
+    }
+
+    #[test]
+    fn a_quiet_room_keeps_its_place_after_its_messages_segments_are_deleted() {
+        let dir = segment::tests_dir("journal-positions");
+        let plan = || Plan {
+            dir: &dir,
+            workers: 1,
+            policy: Fsync::Never,
+            now_ms: unix_ms(),
+            window_ms: 60_000,
+            key_window_ms: 60_000,
+        };
+        // Opened as a node opens it.
+        let log = recover(plan(), |_| 0, &mut || 99).unwrap().logs.remove(0);
+        // Small segments, kept no longer than it takes to close them.
+        let mut j = Journal::new(log.with_segment_bytes(4096), 0);
+        let mut hub = hub();
+        publish(&mut hub, "quiet", 1);
+        j.write(&mut hub);
+        for t in 0..100 {
+            publish(&mut hub, "busy", 2 + t);
+            j.write(&mut hub);
+            j.tick(&hub);
+        }
+        let (stats, _, segments, errors) = j.stats();
+        assert!(
+            stats.deleted > 0 && segments <= 2,
+            "{stats:?}, {segments} left"
+        );
+        assert_eq!(errors, 0);
+        drop(j);
+        let got = recover(plan(), |_| 0, &mut || 99).unwrap();
+        let room = |name: &str| got.rooms[0].iter().find(|h| h.room == name).unwrap();
+        // The quiet room's message went with its segment; its epoch and seq did not.
+        let quiet = room("quiet");
+        assert_eq!((quiet.seq, quiet.messages.len()), (1, 0));
+        let epoch = hub.owned_room("quiet").unwrap().position().0;
+        assert_eq!(quiet.epoch, epoch.0);
+        assert_eq!(room("busy").seq, 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

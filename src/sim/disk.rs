@@ -45,25 +45,7 @@ impl Disk {
             now.saturating_sub(window.max(key_window)),
         );
         for h in finished {
-            self.records.push(Stored {
-                room: h.room.clone(),
-                epoch: h.epoch,
-                seq: h.seq,
-                at_ms: h.newest_ms,
-                frame: Vec::new(),
-                key: String::new(),
-            });
-            for (key, seq, at_ms) in &h.keys {
-                self.records.push(Stored {
-                    room: h.room.clone(),
-                    epoch: h.epoch,
-                    seq: *seq,
-                    at_ms: *at_ms,
-                    frame: Vec::new(),
-                    key: key.clone(),
-                });
-            }
-            self.records.extend(h.messages.iter().cloned());
+            h.records(|r| self.records.push(Stored::from(&r)));
             out[home_worker(&h.room, workers)].push(Restored {
                 room: h.room,
                 epoch: h.epoch,

@@ -53,6 +53,41 @@ pub struct RoomHistory {
     pub newest_ms: u64,
 }
 
+impl RoomHistory {
+    /// The records that keep what recovery kept of the room, in the order to write
+    /// them: its position, its idempotency keys, its messages.
+    pub fn records(&self, mut out: impl FnMut(Record<'_>)) {
+        out(Record {
+            room: &self.room,
+            epoch: self.epoch,
+            seq: self.seq,
+            at_ms: self.newest_ms,
+            frame: &[],
+            key: "",
+        });
+        for (key, seq, at_ms) in &self.keys {
+            out(Record {
+                room: &self.room,
+                epoch: self.epoch,
+                seq: *seq,
+                at_ms: *at_ms,
+                frame: &[],
+                key,
+            });
+        }
+        for m in &self.messages {
+            out(Record {
+                room: &self.room,
+                epoch: self.epoch,
+                seq: m.seq,
+                at_ms: m.at_ms,
+                frame: &m.frame,
+                key: "",
+            });
+        }
+    }
+}
+
 /// Rooms rebuilt from records fed in the order they were written.
 #[derive(Debug, Default)]
 pub struct Rooms {
@@ -265,34 +300,7 @@ pub fn recover(
     for (w, rooms) in by_worker.iter().enumerate() {
         let mut log = Log::create(dir, w, first + w as u64, plan.policy)?;
         for h in rooms {
-            log.append(&Record {
-                room: &h.room,
-                epoch: h.epoch,
-                seq: h.seq,
-                at_ms: h.newest_ms,
-                frame: &[],
-                key: "",
-            });
-            for (key, seq, at_ms) in &h.keys {
-                log.append(&Record {
-                    room: &h.room,
-                    epoch: h.epoch,
-                    seq: *seq,
-                    at_ms: *at_ms,
-                    frame: &[],
-                    key,
-                });
-            }
-            for m in &h.messages {
-                log.append(&Record {
-                    room: &m.room,
-                    epoch: m.epoch,
-                    seq: m.seq,
-                    at_ms: m.at_ms,
-                    frame: &m.frame,
-                    key: "",
-                });
-            }
+            h.records(|r| log.append(&r));
         }
         log.flush(plan.now_ms)?;
         log.sync()?;

@@ -44,6 +44,19 @@ pub struct Stored {
     pub key: String,
 }
 
+impl From<&Record<'_>> for Stored {
+    fn from(r: &Record<'_>) -> Self {
+        Self {
+            room: r.room.to_owned(),
+            epoch: r.epoch,
+            seq: r.seq,
+            at_ms: r.at_ms,
+            frame: r.frame.to_vec(),
+            key: r.key.to_owned(),
+        }
+    }
+}
+
 /// What a log has done (plain counters: one worker writes them).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogStats {
@@ -83,6 +96,8 @@ pub struct Log {
     /// Written but not yet synced since this time (ms, the caller's clock).
     dirty_since: Option<u64>,
     stats: LogStats,
+    /// A new segment begins past this size ([`SEGMENT_BYTES`]).
+    segment_bytes: u64,
 }
 
 impl Log {
@@ -105,7 +120,15 @@ impl Log {
             policy,
             dirty_since: None,
             stats: LogStats::default(),
+            segment_bytes: SEGMENT_BYTES,
         })
+    }
+
+    /// The same log with segments of `bytes` (tests: rotations without writing
+    /// 64 MiB).
+    pub fn with_segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
     }
 
     /// Queue a record (written at the next [`Log::flush`]).
@@ -164,7 +187,7 @@ impl Log {
         let full = self
             .segments
             .last()
-            .is_some_and(|s| s.bytes >= SEGMENT_BYTES);
+            .is_some_and(|s| s.bytes >= self.segment_bytes);
         if !full {
             return Ok(false);
         }
@@ -285,17 +308,7 @@ pub fn list(dir: &Path) -> io::Result<Vec<Found>> {
 pub fn read(path: &Path) -> io::Result<(Vec<Stored>, End)> {
     let bytes = fs::read(path)?;
     let (records, end) = scan(&bytes);
-    let stored = records
-        .into_iter()
-        .map(|r| Stored {
-            room: r.room.to_owned(),
-            epoch: r.epoch,
-            seq: r.seq,
-            at_ms: r.at_ms,
-            frame: r.frame.to_vec(),
-            key: r.key.to_owned(),
-        })
-        .collect();
+    let stored = records.iter().map(Stored::from).collect();
     Ok((stored, end))
 }
 
