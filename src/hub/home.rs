@@ -280,22 +280,8 @@ mod tests {
     fn node1(links: &[usize]) -> Hub {
         let seeds = (0..3).map(|i| rendezvous::seed(&format!("n{i}"))).collect();
         let cfg = HubConfig {
-            replay_messages: 16,
-            replay_ms: 60_000,
-            replay_bytes: 1 << 20,
-            history_budget: 1 << 20,
-            presence_events: Vec::new(),
-            presence_debounce_ms: 300,
-            presence_lease_ms: 1_000,
-            max_connections_per_user: 0,
-            peer_replay_bytes: 1 << 16,
-            tick_ms: 100,
             moved_grace_ms: GRACE,
-            idempotency_window_ms: 60_000,
-            idempotency_keys: 1024,
-            hook_publish_rooms: Vec::new(),
-            hook_presence_rooms: Vec::new(),
-            durable: false,
+            ..HubConfig::for_tests()
         };
         let mut epoch = 0;
         let mut hub = Hub::new(

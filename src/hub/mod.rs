@@ -120,6 +120,31 @@ pub struct HubConfig {
     pub durable: bool,
 }
 
+#[cfg(test)]
+impl HubConfig {
+    /// A small configuration for unit tests (change what a test is about).
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            replay_messages: 16,
+            replay_ms: 60_000,
+            replay_bytes: 1 << 20,
+            history_budget: 1 << 20,
+            presence_events: Vec::new(),
+            presence_debounce_ms: 300,
+            presence_lease_ms: 1_000,
+            max_connections_per_user: 0,
+            peer_replay_bytes: 1 << 16,
+            tick_ms: 100,
+            moved_grace_ms: 2_000,
+            idempotency_window_ms: 60_000,
+            idempotency_keys: 1024,
+            hook_publish_rooms: Vec::new(),
+            hook_presence_rooms: Vec::new(),
+            durable: false,
+        }
+    }
+}
+
 impl HubConfig {
     /// The hub's part of `config`, for one of `workers` workers.
     pub fn from_config(c: &Config, workers: usize) -> Self {

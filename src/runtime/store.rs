@@ -19,7 +19,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::hub::{Hub, Ms, Restored};
+use crate::hub::{Hub, Ms};
 use crate::store::record::Record;
 use crate::store::recover::{self, Plan, RoomHistory};
 use crate::store::segment::{Log, LogStats};
@@ -179,24 +179,7 @@ impl Journal {
     /// Hand `rooms` to `hub` (at start), ages measured from now.
     pub fn restore(hub: &mut Hub, rooms: Vec<RoomHistory>, now: Ms) {
         let unix = unix_ms();
-        hub.restore(
-            rooms.into_iter().map(|h| Restored {
-                room: h.room,
-                epoch: h.epoch,
-                seq: h.seq,
-                messages: h
-                    .messages
-                    .into_iter()
-                    .map(|m| (m.seq, unix.saturating_sub(m.at_ms), m.frame.into()))
-                    .collect(),
-                keys: h
-                    .keys
-                    .into_iter()
-                    .map(|(k, seq, at)| (k, seq, unix.saturating_sub(at)))
-                    .collect(),
-            }),
-            now,
-        );
+        hub.restore(rooms.into_iter().map(|h| h.into_restored(unix)), now);
     }
 
     /// Write what `hub` stamped since the last call (and sync if the policy says
@@ -322,21 +305,9 @@ mod tests {
     fn hub() -> Hub {
         let cfg = HubConfig {
             replay_messages: 1000,
-            replay_ms: 60_000,
-            replay_bytes: 1 << 20,
             history_budget: 1 << 24,
-            presence_events: Vec::new(),
-            presence_debounce_ms: 300,
-            presence_lease_ms: 1_000,
-            max_connections_per_user: 0,
-            peer_replay_bytes: 1 << 16,
-            tick_ms: 100,
-            moved_grace_ms: 2_000,
-            idempotency_window_ms: 60_000,
-            idempotency_keys: 1024,
-            hook_publish_rooms: Vec::new(),
-            hook_presence_rooms: Vec::new(),
             durable: true,
+            ..HubConfig::for_tests()
         };
         let mut n = 0;
         let epochs = Box::new(move || {

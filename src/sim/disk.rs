@@ -46,21 +46,8 @@ impl Disk {
         );
         for h in finished {
             h.records(|r| self.records.push(Stored::from(&r)));
-            out[home_worker(&h.room, workers)].push(Restored {
-                room: h.room,
-                epoch: h.epoch,
-                seq: h.seq,
-                messages: h
-                    .messages
-                    .into_iter()
-                    .map(|m| (m.seq, now - m.at_ms, m.frame.into()))
-                    .collect(),
-                keys: h
-                    .keys
-                    .into_iter()
-                    .map(|(k, seq, at)| (k, seq, now - at))
-                    .collect(),
-            });
+            let w = home_worker(&h.room, workers);
+            out[w].push(h.into_restored(now));
         }
         out
     }

@@ -38,8 +38,18 @@
 //! `RINGWAY_SIM_SEED=S` replays one. A failure prints the seed and the command that
 //! replays it; every seed that ever failed is kept in [`REGRESSIONS`].
 
+/// Print a step of the world when `RINGWAY_SIM_TRACE` is set.
+macro_rules! trace {
+    ($w:expr, $($arg:tt)*) => {
+        if $w.trace {
+            eprintln!("[{:>6} ms] {}", $w.now, format!($($arg)*));
+        }
+    };
+}
+
 mod client;
 mod disk;
+mod faults;
 mod rest;
 mod world;
 

@@ -91,14 +91,6 @@ pub struct World {
     pub(super) trace: bool,
 }
 
-macro_rules! trace {
-    ($w:expr, $($arg:tt)*) => {
-        if $w.trace {
-            eprintln!("[{:>6} ms] {}", $w.now, format!($($arg)*));
-        }
-    };
-}
-
 impl World {
     pub fn new(seed: u64) -> World {
         let mut rng = fastrand::Rng::with_seed(seed);
@@ -177,7 +169,7 @@ impl World {
         w
     }
 
-    fn fresh_hubs(&mut self, node: usize) -> Vec<Hub> {
+    pub(super) fn fresh_hubs(&mut self, node: usize) -> Vec<Hub> {
         (0..self.workers)
             .map(|id| {
                 let mut epochs = fastrand::Rng::with_seed(self.rng.u64(..));
@@ -310,7 +302,7 @@ impl World {
 
     /// A message reached node `to` over the link from `from`: into the queue of the
     /// worker that handles it.
-    fn arrive(&mut self, from: usize, to: usize, msg: PeerMsg) {
+    pub(super) fn arrive(&mut self, from: usize, to: usize, msg: PeerMsg) {
         let workers: Vec<usize> = match msg.route(self.workers) {
             crate::hub::Route::Worker(w) => vec![w],
             crate::hub::Route::Every => (0..self.workers).collect(),
@@ -678,177 +670,5 @@ impl World {
             );
         }
         self.drain(at.node, at.worker);
-    }
-
-    // ----- faults -----
-
-    fn fault(&mut self) {
-        let n = self.nodes.len();
-        if n < 2 {
-            return;
-        }
-        let a = self.rng.usize(..n);
-        let b = (a + self.rng.usize(1..n)) % n;
-        match self.rng.u32(0..12) {
-            0..4 => self.cut(a.min(b), a.max(b)),
-            4..7 => self.heal(a.min(b), a.max(b)),
-            7 => self.crash(a),
-            8..10 => self.lag(a, b),
-            _ => self.restart(a),
-        }
-    }
-
-    /// A slow link: the next few room messages from one node to another are
-    /// dropped as its worker drops them when the peer's queue is over half its
-    /// bound (see [`World::send_peer`]).
-    fn lag(&mut self, a: usize, b: usize) {
-        let n = self.rng.u32(1..20);
-        trace!(self, "link {a}->{b} slow for {n} room messages");
-        *self.slow.entry((a, b)).or_default() += n;
-    }
-
-    /// Put a peer message on the link from `n` to `p`, as the worker's outbox does:
-    /// while the link is slow a room message is dropped, the first of each room told
-    /// with `Lagged`, until one of the room's messages or subscription answers gets
-    /// through.
-    fn send_peer(&mut self, n: usize, p: usize, msg: &PeerMsg) {
-        let (lo, hi) = (n.min(p), n.max(p));
-        let out = match msg {
-            PeerMsg::Deliver { room, seq, .. } if *seq > 0 => {
-                let slow = self.slow.get_mut(&(n, p)).filter(|left| **left > 0);
-                match slow {
-                    Some(left) => {
-                        *left -= 1;
-                        if self.lagging.insert((n, p, room.clone())) {
-                            Some(PeerMsg::Lagged { room: room.clone() })
-                        } else {
-                            None
-                        }
-                    }
-                    None => {
-                        self.lagging.remove(&(n, p, room.clone()));
-                        Some(msg.clone())
-                    }
-                }
-            }
-            PeerMsg::SubAck { room, .. } => {
-                self.lagging.remove(&(n, p, room.clone()));
-                Some(msg.clone())
-            }
-            _ => Some(msg.clone()),
-        };
-        if let (Some(out), Some(link)) = (out, self.links.get_mut(&(lo, hi))) {
-            link.flight[usize::from(n > p)].push_back(out);
-        }
-    }
-
-    /// Cut the link `(a, b)`: each direction delivers a random prefix of what was in
-    /// flight; both sides hear the link went down.
-    fn cut(&mut self, a: usize, b: usize) {
-        let Some(link) = self.links.get_mut(&(a, b)) else {
-            return;
-        };
-        if !link.connected {
-            return;
-        }
-        trace!(self, "cut link {a}-{b}");
-        let link = self.links.get_mut(&(a, b)).expect("checked");
-        link.connected = false;
-        let mut flights = std::mem::take(&mut link.flight);
-        for (d, flight) in flights.iter_mut().enumerate() {
-            let keep = self.rng.usize(..=flight.len());
-            let (from, to) = if d == 0 { (a, b) } else { (b, a) };
-            for msg in flight.drain(..).take(keep) {
-                if self.nodes[to].up {
-                    self.arrive(from, to, msg);
-                }
-            }
-        }
-        let session = self.links[&(a, b)].session;
-        for (node, peer) in [(a, b), (b, a)] {
-            if self.nodes[node].up {
-                for w in 0..self.workers {
-                    self.inbox
-                        .entry((node, peer, w))
-                        .or_default()
-                        .push_back(FromPeer::Link(false, session));
-                }
-            }
-        }
-    }
-
-    /// Bring the link `(a, b)` up (when both nodes are).
-    pub(super) fn heal(&mut self, a: usize, b: usize) {
-        if !(self.nodes[a].up && self.nodes[b].up) {
-            return;
-        }
-        let Some(link) = self.links.get_mut(&(a, b)) else {
-            return;
-        };
-        if link.connected {
-            return;
-        }
-        link.connected = true;
-        link.session += 1;
-        let session = link.session;
-        trace!(self, "heal link {a}-{b} (session {session})");
-        for (node, peer) in [(a, b), (b, a)] {
-            for w in 0..self.workers {
-                self.inbox
-                    .entry((node, peer, w))
-                    .or_default()
-                    .push_back(FromPeer::Link(true, session));
-            }
-        }
-    }
-
-    /// Node `n` dies: everything it held is lost; its clients are disconnected (they
-    /// keep their cursors); its peers lose their links to it.
-    fn crash(&mut self, n: usize) {
-        if !self.nodes[n].up {
-            return;
-        }
-        trace!(self, "crash node {n}");
-        for peer in 0..self.nodes.len() {
-            if peer != n {
-                self.cut(n.min(peer), n.max(peer));
-            }
-        }
-        self.nodes[n].up = false;
-        self.nodes[n].hubs.clear();
-        self.mail.retain(|&(node, _, _), _| node != n);
-        self.inbox.retain(|&(node, _, _), _| node != n);
-        let gone: Vec<usize> = self
-            .by_conn
-            .iter()
-            .filter(|(at, _)| at.node == n)
-            .map(|(_, &c)| c)
-            .collect();
-        for c in gone {
-            self.disconnect(c);
-        }
-        self.asked.retain(|&(node, _, _), _| node != n);
-    }
-
-    /// Node `n` comes back with nothing; links come up with `heal`.
-    pub(super) fn restart(&mut self, n: usize) {
-        if self.nodes[n].up {
-            return;
-        }
-        trace!(self, "restart node {n}");
-        self.nodes[n].hubs = self.fresh_hubs(n);
-        self.nodes[n].up = true;
-        if self.cfg.durable {
-            let now = self.now;
-            let rooms = self.nodes[n].disk.recover(
-                now,
-                (self.cfg.replay_ms, self.cfg.idempotency_window_ms),
-                self.workers,
-            );
-            for (w, rooms) in rooms.into_iter().enumerate() {
-                trace!(self, "node {n} worker {w} restores {rooms:?}");
-                self.nodes[n].hubs[w].restore(rooms, now);
-            }
-        }
     }
 }

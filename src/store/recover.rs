@@ -54,6 +54,26 @@ pub struct RoomHistory {
 }
 
 impl RoomHistory {
+    /// The room for [`crate::hub::Hub::restore`], its messages' and keys' ages
+    /// measured at `now_ms` (the clock their stamp times were taken on).
+    pub fn into_restored(self, now_ms: u64) -> crate::hub::Restored {
+        crate::hub::Restored {
+            room: self.room,
+            epoch: self.epoch,
+            seq: self.seq,
+            messages: self
+                .messages
+                .into_iter()
+                .map(|m| (m.seq, now_ms.saturating_sub(m.at_ms), m.frame.into()))
+                .collect(),
+            keys: self
+                .keys
+                .into_iter()
+                .map(|(k, seq, at)| (k, seq, now_ms.saturating_sub(at)))
+                .collect(),
+        }
+    }
+
     /// The records that keep what recovery kept of the room, in the order to write
     /// them: its position, its idempotency keys, its messages.
     pub fn records(&self, mut out: impl FnMut(Record<'_>)) {
