@@ -267,12 +267,8 @@ impl Server {
         for t in self.threads {
             clean &= t.join().is_ok();
         }
-        if let (true, Some(store), Some(dir)) = (
-            clean,
-            &self.shared.store,
-            &self.shared.config.rooms.data_dir,
-        ) {
-            store.close(dir);
+        if let (true, Some(store)) = (clean, &self.shared.store) {
+            store.close();
         }
         if let Some(p) = &self.calls {
             p.stop();

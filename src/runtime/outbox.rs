@@ -9,8 +9,9 @@
 //! messages in order.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
 
 use super::mailbox::Letter;
 use super::worker::State;
@@ -24,13 +25,11 @@ pub enum Held {
     /// An encoded peer message, for each node on the session it was meant for.
     Peer {
         /// The encoded frame.
-        wire: bytes::Bytes,
+        wire: Bytes,
         /// `(node, session)`.
         to: Vec<(usize, u64)>,
-        /// The room of a room message (`Deliver`, which may be dropped for a slow
-        /// peer, which is then told the room lagged) or of a subscription's answer
-        /// (after which a drop must be told again).
-        room: Option<(Arc<str>, Kind)>,
+        /// See [`Kind`].
+        room: Option<(String, Kind)>,
     },
     /// An answer to request `req`.
     Reply(u64, Reply),
@@ -38,7 +37,9 @@ pub enum Held {
     Event(HubEvent),
 }
 
-/// What a peer message about one room is, for the slow-peer rule.
+/// What a peer message about one room is, for the slow-peer rule: a room message
+/// (`Deliver`) may be dropped for a slow peer, which is then told the room lagged;
+/// after a subscription's answer a drop must be told again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A room message: dropped when the peer's queue is over half its bound.
@@ -62,19 +63,29 @@ impl State {
             if self.shared.mesh.is_none() {
                 continue;
             }
-            let room = match &msg {
-                PeerMsg::Deliver { room, seq, .. } if *seq > 0 => {
-                    Some((Arc::from(room.as_str()), Kind::Deliver))
+            let frame = crate::mesh::wire::Frame::Hub(msg);
+            let wire = crate::mesh::wire::encode(&frame);
+            // The room's name, moved out of the encoded message (no copy).
+            let room = match frame {
+                crate::mesh::wire::Frame::Hub(PeerMsg::Deliver { room, seq, .. }) if seq > 0 => {
+                    Some((room, Kind::Deliver))
                 }
-                PeerMsg::SubAck { room, .. } => Some((Arc::from(room.as_str()), Kind::SubAck)),
+                crate::mesh::wire::Frame::Hub(PeerMsg::SubAck { room, .. }) => {
+                    Some((room, Kind::SubAck))
+                }
                 _ => None,
             };
-            let wire = crate::mesh::wire::encode(&crate::mesh::wire::Frame::Hub(msg));
-            let to = (0..64)
-                .filter(|p| peers & (1 << p) != 0)
-                .map(|p| (p, self.hub.session(p)))
-                .collect();
-            self.out(Held::Peer { wire, to, room }, hold);
+            let targets = (0..64).filter(|p| peers & (1 << p) != 0);
+            if hold {
+                // Sent later, on the sessions they were meant for now.
+                let to = targets.map(|p| (p, self.hub.session(p))).collect();
+                self.outbox.push_back(Held::Peer { wire, to, room });
+            } else {
+                for p in targets {
+                    let session = self.hub.session(p);
+                    self.send_to_peer(p, session, &wire, room.as_ref());
+                }
+            }
         }
         while let Some((req, reply)) = self.hub.poll_reply() {
             self.out(Held::Reply(req, reply), hold);
@@ -113,6 +124,52 @@ impl State {
         }
     }
 
+    /// Queue an encoded message for node `p` on `session`, under the slow-peer rule
+    /// when it is about a room.
+    fn send_to_peer(
+        &mut self,
+        p: usize,
+        session: u64,
+        wire: &Bytes,
+        room: Option<&(String, Kind)>,
+    ) {
+        let Some(mesh) = &self.shared.mesh else {
+            return;
+        };
+        let Some((room, kind)) = room else {
+            mesh.send(p, wire.clone(), session);
+            return;
+        };
+        let sent = match kind {
+            Kind::Deliver => mesh.send_deliver(p, wire.clone(), session),
+            // Live again from this answer: a later drop is news.
+            Kind::SubAck => {
+                mesh.send(p, wire.clone(), session);
+                true
+            }
+        };
+        if sent {
+            if *kind == Kind::Deliver {
+                mesh.slots[p]
+                    .stats
+                    .delivers_out
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if !self.lagging.is_empty() {
+                self.lagging.remove(&(p, room.clone()));
+            }
+        } else if self.lagging.insert((p, room.clone())) {
+            // The first message of the room dropped since the last one sent: tell
+            // the peer, in order, so it resumes the room.
+            let lagged = PeerMsg::Lagged { room: room.clone() };
+            mesh.send(
+                p,
+                crate::mesh::wire::encode(&crate::mesh::wire::Frame::Hub(lagged)),
+                session,
+            );
+        }
+    }
+
     fn carry_out(&mut self, h: Held) {
         match h {
             Held::Mail(worker, mail) => {
@@ -121,40 +178,8 @@ impl State {
                 }
             }
             Held::Peer { wire, to, room } => {
-                let Some(mesh) = &self.shared.mesh else {
-                    return;
-                };
                 for (p, session) in to {
-                    let Some((room, kind)) = &room else {
-                        mesh.send(p, wire.clone(), session);
-                        continue;
-                    };
-                    if *kind == Kind::SubAck {
-                        // Live again from this answer: a later drop is news.
-                        mesh.send(p, wire.clone(), session);
-                        if !self.lagging.is_empty() {
-                            self.lagging.remove(&(p, room.clone()));
-                        }
-                        continue;
-                    }
-                    if mesh.send_deliver(p, wire.clone(), session) {
-                        mesh.slots[p]
-                            .stats
-                            .delivers_out
-                            .fetch_add(1, Ordering::Relaxed);
-                        if !self.lagging.is_empty() {
-                            self.lagging.remove(&(p, room.clone()));
-                        }
-                    } else if self.lagging.insert((p, room.clone())) {
-                        // The first message of the room dropped since the last one
-                        // sent: tell the peer, in order, so it resumes the room.
-                        let lagged = PeerMsg::Lagged {
-                            room: room.to_string(),
-                        };
-                        let frame =
-                            crate::mesh::wire::encode(&crate::mesh::wire::Frame::Hub(lagged));
-                        mesh.send(p, frame, session);
-                    }
+                    self.send_to_peer(p, session, &wire, room.as_ref());
                 }
             }
             Held::Reply(req, reply) => self.complete(req, reply),

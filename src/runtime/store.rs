@@ -24,12 +24,14 @@ use crate::store::record::Record;
 use crate::store::recover::{self, Plan, RoomHistory};
 use crate::store::segment::{Log, LogStats};
 
-/// What one worker starts with: its log, and the rooms it is home to.
-pub type WorkerPart = (Log, Vec<RoomHistory>);
+/// What one worker starts with: its journal, and the rooms it is home to.
+pub type WorkerPart = (Journal, Vec<RoomHistory>);
 
 /// The data directory, locked for this process, with what each worker starts with.
 #[derive(Debug)]
 pub struct NodeStore {
+    /// The directory.
+    dir: PathBuf,
     /// Held while the node runs: a second node on the same directory is refused.
     _lock: Flock<File>,
     /// Each worker's log and rooms, taken by the worker as it starts.
@@ -37,17 +39,6 @@ pub struct NodeStore {
     /// A journal failed to write or sync: the directory is not marked clean at the
     /// stop.
     failed: std::sync::atomic::AtomicBool,
-}
-
-impl NodeStore {
-    /// Worker `id`'s log and rooms (once).
-    pub fn take(&self, id: usize) -> Option<WorkerPart> {
-        self.parts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(id)?
-            .take()
-    }
 }
 
 /// Open `rooms.data_dir` (when set): lock it, read it back, and split it among
@@ -105,12 +96,27 @@ pub fn open(
         );
     }
     if r.new_epochs {
-        warn!(
-            "history: the machine restarted since the log was written and rooms.fsync is not \"always\": the last writes may be lost, so every room starts a new epoch (clients re-sync once)"
-        );
+        let why = if r.corrupt.is_empty() {
+            "the machine restarted since the log was written and its writes were not all synced (rooms.fsync is not \"always\", or a write failed): the last ones may be lost"
+        } else {
+            "a segment was corrupt: what it held after the damage is unknown"
+        };
+        warn!("history: {why}, so every room starts a new epoch (clients re-sync once)");
     }
-    let parts = got.logs.into_iter().zip(got.rooms).map(Some).collect();
+    // Records matter for the replay window, or the idempotency window if longer.
+    let rooms = &config.rooms;
+    let keep_ms = rooms
+        .replay_seconds
+        .max(rooms.idempotency_window_s)
+        .saturating_mul(1000);
+    let parts = got
+        .logs
+        .into_iter()
+        .zip(got.rooms)
+        .map(|(log, rooms)| Some((Journal::new(log, keep_ms), rooms)))
+        .collect();
     Ok(Some(NodeStore {
+        dir: dir.clone(),
         _lock: lock,
         parts: Mutex::new(parts),
         failed: Default::default(),
@@ -118,6 +124,15 @@ pub fn open(
 }
 
 impl NodeStore {
+    /// Worker `id`'s journal and rooms (once).
+    pub fn take(&self, id: usize) -> Option<WorkerPart> {
+        self.parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(id)?
+            .take()
+    }
+
     /// A worker's journal stopped (see [`Journal::close`]): `ok` when everything it
     /// was given reached the disk.
     pub fn journal_closed(&self, ok: bool) {
@@ -129,7 +144,8 @@ impl NodeStore {
 
     /// Every worker has stopped (their journals synced and closed): mark the
     /// directory clean, unless a journal failed.
-    pub fn close(&self, dir: &std::path::Path) {
+    pub fn close(&self) {
+        let dir = &self.dir;
         if self.failed.load(std::sync::atomic::Ordering::Acquire) {
             warn!(
                 "history: a write to {} failed during this run: not marked as cleanly stopped, so after a machine restart its rooms start new epochs",
@@ -198,11 +214,8 @@ impl Journal {
             });
         }
         if self.log.has_pending() {
-            match self.log.write(at_ms) {
-                Ok(false) => {}
-                Ok(true) => self.positions(hub, at_ms),
-                Err(e) => self.complain("cannot write the history log", &e),
-            }
+            let written = self.log.write(at_ms);
+            self.written(written, hub, at_ms);
         }
     }
 
@@ -230,7 +243,13 @@ impl Journal {
     }
 
     fn flush(&mut self, hub: &Hub, now: u64) {
-        match self.log.flush(now) {
+        let written = self.log.flush(now);
+        self.written(written, hub, now);
+    }
+
+    /// After a write: a new segment begins with the positions; an error is told.
+    fn written(&mut self, result: std::io::Result<bool>, hub: &Hub, now: u64) {
+        match result {
             Ok(false) => {}
             Ok(true) => self.positions(hub, now),
             Err(e) => self.complain("cannot write the history log", &e),

@@ -208,7 +208,7 @@ pub struct State {
     pub(crate) outbox: super::outbox::Outbox,
     /// Rooms whose messages to a peer were dropped (its queue was over half its
     /// bound) and the peer told, until one is sent again: `(peer, room)`.
-    pub(crate) lagging: std::collections::HashSet<(usize, Arc<str>)>,
+    pub(crate) lagging: std::collections::HashSet<(usize, String)>,
     /// When this worker started: the origin of its ticks and milliseconds.
     started: Instant,
 }
@@ -240,18 +240,13 @@ impl Worker {
             shared.topology(),
             Box::new(|| fastrand::u64(..)),
         );
-        let rooms = &shared.config.rooms;
-        let keep_ms = rooms
-            .replay_seconds
-            .max(rooms.idempotency_window_s)
-            .saturating_mul(1000);
         let journal = shared
             .store
             .as_ref()
             .and_then(|s| s.take(id))
-            .map(|(log, rooms)| {
+            .map(|(journal, rooms)| {
                 super::store::Journal::restore(&mut hub, rooms, CLOCK_ORIGIN);
-                super::store::Journal::new(log, keep_ms)
+                journal
             });
         Self {
             id,
