@@ -423,6 +423,29 @@ mod tests {
         h.messages.iter().map(|m| m.seq).collect()
     }
 
+    /// Worker `w`'s segment number `w`, holding messages `seqs` of `(room,
+    /// epoch)`, each stamped at `at(seq)`.
+    fn write_log(
+        d: &Path,
+        w: usize,
+        (room, epoch): (&str, u64),
+        seqs: std::ops::RangeInclusive<u64>,
+        at: impl Fn(u64) -> u64,
+    ) {
+        let mut log = Log::create(d, w, w as u64, Fsync::Never).unwrap();
+        for seq in seqs {
+            log.append(&Record {
+                room,
+                epoch,
+                seq,
+                at_ms: at(seq),
+                frame: b"frame",
+                key: "",
+            });
+        }
+        log.flush(0).unwrap();
+    }
+
     #[test]
     fn a_room_is_its_newest_epoch_and_the_run_that_ends_at_its_latest_seq() {
         let mut r = Rooms::default();
@@ -469,18 +492,7 @@ mod tests {
         let d = segment::tests_dir("recover");
         // Written by a node with 3 workers.
         for (w, room) in [(0usize, "a"), (1, "b"), (2, "c")] {
-            let mut log = Log::create(&d, w, w as u64, Fsync::Never).unwrap();
-            for seq in 1..=3 {
-                log.append(&Record {
-                    room,
-                    epoch: 7,
-                    seq,
-                    at_ms: 1_000 + seq,
-                    frame: b"frame",
-                    key: "",
-                });
-            }
-            log.flush(0).unwrap();
+            write_log(&d, w, (room, 7), 1..=3, |seq| 1_000 + seq);
         }
         let plan = Plan {
             dir: &d,
@@ -513,31 +525,8 @@ mod tests {
     #[test]
     fn a_torn_tail_loses_one_record_and_a_corrupt_segment_is_set_aside() {
         let d = segment::tests_dir("damage");
-        let mut log = Log::create(&d, 0, 0, Fsync::Never).unwrap();
-        for seq in 1..=3 {
-            log.append(&Record {
-                room: "a",
-                epoch: 1,
-                seq,
-                at_ms: 10,
-                frame: b"frame",
-                key: "",
-            });
-        }
-        log.flush(0).unwrap();
-        let mut other = Log::create(&d, 1, 1, Fsync::Never).unwrap();
-        for seq in 1..=2 {
-            other.append(&Record {
-                room: "b",
-                epoch: 2,
-                seq,
-                at_ms: 10,
-                frame: b"frame",
-                key: "",
-            });
-        }
-        other.flush(0).unwrap();
-        drop((log, other));
+        write_log(&d, 0, ("a", 1), 1..=3, |_| 10);
+        write_log(&d, 1, ("b", 2), 1..=2, |_| 10);
         let found = segment::list(&d).unwrap();
         // A crash in the middle of the last record of the first segment.
         let bytes = fs::read(&found[0].path).unwrap();
@@ -576,17 +565,7 @@ mod tests {
     #[test]
     fn a_changed_boot_id_means_new_epochs_unless_every_write_was_synced() {
         let d = segment::tests_dir("boot");
-        let mut log = Log::create(&d, 0, 0, Fsync::Never).unwrap();
-        log.append(&Record {
-            room: "a",
-            epoch: 1,
-            seq: 1,
-            at_ms: 10,
-            frame: b"frame",
-            key: "",
-        });
-        log.flush(0).unwrap();
-        drop(log);
+        write_log(&d, 0, ("a", 1), 1..=1, |_| 10);
         let plan = |policy| Plan {
             dir: &d,
             workers: 1,
