@@ -4,11 +4,12 @@
 //! Ownership follows rendezvous hashing over the live nodes, so every link event can
 //! move rooms. On each event every worker re-checks the rooms it is home to:
 //!
-//! - an owned room whose owner is now another node is *disowned*: its history is
-//!   dropped and the local workers with subscribers are told to re-subscribe
-//!   (`Rehome`); the re-subscriptions reach the new owner, which starts the room with
-//!   a new epoch, so every subscriber gets `subscribed` with `recovered: false` and
-//!   re-syncs. Peers interested in it see the same event and do the same.
+//! - an owned room whose owner is now another node is *handed off* to it (epoch,
+//!   seq, history: `hub::handoff`), and the local workers with subscribers are told
+//!   to re-subscribe from their cursors (`Rehome`); the new owner answers them in
+//!   the same epoch, so the move is invisible to them. The nodes it served are told
+//!   it `Moved`. (A room whose owner is *lost* cannot be handed off: its next owner
+//!   starts it with a new epoch and its subscribers re-sync.)
 //! - a mirror (a room owned elsewhere) whose owner changed is rehomed the same way,
 //!   after telling the old owner, if it is still reachable, that this node left.
 //! - a lost peer's interest is dropped at once; its roster entries are kept for the
@@ -21,6 +22,7 @@
 use std::sync::Arc;
 
 use super::Hub;
+use super::handoff::{Admit, Parked};
 use super::id::{ConnKey, Ms};
 use super::msg::{PeerMsg, Reply};
 use super::owner::Interest;
@@ -40,6 +42,21 @@ impl Hub {
                 since,
                 user,
             } => {
+                match self.admit(&room, Some(peer), now) {
+                    Admit::Go => {}
+                    Admit::Park => {
+                        let msg = PeerMsg::Subscribe {
+                            room,
+                            who,
+                            attempt,
+                            since,
+                            user,
+                        };
+                        return self.park(Parked::Peer { peer, msg, at }, now);
+                    }
+                    // Given away: the asker subscribes again when its view agrees.
+                    Admit::Redirect(_) => return self.send_peer(peer, PeerMsg::Moved { room }),
+                }
                 let room: Arc<str> = Arc::from(room);
                 let member = Member {
                     node: peer as u16,
@@ -114,6 +131,15 @@ impl Hub {
                 who,
                 node_left,
             } => {
+                if self.is_parked(&room, Some(peer), now) {
+                    // After the subscription it withdraws, which waits.
+                    let msg = PeerMsg::Leave {
+                        room,
+                        who,
+                        node_left,
+                    };
+                    return self.park(Parked::Peer { peer, msg, at }, now);
+                }
                 let events = self.cfg.tracks_presence(&room);
                 let Some(name) = self
                     .owned
@@ -149,13 +175,39 @@ impl Hub {
                 key,
                 origin,
                 reply,
+                via,
             } => {
+                let admit = self.admit(&room, Some(peer), now);
+                if admit == Admit::Park || (matches!(admit, Admit::Redirect(_)) && via.is_some()) {
+                    let msg = PeerMsg::Publish {
+                        room,
+                        data,
+                        key,
+                        origin,
+                        reply,
+                        via,
+                    };
+                    return self.park(Parked::Peer { peer, msg, at }, now);
+                }
+                if let Admit::Redirect(to) = admit {
+                    // Given away: relay it, and the new owner answers the asker.
+                    let msg = PeerMsg::Publish {
+                        room,
+                        data,
+                        key,
+                        origin,
+                        reply,
+                        via: Some(peer as u16),
+                    };
+                    return self.send_peer(to, msg);
+                }
                 let Ok(data) = serde_json::value::RawValue::from_string(data) else {
                     return; // validated by the sending node; a bad one is dropped
                 };
                 let stamp = self.owner_publish(&room, &data, key.as_deref(), &origin, at, now);
                 if let Some(ticket) = reply {
-                    self.reply_published(Some(peer), ticket, stamp);
+                    let asker = via.map_or(peer, usize::from);
+                    self.reply_published(Some(asker), ticket, stamp);
                 }
             }
             PeerMsg::Published { ticket, stamp } => {
@@ -237,15 +289,24 @@ impl Hub {
                 usize::from(workers),
                 part,
             ),
+            PeerMsg::Handoff(h) => self.adopt(peer, *h, now),
+            PeerMsg::Leaving { workers } => self.on_leaving(peer, workers, now),
+            PeerMsg::HandoffDone {
+                worker,
+                workers,
+                leaving,
+            } => self.on_handoff_done(peer, worker, workers, leaving, now),
         }
     }
 
-    /// A link came up or went down: move the rooms whose owner changed.
+    /// A link came up or went down: move the rooms whose owner changed. After a
+    /// link came up, say that every room for the peer was handed over.
     pub(super) fn on_link(&mut self, peer: usize, up: bool, now: Ms) {
         if peer >= self.lease.len() || peer == self.node() {
             return;
         }
         self.topo.set_live(peer, up);
+        self.handoff_link(peer, up, now);
         if up {
             // The peer re-subscribes everything it still has; forget what it had.
             self.lease[peer] = None;
@@ -256,34 +317,33 @@ impl Hub {
                 r.set_peer(peer, false);
             }
         }
+        self.view_changed(now);
+        if up {
+            self.send_peer(
+                peer,
+                PeerMsg::HandoffDone {
+                    worker: self.id as u16,
+                    workers: self.topo.workers() as u16,
+                    leaving: false,
+                },
+            );
+        }
+        self.release(now);
+    }
+
+    /// This worker's view of the cluster changed (a link event, or a peer is
+    /// leaving): rooms it owns that now belong to another node are handed to it;
+    /// mirrors whose owner changed subscribe again.
+    pub(super) fn view_changed(&mut self, now: Ms) {
         // Sorted: what follows (mail, messages) must not depend on hash order, so a
         // run replays exactly (the simulator relies on it).
-        let mut disowned: Vec<Arc<str>> = self
+        let mut disowned: Vec<(Arc<str>, usize)> = self
             .owned
             .keys()
-            .filter(|room| self.topo.remote_owner(room).is_some())
-            .cloned()
+            .filter_map(|room| Some((room.clone(), self.topo.remote_owner(room)?)))
             .collect();
         disowned.sort_unstable();
-        for room in disowned {
-            if let Some(r) = self.owned.remove(&room) {
-                self.history_bytes -= r.history_bytes();
-                self.stats.owner_moves += 1;
-                for w in r.interested() {
-                    self.rehome_on(w, &room, now);
-                }
-                // The nodes it served may not see the link that moved it: tell them.
-                let peers = r.peer_mask();
-                if peers != 0 {
-                    self.out.peers.push_back((
-                        peers,
-                        PeerMsg::Moved {
-                            room: room.to_string(),
-                        },
-                    ));
-                }
-            }
-        }
+        self.hand_off(disowned, now);
         let mut mirrored: Vec<Arc<str>> = self.mirrors.keys().cloned().collect();
         mirrored.sort_unstable();
         for room in mirrored {

@@ -141,6 +141,28 @@ impl Dedup {
         }
     }
 
+    /// Take out the keys of the rooms `wanted` picks (for handing the rooms to
+    /// their next owner): `room → [(scoped key, epoch, seq, stamped at)]`.
+    pub fn take_rooms(
+        &mut self,
+        mut wanted: impl FnMut(&str) -> bool,
+    ) -> HashMap<String, Vec<(String, Epoch, u64, Ms)>> {
+        let mut out: HashMap<String, Vec<(String, Epoch, u64, Ms)>> = HashMap::new();
+        self.stamped.retain(|name, &mut (epoch, seq, at)| {
+            let Some((room, scoped)) = name.split_once('\0') else {
+                return true;
+            };
+            if !wanted(room) {
+                return true;
+            }
+            out.entry(room.to_owned())
+                .or_default()
+                .push((scoped.to_owned(), epoch, seq, at));
+            false // its entry in `order` is stale now
+        });
+        out
+    }
+
     /// Keys held.
     pub fn len(&self) -> usize {
         self.stamped.len()

@@ -91,6 +91,12 @@ pub struct Stamped {
     /// Its idempotency key with the key's scope ([`super::dedup::Dedup::scoped`]),
     /// so a repeat after a restart is still recognised.
     pub key: Option<String>,
+    /// How long ago it was stamped, ms (0, except for a room handed over by
+    /// another node, whose messages keep their age).
+    pub age: Ms,
+    /// The room was handed to another node: an earlier copy in the log must not
+    /// be restored (no frame, no key).
+    pub gone: bool,
 }
 
 /// Nodes a peer message goes to (bit `i`: node `i`), encoded once for all of them.

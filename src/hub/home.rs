@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::Hub;
+use super::handoff::{Admit, Parked};
 use super::id::{ConnKey, Ms, Subscriber};
 use super::msg::PeerMsg;
 use super::owner::Interest;
@@ -44,6 +45,14 @@ pub(super) struct Mirror {
 impl Hub {
     /// Home side of `sub`: answer as the owner, or forward to the owner node.
     pub(super) fn home_subscribe(&mut self, room: Arc<str>, join: Join, now: Ms) {
+        self.check_mirror(&room, now);
+        let remote = self.topo.remote_owner(&room);
+        // After this node's earlier inputs about the room, which wait.
+        let wait = self.is_parked(&room, None, now)
+            || (remote.is_none() && self.admit(&room, None, now) == Admit::Park);
+        if wait {
+            return self.park(Parked::Join { room, join }, now);
+        }
         let Join {
             from,
             conn,
@@ -51,8 +60,7 @@ impl Hub {
             since,
             user,
         } = join;
-        self.check_mirror(&room, now);
-        match self.topo.remote_owner(&room) {
+        match remote {
             None => {
                 let who = Member {
                     node: self.node() as u16,
@@ -103,6 +111,16 @@ impl Hub {
         last: bool,
         now: Ms,
     ) {
+        if self.is_parked(room, None, now) {
+            let input = Parked::Leave {
+                room: room.clone(),
+                from,
+                conn,
+                user,
+                last,
+            };
+            return self.park(input, now);
+        }
         self.check_mirror(room, now);
         if let Some(mirror) = self.mirrors.get_mut(&**room) {
             if last {
@@ -295,6 +313,13 @@ mod tests {
         );
         for &p in links {
             hub.handle_link(p, true, 1, 0);
+            // As the peer does once it handed over what it had for this node.
+            let done = PeerMsg::HandoffDone {
+                worker: 0,
+                workers: 1,
+                leaving: false,
+            };
+            hub.handle_peer(p, done, 0, 0);
         }
         hub
     }

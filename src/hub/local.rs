@@ -251,6 +251,21 @@ impl Hub {
         {
             c.seq = seq;
         }
+        if self.replaying_parked() {
+            // Several held inputs are handled in one call: a subscriber that one of
+            // the later ones turns live must not get this message, which a
+            // broadcast (run against the subscribers as they are when the caller
+            // gets to it) would give it. Rare: send to each one now.
+            let live = self
+                .local
+                .get(room)
+                .map(|l| l.live.clone())
+                .unwrap_or_default();
+            for key in live {
+                self.out.conns.push_back(ToConn::Send(key, frame.clone()));
+            }
+            return;
+        }
         self.out.conns.push_back(ToConn::Broadcast {
             room: name,
             frame,

@@ -49,6 +49,7 @@ mod cluster;
 pub mod dedup;
 pub mod effects;
 pub mod gather;
+mod handoff;
 mod home;
 pub mod id;
 mod local;
@@ -118,6 +119,9 @@ pub struct HubConfig {
     /// Stamped messages go to the worker's log (`rooms.data_dir` is set): see
     /// [`Hub::poll_stored`].
     pub durable: bool,
+    /// At start, how long to wait for each peer's handoffs before starting rooms
+    /// without them, ms (`mesh.join_timeout_ms`).
+    pub join_ms: Ms,
 }
 
 #[cfg(test)]
@@ -141,6 +145,7 @@ impl HubConfig {
             hook_publish_rooms: Vec::new(),
             hook_presence_rooms: Vec::new(),
             durable: false,
+            join_ms: 5_000,
         }
     }
 }
@@ -174,6 +179,7 @@ impl HubConfig {
                 Vec::new()
             },
             durable: c.rooms.data_dir.is_some(),
+            join_ms: c.mesh.join_timeout_ms,
         }
     }
 
@@ -216,6 +222,18 @@ pub struct HubStats {
     /// Rooms whose subscribers here resumed from their cursors because messages for
     /// them were dropped on a slow link (`PeerMsg::Lagged`).
     pub lag_resumes: u64,
+    /// Rooms handed to their next owner (epoch and history kept).
+    pub handoffs_out: u64,
+    /// Rooms taken over from another node by handoff.
+    pub handoffs_in: u64,
+    /// Handoffs refused: the room already lived here (the sender's copy is lost).
+    pub handoffs_refused: u64,
+    /// Requests held because a handoff of their room could be on its way.
+    pub parked: u64,
+    /// Held requests handled without the handoff they waited for.
+    pub park_timeouts: u64,
+    /// Waits for a peer's handoffs that ran out (`HandoffDone` never came).
+    pub handoff_waits_expired: u64,
     /// Publishes recognised as repeats of an idempotency key (not delivered again).
     pub duplicates: u64,
     /// Resume requests answered with `recovered: true`.
@@ -298,6 +316,8 @@ pub struct Hub {
     /// Owned rooms by the age of their oldest message, oldest first; entries may be
     /// stale (checked when popped).
     history_heap: BinaryHeap<Reverse<(Ms, Arc<str>)>>,
+    /// Rooms handed over and waited for (`handoff`).
+    handoffs: handoff::Handoffs,
     stats: HubStats,
     out: Effects,
 }
@@ -336,6 +356,7 @@ impl Hub {
             dedup,
             gathers: HashMap::new(),
             history_heap: BinaryHeap::new(),
+            handoffs: handoff::Handoffs::new(nodes),
             stats: HubStats::default(),
             out: Effects::default(),
         }
@@ -449,9 +470,26 @@ impl Hub {
         }
     }
 
+    /// The node starts (call once, after [`Hub::restore`] and before any other
+    /// input): rooms it does not have wait up to [`HubConfig::join_ms`] for its
+    /// peers to hand them over (a peer that owned them while this node was away
+    /// hands them back when the link comes up).
+    pub fn start(&mut self, now: Ms) {
+        self.start_waiting(now);
+    }
+
+    /// This node leaves the cluster (it drains): every room this worker owns goes
+    /// to its next owner with its epoch, seq and history, and its subscribers here
+    /// follow it. Call on every worker before closing the clients; give the peer
+    /// messages polled here time to leave before the process exits.
+    pub fn handle_drain(&mut self, now: Ms) {
+        self.leave_cluster(now);
+    }
+
     /// Time passed: announce settled presence changes, expire lost nodes' roster
     /// entries, age history out and forget rooms nobody needs.
     pub fn handle_tick(&mut self, now: Ms) {
+        self.expire_handoffs(now);
         self.settle_presence(now);
         self.expire_leases(now);
         self.expire_moves(now);
@@ -509,7 +547,8 @@ impl Hub {
             .map(|Reverse((t, _))| t + self.cfg.replay_ms + 1);
         let moved = self.moves.iter().map(|(t, _)| *t).min();
         let gather = self.next_gather_deadline();
-        [presence, lease, history, moved, gather]
+        let handoff = self.handoffs.next_deadline();
+        [presence, lease, history, moved, gather, handoff]
             .into_iter()
             .flatten()
             .min()
@@ -580,6 +619,11 @@ impl Hub {
     /// cap.
     pub fn idempotency(&self) -> (usize, u64) {
         (self.dedup.len(), self.dedup.forgotten)
+    }
+
+    /// Requests held until a handoff of their room may have come.
+    pub fn parked(&self) -> usize {
+        self.handoffs.parked()
     }
 
     /// Identified subscribers this worker remembers users for.

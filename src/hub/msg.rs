@@ -248,6 +248,9 @@ pub enum PeerMsg {
         origin: Origin,
         /// Who wants the epoch and seq.
         reply: Option<Ticket>,
+        /// The node that asked, when the sender only relays the publish (it gave
+        /// the room to the receiver and the asker had not heard yet): answer there.
+        via: Option<u16>,
     },
     /// From a room's owner: the stamp a publish got.
     Published {
@@ -335,6 +338,44 @@ pub enum PeerMsg {
         /// Room name.
         room: String,
     },
+    /// From a room's owner to the room's next owner: the room, to go on from where
+    /// the sender stopped (same epoch, the next seq). The sender no longer owns it.
+    Handoff(Box<Handoff>),
+    /// From each worker of a node that is leaving the cluster (draining), to every
+    /// worker of every peer, before its handoffs: take the sender out of the view
+    /// (its rooms go to their next owners, which wait for its handoffs).
+    Leaving {
+        /// The sender's workers (each says `HandoffDone` when it is through).
+        workers: u16,
+    },
+    /// From each worker of a node, to every worker of a peer, after a link came up
+    /// or after `Leaving`: every room this worker had to hand the receiver was
+    /// handed (it is ahead on the link). Rooms the receiver waited to start can
+    /// start.
+    HandoffDone {
+        /// The sending worker.
+        worker: u16,
+        /// The sender's workers (the receiver waits for all).
+        workers: u16,
+        /// After `Leaving` (else after the link came up).
+        leaving: bool,
+    },
+}
+
+/// A room given to its next owner (see [`PeerMsg::Handoff`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// Room name.
+    pub room: String,
+    /// Its epoch (unchanged by the move).
+    pub epoch: u64,
+    /// The latest seq stamped: the receiver stamps the next.
+    pub seq: u64,
+    /// Its history, oldest first: `(seq, age in ms, frame)`, consecutive and
+    /// ending at `seq` (the oldest are left out to fit one mesh frame).
+    pub messages: Vec<(u64, Ms, Bytes)>,
+    /// Idempotency keys stamped in the epoch: `(scoped key, seq, age in ms)`.
+    pub keys: Vec<(String, u64, Ms)>,
 }
 
 /// Which workers of a node a peer message is for.
@@ -352,7 +393,10 @@ impl PeerMsg {
     /// all of them.
     pub fn route(&self, workers: usize) -> Route {
         Route::Worker(match self {
-            PeerMsg::Gather { .. } => return Route::Every,
+            PeerMsg::Gather { .. } | PeerMsg::Leaving { .. } | PeerMsg::HandoffDone { .. } => {
+                return Route::Every;
+            }
+            PeerMsg::Handoff(h) => super::topology::home_worker(&h.room, workers),
             PeerMsg::Subscribe { room, .. }
             | PeerMsg::SubAck { room, .. }
             | PeerMsg::Leave { room, .. }

@@ -49,6 +49,27 @@ impl Hub {
             worker: self.id as u16,
             id: req,
         });
+        let home = self.topo.home(room);
+        if home == self.id {
+            let here = self.topo.remote_owner(room).is_none()
+                && self.admit(room, None, now) == super::handoff::Admit::Go;
+            if here {
+                let stamp = self.owner_publish(room, data, key, &origin, at, now);
+                if let Some(req) = reply {
+                    self.out.replies.push_back((req, Reply::Published(stamp)));
+                }
+                return;
+            }
+            return self.home_publish(
+                Arc::from(room),
+                data.to_owned(),
+                key.map(Box::from),
+                Box::new(origin),
+                ticket,
+                at,
+                now,
+            );
+        }
         if let Some(owner) = self.topo.remote_owner(room) {
             self.send_peer(
                 owner,
@@ -58,16 +79,9 @@ impl Hub {
                     key: key.map(str::to_owned),
                     origin,
                     reply: ticket,
+                    via: None,
                 },
             );
-            return;
-        }
-        let home = self.topo.home(room);
-        if home == self.id {
-            let stamp = self.owner_publish(room, data, key, &origin, at, now);
-            if let Some(req) = reply {
-                self.out.replies.push_back((req, Reply::Published(stamp)));
-            }
             return;
         }
         self.out.mail.push_back((
@@ -81,6 +95,51 @@ impl Hub {
                 at,
             },
         ));
+    }
+
+    /// Home side of a publish from this node: stamp it when this worker owns the
+    /// room (or starts it), else send it to the owner node; held while a handoff of
+    /// the room may be on its way (see `hub::handoff`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn home_publish(
+        &mut self,
+        room: Arc<str>,
+        data: Box<RawValue>,
+        key: Option<Box<str>>,
+        origin: Box<Origin>,
+        reply: Option<Ticket>,
+        at: Ms,
+        now: Ms,
+    ) {
+        let wait = self.is_parked(&room, None, now);
+        if let Some(owner) = self.topo.remote_owner(&room).filter(|_| !wait) {
+            return self.send_peer(
+                owner,
+                PeerMsg::Publish {
+                    room: room.to_string(),
+                    data: data.get().to_owned(),
+                    key: key.map(String::from),
+                    origin: *origin,
+                    reply,
+                    via: None,
+                },
+            );
+        }
+        if wait || self.admit(&room, None, now) == super::handoff::Admit::Park {
+            let input = super::handoff::Parked::Publish {
+                room,
+                data,
+                key,
+                origin,
+                reply,
+                at,
+            };
+            return self.park(input, now);
+        }
+        let stamp = self.owner_publish(&room, &data, key.as_deref(), &origin, at, now);
+        if let Some(ticket) = reply {
+            self.reply_published(None, ticket, stamp);
+        }
     }
 
     /// Answer a publish's asker, on a peer (`from_peer`) or on this node.
@@ -153,6 +212,8 @@ impl Hub {
             keep_until,
             &mut evicted,
         );
+        let mut room = room;
+        room.set_from_log();
         let name: Arc<str> = Arc::from(r.room);
         self.owned.insert(name.clone(), room);
         self.account_history(&name, 0, false, &evicted);
@@ -265,6 +326,8 @@ impl Hub {
                 seq,
                 frame: frame.clone(),
                 key,
+                age: 0,
+                gone: false,
             });
         }
         let tag = conflation_tag(room, key);
@@ -575,12 +638,7 @@ impl Hub {
                 origin,
                 reply,
                 at,
-            } => {
-                let stamp = self.owner_publish(&room, &data, key.as_deref(), &origin, at, now);
-                if let Some(ticket) = reply {
-                    self.reply_published(None, ticket, stamp);
-                }
-            }
+            } => self.home_publish(room, data, key, origin, reply, at, now),
             Mail::Published { req, stamp } => {
                 self.out.replies.push_back((req, Reply::Published(stamp)));
             }

@@ -207,6 +207,25 @@ impl ReplayRing {
         self.entries.iter().skip(skip).map(|e| (e.seq, &e.frame))
     }
 
+    /// The newest messages held whose frames fit in `max_bytes` together, oldest
+    /// first: `(seq, stamped at, frame)`.
+    pub fn newest(&self, max_bytes: usize) -> Vec<(u64, Ms, Bytes)> {
+        let mut room = max_bytes;
+        let mut out: Vec<(u64, Ms, Bytes)> = self
+            .entries
+            .iter()
+            .rev()
+            .take_while(|e| {
+                let fits = e.frame.len() <= room;
+                room = room.saturating_sub(e.frame.len());
+                fits
+            })
+            .map(|e| (e.seq, e.at, e.frame.clone()))
+            .collect();
+        out.reverse();
+        out
+    }
+
     /// The seq of the oldest message held.
     pub fn oldest_seq(&self) -> Option<u64> {
         self.entries.front().map(|e| e.seq)

@@ -57,6 +57,11 @@ impl WorkerSet {
         })
     }
 
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|&w| w == 0)
@@ -78,6 +83,9 @@ pub struct OwnedRoom {
     /// Not forgotten before this time even when idle (a room read back from the
     /// log waits for its subscribers to come back).
     keep_until: Ms,
+    /// Read back from the log and not used since: a handoff from the room's live
+    /// owner replaces it (this copy is older).
+    from_log: bool,
 }
 
 impl OwnedRoom {
@@ -92,6 +100,7 @@ impl OwnedRoom {
             peers: 0,
             roster: Roster::default(),
             keep_until: 0,
+            from_log: false,
         }
     }
 
@@ -124,6 +133,7 @@ impl OwnedRoom {
         now: Ms,
         evicted: &mut EvictCounts,
     ) -> (u64, Bytes) {
+        self.from_log = false;
         self.seq += 1;
         let frame = protocol::msg_frame(room, self.seq, from, key, data);
         self.ring.push(self.seq, now, frame.clone(), evicted);
@@ -137,6 +147,7 @@ impl OwnedRoom {
         now: Ms,
         evicted: &mut EvictCounts,
     ) -> SubAck {
+        self.from_log = false;
         let replay = since.map(|c| {
             if c.epoch == self.epoch {
                 self.ring.after(c.seq, self.seq, now, evicted)
@@ -157,6 +168,28 @@ impl OwnedRoom {
             replay,
             refused: false,
         }
+    }
+
+    /// Mark the room as read back from the log (see [`OwnedRoom::is_from_log`]).
+    pub fn set_from_log(&mut self) {
+        self.from_log = true;
+    }
+
+    /// Read back from the log and neither published to nor subscribed to since.
+    pub fn is_from_log(&self) -> bool {
+        self.from_log
+    }
+
+    /// The newest messages of its history that fit in `max_bytes`, oldest first:
+    /// `(seq, stamped at, frame)` (for a handoff).
+    pub fn newest(
+        &mut self,
+        max_bytes: usize,
+        now: Ms,
+        evicted: &mut EvictCounts,
+    ) -> Vec<(u64, Ms, Bytes)> {
+        self.ring.evict(now, evicted);
+        self.ring.newest(max_bytes)
     }
 
     /// The current epoch and latest seq.

@@ -17,6 +17,8 @@ pub struct Topology {
     live: u64,
     /// Workers on this node.
     workers: usize,
+    /// This node is leaving (draining): it owns nothing while another node is live.
+    leaving: bool,
 }
 
 impl Topology {
@@ -34,6 +36,7 @@ impl Topology {
             seeds,
             live: 1 << me,
             workers,
+            leaving: false,
         }
     }
 
@@ -64,6 +67,18 @@ impl Topology {
         }
     }
 
+    /// This node is leaving the cluster (draining): from now on it owns a room only
+    /// when no other node is live, so every room goes to the node that owns it
+    /// once this one is gone.
+    pub fn set_leaving(&mut self) {
+        self.leaving = true;
+    }
+
+    /// Whether this node is leaving.
+    pub fn leaving(&self) -> bool {
+        self.leaving
+    }
+
     /// Whether node `i` is reachable now.
     pub fn is_live(&self, i: usize) -> bool {
         i < 64 && self.live & (1 << i) != 0
@@ -71,7 +86,18 @@ impl Topology {
 
     /// The owner of `room` among the live nodes.
     pub fn owner(&self, room: &str) -> usize {
-        rendezvous::owner(room, &self.seeds, self.live)
+        let others = self.live & !(1 << self.me);
+        let live = if self.leaving && others != 0 {
+            others
+        } else {
+            self.live
+        };
+        rendezvous::owner(room, &self.seeds, live)
+    }
+
+    /// The live peer nodes (bit `i`: node `i`).
+    pub fn peers(&self) -> u64 {
+        self.live & !(1 << self.me)
     }
 
     /// The peer node that owns `room`, or `None` when this node does.
@@ -138,6 +164,27 @@ mod tests {
         assert_eq!(owners.len(), 3);
         t.set_live(1, false); // this node cannot be marked down
         assert!(t.is_live(1));
+        let mine: Vec<String> = (0..50)
+            .map(|i| format!("r{i}"))
+            .filter(|r| t.owner(r) == 1)
+            .collect();
+        assert!(!mine.is_empty());
+        // Leaving, it owns nothing another node can own, and the others keep theirs.
+        let before: Vec<usize> = (0..50).map(|i| t.owner(&format!("r{i}"))).collect();
+        t.set_leaving();
+        for (i, was) in before.iter().enumerate() {
+            let now = t.owner(&format!("r{i}"));
+            assert_ne!(now, 1);
+            if *was != 1 {
+                assert_eq!(now, *was, "a room not owned by the leaving node stays put");
+            }
+        }
+        t.set_live(0, false);
+        t.set_live(2, false);
+        assert!(
+            (0..50).all(|i| t.owner(&format!("r{i}")) == 1),
+            "alone, it owns all"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::hub::PeerMsg;
 
 /// Version spoken in `Hello`; a peer with another version is refused.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 
 /// One message on a mesh link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +206,23 @@ mod tests {
                     client: true,
                 },
                 reply: Some(Ticket { worker: 0, id: 12 }),
+                via: Some(2),
+            }),
+            Frame::Hub(PeerMsg::Handoff(Box::new(crate::hub::msg::Handoff {
+                room: "chat:1".into(),
+                epoch: 0xfeed,
+                seq: 42,
+                messages: vec![
+                    (41, 10, Bytes::from_static(b"\x81\x01a")),
+                    (42, 3, Bytes::new()),
+                ],
+                keys: vec![("api\0k1".into(), 41, 10)],
+            }))),
+            Frame::Hub(PeerMsg::Leaving { workers: 2 }),
+            Frame::Hub(PeerMsg::HandoffDone {
+                worker: 1,
+                workers: 2,
+                leaving: true,
             }),
             Frame::Hub(PeerMsg::Deliver {
                 room: "r".into(),

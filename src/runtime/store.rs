@@ -208,9 +208,10 @@ impl Journal {
                 room: &s.room,
                 epoch: s.epoch,
                 seq: s.seq,
-                at_ms,
+                at_ms: at_ms.saturating_sub(s.age),
                 frame: &s.frame,
                 key: s.key.as_deref().unwrap_or(""),
+                gone: s.gone,
             });
         }
         if self.log.has_pending() {
@@ -268,6 +269,7 @@ impl Journal {
                 at_ms: now,
                 frame: &[],
                 key: "",
+                gone: false,
             });
         }
         if let Err(e) = self.log.write(now) {

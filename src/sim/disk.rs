@@ -20,9 +20,10 @@ impl Disk {
             room: s.room.to_string(),
             epoch: s.epoch,
             seq: s.seq,
-            at_ms: now,
+            at_ms: now.saturating_sub(s.age),
             frame: s.frame.to_vec(),
             key: s.key.unwrap_or_default(),
+            gone: s.gone,
         });
     }
 

@@ -13,11 +13,12 @@ impl World {
         }
         let a = self.rng.usize(..n);
         let b = (a + self.rng.usize(1..n)) % n;
-        match self.rng.u32(0..12) {
+        match self.rng.u32(0..13) {
             0..4 => self.cut(a.min(b), a.max(b)),
             4..7 => self.heal(a.min(b), a.max(b)),
             7 => self.crash(a),
             8..10 => self.lag(a, b),
+            10 => self.leave(a),
             _ => self.restart(a),
         }
     }
@@ -126,6 +127,42 @@ impl World {
         }
     }
 
+    /// Node `n` drains (SIGTERM): it hands its rooms to their next owners and its
+    /// subscribers follow them; it stops a little later.
+    pub(super) fn leave(&mut self, n: usize) {
+        if !self.nodes[n].up || self.nodes[n].stop_at.is_some() {
+            return;
+        }
+        trace!(self, "node {n} drains");
+        let now = self.now;
+        for w in 0..self.workers {
+            self.nodes[n].hubs[w].handle_drain(now);
+            self.drain(n, w);
+        }
+        self.nodes[n].stop_at = Some(now + self.rng.u64(50..1_500));
+    }
+
+    /// A draining node stops: everything it sent arrives (its links close after
+    /// the last byte), then it is gone as after a crash (its log stays).
+    pub(super) fn stop(&mut self, n: usize) {
+        trace!(self, "node {n} stops");
+        self.nodes[n].stop_at = None;
+        for peer in 0..self.nodes.len() {
+            let (lo, hi) = (n.min(peer), n.max(peer));
+            let d = usize::from(n > peer);
+            let sent: Vec<_> = match self.links.get_mut(&(lo, hi)) {
+                Some(link) => link.flight[d].drain(..).collect(),
+                None => continue,
+            };
+            for msg in sent {
+                if self.nodes[peer].up {
+                    self.arrive(n, peer, msg);
+                }
+            }
+        }
+        self.crash(n);
+    }
+
     /// Node `n` dies: everything it held is lost; its clients are disconnected (they
     /// keep their cursors); its peers lose their links to it.
     fn crash(&mut self, n: usize) {
@@ -133,6 +170,7 @@ impl World {
             return;
         }
         trace!(self, "crash node {n}");
+        self.nodes[n].stop_at = None;
         for peer in 0..self.nodes.len() {
             if peer != n {
                 self.cut(n.min(peer), n.max(peer));
@@ -173,6 +211,10 @@ impl World {
                 trace!(self, "node {n} worker {w} restores {rooms:?}");
                 self.nodes[n].hubs[w].restore(rooms, now);
             }
+        }
+        let now = self.now;
+        for hub in &mut self.nodes[n].hubs {
+            hub.start(now);
         }
     }
 }

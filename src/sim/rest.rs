@@ -16,6 +16,9 @@ impl World {
     /// invariants that hold at rest.
     pub fn settle_and_check(&mut self) -> Result<(), String> {
         for n in 0..self.nodes.len() {
+            if self.nodes[n].stop_at.is_some() {
+                self.stop(n);
+            }
             self.restart(n);
         }
         let n = self.nodes.len();
@@ -30,9 +33,12 @@ impl World {
         for c in closing {
             self.disconnect(c);
         }
+        // A request held for a handoff (up to the grace, or the join wait of a node
+        // that just started) is handled that much later.
         let wait = self.cfg.replay_ms.max(self.cfg.presence_lease_ms)
             + 2 * TICK
-            + self.cfg.presence_debounce_ms;
+            + self.cfg.presence_debounce_ms
+            + self.cfg.moved_grace_ms.max(self.cfg.join_ms);
         let until = self.now + wait;
         loop {
             while self.deliver_one() {
@@ -106,6 +112,17 @@ impl World {
     fn check_at_rest(&self) -> Result<(), String> {
         let nodes = self.nodes.len();
         let all = (1u64 << nodes) - 1;
+        // Nothing waits for a handoff at rest.
+        for (n, node) in self.nodes.iter().enumerate() {
+            for (w, hub) in node.hubs.iter().enumerate() {
+                if hub.parked() > 0 {
+                    return Err(format!(
+                        "node {n} worker {w} still holds {} requests at rest",
+                        hub.parked()
+                    ));
+                }
+            }
+        }
         // Who is subscribed where.
         let mut subs: BTreeMap<&str, Vec<(usize, At, Sub)>> = BTreeMap::new();
         for (c, client) in self.clients.iter().enumerate() {

@@ -47,6 +47,8 @@ pub(super) struct Node {
     pub(super) hubs: Vec<Hub>,
     /// The history log (durable worlds only), kept across crashes.
     pub(super) disk: Disk,
+    /// Draining: it handed its rooms over and stops then.
+    pub(super) stop_at: Option<Ms>,
 }
 
 /// A rooms query's answer: rooms with their counts, and the nodes missing.
@@ -116,6 +118,7 @@ impl World {
             // Odd seeds keep history on disk (without drawing from the seed's
             // stream: every other seed runs as it always did).
             durable: seed % 2 == 1,
+            join_ms: 600,
         };
         let seeds = (0..n).map(|i| rendezvous::seed(&format!("n{i}"))).collect();
         let mut w = World {
@@ -158,7 +161,11 @@ impl World {
                 up: true,
                 hubs,
                 disk: Disk::default(),
+                stop_at: None,
             });
+            for hub in &mut w.nodes[i].hubs {
+                hub.start(0);
+            }
         }
         for a in 0..n {
             for b in a + 1..n {
@@ -460,6 +467,11 @@ impl World {
             }
             self.next_tick += TICK;
         }
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].stop_at.is_some_and(|t| t <= self.now) {
+                self.stop(n);
+            }
+        }
     }
 
     // ----- clients -----
@@ -605,7 +617,7 @@ impl World {
     /// their personal room).
     fn connect(&mut self, c: usize) {
         let up: Vec<usize> = (0..self.nodes.len())
-            .filter(|&n| self.nodes[n].up)
+            .filter(|&n| self.nodes[n].up && self.nodes[n].stop_at.is_none())
             .collect();
         if up.is_empty() {
             return;

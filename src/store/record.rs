@@ -17,7 +17,9 @@
 //! `key` is the message's idempotency key with its scope (empty: none), so a repeat
 //! after a restart is still answered with the first seq; a record with an empty
 //! frame and a key keeps just that (recovery writes them for messages that left the
-//! replay window but not the idempotency window).
+//! replay window but not the idempotency window). A *gone* record (its own kind)
+//! says the worker handed the room to another node: what came before it in the log
+//! is no longer this node's to restore.
 //!
 //! Reading a segment stops at the first record that does not check out. If no good
 //! record can be found anywhere after it (a crash while the last write was under
@@ -36,6 +38,7 @@ pub const MAX_BODY: usize = 1 << 31;
 
 /// Record kinds.
 const KIND_MESSAGE: u8 = 1;
+const KIND_GONE: u8 = 2;
 
 /// One stamped message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +55,8 @@ pub struct Record<'a> {
     pub frame: &'a [u8],
     /// The idempotency key with its scope (empty: none).
     pub key: &'a str,
+    /// The room was handed to another node here (no frame, no key).
+    pub gone: bool,
 }
 
 impl Record<'_> {
@@ -63,7 +68,7 @@ impl Record<'_> {
         let start = out.len();
         out.extend_from_slice(&(body_len as u32).to_le_bytes());
         out.extend_from_slice(&[0; 4]); // the CRC, once the body is in
-        out.push(KIND_MESSAGE);
+        out.push(if self.gone { KIND_GONE } else { KIND_MESSAGE });
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.at_ms.to_le_bytes());
@@ -154,7 +159,7 @@ fn read_one(b: &[u8]) -> Result<(Record<'_>, usize), Bad> {
 
 fn parse_body(b: &[u8]) -> Option<Record<'_>> {
     let (&kind, b) = b.split_first()?;
-    if kind != KIND_MESSAGE {
+    if kind != KIND_MESSAGE && kind != KIND_GONE {
         return None;
     }
     let u64_at = |b: &[u8], i: usize| Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?));
@@ -178,6 +183,7 @@ fn parse_body(b: &[u8]) -> Option<Record<'_>> {
         at_ms,
         frame,
         key,
+        gone: kind == KIND_GONE,
     })
 }
 
@@ -196,6 +202,7 @@ mod tests {
                 at_ms: 1_796_000_000_000 + seq,
                 frame: frame.as_bytes(),
                 key: if seq == 2 { "api\0k2" } else { "" },
+                gone: seq == 3,
             }
             .encode(&mut out);
         }
@@ -214,6 +221,10 @@ mod tests {
         );
         assert!(records[0].frame.starts_with(br#"{"type":"msg""#));
         assert_eq!((records[0].key, records[1].key), ("", "api\0k2"));
+        assert_eq!(
+            records.iter().map(|r| r.gone).collect::<Vec<_>>(),
+            [false, false, true]
+        );
         assert_eq!(scan(&[]), (vec![], End::Clean));
     }
 

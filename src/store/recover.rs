@@ -84,6 +84,7 @@ impl RoomHistory {
             at_ms: self.newest_ms,
             frame: &[],
             key: "",
+            gone: false,
         });
         for (key, seq, at_ms) in &self.keys {
             out(Record {
@@ -93,6 +94,7 @@ impl RoomHistory {
                 at_ms: *at_ms,
                 frame: &[],
                 key,
+                gone: false,
             });
         }
         for m in &self.messages {
@@ -103,6 +105,7 @@ impl RoomHistory {
                 at_ms: m.at_ms,
                 frame: &m.frame,
                 key: "",
+                gone: false,
             });
         }
     }
@@ -133,6 +136,12 @@ impl Rooms {
     /// wall clock may have stepped back.)
     pub fn add(&mut self, s: Stored) {
         self.fed += 1;
+        if s.gone {
+            // Handed to another node: it is that node's now (a later record here
+            // means the room came back).
+            self.rooms.remove(&s.room);
+            return;
+        }
         let fresh = |epoch| Building {
             epoch,
             seq: 0,
@@ -182,6 +191,7 @@ impl Rooms {
                         at_ms,
                         frame,
                         key: String::new(),
+                        gone: false,
                     });
                     next -= 1;
                 }
@@ -416,6 +426,7 @@ mod tests {
             at_ms,
             frame: frame.as_bytes().to_vec(),
             key: String::new(),
+            gone: false,
         }
     }
 
@@ -441,6 +452,7 @@ mod tests {
                 at_ms: at(seq),
                 frame: b"frame",
                 key: "",
+                gone: false,
             });
         }
         log.flush(0).unwrap();
@@ -470,6 +482,29 @@ mod tests {
             (2, 2, vec![1, 2])
         );
         assert_eq!((out[1].epoch, out[1].seq, seqs(&out[1])), (9, 5, vec![5]));
+    }
+
+    #[test]
+    fn a_room_handed_to_another_node_is_not_restored_unless_it_came_back() {
+        let mut r = Rooms::default();
+        for room in ["gone", "back"] {
+            r.add(stored(room, 5, 1, 100, "m"));
+            r.add(stored(room, 5, 2, 101, "m"));
+            r.add(Stored {
+                gone: true,
+                ..stored(room, 5, 2, 102, "")
+            });
+        }
+        // Handed back later (the log of the node it returned to), one message on.
+        r.add(stored("back", 5, 2, 200, ""));
+        r.add(stored("back", 5, 3, 201, "m"));
+        let out = r.finish(0, 0, 0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].room.as_str(), out[0].epoch, out[0].seq),
+            ("back", 5, 3)
+        );
+        assert_eq!(seqs(&out[0]), [3]);
     }
 
     #[test]

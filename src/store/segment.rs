@@ -42,6 +42,8 @@ pub struct Stored {
     pub frame: Vec<u8>,
     /// The idempotency key with its scope (empty: none).
     pub key: String,
+    /// The room was handed to another node (see `store::record`).
+    pub gone: bool,
 }
 
 impl From<&Record<'_>> for Stored {
@@ -53,6 +55,7 @@ impl From<&Record<'_>> for Stored {
             at_ms: r.at_ms,
             frame: r.frame.to_vec(),
             key: r.key.to_owned(),
+            gone: r.gone,
         }
     }
 }
@@ -342,6 +345,7 @@ mod tests {
             at_ms,
             frame,
             key: "",
+            gone: false,
         }
     }
 

@@ -1,0 +1,760 @@
+//! Rooms that change owner without starting over (see docs/design/room-handoff.md).
+//!
+//! When a worker's view of the cluster gives one of its rooms to another node (a
+//! node came back, or this one is leaving), it *hands the room off*: epoch, latest
+//! seq, the newest of its history and its idempotency keys go to the next owner in
+//! one [`PeerMsg::Handoff`], and the room is gone from here the moment it is sent,
+//! so exactly one node goes on stamping the epoch. Its subscribers, here and on
+//! other nodes, subscribe again from their cursors (`hub::local::rehome`) and the
+//! new owner answers `recovered` in the same epoch: nobody re-syncs.
+//!
+//! The race is that a subscription or a publish can reach the new owner before the
+//! handoff does (a third node's view moved first, and links are not ordered with
+//! each other). So a node *waits* before it starts a room it does not have:
+//!
+//! - after a peer's link came up, until each of the peer's workers said
+//!   `HandoffDone` (they send it after the rooms they hand over, on the same link);
+//! - after a peer said `Leaving`, until each of its workers' `HandoffDone`;
+//! - at start, for every peer, until its `HandoffDone` or `mesh.join_timeout_ms`;
+//! - when a peer sends a request for a room this node's own view gives to another
+//!   node, until this node's view changes (the link event is most likely on its way).
+//!
+//! Waiting inputs are *parked* in arrival order (later inputs for the same room wait
+//! behind them) and replayed when a reason to wait ends; none waits longer than
+//! `mesh.dead_after_ms` (`moved_grace_ms`), after which it is handled as if nothing
+//! were coming (a lost handoff costs a new epoch, as a crash does).
+//!
+//! The node that gave a room away answers late requests for it: a subscription with
+//! `Moved` (the asker waits for its own view), a publish by relaying it to the new
+//! owner, which answers the asker directly (`via`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::Hub;
+use super::home::Join;
+use super::id::{Ms, Ticket};
+use super::msg::{Handoff, Origin, PeerMsg};
+use super::ring::EvictCounts;
+use super::room::{OwnedRoom, WorkerSet};
+use crate::protocol::Epoch;
+
+/// A peer's handoffs this worker waits for: which of its workers said they are done.
+#[derive(Debug)]
+struct Await {
+    done: WorkerSet,
+    /// The peer's workers (0 until the first `HandoffDone` says).
+    workers: usize,
+    /// Stop waiting then.
+    until: Ms,
+}
+
+impl Await {
+    fn new(until: Ms) -> Self {
+        Self {
+            done: WorkerSet::default(),
+            workers: 0,
+            until,
+        }
+    }
+}
+
+/// An input held until a handoff may have come.
+#[derive(Debug)]
+pub(super) enum Parked {
+    /// A subscription or publish from a peer node.
+    Peer { peer: usize, msg: PeerMsg, at: Ms },
+    /// A subscription from a worker of this node.
+    Join { room: Arc<str>, join: Join },
+    /// A subscriber of this node left (after its subscription, which waits).
+    Leave {
+        room: Arc<str>,
+        from: usize,
+        conn: super::id::ConnKey,
+        user: bool,
+        last: bool,
+    },
+    /// A publish from this node.
+    Publish {
+        room: Arc<str>,
+        data: Box<RawValue>,
+        key: Option<Box<str>>,
+        origin: Box<Origin>,
+        reply: Option<Ticket>,
+        at: Ms,
+    },
+}
+
+/// The bit of an input's source in `parked_rooms`: a peer node, or this node.
+fn source_bit(from: Option<usize>) -> u64 {
+    1 << from.unwrap_or(63).min(63)
+}
+
+impl Parked {
+    fn source(&self) -> Option<usize> {
+        match self {
+            Parked::Peer { peer, .. } => Some(*peer),
+            _ => None,
+        }
+    }
+
+    fn room(&self) -> Option<&str> {
+        match self {
+            Parked::Peer { msg, .. } => match msg {
+                PeerMsg::Subscribe { room, .. }
+                | PeerMsg::Publish { room, .. }
+                | PeerMsg::Leave { room, .. } => Some(room),
+                _ => None,
+            },
+            Parked::Join { room, .. }
+            | Parked::Leave { room, .. }
+            | Parked::Publish { room, .. } => Some(room),
+        }
+    }
+}
+
+/// What to do with an input about a room this worker does not own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admit {
+    /// Handle it (start the room if it comes to that).
+    Go,
+    /// Hold it: a handoff may be on its way.
+    Park,
+    /// This worker gave the room to that node.
+    Redirect(usize),
+}
+
+/// A worker's handoff state.
+#[derive(Debug, Default)]
+pub(super) struct Handoffs {
+    /// By peer: `[after its link came up, after it said Leaving]`.
+    awaiting: Vec<[Option<Await>; 2]>,
+    /// Peers that said `Leaving` in their current session (bit per node).
+    leaving: u64,
+    /// Held inputs with when they stop waiting, in arrival order (so by deadline).
+    parked: VecDeque<(Ms, Parked)>,
+    /// Rooms with held inputs, and from where (a [`source_bit`] per source): a
+    /// later input from the same source waits behind them.
+    parked_rooms: HashMap<Arc<str>, u64>,
+    /// Rooms this worker handed off: room → (to node, remembered until).
+    handed: HashMap<Arc<str>, (usize, Ms)>,
+    /// The deadline of the held input being replayed.
+    replaying: Option<Ms>,
+}
+
+impl Handoffs {
+    pub(super) fn new(nodes: usize) -> Self {
+        Self {
+            awaiting: (0..nodes).map(|_| [None, None]).collect(),
+            ..Self::default()
+        }
+    }
+
+    fn awaiting_any(&self) -> bool {
+        self.awaiting.iter().flatten().any(Option::is_some)
+    }
+
+    /// When something here is due: a wait that ends, a held input that stops waiting.
+    pub(super) fn next_deadline(&self) -> Option<Ms> {
+        let wait = self
+            .awaiting
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|a| a.until)
+            .min();
+        let parked = self.parked.front().map(|(t, _)| *t);
+        wait.into_iter().chain(parked).min()
+    }
+
+    /// Inputs held now.
+    pub(super) fn parked(&self) -> usize {
+        self.parked.len()
+    }
+}
+
+impl Hub {
+    /// The node starts: wait for every peer's handoffs (see the module docs) for at
+    /// most `join_ms`.
+    pub(super) fn start_waiting(&mut self, now: Ms) {
+        let me = self.node();
+        for (p, slots) in self.handoffs.awaiting.iter_mut().enumerate() {
+            if p != me {
+                slots[0] = Some(Await::new(now + self.cfg.join_ms));
+            }
+        }
+    }
+
+    /// What to do with an input about `room` (from node `from`, or this node) that
+    /// would start it here.
+    pub(super) fn admit(&self, room: &str, from: Option<usize>, now: Ms) -> Admit {
+        if self.owned.contains_key(room) || self.handoffs.replaying.is_some_and(|t| t <= now) {
+            return Admit::Go;
+        }
+        if self.is_parked(room, from, now) {
+            return Admit::Park;
+        }
+        let owner = self.topo.owner(room);
+        if let Some(peer) = from {
+            if let Some(&(to, _)) = self.handoffs.handed.get(room)
+                && self.topo.is_live(to)
+            {
+                return Admit::Redirect(to);
+            }
+            if owner != self.node() {
+                // This node's view gives the room to another node: if it is leaving,
+                // that one is where the room went; if not, the asker's view is ahead
+                // of this one's and the event that moves the room here is on its way.
+                return if self.topo.leaving() && owner != peer {
+                    Admit::Redirect(owner)
+                } else {
+                    Admit::Park
+                };
+            }
+        }
+        if owner == self.node() && self.handoffs.awaiting_any() {
+            Admit::Park
+        } else {
+            Admit::Go
+        }
+    }
+
+    /// Whether held inputs are being replayed (several inputs in one call).
+    pub(super) fn replaying_parked(&self) -> bool {
+        self.handoffs.replaying.is_some()
+    }
+
+    /// Whether inputs about `room` are held (a later one waits behind them).
+    pub(super) fn is_parked(&self, room: &str, from: Option<usize>, now: Ms) -> bool {
+        self.handoffs.replaying.is_none_or(|t| t > now)
+            && self
+                .handoffs
+                .parked_rooms
+                .get(room)
+                .is_some_and(|m| m & source_bit(from) != 0)
+    }
+
+    /// Hold `input` until a handoff may have come (replayed by [`Hub::release`]).
+    pub(super) fn park(&mut self, input: Parked, now: Ms) {
+        let until = self
+            .handoffs
+            .replaying
+            .unwrap_or(now + self.cfg.moved_grace_ms);
+        if self.handoffs.replaying.is_none() {
+            self.stats.parked += 1;
+        }
+        if let Some(room) = input.room() {
+            let bit = source_bit(input.source());
+            match self.handoffs.parked_rooms.get_mut(room) {
+                Some(m) => *m |= bit,
+                None => {
+                    self.handoffs.parked_rooms.insert(Arc::from(room), bit);
+                }
+            }
+        }
+        self.handoffs.parked.push_back((until, input));
+    }
+
+    /// Replay every held input (each parks again if it still must wait, keeping its
+    /// deadline; one past its deadline is handled).
+    pub(super) fn release(&mut self, now: Ms) {
+        if self.handoffs.parked.is_empty() || self.handoffs.replaying.is_some() {
+            return;
+        }
+        let held = std::mem::take(&mut self.handoffs.parked);
+        self.handoffs.parked_rooms.clear();
+        for (until, input) in held {
+            if until <= now {
+                self.stats.park_timeouts += 1;
+            }
+            self.handoffs.replaying = Some(until);
+            match input {
+                Parked::Peer { peer, msg, at } => self.on_peer(peer, msg, at, now),
+                Parked::Join { room, join } => self.home_subscribe(room, join, now),
+                Parked::Leave {
+                    room,
+                    from,
+                    conn,
+                    user,
+                    last,
+                } => self.home_leave(&room, from, conn, user, last, now),
+                Parked::Publish {
+                    room,
+                    data,
+                    key,
+                    origin,
+                    reply,
+                    at,
+                } => self.home_publish(room, data, key, origin, reply, at, now),
+            }
+            self.handoffs.replaying = None;
+        }
+    }
+
+    /// Give `rooms` to their next owners: `(room, to)`. Each leaves this worker
+    /// now; its subscribers here subscribe again (to the new owner), and the nodes
+    /// it served are told it moved (they subscribe again when their view agrees).
+    pub(super) fn hand_off(&mut self, rooms: Vec<(Arc<str>, usize)>, now: Ms) {
+        if rooms.is_empty() {
+            return;
+        }
+        let names: HashSet<&str> = rooms.iter().map(|(r, _)| &**r).collect();
+        let mut keys = self.dedup.take_rooms(|r| names.contains(r));
+        let mut evicted = EvictCounts::default();
+        let until = now + self.cfg.moved_grace_ms;
+        for (room, to) in rooms {
+            let Some(mut r) = self.owned.remove(&room) else {
+                continue;
+            };
+            self.history_bytes -= r.history_bytes();
+            let (epoch, seq) = r.position();
+            let messages = r
+                .newest(self.cfg.peer_replay_bytes, now, &mut evicted)
+                .into_iter()
+                .map(|(s, at, frame)| (s, now.saturating_sub(at), frame))
+                .collect();
+            let keys = keys
+                .remove(&*room)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, e, _, _)| *e == epoch)
+                .map(|(k, _, s, at)| (k, s, now.saturating_sub(at)))
+                .collect();
+            if self.cfg.durable {
+                self.out.stored.push_back(super::Stamped {
+                    room: room.clone(),
+                    epoch: epoch.0,
+                    seq,
+                    frame: bytes::Bytes::new(),
+                    key: None,
+                    age: 0,
+                    gone: true,
+                });
+            }
+            self.send_peer(
+                to,
+                PeerMsg::Handoff(Box::new(Handoff {
+                    room: room.to_string(),
+                    epoch: epoch.0,
+                    seq,
+                    messages,
+                    keys,
+                })),
+            );
+            self.handoffs.handed.insert(room.clone(), (to, until));
+            self.stats.owner_moves += 1;
+            self.stats.handoffs_out += 1;
+            let workers: Vec<usize> = r.interested().collect();
+            for w in workers {
+                self.rehome_on(w, &room, now);
+            }
+            let peers = r.peer_mask() & !(1 << to);
+            if peers != 0 {
+                self.out.peers.push_back((
+                    peers,
+                    PeerMsg::Moved {
+                        room: room.to_string(),
+                    },
+                ));
+            }
+        }
+        self.stats.evicted(&evicted);
+    }
+
+    /// A room handed over by node `from`: go on with it here, unless this worker
+    /// already has it live (its own epoch is out there then; the handoff loses).
+    pub(super) fn adopt(&mut self, from: usize, h: Handoff, now: Ms) {
+        let Handoff {
+            room,
+            epoch,
+            seq,
+            messages,
+            keys,
+        } = h;
+        if let Some(r) = self.owned.get(room.as_str()) {
+            if !r.is_from_log() {
+                self.stats.handoffs_refused += 1;
+                return;
+            }
+            // An older copy read back from this node's log: the handoff is newer.
+            if let Some(old) = self.owned.remove(room.as_str()) {
+                self.history_bytes -= old.history_bytes();
+            }
+        }
+        let name: Arc<str> = Arc::from(room);
+        let mut evicted = EvictCounts::default();
+        let owned = OwnedRoom::restored(
+            (Epoch(epoch), seq),
+            (
+                self.cfg.replay_messages,
+                self.cfg.replay_ms,
+                self.cfg.replay_bytes,
+            ),
+            messages
+                .iter()
+                .map(|(s, age, frame)| (*s, now.saturating_sub(*age), frame.clone())),
+            now + self.cfg.replay_ms,
+            &mut evicted,
+        );
+        self.owned.insert(name.clone(), owned);
+        self.account_history(&name, 0, false, &evicted);
+        let mut keys = keys;
+        keys.sort_by_key(|k| std::cmp::Reverse(k.2)); // oldest first
+        for (key, s, age) in &keys {
+            self.dedup
+                .restore(&name, key, Epoch(epoch), *s, now.saturating_sub(*age));
+        }
+        if self.cfg.durable {
+            self.store_adopted(&name, (epoch, seq), &messages, &keys);
+        }
+        self.handoffs.handed.remove(&name);
+        self.stats.handoffs_in += 1;
+        // This node's subscribers listened through the sender: they subscribe
+        // again, here now.
+        if let Some(mirror) = self.mirrors.remove(&name) {
+            self.stats.owner_moves += 1;
+            if mirror.owner != from && self.topo.is_live(mirror.owner) {
+                // It subscribed with a third node: withdraw from there.
+                self.send_peer(
+                    mirror.owner,
+                    PeerMsg::Leave {
+                        room: name.to_string(),
+                        who: None,
+                        node_left: true,
+                    },
+                );
+            }
+            for w in mirror.workers.iter() {
+                self.rehome_on(w, &name, now);
+            }
+        }
+        // The sender's view gave it here; if this node's view gives it to another
+        // node, it goes on there (as at any link event that moves an owned room).
+        if let Some(next) = self.topo.remote_owner(&name) {
+            self.hand_off(vec![(name, next)], now);
+        }
+        self.release(now);
+    }
+
+    /// Write an adopted room to the log as the sender had it: its position, its
+    /// keys, its messages (with their ages).
+    fn store_adopted(
+        &mut self,
+        room: &Arc<str>,
+        (epoch, seq): (u64, u64),
+        messages: &[(u64, Ms, bytes::Bytes)],
+        keys: &[(String, u64, Ms)],
+    ) {
+        let stamped = |seq, frame, key, age| super::Stamped {
+            room: room.clone(),
+            epoch,
+            seq,
+            frame,
+            key,
+            age,
+            gone: false,
+        };
+        self.out
+            .stored
+            .push_back(stamped(seq, bytes::Bytes::new(), None, 0));
+        for (key, s, age) in keys {
+            self.out
+                .stored
+                .push_back(stamped(*s, bytes::Bytes::new(), Some(key.clone()), *age));
+        }
+        for (s, age, frame) in messages {
+            self.out
+                .stored
+                .push_back(stamped(*s, frame.clone(), None, *age));
+        }
+    }
+
+    /// This worker's node leaves the cluster (it drains): tell every peer, hand
+    /// every room to its next owner, say so. Local subscribers follow their rooms;
+    /// requests for rooms that left are relayed or answered `Moved`.
+    pub(super) fn leave_cluster(&mut self, now: Ms) {
+        if self.topo.leaving() {
+            return;
+        }
+        self.topo.set_leaving();
+        let peers = self.topo.peers();
+        if peers == 0 {
+            return; // alone: there is nobody to hand rooms to
+        }
+        let workers = self.topo.workers() as u16;
+        self.out
+            .peers
+            .push_back((peers, PeerMsg::Leaving { workers }));
+        let mut rooms: Vec<(Arc<str>, usize)> = self
+            .owned
+            .keys()
+            .filter_map(|room| Some((room.clone(), self.topo.remote_owner(room)?)))
+            .collect();
+        rooms.sort_unstable();
+        self.hand_off(rooms, now);
+        self.out.peers.push_back((
+            peers,
+            PeerMsg::HandoffDone {
+                worker: self.id as u16,
+                workers,
+                leaving: true,
+            },
+        ));
+    }
+
+    /// Node `peer` said it is leaving: it is out of this worker's view (its rooms'
+    /// next owners wait for its handoffs), though its messages still come.
+    pub(super) fn on_leaving(&mut self, peer: usize, workers: u16, now: Ms) {
+        if self.handoffs.leaving & (1 << peer) != 0 || !self.topo.is_live(peer) {
+            return;
+        }
+        self.handoffs.leaving |= 1 << peer;
+        let mut wait = Await::new(now + self.cfg.moved_grace_ms);
+        wait.workers = usize::from(workers);
+        self.handoffs.awaiting[peer][1] = Some(wait);
+        // Its subscribers stay until it closes them (they leave one by one), so
+        // its interest and roster entries stay too.
+        self.topo.set_live(peer, false);
+        self.view_changed(now);
+    }
+
+    /// A worker of node `peer` handed over everything it had to (after the link came
+    /// up, or after `Leaving`).
+    pub(super) fn on_handoff_done(
+        &mut self,
+        peer: usize,
+        worker: u16,
+        workers: u16,
+        leaving: bool,
+        now: Ms,
+    ) {
+        let slot = &mut self.handoffs.awaiting[peer][usize::from(leaving)];
+        if let Some(wait) = slot {
+            wait.workers = usize::from(workers);
+            wait.done.set(usize::from(worker), true);
+            if wait.done.len() >= wait.workers {
+                *slot = None;
+                self.release(now);
+            }
+        }
+    }
+
+    /// Handoff bookkeeping for a link event: a link that comes up is waited on;
+    /// one that goes down ends every wait on it, its held requests (the peer sends
+    /// them again when it is back), and what was handed to it.
+    pub(super) fn handoff_link(&mut self, peer: usize, up: bool, now: Ms) {
+        self.handoffs.leaving &= !(1 << peer);
+        self.handoffs.awaiting[peer] =
+            [up.then(|| Await::new(now + self.cfg.moved_grace_ms)), None];
+        if !up {
+            self.handoffs
+                .parked
+                .retain(|(_, p)| !matches!(p, Parked::Peer { peer: from, .. } if *from == peer));
+            self.handoffs.parked_rooms.clear();
+            for (_, p) in &self.handoffs.parked {
+                if let Some(room) = p.room() {
+                    *self
+                        .handoffs
+                        .parked_rooms
+                        .entry(Arc::from(room))
+                        .or_default() |= source_bit(p.source());
+                }
+            }
+            self.handoffs.handed.retain(|_, (to, _)| *to != peer);
+        }
+    }
+
+    /// Time passed: waits that ran out end, held inputs past their deadline are
+    /// handled, old handoff records are forgotten.
+    pub(super) fn expire_handoffs(&mut self, now: Ms) {
+        let mut ended = false;
+        for slot in self.handoffs.awaiting.iter_mut().flatten() {
+            if slot.as_ref().is_some_and(|a| a.until <= now) {
+                *slot = None;
+                self.stats.handoff_waits_expired += 1;
+                ended = true;
+            }
+        }
+        if !self.handoffs.handed.is_empty() {
+            self.handoffs.handed.retain(|_, (_, until)| *until > now);
+        }
+        if ended || self.handoffs.parked.front().is_some_and(|(t, _)| *t <= now) {
+            self.release(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::super::{ConnKey, Hub, HubConfig, PeerMsg, ToConn, Topology, rendezvous};
+    use super::*;
+
+    /// Three nodes of one worker each; peer messages are carried by hand.
+    struct Net {
+        hubs: Vec<Hub>,
+        /// In flight: `(from, to, message)`.
+        flight: VecDeque<(usize, usize, PeerMsg)>,
+        /// Frames each node's connections got: `(node, conn, frame text)`.
+        frames: Vec<(usize, ConnKey, String)>,
+    }
+
+    const A: ConnKey = ConnKey {
+        slot: 1,
+        generation: 1,
+    };
+
+    fn seeds() -> Vec<u64> {
+        (0..3).map(|i| rendezvous::seed(&format!("n{i}"))).collect()
+    }
+
+    impl Net {
+        fn new() -> Net {
+            let hubs = (0..3)
+                .map(|n| {
+                    let mut epoch = 100 * n as u64;
+                    Hub::new(
+                        0,
+                        HubConfig::for_tests(),
+                        Topology::cluster(n, seeds(), 1),
+                        Box::new(move || {
+                            epoch += 1;
+                            epoch
+                        }),
+                    )
+                })
+                .collect();
+            let mut net = Net {
+                hubs,
+                flight: VecDeque::new(),
+                frames: Vec::new(),
+            };
+            for n in 0..3 {
+                net.hubs[n].start(0);
+                for p in (0..3).filter(|&p| p != n) {
+                    net.hubs[n].handle_link(p, true, 1, 0);
+                }
+                net.pump(n);
+            }
+            net.deliver_all();
+            net
+        }
+
+        /// Carry out what node `n` decided.
+        fn pump(&mut self, n: usize) {
+            let hub = &mut self.hubs[n];
+            while let Some(effect) = hub.poll_conn() {
+                match effect {
+                    ToConn::Send(key, frame) => self.frames.push((n, key, text(&frame))),
+                    ToConn::Broadcast { room, frame, .. } => {
+                        for &key in hub.subscribers(&room) {
+                            self.frames.push((n, key, text(&frame)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            while let Some((peers, msg)) = hub.poll_peer() {
+                for p in (0..3).filter(|p| peers & (1 << p) != 0) {
+                    self.flight.push_back((n, p, msg.clone()));
+                }
+            }
+            while hub.poll_reply().is_some() || hub.poll_mail().is_some() {}
+        }
+
+        /// Deliver the first message in flight from `from` to `to`.
+        fn deliver(&mut self, from: usize, to: usize) {
+            let i = self
+                .flight
+                .iter()
+                .position(|(f, t, _)| (*f, *t) == (from, to))
+                .expect("a message in flight");
+            let (_, _, msg) = self.flight.remove(i).unwrap();
+            self.hubs[to].handle_peer(from, msg, 10, 10);
+            self.pump(to);
+        }
+
+        fn deliver_all(&mut self) {
+            while let Some((from, to, msg)) = self.flight.pop_front() {
+                self.hubs[to].handle_peer(from, msg, 10, 10);
+                self.pump(to);
+            }
+        }
+
+        fn in_flight(&self, from: usize, to: usize) -> usize {
+            self.flight
+                .iter()
+                .filter(|(f, t, _)| (*f, *t) == (from, to))
+                .count()
+        }
+
+        fn publish(&mut self, n: usize, room: &str, i: u64) {
+            let data = RawValue::from_string(format!("{{\"i\":{i}}}")).unwrap();
+            self.hubs[n].handle_publish(room, &data, None, Origin::default(), None, 10, 10);
+            self.pump(n);
+            self.deliver_all();
+        }
+    }
+
+    fn text(frame: &bytes::Bytes) -> String {
+        // A server text frame: skip the header (payloads here are under 126 bytes).
+        String::from_utf8_lossy(&frame[2..]).into_owned()
+    }
+
+    /// A room node 1 owns while all are up, and node 2 owns without node 1.
+    fn room() -> String {
+        (0..)
+            .map(|i| format!("r{i}"))
+            .find(|r| {
+                rendezvous::owner(r, &seeds(), 0b111) == 1
+                    && rendezvous::owner(r, &seeds(), 0b101) == 2
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_subscription_that_outruns_the_handoff_waits_for_it_and_nobody_resyncs() {
+        let room = room();
+        let mut net = Net::new();
+        net.hubs[0].handle_subscribe(A, &room, None, None, 10);
+        net.pump(0);
+        net.deliver_all();
+        for i in 1..=3 {
+            net.publish(1, &room, i);
+        }
+        let seen = |net: &Net| -> Vec<String> {
+            net.frames
+                .iter()
+                .filter(|(n, k, _)| (*n, *k) == (0, A))
+                .map(|f| f.2.clone())
+                .collect()
+        };
+        let before = seen(&net);
+        assert_eq!(before.len(), 4, "subscribed and three messages: {before:?}");
+        // Node 1 drains. Node 0 hears first and subscribes at node 2, which gets
+        // that before node 1's handoff (another link).
+        net.hubs[1].handle_drain(20);
+        net.pump(1);
+        while net.in_flight(1, 0) > 0 {
+            net.deliver(1, 0);
+        }
+        assert_eq!(net.in_flight(0, 2), 1, "node 0 subscribes at node 2");
+        net.deliver(0, 2);
+        assert_eq!(net.hubs[2].parked(), 1, "it waits for the handoff");
+        assert_eq!(net.in_flight(2, 0), 0, "nothing answered yet");
+        net.deliver_all();
+        assert_eq!(net.hubs[2].parked(), 0);
+        let owned = net.hubs[2].owned_room(&room).expect("node 2 owns it now");
+        assert_eq!(owned.position(), (Epoch(101), 3), "node 1's epoch and seq");
+        // A publish through node 0 is stamped by node 2, next in the same epoch;
+        // the subscriber was never told anything moved.
+        net.publish(0, &room, 4);
+        let after = &seen(&net)[before.len()..];
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert!(after[0].contains("\"seq\":4"), "{after:?}");
+        assert!(net.hubs[1].owned_room(&room).is_none());
+    }
+}
