@@ -368,7 +368,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|s| (s.worker.to_string(), s.connections)),
     );
-    let counters: [Series; 27] = [
+    let counters: [Series; 33] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -432,6 +432,36 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "ringway_owner_moves_total",
             "Rooms that moved to another owner after a mesh link went up or down.",
             |s| s.hub.owner_moves,
+        ),
+        (
+            "ringway_handoffs_total",
+            "Rooms this node handed to their next owner with their epoch, seq and history (a drain, or a node that came back).",
+            |s| s.hub.handoffs_out,
+        ),
+        (
+            "ringway_handoffs_received_total",
+            "Rooms this node took over from another node by handoff.",
+            |s| s.hub.handoffs_in,
+        ),
+        (
+            "ringway_handoffs_refused_total",
+            "Handoffs refused because the room already lived here (the sender's copy was dropped; its subscribers re-sync).",
+            |s| s.hub.handoffs_refused,
+        ),
+        (
+            "ringway_handoff_parked_total",
+            "Requests held because a handoff of their room could still be on its way.",
+            |s| s.hub.parked,
+        ),
+        (
+            "ringway_handoff_park_timeouts_total",
+            "Held requests handled after mesh.dead_after_ms without the handoff they waited for (the room may start with a new epoch).",
+            |s| s.hub.park_timeouts,
+        ),
+        (
+            "ringway_handoff_waits_expired_total",
+            "Waits for a peer's handoffs that ran out before the peer said it was done.",
+            |s| s.hub.handoff_waits_expired,
         ),
         (
             "ringway_publish_duplicates_total",

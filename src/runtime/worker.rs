@@ -248,6 +248,8 @@ impl Worker {
                 super::store::Journal::restore(&mut hub, rooms, CLOCK_ORIGIN);
                 journal
             });
+        // Rooms a peer owned while this node was away come back by handoff.
+        hub.start(CLOCK_ORIGIN);
         Self {
             id,
             shared: shared.clone(),
@@ -287,6 +289,11 @@ impl Worker {
             }
             Letter::Stats { req, stats } => st.complete_task(req, Answer::Stats(stats)),
             Letter::Drain { window } => {
+                // Rooms go to their next owners first (the handoffs leave with the
+                // next flush), so clients that reconnect elsewhere resume there.
+                let now = st.now();
+                st.hub.handle_drain(now);
+                st.run_hub();
                 drop(st);
                 self.start_drain(window);
                 return true;
