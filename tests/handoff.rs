@@ -312,3 +312,70 @@ fn a_drained_node_does_not_bring_back_from_its_log_a_room_it_gave_away() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+#[test]
+fn a_drain_announces_no_joins_or_leaves() {
+    let config = "[drain]\nwindow_ms = 500\n[rooms]\npresence_events = [\"p:\"]\npresence_debounce_ms = 200\n";
+    let mut cl = Cluster::start_with_config(3, config);
+    cl.wait_converged();
+    let room = cl.room_owned_by(1, &[0, 1, 2], "p:");
+    let mut ann = cl.user(0, "ann");
+    let mut bob = cl.user(2, "bob");
+    ann.sub(&room);
+    bob.sub(&room);
+    // Both joins are announced once, to both.
+    for c in [&mut ann, &mut bob] {
+        let mut joined: Vec<String> = (0..2)
+            .map(|_| {
+                let j = common::cluster::next_of(c, "join");
+                j["user"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        joined.sort();
+        assert_eq!(joined, ["ann", "bob"]);
+    }
+    sigterm_and_wait(&mut cl, 1);
+    std::thread::sleep(Duration::from_millis(800)); // four debounce windows
+    cl.publish(0, &room, json!("after"));
+    for c in [&mut ann, &mut bob] {
+        let next = c.recv();
+        assert_eq!(next["type"], "msg", "the move announced something: {next}");
+    }
+}
+
+#[test]
+fn a_drain_with_more_history_than_the_link_can_queue_hands_over_every_room() {
+    // 2 MiB of mesh queue; n1 holds about 6 MiB of history in the rooms it owns.
+    let config = "[drain]\nwindow_ms = 500\n[mesh]\nqueue_bytes = 2097152\nmax_frame_bytes = 262144\n\
+                  [limits]\nmax_message_size = 65536\nmax_frame_size = 65536\n\
+                  [rooms]\nreplay_messages = 1000\nreplay_bytes = 1048576\n";
+    let mut cl = Cluster::start_with_config(2, config);
+    cl.wait_converged();
+    let rooms: Vec<String> = (0..)
+        .map(|k| format!("big:{k}"))
+        .filter(|r| cl.owner(r, &[0, 1]) == 0)
+        .take(60)
+        .collect();
+    let pad = "x".repeat(10_000);
+    for room in &rooms {
+        for _ in 0..10 {
+            cl.publish(0, room, json!({ "pad": pad }));
+        }
+    }
+    // A subscriber on n2 of the last room keeps its stream through the drain.
+    let last = rooms.last().unwrap();
+    let mut sub = cl.client(1);
+    let s = sub.sub(last);
+    assert_eq!(s["seq"], 10);
+    sigterm_and_wait(&mut cl, 0);
+    let got = cl.metric(1, "ringway_handoffs_received_total");
+    assert_eq!(
+        got,
+        rooms.len() as f64,
+        "every room arrived (the link was not cut)"
+    );
+    let (e, seq) = cl.publish(1, last, json!("after"));
+    assert_eq!((json!(e), seq), (s["epoch"].clone(), 11));
+    let m = common::cluster::next_of(&mut sub, "msg");
+    assert_eq!(m["seq"], 11, "{m}");
+}

@@ -177,8 +177,14 @@ impl Hub {
                 reply,
                 via,
             } => {
-                let admit = self.admit(&room, Some(peer), now);
-                if admit == Admit::Park || (matches!(admit, Admit::Redirect(_)) && via.is_some()) {
+                let admit = match self.admit(&room, Some(peer), now) {
+                    // Relayed once already: not again (its asker is known only to
+                    // the relaying node); wait, and past the wait stamp it here.
+                    Admit::Redirect(_) if via.is_some() && self.forced(now) => Admit::Go,
+                    Admit::Redirect(_) if via.is_some() => Admit::Park,
+                    other => other,
+                };
+                if admit == Admit::Park {
                     let msg = PeerMsg::Publish {
                         room,
                         data,
@@ -206,11 +212,29 @@ impl Hub {
                 };
                 let stamp = self.owner_publish(&room, &data, key.as_deref(), &origin, at, now);
                 if let Some(ticket) = reply {
-                    let asker = via.map_or(peer, usize::from);
-                    self.reply_published(Some(asker), ticket, stamp);
+                    // A relayed publish is answered through the relaying node, which
+                    // knows the asker (`via` is an index in its own node list).
+                    self.send_peer(peer, PeerMsg::Published { ticket, stamp, via });
                 }
             }
-            PeerMsg::Published { ticket, stamp } => {
+            PeerMsg::Published {
+                ticket,
+                stamp,
+                via: Some(asker),
+            } => {
+                // The answer to a publish this node relayed: on to its asker.
+                let msg = PeerMsg::Published {
+                    ticket,
+                    stamp,
+                    via: None,
+                };
+                self.send_peer(usize::from(asker), msg);
+            }
+            PeerMsg::Published {
+                ticket,
+                stamp,
+                via: None,
+            } => {
                 self.out
                     .replies
                     .push_back((ticket.id, Reply::Published(stamp)));
@@ -319,14 +343,26 @@ impl Hub {
         }
         self.view_changed(now);
         if up {
+            let (worker, workers) = (self.id as u16, self.topo.workers() as u16);
             self.send_peer(
                 peer,
                 PeerMsg::HandoffDone {
-                    worker: self.id as u16,
-                    workers: self.topo.workers() as u16,
+                    worker,
+                    workers,
                     leaving: false,
                 },
             );
+            if self.topo.leaving() {
+                // A link that came back during the drain: the peer must not count
+                // on this node again (it would hand rooms back to it).
+                self.send_peer(peer, PeerMsg::Leaving { workers });
+                let done = PeerMsg::HandoffDone {
+                    worker,
+                    workers,
+                    leaving: true,
+                };
+                self.send_peer(peer, done);
+            }
         }
         self.release(now);
     }

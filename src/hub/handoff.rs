@@ -190,13 +190,30 @@ impl Hub {
     /// What to do with an input about `room` (from node `from`, or this node) that
     /// would start it here.
     pub(super) fn admit(&self, room: &str, from: Option<usize>, now: Ms) -> Admit {
-        if self.owned.contains_key(room) || self.handoffs.replaying.is_some_and(|t| t <= now) {
+        let waiting = self.handoffs.awaiting_any();
+        if from.is_none() && !waiting && self.handoffs.parked.is_empty() {
+            return Admit::Go; // the common case: nothing moves
+        }
+        let held = self.owned.get(room).map(OwnedRoom::is_from_log);
+        if held == Some(false) || (held == Some(true) && !waiting) {
             return Admit::Go;
         }
-        if self.is_parked(room, from, now) {
+        let forced = self.forced(now);
+        let owner = self.topo.owner(room);
+        if forced {
+            // Waited long enough for a handoff. Where this node's view gives the
+            // room to another live node (not the asker, whose view says this one),
+            // send the request there rather than start a second copy here.
+            return match from {
+                Some(peer) if owner != self.node() && owner != peer => Admit::Redirect(owner),
+                _ => Admit::Go,
+            };
+        }
+        if held.is_some() || self.is_parked(room, from, now) {
+            // (A copy read back from the log waits too: the node that owned the
+            // room while this one was away may hand over a newer one.)
             return Admit::Park;
         }
-        let owner = self.topo.owner(room);
         if let Some(peer) = from {
             if let Some(&(to, _)) = self.handoffs.handed.get(room)
                 && self.topo.is_live(to)
@@ -214,11 +231,16 @@ impl Hub {
                 };
             }
         }
-        if owner == self.node() && self.handoffs.awaiting_any() {
+        if owner == self.node() && waiting {
             Admit::Park
         } else {
             Admit::Go
         }
+    }
+
+    /// Whether the held input being replayed waited past its deadline.
+    pub(super) fn forced(&self, now: Ms) -> bool {
+        self.handoffs.replaying.is_some_and(|t| t <= now)
     }
 
     /// Whether held inputs are being replayed (several inputs in one call).
@@ -304,17 +326,28 @@ impl Hub {
         let mut keys = self.dedup.take_rooms(|r| names.contains(r));
         let mut evicted = EvictCounts::default();
         let until = now + self.cfg.moved_grace_ms;
+        // History bytes put on the way to each node in this burst.
+        let mut sent: HashMap<usize, usize> = HashMap::new();
         for (room, to) in rooms {
             let Some(mut r) = self.owned.remove(&room) else {
                 continue;
             };
             self.history_bytes -= r.history_bytes();
             let (epoch, seq) = r.position();
-            let messages = r
-                .newest(self.cfg.peer_replay_bytes, now, &mut evicted)
+            // Live subscribers are at the latest seq and need no history; only a
+            // client that resumes from behind does. Past the burst's budget a room
+            // goes without it.
+            let spent = sent.entry(to).or_default();
+            let room_for = self
+                .cfg
+                .peer_replay_bytes
+                .min(self.cfg.handoff_bytes.saturating_sub(*spent));
+            let messages: Vec<(u64, Ms, bytes::Bytes)> = r
+                .newest(room_for, now, &mut evicted)
                 .into_iter()
                 .map(|(s, at, frame)| (s, now.saturating_sub(at), frame))
                 .collect();
+            *spent += messages.iter().map(|m| m.2.len()).sum::<usize>();
             let keys = keys
                 .remove(&*room)
                 .unwrap_or_default()
@@ -341,6 +374,7 @@ impl Hub {
                     seq,
                     messages,
                     keys,
+                    announced: r.roster.announced(),
                 })),
             );
             self.handoffs.handed.insert(room.clone(), (to, until));
@@ -372,6 +406,7 @@ impl Hub {
             seq,
             messages,
             keys,
+            announced,
         } = h;
         if let Some(r) = self.owned.get(room.as_str()) {
             if !r.is_from_log() {
@@ -398,6 +433,13 @@ impl Hub {
             now + self.cfg.replay_ms,
             &mut evicted,
         );
+        let mut owned = owned;
+        if !announced.is_empty() {
+            owned.roster.inherit(announced, now);
+            if self.cfg.tracks_presence(&name) {
+                self.presence_dirty.push(name.clone());
+            }
+        }
         self.owned.insert(name.clone(), owned);
         self.account_history(&name, 0, false, &evicted);
         let mut keys = keys;
@@ -432,7 +474,15 @@ impl Hub {
         }
         // The sender's view gave it here; if this node's view gives it to another
         // node, it goes on there (as at any link event that moves an owned room).
-        if let Some(next) = self.topo.remote_owner(&name) {
+        // Not straight back, unless this node is leaving (it keeps nothing, and it
+        // told the sender so ahead of this on the link): otherwise the two views
+        // disagree about the sender, and the next link event settles it.
+        let leaving = self.topo.leaving();
+        if let Some(next) = self
+            .topo
+            .remote_owner(&name)
+            .filter(|&n| n != from || leaving)
+        {
             self.hand_off(vec![(name, next)], now);
         }
         self.release(now);
@@ -684,6 +734,19 @@ mod tests {
             }
         }
 
+        /// The link between `a` and `b` drops (what was in flight is lost) and
+        /// comes back as session `session`.
+        fn flap(&mut self, a: usize, b: usize, session: u64) {
+            self.flight
+                .retain(|(f, t, _)| !((*f, *t) == (a, b) || (*f, *t) == (b, a)));
+            for (n, p) in [(a, b), (b, a)] {
+                self.hubs[n].handle_link(p, false, session - 1, 30);
+                self.hubs[n].handle_link(p, true, session, 30);
+                self.pump(n);
+            }
+            self.deliver_all();
+        }
+
         fn in_flight(&self, from: usize, to: usize) -> usize {
             self.flight
                 .iter()
@@ -756,5 +819,54 @@ mod tests {
         assert_eq!(after.len(), 1, "{after:?}");
         assert!(after[0].contains("\"seq\":4"), "{after:?}");
         assert!(net.hubs[1].owned_room(&room).is_none());
+    }
+
+    #[test]
+    fn a_link_that_comes_back_during_a_drain_does_not_bring_rooms_back() {
+        let room = room();
+        let mut net = Net::new();
+        net.hubs[0].handle_subscribe(A, &room, None, None, 10);
+        net.pump(0);
+        net.deliver_all();
+        net.publish(1, &room, 1);
+        net.hubs[1].handle_drain(20);
+        net.pump(1);
+        net.deliver_all();
+        assert!(net.hubs[2].owned_room(&room).is_some());
+        // Node 1 is still draining when its link to node 2 drops and comes back:
+        // node 2 must not count on it again, or the room would go back and forth.
+        net.flap(1, 2, 2);
+        assert!(net.hubs[2].owned_room(&room).is_some(), "node 2 keeps it");
+        assert!(net.hubs[1].owned_room(&room).is_none());
+        // Node 2 saw the link come up before node 1 said again that it is leaving,
+        // so the room may go there and back once; `deliver_all` returning at all
+        // says it did not go on.
+        assert!(net.hubs[2].stats().handoffs_out <= 1);
+        // And node 2 knows again that node 1 is leaving: no later link event
+        // moves the room there.
+        assert!(
+            !net.hubs[2].topology().is_live(1),
+            "node 1 is out of node 2's view"
+        );
+        net.publish(0, &room, 2);
+        // If it did, node 0 heard `Moved` from node 2 while its own view still
+        // named node 2: its mirror waits out the grace, then resumes from its
+        // cursor, silently.
+        let grace = HubConfig::for_tests().moved_grace_ms;
+        net.hubs[0].handle_tick(40 + grace);
+        net.pump(0);
+        net.deliver_all();
+        let a: Vec<&String> = net
+            .frames
+            .iter()
+            .filter(|(n, k, _)| (*n, *k) == (0, A))
+            .map(|f| &f.2)
+            .collect();
+        assert_eq!(
+            a.len(),
+            3,
+            "subscribed, seq 1, seq 2 and nothing else: {a:?}"
+        );
+        assert!(a[2].contains("\"seq\":2"), "{a:?}");
     }
 }

@@ -122,6 +122,11 @@ pub struct HubConfig {
     /// At start, how long to wait for each peer's handoffs before starting rooms
     /// without them, ms (`mesh.join_timeout_ms`).
     pub join_ms: Ms,
+    /// History bytes one handoff burst (a drain, a link that came up) may put on
+    /// the way to one node: this worker's share of a quarter of
+    /// `mesh.queue_bytes`, so handing rooms over cannot fill the link's queue.
+    /// Rooms past it go with their position and keys but no history.
+    pub handoff_bytes: usize,
 }
 
 #[cfg(test)]
@@ -146,6 +151,7 @@ impl HubConfig {
             hook_presence_rooms: Vec::new(),
             durable: false,
             join_ms: 5_000,
+            handoff_bytes: 1 << 20,
         }
     }
 }
@@ -180,6 +186,7 @@ impl HubConfig {
             },
             durable: c.rooms.data_dir.is_some(),
             join_ms: c.mesh.join_timeout_ms,
+            handoff_bytes: c.mesh.queue_bytes / 4 / workers.max(1),
         }
     }
 

@@ -258,6 +258,8 @@ pub enum PeerMsg {
         ticket: Ticket,
         /// Epoch and seq.
         stamp: Stamp,
+        /// To a node that relayed the publish: the asker's node, to pass it on to.
+        via: Option<u16>,
     },
     /// From a room's owner: one client frame for the receiver's local subscribers.
     Deliver {
@@ -376,6 +378,9 @@ pub struct Handoff {
     pub messages: Vec<(u64, Ms, Bytes)>,
     /// Idempotency keys stamped in the epoch: `(scoped key, seq, age in ms)`.
     pub keys: Vec<(String, u64, Ms)>,
+    /// Users whose presence in the room was last announced (so the move announces
+    /// no joins, only the changes it did not carry).
+    pub announced: Vec<String>,
 }
 
 /// Which workers of a node a peer message is for.

@@ -150,7 +150,10 @@ impl Hub {
         stamp: Stamp,
     ) {
         match from_peer {
-            Some(peer) => self.send_peer(peer, PeerMsg::Published { ticket, stamp }),
+            Some(peer) => {
+                let via = None;
+                self.send_peer(peer, PeerMsg::Published { ticket, stamp, via })
+            }
             None => self.reply_to(ticket, Reply::Published(stamp)),
         }
     }

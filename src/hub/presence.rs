@@ -89,6 +89,25 @@ impl Roster {
         self.changed_since.get_or_insert(now);
     }
 
+    /// The users whose presence was last announced (for a handoff).
+    pub fn announced(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.announced.iter().map(|u| u.to_string()).collect();
+        users.sort_unstable();
+        users
+    }
+
+    /// Take over what the room's previous owner had announced (a handoff): its
+    /// subscribers subscribe here again within the debounce window, and only those
+    /// who do not come back are announced as leaving (those who joined meanwhile, as
+    /// joining).
+    pub fn inherit(&mut self, announced: impl IntoIterator<Item = String>, now: Ms) {
+        for user in announced {
+            let user: Arc<str> = Arc::from(user);
+            self.announced.insert(user.clone());
+            self.touch(user, now);
+        }
+    }
+
     /// When the changes waiting for their debounce window began.
     pub fn changed_since(&self) -> Option<Ms> {
         self.changed_since
@@ -204,6 +223,31 @@ mod tests {
         assert!(r.settle(t + d * 3, d).is_empty());
         r.remove(&m(0, 2), t + d * 3);
         assert!(!r.settle(t + d * 4, d)[0].joined);
+    }
+
+    #[test]
+    fn a_handed_over_roster_announces_only_who_did_not_come_back() {
+        let (t, d) = (1_000, 300);
+        let mut r = Roster::default();
+        r.inherit(["ann".to_string(), "bob".to_string()], t);
+        r.add(m(1, 1), "ann".into(), t + 10); // ann's subscription followed the room
+        r.add(m(1, 2), "cy".into(), t + 20); // cy joined meanwhile
+        let mut ch = r.settle(t + d, d);
+        ch.sort_by(|a, b| a.user.cmp(&b.user));
+        assert_eq!(
+            ch,
+            [
+                Change {
+                    user: "bob".into(),
+                    joined: false
+                },
+                Change {
+                    user: "cy".into(),
+                    joined: true
+                }
+            ]
+        );
+        assert_eq!(r.announced(), ["ann", "cy"]);
     }
 
     #[test]

@@ -217,6 +217,7 @@ mod tests {
                     (42, 3, Bytes::new()),
                 ],
                 keys: vec![("api\0k1".into(), 41, 10)],
+                announced: vec!["ann".into()],
             }))),
             Frame::Hub(PeerMsg::Leaving { workers: 2 }),
             Frame::Hub(PeerMsg::HandoffDone {

@@ -119,6 +119,8 @@ impl World {
             // stream: every other seed runs as it always did).
             durable: seed % 2 == 1,
             join_ms: 600,
+            // Small enough that some handoffs go without their history.
+            handoff_bytes: 2_000,
         };
         let seeds = (0..n).map(|i| rendezvous::seed(&format!("n{i}"))).collect();
         let mut w = World {
