@@ -128,10 +128,11 @@ pub fn set_tls(ca_pem: &std::path::Path) -> anyhow::Result<()> {
 /// session for `wss://`. It reads nothing until [`Held::keep_alive`] is called,
 /// which answers the server's pings as a browser would.
 pub struct Held {
-    _stream: TcpStream,
-    _tls: Option<Box<rustls::ClientConnection>>,
-    /// An unfinished server frame from the last look (empty, unallocated, nearly
-    /// always: pings are a few bytes).
+    stream: TcpStream,
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// An unfinished server frame from the last look: unallocated nearly always
+    /// (pings are a few bytes and arrive whole), so an idle connection costs no
+    /// buffer.
     partial: Vec<u8>,
 }
 
@@ -142,13 +143,22 @@ pub struct Held {
 pub const KEEP_ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Held {
+    fn new(stream: TcpStream, tls: Option<Box<rustls::ClientConnection>>, left: &[u8]) -> Self {
+        Self {
+            stream,
+            tls,
+            // Frames that came with the 101 (the welcome, or the start of it).
+            partial: left.to_vec(),
+        }
+    }
+
     /// Read what the server sent (without waiting) and answer each ping with a
     /// pong. Returns `false` once the server closed the connection. One
     /// non-blocking `recv` per call for an idle connection; `scratch` is shared by
     /// every held connection of the thread.
     pub fn keep_alive(&mut self, scratch: &mut [u8]) -> bool {
         use std::os::fd::AsRawFd;
-        let fd = self._stream.as_raw_fd();
+        let fd = self.stream.as_raw_fd();
         let mut plain = std::mem::take(&mut self.partial);
         loop {
             let n =
@@ -160,7 +170,7 @@ impl Held {
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(_) => return false,
                 };
-            match self._tls.as_deref_mut() {
+            match self.tls.as_deref_mut() {
                 None => plain.extend_from_slice(&scratch[..n]),
                 Some(tls) => {
                     if tls.read_tls(&mut &scratch[..n]).is_err()
@@ -175,59 +185,79 @@ impl Held {
                 break;
             }
         }
-        // Whole frames: answer pings, notice a close, skip the rest.
-        let mut pongs = Vec::new();
-        let mut at = 0;
-        loop {
-            let mut c = Cursor::new(&plain[at..]);
-            let Ok(Some((header, len))) = FrameHeader::parse(&mut c) else {
-                break;
-            };
-            let hlen = c.position() as usize;
-            let end = at + hlen + len as usize;
-            if end > plain.len() {
-                break;
-            }
-            match header.opcode {
-                OpCode::Control(Control::Ping) => {
-                    pongs.extend_from_slice(&masked_frame(
-                        OpCode::Control(Control::Pong),
-                        &plain[at + hlen..end],
-                    ));
-                }
-                OpCode::Control(Control::Close) => return false,
-                _ => {}
-            }
-            at = end;
+        let seen = scan(&plain);
+        if seen.closed {
+            return false;
         }
-        plain.drain(..at);
-        self.partial = plain;
-        if !pongs.is_empty() {
-            let bytes = match self._tls.as_deref_mut() {
-                None => pongs,
-                Some(tls) => {
-                    let _ = std::io::Write::write_all(&mut tls.writer(), &pongs);
-                    let mut out = Vec::new();
-                    while tls.wants_write() {
-                        if tls.write_tls(&mut out).is_err() {
-                            return false;
-                        }
+        plain.drain(..seen.used);
+        // Keep an allocation only for a frame still arriving.
+        self.partial = if plain.is_empty() { Vec::new() } else { plain };
+        if seen.pongs.is_empty() {
+            return true;
+        }
+        let bytes = match self.tls.as_deref_mut() {
+            None => seen.pongs,
+            Some(tls) => {
+                let _ = std::io::Write::write_all(&mut tls.writer(), &seen.pongs);
+                let mut out = Vec::new();
+                while tls.wants_write() {
+                    if tls.write_tls(&mut out).is_err() {
+                        return false;
                     }
-                    out
                 }
-            };
-            // A pong is a few bytes into an idle socket's empty buffer: it fits.
-            if nix::sys::socket::send(
-                fd,
-                &bytes,
-                nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
-            )
-            .is_err()
-            {
-                return false;
+                out
             }
+        };
+        // A pong is a few bytes into an idle socket's empty buffer: it fits.
+        nix::sys::socket::send(
+            fd,
+            &bytes,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        )
+        .is_ok()
+    }
+}
+
+/// What the server sent a held connection, frame by frame.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Bytes of whole frames (the rest is a frame still arriving).
+    used: usize,
+    /// A masked pong for each ping, in order.
+    pongs: Vec<u8>,
+    /// The server sent a close frame.
+    closed: bool,
+}
+
+/// Go through the whole frames at the start of `plain`: answer pings, notice a
+/// close, skip everything else.
+fn scan(plain: &[u8]) -> Scan {
+    let mut seen = Scan::default();
+    loop {
+        let mut c = Cursor::new(&plain[seen.used..]);
+        let Ok(Some((header, len))) = FrameHeader::parse(&mut c) else {
+            return seen;
+        };
+        let hlen = c.position() as usize;
+        let Some(end) = usize::try_from(len)
+            .ok()
+            .and_then(|len| (seen.used + hlen).checked_add(len))
+            .filter(|&end| end <= plain.len())
+        else {
+            return seen;
+        };
+        match header.opcode {
+            OpCode::Control(Control::Ping) => seen.pongs.extend_from_slice(&masked_frame(
+                OpCode::Control(Control::Pong),
+                &plain[seen.used + hlen..end],
+            )),
+            OpCode::Control(Control::Close) => {
+                seen.closed = true;
+                return seen;
+            }
+            _ => {}
         }
-        true
+        seen.used = end;
     }
 }
 
@@ -241,12 +271,8 @@ pub async fn open(
 ) -> io::Result<Held> {
     let mut stream = connect_from(source, to)?;
     let Some(Some(cfg)) = TLS.get() else {
-        upgrade(&mut stream, host, path).await?;
-        return Ok(Held {
-            _stream: stream,
-            _tls: None,
-            partial: Vec::new(),
-        });
+        let left = upgrade(&mut stream, host, path).await?;
+        return Ok(Held::new(stream, None, &left));
     };
     let name =
         rustls::pki_types::ServerName::try_from(to.ip().to_string()).map_err(io::Error::other)?;
@@ -275,11 +301,7 @@ pub async fn open(
                 let line = head.lines().next().unwrap_or("").to_owned();
                 return Err(io::Error::other(format!("upgrade refused: {line}")));
             }
-            return Ok(Held {
-                _stream: stream,
-                _tls: Some(tls),
-                partial: Vec::new(),
-            });
+            return Ok(Held::new(stream, Some(tls), &plain[end + 4..]));
         }
         let (res, b) = stream.read(buf).await;
         buf = b;
@@ -405,4 +427,54 @@ pub fn mono_nanos() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .expect("CLOCK_MONOTONIC is always available on Linux");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unmasked server frame.
+    fn server_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let header = FrameHeader {
+            opcode,
+            ..FrameHeader::default()
+        };
+        let mut out = Vec::new();
+        header.format(payload.len() as u64, &mut out).unwrap();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn held_connections_answer_each_ping_and_skip_the_rest_byte_by_byte() {
+        let mut wire = server_frame(OpCode::Data(Data::Text), br#"{"type":"welcome"}"#);
+        wire.extend(server_frame(OpCode::Control(Control::Ping), b"one"));
+        wire.extend(server_frame(OpCode::Data(Data::Binary), &[7; 300]));
+        wire.extend(server_frame(OpCode::Control(Control::Ping), b""));
+        wire.extend(server_frame(OpCode::Control(Control::Close), &[3, 233]));
+        // As a held connection's buffer grows when bytes trickle in.
+        let (mut buf, mut pongs, mut fed) = (Vec::new(), Vec::new(), 0);
+        for &b in &wire {
+            buf.push(b);
+            fed += 1;
+            let seen = scan(&buf);
+            buf.drain(..seen.used);
+            pongs.extend(seen.pongs);
+            if seen.closed {
+                break;
+            }
+        }
+        assert_eq!(fed, wire.len(), "the close is seen once it is whole");
+        let mut answered = Vec::new();
+        let mut c = Cursor::new(&pongs[..]);
+        while let Some((header, len)) = FrameHeader::parse(&mut c).unwrap() {
+            assert_eq!(header.opcode, OpCode::Control(Control::Pong));
+            let at = c.position() as usize;
+            let mut payload = pongs[at..at + len as usize].to_vec();
+            unmask(&mut payload, header.mask.expect("client frames are masked"));
+            answered.push(payload);
+            c.set_position((at + len as usize) as u64);
+        }
+        assert_eq!(answered, [b"one".to_vec(), Vec::new()]);
+    }
 }
