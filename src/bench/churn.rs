@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hdrhistogram::Histogram;
 
+use super::hold::Holders;
 use super::{Target, children, cpu_seconds, parse_sources, runtime, wsclient};
 
 /// `ringway bench connect` arguments.
@@ -120,7 +121,8 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
         handles.push(std::thread::spawn(move || {
             runtime().block_on(async move {
                 let counts = Rc::new(RefCell::new(Counts::new()));
-                let held = Rc::new(RefCell::new(Vec::new()));
+                // Held from the moment each opens, answering the server's pings.
+                let held = Rc::new(RefCell::new(Holders::default()));
                 let next = Rc::new(RefCell::new(0usize));
                 let mut lanes = Vec::new();
                 for _ in 0..conc.min(n.max(1)) {
@@ -151,7 +153,7 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
                                     c.ok += 1;
                                     let _ = c.took_us.record(began.elapsed().as_micros() as u64);
                                     if hold {
-                                        held.borrow_mut().push(s);
+                                        held.borrow_mut().hold(s);
                                     }
                                 }
                                 Err(_) => {
@@ -169,16 +171,10 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
                     let c = counts.borrow();
                     let _ = tx.send((c.ok, c.failed, c.took_us.clone()));
                 }
-                // Held, answering the server's pings (see `Held::keep_alive`).
-                let mut scratch = vec![0u8; 16 << 10];
-                let mut next = Instant::now() + wsclient::KEEP_ALIVE_EVERY;
                 while hold && !release.load(Ordering::Relaxed) {
                     monoio::time::sleep(Duration::from_millis(50)).await;
-                    if Instant::now() >= next {
-                        held.borrow_mut().retain_mut(|h| h.keep_alive(&mut scratch));
-                        next = Instant::now() + wsclient::KEEP_ALIVE_EVERY;
-                    }
                 }
+                held.take().let_go().await;
             });
         }));
     }

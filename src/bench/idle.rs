@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::hold::Holders;
 use super::{Target, cpu_seconds, parse_sources, server_memory, wsclient};
 
 /// `ringway bench idle` arguments.
@@ -234,7 +235,8 @@ async fn open_and_hold(
     done: std::sync::mpsc::Sender<Opened>,
 ) {
     let start = Instant::now();
-    let mut held = Vec::with_capacity(n);
+    // Held from the moment each opens: opening may outlast the idle timeout.
+    let mut held = Holders::default();
     let mut opened = Opened::default();
     let mut first_error = None;
     for j in 0..n {
@@ -248,7 +250,7 @@ async fn open_and_hold(
         let result = wsclient::open(source, addr, &host, &path).await;
         match result {
             Ok(s) => {
-                held.push(s);
+                held.hold(s);
                 opened.ok += 1;
                 super::progress::PROGRESS.add(0, 1);
             }
@@ -267,23 +269,16 @@ async fn open_and_hold(
     }
     let _ = done.send(opened);
     let deadline = Instant::now() + hold;
-    // Held, answering the server's pings as a browser would (else the server
-    // rightly closes them at its idle timeout and nothing is held).
-    let mut scratch = vec![0u8; 16 << 10];
-    let mut next = Instant::now() + wsclient::KEEP_ALIVE_EVERY;
+    let mut closed = 0;
     while !release.load(Ordering::Relaxed) && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(100)).await;
-        if Instant::now() >= next {
-            let before = held.len();
-            held.retain_mut(|h| h.keep_alive(&mut scratch));
-            if held.len() < before {
-                eprintln!(
-                    "bench idle: the server closed {} held connections",
-                    before - held.len()
-                );
-            }
-            next = Instant::now() + wsclient::KEEP_ALIVE_EVERY;
+        if held.closed() > closed {
+            eprintln!(
+                "bench idle: the server closed {} held connections",
+                held.closed() - closed
+            );
+            closed = held.closed();
         }
+        monoio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(held);
+    held.let_go().await;
 }

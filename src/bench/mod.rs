@@ -17,6 +17,7 @@ pub(crate) mod chart;
 pub(crate) mod children;
 pub(crate) mod churn;
 pub(crate) mod fanout;
+pub(crate) mod hold;
 pub(crate) mod idle;
 pub(crate) mod nats;
 pub(crate) mod progress;

@@ -125,8 +125,9 @@ pub fn set_tls(ca_pem: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// An upgraded connection, held open until dropped: the socket, and its TLS
-/// session for `wss://`. It reads nothing until [`Held::keep_alive`] is called,
-/// which answers the server's pings as a browser would.
+/// session for `wss://`. It reads nothing by itself: whoever holds it waits for
+/// [`Held::readable`] and then calls [`Held::keep_alive`], which answers the
+/// server's pings as a browser would (see `bench::hold`).
 pub struct Held {
     stream: TcpStream,
     tls: Option<Box<rustls::ClientConnection>>,
@@ -135,12 +136,6 @@ pub struct Held {
     /// buffer.
     partial: Vec<u8>,
 }
-
-/// How often held connections look for pings: well inside the server's idle
-/// timeout (60 s by default, a ping sent after 25 s of silence). One non-blocking
-/// `recv` per connection per look: 15,000 held connections cost 15,000 syscalls a
-/// second.
-pub const KEEP_ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Held {
     fn new(stream: TcpStream, tls: Option<Box<rustls::ClientConnection>>, left: &[u8]) -> Self {
@@ -152,10 +147,16 @@ impl Held {
         }
     }
 
+    /// Wait until the server has sent something (or closed): no buffer is lent to
+    /// the kernel while waiting (a poll, not a read). Cancel-safe: dropping the
+    /// future withdraws the poll and consumes nothing.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.stream.readable(false).await
+    }
+
     /// Read what the server sent (without waiting) and answer each ping with a
-    /// pong. Returns `false` once the server closed the connection. One
-    /// non-blocking `recv` per call for an idle connection; `scratch` is shared by
-    /// every held connection of the thread.
+    /// pong. Returns `false` once the server closed the connection. `scratch` is
+    /// shared by every held connection of the thread.
     pub fn keep_alive(&mut self, scratch: &mut [u8]) -> bool {
         use std::os::fd::AsRawFd;
         let fd = self.stream.as_raw_fd();
