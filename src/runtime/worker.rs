@@ -292,8 +292,16 @@ impl Worker {
                 // Rooms go to their next owners first (the handoffs leave with the
                 // next flush), so clients that reconnect elsewhere resume there.
                 let now = st.now();
+                let before = st.hub.stats().handoffs_out;
                 st.hub.handle_drain(now);
                 st.run_hub();
+                let rooms = st.hub.stats().handoffs_out - before;
+                if rooms > 0 {
+                    info!(
+                        worker = self.id,
+                        rooms, "draining: rooms handed to their next owners (same epoch and seq)"
+                    );
+                }
                 drop(st);
                 self.start_drain(window);
                 return true;
