@@ -191,7 +191,11 @@ impl Hub {
     /// would start it here.
     pub(super) fn admit(&self, room: &str, from: Option<usize>, now: Ms) -> Admit {
         let waiting = self.handoffs.awaiting_any();
-        if from.is_none() && !waiting && self.handoffs.parked.is_empty() {
+        if from.is_none()
+            && !waiting
+            && self.handoffs.parked.is_empty()
+            && self.handoffs.handed.is_empty()
+        {
             return Admit::Go; // the common case: nothing moves
         }
         let held = self.owned.get(room).map(OwnedRoom::is_from_log);
@@ -209,7 +213,13 @@ impl Hub {
                 _ => Admit::Go,
             };
         }
-        if held.is_some() || self.is_parked(room, from, now) {
+        // A room handed to a node that has said it is leaving since comes back.
+        let returning = self
+            .handoffs
+            .handed
+            .get(room)
+            .is_some_and(|&(to, _)| self.handoffs.leaving & (1 << to) != 0);
+        if held.is_some() || returning || self.is_parked(room, from, now) {
             // (A copy read back from the log waits too: the node that owned the
             // room while this one was away may hand over a newer one.)
             return Admit::Park;
@@ -375,6 +385,7 @@ impl Hub {
                     messages,
                     keys,
                     announced: r.roster.announced(),
+                    from_log: r.is_from_log(),
                 })),
             );
             self.handoffs.handed.insert(room.clone(), (to, until));
@@ -407,9 +418,16 @@ impl Hub {
             messages,
             keys,
             announced,
+            from_log,
         } = h;
+        if from_log && self.handoffs.handed.contains_key(room.as_str()) {
+            // A copy the sender read back from its log crossed this node's live one
+            // on its way there: the live one wins.
+            self.stats.handoffs_refused += 1;
+            return;
+        }
         if let Some(r) = self.owned.get(room.as_str()) {
-            if !r.is_from_log() {
+            if from_log || !r.is_from_log() {
                 self.stats.handoffs_refused += 1;
                 return;
             }

@@ -381,6 +381,9 @@ pub struct Handoff {
     /// Users whose presence in the room was last announced (so the move announces
     /// no joins, only the changes it did not carry).
     pub announced: Vec<String>,
+    /// The sender read the room back from its log and nobody used it since: any
+    /// live copy wins over it.
+    pub from_log: bool,
 }
 
 /// Which workers of a node a peer message is for.

@@ -218,6 +218,7 @@ mod tests {
                 ],
                 keys: vec![("api\0k1".into(), 41, 10)],
                 announced: vec!["ann".into()],
+                from_log: false,
             }))),
             Frame::Hub(PeerMsg::Leaving { workers: 2 }),
             Frame::Hub(PeerMsg::HandoffDone {

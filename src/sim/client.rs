@@ -34,6 +34,8 @@ pub struct Client {
     pub closing: bool,
     pub rooms: BTreeMap<String, Sub>,
     pub cursors: BTreeMap<String, (u64, u64)>,
+    /// `subscribed` answers it never asked for (its stream restarted: a re-sync).
+    pub unasked: u32,
 }
 
 /// What every stamp anyone saw carried.
@@ -56,6 +58,7 @@ impl Client {
             closing: false,
             rooms: BTreeMap::new(),
             cursors: BTreeMap::new(),
+            unasked: 0,
         }
     }
 
@@ -73,6 +76,9 @@ impl Client {
                 let Some(sub) = self.rooms.get_mut(&room) else {
                     return Err(format!("subscribed to {room}, which it never asked for"));
                 };
+                if matches!(sub, Sub::Live { .. }) {
+                    self.unasked += 1;
+                }
                 let new = match (*sub, recovered) {
                     (
                         Sub::Pending {

@@ -23,6 +23,30 @@ impl World {
         }
     }
 
+    /// A planned move, one node at a time and each done before the next begins
+    /// (nothing in flight): a node that is down starts again with every link back;
+    /// else one drains. (Moves that overlap, a drain while another node is still
+    /// taking its rooms back, can cost a room in transit its epoch: not checked.)
+    pub(super) fn planned_move(&mut self) {
+        if !self.quiet() {
+            self.deliver_one();
+            return;
+        }
+        let n = self.nodes.len();
+        if let Some(down) = (0..n).find(|&i| !self.nodes[i].up) {
+            self.restart(down);
+            for p in (0..n).filter(|&p| p != down) {
+                self.heal(down.min(p), down.max(p));
+            }
+            return;
+        }
+        if (0..n).any(|i| self.nodes[i].stop_at.is_some()) {
+            return;
+        }
+        let a = self.rng.usize(..n);
+        self.leave(a);
+    }
+
     /// A slow link: the next few room messages from one node to another are
     /// dropped as its worker drops them when the peer's queue is over half its
     /// bound (see [`World::send_peer`]).

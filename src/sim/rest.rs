@@ -17,6 +17,8 @@ impl World {
     pub fn settle_and_check(&mut self) -> Result<(), String> {
         for n in 0..self.nodes.len() {
             if self.nodes[n].stop_at.is_some() {
+                // A drain runs its course: the node handles what reaches it first.
+                while self.planned && self.deliver_one() {}
                 self.stop(n);
             }
             self.restart(n);
@@ -100,7 +102,7 @@ impl World {
         Ok(())
     }
 
-    fn quiet(&self) -> bool {
+    pub(super) fn quiet(&self) -> bool {
         self.mail.values().all(VecDeque::is_empty)
             && self.inbox.values().all(VecDeque::is_empty)
             && self
