@@ -241,6 +241,14 @@ fn a_rolling_restart_loses_nothing_and_nobody_resyncs() {
     // their counters with them).
     let back = cl.metric(1, "ringway_handoffs_received_total");
     assert!(back >= 1.0, "rooms n2 got back: {back}");
+    for i in 0..3 {
+        assert_eq!(
+            cl.metric(i, "ringway_handoff_parked"),
+            0.0,
+            "n{} holds requests",
+            i + 1
+        );
+    }
 }
 
 #[test]

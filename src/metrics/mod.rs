@@ -227,6 +227,8 @@ pub struct WorkerStats {
 
     /// Rooms this worker owns (gauge).
     pub rooms_owned: u64,
+    /// Requests held for a handoff now (gauge).
+    pub handoff_parked: u64,
     /// Rooms with local subscribers (gauge).
     pub rooms_local: u64,
 
@@ -653,7 +655,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|&d| (d.label().to_owned(), sum(&|s| s.disconnects[d as usize]))),
     );
-    let gauges: [Series; 9] = [
+    let gauges: [Series; 10] = [
         (
             "ringway_idempotency_keys",
             "Idempotency keys the node's room owners remember (bounded by rooms.idempotency_keys).",
@@ -668,6 +670,11 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "ringway_rooms_owned",
             "Rooms owned (sequenced) by this node.",
             |s| s.rooms_owned,
+        ),
+        (
+            "ringway_handoff_parked",
+            "Requests held now because a handoff of their room could still be on its way (each for at most mesh.dead_after_ms).",
+            |s| s.handoff_parked,
         ),
         (
             "ringway_timer_entries",

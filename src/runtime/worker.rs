@@ -648,6 +648,7 @@ impl State {
         let (owned, local, interest, history) = self.hub.gauges();
         s.interest = interest as u64;
         s.rooms_owned = owned as u64;
+        s.handoff_parked = self.hub.parked() as u64;
         s.rooms_local = local as u64;
         s.history_bytes = history as u64;
         let (keys, forgotten) = self.hub.idempotency();
