@@ -15,11 +15,12 @@ n1=$!
 RINGWAY_LOG=warn "$bin" --node-id n2 --listen 127.0.0.1:18302 --api-listen 127.0.0.1:18312 \
   --mesh-listen 127.0.0.1:18322 --peer n1=127.0.0.1:18321 "${common[@]}" >"$dir/n2.log" 2>&1 &
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m"({|$)" {s+=$2} END {print s+0}'; }
+linked() { curl -s http://127.0.0.1:18311/v1/cluster | grep -q '"up":true'; }
 for _ in $(seq 100); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18311/readyz)" = 200 ] &&
-  [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18312/readyz)" = 200 ] && break
+  linked && [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18312/readyz)" = 200 ] && break
   sleep 0.1
 done
+linked || { echo "the two nodes did not link (ports 18301-18322 busy?); see $dir" >&2; exit 1; }
 python3 - "$rooms" <<'PY'
 import http.client, json, sys
 n = int(sys.argv[1])
