@@ -22,7 +22,6 @@
 use std::sync::Arc;
 
 use super::Hub;
-use super::handoff::{Admit, Parked};
 use super::id::{ConnKey, Ms};
 use super::msg::{PeerMsg, Reply};
 use super::owner::Interest;
@@ -34,6 +33,10 @@ use crate::protocol::{Cursor, Epoch};
 impl Hub {
     /// A message from peer node `peer` (already routed to this worker).
     pub(super) fn on_peer(&mut self, peer: usize, msg: PeerMsg, at: Ms, now: Ms) {
+        // A request about a room that may be handed here, or was handed away.
+        let Some(msg) = self.screen(peer, msg, at, now) else {
+            return;
+        };
         match msg {
             PeerMsg::Subscribe {
                 room,
@@ -42,21 +45,6 @@ impl Hub {
                 since,
                 user,
             } => {
-                match self.admit(&room, Some(peer), now) {
-                    Admit::Go => {}
-                    Admit::Park => {
-                        let msg = PeerMsg::Subscribe {
-                            room,
-                            who,
-                            attempt,
-                            since,
-                            user,
-                        };
-                        return self.park(Parked::Peer { peer, msg, at }, now);
-                    }
-                    // Given away: the asker subscribes again when its view agrees.
-                    Admit::Redirect(_) => return self.send_peer(peer, PeerMsg::Moved { room }),
-                }
                 let room: Arc<str> = Arc::from(room);
                 let member = Member {
                     node: peer as u16,
@@ -131,15 +119,6 @@ impl Hub {
                 who,
                 node_left,
             } => {
-                if self.is_parked(&room, Some(peer), now) {
-                    // After the subscription it withdraws, which waits.
-                    let msg = PeerMsg::Leave {
-                        room,
-                        who,
-                        node_left,
-                    };
-                    return self.park(Parked::Peer { peer, msg, at }, now);
-                }
                 let events = self.cfg.tracks_presence(&room);
                 let Some(name) = self
                     .owned
@@ -177,36 +156,6 @@ impl Hub {
                 reply,
                 via,
             } => {
-                let admit = match self.admit(&room, Some(peer), now) {
-                    // Relayed once already: not again (its asker is known only to
-                    // the relaying node); wait, and past the wait stamp it here.
-                    Admit::Redirect(_) if via.is_some() && self.forced(now) => Admit::Go,
-                    Admit::Redirect(_) if via.is_some() => Admit::Park,
-                    other => other,
-                };
-                if admit == Admit::Park {
-                    let msg = PeerMsg::Publish {
-                        room,
-                        data,
-                        key,
-                        origin,
-                        reply,
-                        via,
-                    };
-                    return self.park(Parked::Peer { peer, msg, at }, now);
-                }
-                if let Admit::Redirect(to) = admit {
-                    // Given away: relay it, and the new owner answers the asker.
-                    let msg = PeerMsg::Publish {
-                        room,
-                        data,
-                        key,
-                        origin,
-                        reply,
-                        via: Some(peer as u16),
-                    };
-                    return self.send_peer(to, msg);
-                }
                 let Ok(data) = serde_json::value::RawValue::from_string(data) else {
                     return; // validated by the sending node; a bad one is dropped
                 };

@@ -31,12 +31,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
-
 use super::Hub;
-use super::home::Join;
-use super::id::{Ms, Ticket};
-use super::msg::{Handoff, Origin, PeerMsg};
+use super::id::Ms;
+use super::msg::{Handoff, Mail, PeerMsg};
 use super::ring::EvictCounts;
 use super::room::{OwnedRoom, WorkerSet};
 use crate::protocol::Epoch;
@@ -64,27 +61,11 @@ impl Await {
 /// An input held until a handoff may have come.
 #[derive(Debug)]
 pub(super) enum Parked {
-    /// A subscription or publish from a peer node.
+    /// A subscription, publish or leave from a peer node.
     Peer { peer: usize, msg: PeerMsg, at: Ms },
-    /// A subscription from a worker of this node.
-    Join { room: Arc<str>, join: Join },
-    /// A subscriber of this node left (after its subscription, which waits).
-    Leave {
-        room: Arc<str>,
-        from: usize,
-        conn: super::id::ConnKey,
-        user: bool,
-        last: bool,
-    },
-    /// A publish from this node.
-    Publish {
-        room: Arc<str>,
-        data: Box<RawValue>,
-        key: Option<Box<str>>,
-        origin: Box<Origin>,
-        reply: Option<Ticket>,
-        at: Ms,
-    },
+    /// A subscription, publish or leave from this node, as the home worker gets it
+    /// (`Mail::Subscribe`, `Publish`, `Leave`).
+    Local(Mail),
 }
 
 /// The bit of an input's source in `parked_rooms`: a peer node, or this node.
@@ -108,9 +89,12 @@ impl Parked {
                 | PeerMsg::Leave { room, .. } => Some(room),
                 _ => None,
             },
-            Parked::Join { room, .. }
-            | Parked::Leave { room, .. }
-            | Parked::Publish { room, .. } => Some(room),
+            Parked::Local(mail) => match mail {
+                Mail::Subscribe { room, .. }
+                | Mail::Leave { room, .. }
+                | Mail::Publish { room, .. } => Some(room),
+                _ => None,
+            },
         }
     }
 }
@@ -248,6 +232,46 @@ impl Hub {
         }
     }
 
+    /// Screen a request from node `peer` about a room this worker does not own:
+    /// hold it while a handoff of the room may come, answer `Moved` to a
+    /// subscription for a room given away, relay a publish to where it went.
+    /// Returns what is to be handled now.
+    pub(super) fn screen(&mut self, peer: usize, msg: PeerMsg, at: Ms, now: Ms) -> Option<PeerMsg> {
+        let admit = match &msg {
+            PeerMsg::Subscribe { room, .. } => self.admit(room, Some(peer), now),
+            PeerMsg::Publish { room, via, .. } => match self.admit(room, Some(peer), now) {
+                // Relayed once already: not again (its asker is known only to the
+                // relaying node); wait, and past the wait stamp it here.
+                Admit::Redirect(_) if via.is_some() && self.forced(now) => Admit::Go,
+                Admit::Redirect(_) if via.is_some() => Admit::Park,
+                other => other,
+            },
+            // A withdrawal waits behind the subscription it withdraws.
+            PeerMsg::Leave { room, .. } if self.is_parked(room, Some(peer), now) => Admit::Park,
+            _ => Admit::Go,
+        };
+        match (admit, msg) {
+            (Admit::Go, msg) => Some(msg),
+            (Admit::Park, msg) => {
+                self.park(Parked::Peer { peer, msg, at }, now);
+                None
+            }
+            // Given away: the asker subscribes again when its view agrees.
+            (Admit::Redirect(_), PeerMsg::Subscribe { room, .. }) => {
+                self.send_peer(peer, PeerMsg::Moved { room });
+                None
+            }
+            // Relay it; the new owner answers the asker through this node.
+            (Admit::Redirect(to), mut msg) => {
+                if let PeerMsg::Publish { via, .. } = &mut msg {
+                    *via = Some(peer as u16);
+                }
+                self.send_peer(to, msg);
+                None
+            }
+        }
+    }
+
     /// Whether the held input being replayed waited past its deadline.
     pub(super) fn forced(&self, now: Ms) -> bool {
         self.handoffs.replaying.is_some_and(|t| t <= now)
@@ -304,22 +328,7 @@ impl Hub {
             self.handoffs.replaying = Some(until);
             match input {
                 Parked::Peer { peer, msg, at } => self.on_peer(peer, msg, at, now),
-                Parked::Join { room, join } => self.home_subscribe(room, join, now),
-                Parked::Leave {
-                    room,
-                    from,
-                    conn,
-                    user,
-                    last,
-                } => self.home_leave(&room, from, conn, user, last, now),
-                Parked::Publish {
-                    room,
-                    data,
-                    key,
-                    origin,
-                    reply,
-                    at,
-                } => self.home_publish(room, data, key, origin, reply, at, now),
+                Parked::Local(mail) => self.on_mail(mail, now),
             }
             self.handoffs.replaying = None;
         }
@@ -658,7 +667,9 @@ impl Hub {
 mod tests {
     use std::collections::VecDeque;
 
-    use super::super::{ConnKey, Hub, HubConfig, PeerMsg, ToConn, Topology, rendezvous};
+    use serde_json::value::RawValue;
+
+    use super::super::{ConnKey, Hub, HubConfig, Origin, PeerMsg, ToConn, Topology, rendezvous};
     use super::*;
 
     /// Three nodes of one worker each; peer messages are carried by hand.

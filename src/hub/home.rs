@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::Hub;
 use super::handoff::{Admit, Parked};
 use super::id::{ConnKey, Ms, Subscriber};
-use super::msg::PeerMsg;
+use super::msg::{Mail, PeerMsg};
 use super::owner::Interest;
 use super::presence::Member;
 use super::room::WorkerSet;
@@ -51,7 +51,22 @@ impl Hub {
         let wait = self.is_parked(&room, None, now)
             || (remote.is_none() && self.admit(&room, None, now) == Admit::Park);
         if wait {
-            return self.park(Parked::Join { room, join }, now);
+            let Join {
+                from,
+                conn,
+                attempt,
+                since,
+                user,
+            } = join;
+            let mail = Mail::Subscribe {
+                room,
+                from,
+                conn,
+                attempt,
+                since,
+                user,
+            };
+            return self.park(Parked::Local(mail), now);
         }
         let Join {
             from,
@@ -112,14 +127,14 @@ impl Hub {
         now: Ms,
     ) {
         if self.is_parked(room, None, now) {
-            let input = Parked::Leave {
+            let mail = Mail::Leave {
                 room: room.clone(),
                 from,
                 conn,
                 user,
                 last,
             };
-            return self.park(input, now);
+            return self.park(Parked::Local(mail), now);
         }
         self.check_mirror(room, now);
         if let Some(mirror) = self.mirrors.get_mut(&**room) {

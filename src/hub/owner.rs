@@ -126,14 +126,14 @@ impl Hub {
             );
         }
         if wait || self.admit(&room, None, now) == super::handoff::Admit::Park {
-            let input = super::handoff::Parked::Publish {
+            let input = super::handoff::Parked::Local(Mail::Publish {
                 room,
                 data,
                 key,
                 origin,
                 reply,
                 at,
-            };
+            });
             return self.park(input, now);
         }
         let stamp = self.owner_publish(&room, &data, key.as_deref(), &origin, at, now);
