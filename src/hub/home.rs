@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use super::Hub;
-use super::handoff::{Admit, Parked};
 use super::id::{ConnKey, Ms, Subscriber};
 use super::msg::{Mail, PeerMsg};
 use super::owner::Interest;
+use super::park::{Admit, Parked};
 use super::presence::Member;
 use super::room::WorkerSet;
 use crate::protocol::Cursor;

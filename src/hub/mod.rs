@@ -55,6 +55,7 @@ pub mod id;
 mod local;
 pub mod msg;
 mod owner;
+mod park;
 pub mod presence;
 pub mod rendezvous;
 pub mod ring;

@@ -52,7 +52,7 @@ impl Hub {
         let home = self.topo.home(room);
         if home == self.id {
             let here = self.topo.remote_owner(room).is_none()
-                && self.admit(room, None, now) == super::handoff::Admit::Go;
+                && self.admit(room, None, now) == super::park::Admit::Go;
             if here {
                 let stamp = self.owner_publish(room, data, key, &origin, at, now);
                 if let Some(req) = reply {
@@ -125,8 +125,8 @@ impl Hub {
                 },
             );
         }
-        if wait || self.admit(&room, None, now) == super::handoff::Admit::Park {
-            let input = super::handoff::Parked::Local(Mail::Publish {
+        if wait || self.admit(&room, None, now) == super::park::Admit::Park {
+            let input = super::park::Parked::Local(Mail::Publish {
                 room,
                 data,
                 key,

@@ -1,0 +1,228 @@
+//! Requests held while a handoff of their room may still come, and the node's
+//! answer to a request about a room it gave away (see `hub::handoff` for when and
+//! why). Held requests replay in arrival order per source; none waits past
+//! `moved_grace_ms` (`mesh.dead_after_ms`).
+
+use std::sync::Arc;
+
+use super::Hub;
+use super::id::Ms;
+use super::msg::{Mail, PeerMsg};
+use super::room::OwnedRoom;
+
+/// An input held until a handoff may have come.
+#[derive(Debug)]
+pub(super) enum Parked {
+    /// A subscription, publish or leave from a peer node.
+    Peer { peer: usize, msg: PeerMsg, at: Ms },
+    /// A subscription, publish or leave from this node, as the home worker gets it
+    /// (`Mail::Subscribe`, `Publish`, `Leave`).
+    Local(Mail),
+}
+
+/// The bit of an input's source in `parked_rooms`: a peer node, or this node.
+pub(super) fn source_bit(from: Option<usize>) -> u64 {
+    1 << from.unwrap_or(63).min(63)
+}
+
+impl Parked {
+    pub(super) fn source(&self) -> Option<usize> {
+        match self {
+            Parked::Peer { peer, .. } => Some(*peer),
+            _ => None,
+        }
+    }
+
+    pub(super) fn room(&self) -> Option<&str> {
+        match self {
+            Parked::Peer { msg, .. } => match msg {
+                PeerMsg::Subscribe { room, .. }
+                | PeerMsg::Publish { room, .. }
+                | PeerMsg::Leave { room, .. } => Some(room),
+                _ => None,
+            },
+            Parked::Local(mail) => match mail {
+                Mail::Subscribe { room, .. }
+                | Mail::Leave { room, .. }
+                | Mail::Publish { room, .. } => Some(room),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// What to do with an input about a room this worker does not own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admit {
+    /// Handle it (start the room if it comes to that).
+    Go,
+    /// Hold it: a handoff may be on its way.
+    Park,
+    /// This worker gave the room to that node.
+    Redirect(usize),
+}
+
+impl Hub {
+    /// What to do with an input about `room` (from node `from`, or this node) that
+    /// would start it here.
+    pub(super) fn admit(&self, room: &str, from: Option<usize>, now: Ms) -> Admit {
+        let waiting = self.handoffs.awaiting_any();
+        if from.is_none()
+            && !waiting
+            && self.handoffs.parked.is_empty()
+            && self.handoffs.handed.is_empty()
+        {
+            return Admit::Go; // the common case: nothing moves
+        }
+        let held = self.owned.get(room).map(OwnedRoom::is_from_log);
+        if held == Some(false) || (held == Some(true) && !waiting) {
+            return Admit::Go;
+        }
+        let forced = self.forced(now);
+        let owner = self.topo.owner(room);
+        if forced {
+            // Waited long enough for a handoff. Where this node's view gives the
+            // room to another live node (not the asker, whose view says this one),
+            // send the request there rather than start a second copy here.
+            return match from {
+                Some(peer) if owner != self.node() && owner != peer => Admit::Redirect(owner),
+                _ => Admit::Go,
+            };
+        }
+        // A room handed to a node that has said it is leaving since comes back.
+        let returning = self
+            .handoffs
+            .handed
+            .get(room)
+            .is_some_and(|&(to, _)| self.handoffs.leaving & (1 << to) != 0);
+        if held.is_some() || returning || self.is_parked(room, from, now) {
+            // (A copy read back from the log waits too: the node that owned the
+            // room while this one was away may hand over a newer one.)
+            return Admit::Park;
+        }
+        if let Some(peer) = from {
+            if let Some(&(to, _)) = self.handoffs.handed.get(room)
+                && self.topo.is_live(to)
+            {
+                return Admit::Redirect(to);
+            }
+            if owner != self.node() {
+                // This node's view gives the room to another node: if it is leaving,
+                // that one is where the room went; if not, the asker's view is ahead
+                // of this one's and the event that moves the room here is on its way.
+                return if self.topo.leaving() && owner != peer {
+                    Admit::Redirect(owner)
+                } else {
+                    Admit::Park
+                };
+            }
+        }
+        if owner == self.node() && waiting {
+            Admit::Park
+        } else {
+            Admit::Go
+        }
+    }
+
+    /// Screen a request from node `peer` about a room this worker does not own:
+    /// hold it while a handoff of the room may come, answer `Moved` to a
+    /// subscription for a room given away, relay a publish to where it went.
+    /// Returns what is to be handled now.
+    pub(super) fn screen(&mut self, peer: usize, msg: PeerMsg, at: Ms, now: Ms) -> Option<PeerMsg> {
+        let admit = match &msg {
+            PeerMsg::Subscribe { room, .. } => self.admit(room, Some(peer), now),
+            PeerMsg::Publish { room, via, .. } => match self.admit(room, Some(peer), now) {
+                // Relayed once already: not again (its asker is known only to the
+                // relaying node); wait, and past the wait stamp it here.
+                Admit::Redirect(_) if via.is_some() && self.forced(now) => Admit::Go,
+                Admit::Redirect(_) if via.is_some() => Admit::Park,
+                other => other,
+            },
+            // A withdrawal waits behind the subscription it withdraws.
+            PeerMsg::Leave { room, .. } if self.is_parked(room, Some(peer), now) => Admit::Park,
+            _ => Admit::Go,
+        };
+        match (admit, msg) {
+            (Admit::Go, msg) => Some(msg),
+            (Admit::Park, msg) => {
+                self.park(Parked::Peer { peer, msg, at }, now);
+                None
+            }
+            // Given away: the asker subscribes again when its view agrees.
+            (Admit::Redirect(_), PeerMsg::Subscribe { room, .. }) => {
+                self.send_peer(peer, PeerMsg::Moved { room });
+                None
+            }
+            // Relay it; the new owner answers the asker through this node.
+            (Admit::Redirect(to), mut msg) => {
+                if let PeerMsg::Publish { via, .. } = &mut msg {
+                    *via = Some(peer as u16);
+                }
+                self.send_peer(to, msg);
+                None
+            }
+        }
+    }
+
+    /// Whether the held input being replayed waited past its deadline.
+    pub(super) fn forced(&self, now: Ms) -> bool {
+        self.handoffs.replaying.is_some_and(|t| t <= now)
+    }
+
+    /// Whether held inputs are being replayed (several inputs in one call).
+    pub(super) fn replaying_parked(&self) -> bool {
+        self.handoffs.replaying.is_some()
+    }
+
+    /// Whether inputs about `room` are held (a later one waits behind them).
+    pub(super) fn is_parked(&self, room: &str, from: Option<usize>, now: Ms) -> bool {
+        self.handoffs.replaying.is_none_or(|t| t > now)
+            && self
+                .handoffs
+                .parked_rooms
+                .get(room)
+                .is_some_and(|m| m & source_bit(from) != 0)
+    }
+
+    /// Hold `input` until a handoff may have come (replayed by [`Hub::release`]).
+    pub(super) fn park(&mut self, input: Parked, now: Ms) {
+        let until = self
+            .handoffs
+            .replaying
+            .unwrap_or(now + self.cfg.moved_grace_ms);
+        if self.handoffs.replaying.is_none() {
+            self.stats.parked += 1;
+        }
+        if let Some(room) = input.room() {
+            let bit = source_bit(input.source());
+            match self.handoffs.parked_rooms.get_mut(room) {
+                Some(m) => *m |= bit,
+                None => {
+                    self.handoffs.parked_rooms.insert(Arc::from(room), bit);
+                }
+            }
+        }
+        self.handoffs.parked.push_back((until, input));
+    }
+
+    /// Replay every held input (each parks again if it still must wait, keeping its
+    /// deadline; one past its deadline is handled).
+    pub(super) fn release(&mut self, now: Ms) {
+        if self.handoffs.parked.is_empty() || self.handoffs.replaying.is_some() {
+            return;
+        }
+        let held = std::mem::take(&mut self.handoffs.parked);
+        self.handoffs.parked_rooms.clear();
+        for (until, input) in held {
+            if until <= now {
+                self.stats.park_timeouts += 1;
+            }
+            self.handoffs.replaying = Some(until);
+            match input {
+                Parked::Peer { peer, msg, at } => self.on_peer(peer, msg, at, now),
+                Parked::Local(mail) => self.on_mail(mail, now),
+            }
+            self.handoffs.replaying = None;
+        }
+    }
+}
