@@ -5,122 +5,20 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
+use common::follow::{Seen, follow};
 use common::http;
 use serde_json::{Value, json};
-use tungstenite::Message;
 
 const CONFIG: &str = "\
 [drain]
 window_ms = 1000
 ";
-
-/// What one subscriber saw.
-#[derive(Debug, Default)]
-struct Seen {
-    /// The `n` of every message, in order of arrival.
-    data: Vec<u64>,
-    /// Every `subscribed` answer.
-    subscribed: Vec<Value>,
-    /// Messages whose seq did not follow the previous one.
-    gaps: Vec<String>,
-    /// Connections it made (1 + reconnects after a drain).
-    connections: usize,
-}
-
-/// Follow `room` from node `start`, moving to the next node (resuming from the
-/// cursor) whenever a node closes the connection, until `stop`.
-fn follow(urls: Vec<String>, start: usize, room: String, stop: Arc<AtomicBool>) -> Seen {
-    let mut seen = Seen::default();
-    let mut cursor: Option<(String, u64)> = None;
-    let mut node = start;
-    while !stop.load(Ordering::Relaxed) {
-        let Some(mut ws) = connect(&urls[node]) else {
-            node = (node + 1) % urls.len();
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        };
-        seen.connections += 1;
-        let since = cursor.as_ref().map(|(e, s)| json!({"epoch": e, "seq": s}));
-        let mut sub = json!({"type": "sub", "room": room});
-        if let Some(since) = since {
-            sub["since"] = since;
-        }
-        if ws.send(Message::text(sub.to_string())).is_err() {
-            continue;
-        }
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return seen;
-            }
-            match ws.read() {
-                Ok(Message::Text(t)) => {
-                    let v: Value = serde_json::from_str(&t).unwrap();
-                    match v["type"].as_str() {
-                        Some("subscribed") => {
-                            cursor = Some((
-                                v["epoch"].as_str().unwrap().to_owned(),
-                                v["seq"].as_u64().unwrap(),
-                            ));
-                            seen.subscribed.push(v);
-                        }
-                        Some("msg") => {
-                            let seq = v["seq"].as_u64().unwrap();
-                            if let Some((_, last)) = cursor.as_mut() {
-                                if seq != *last + 1 {
-                                    seen.gaps.push(format!("{seq} after {last}"));
-                                }
-                                *last = seq;
-                            }
-                            seen.data.push(v["data"]["n"].as_u64().unwrap());
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(_) => {}
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => {
-                    // Closed (the node drains): resume on the next node.
-                    node = (node + 1) % urls.len();
-                    break;
-                }
-            }
-        }
-    }
-    seen
-}
-
-fn connect(url: &str) -> Option<tungstenite::WebSocket<TcpStream>> {
-    let addr: SocketAddr = url
-        .trim_start_matches("ws://")
-        .trim_end_matches("/ws")
-        .parse()
-        .unwrap();
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let (mut ws, _) = tungstenite::client(url, stream).ok()?;
-    // The welcome.
-    loop {
-        match ws.read() {
-            Ok(Message::Text(t)) if t.contains("\"welcome\"") => return Some(ws),
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return None,
-        }
-    }
-}
 
 fn sigterm_and_wait(cl: &mut Cluster, i: usize) {
     let mut p = cl.nodes[i].take().unwrap();

@@ -47,6 +47,11 @@ pub struct Mesh {
     /// How long presence entries of a lost node are kept before they expire, in
     /// milliseconds. Default 10 000.
     pub presence_lease_ms: u64,
+    /// Keep a copy of every room on a standby node (the one that owns the room if
+    /// its owner is lost), and deliver and acknowledge each message once the
+    /// standby has it: losing a node then loses no acknowledged message and makes
+    /// nobody re-sync. Takes effect with three nodes or more. Default true.
+    pub replicate: bool,
 }
 
 impl Default for Mesh {
@@ -65,6 +70,7 @@ impl Default for Mesh {
             queue_frames: 1 << 18,
             max_frame_bytes: 16 << 20,
             presence_lease_ms: 10_000,
+            replicate: true,
         }
     }
 }

@@ -26,6 +26,7 @@ use super::id::{ConnKey, Ms};
 use super::msg::{PeerMsg, Reply};
 use super::owner::Interest;
 use super::presence::Member;
+use super::replicate::Asker;
 use super::ring::Miss;
 use super::room::SubAck;
 use crate::protocol::{Cursor, Epoch};
@@ -37,6 +38,12 @@ impl Hub {
         let Some(msg) = self.screen(peer, msg, at, now) else {
             return;
         };
+        if let PeerMsg::Subscribe { room, .. } = &msg
+            && !self.standby_ready(&Arc::from(room.as_str()), now)
+        {
+            // Answered once the room's standby has it.
+            return self.park(super::park::Parked::Peer { peer, msg, at }, now);
+        }
         match msg {
             PeerMsg::Subscribe {
                 room,
@@ -159,12 +166,10 @@ impl Hub {
                 let Ok(data) = serde_json::value::RawValue::from_string(data) else {
                     return; // validated by the sending node; a bad one is dropped
                 };
-                let stamp = self.owner_publish(&room, &data, key.as_deref(), &origin, at, now);
-                if let Some(ticket) = reply {
-                    // A relayed publish is answered through the relaying node, which
-                    // knows the asker (`via` is an index in its own node list).
-                    self.send_peer(peer, PeerMsg::Published { ticket, stamp, via });
-                }
+                // A relayed publish is answered through the relaying node, which
+                // knows the asker (`via` is an index in its own node list).
+                let asker = reply.map(|ticket| Asker::Peer { peer, ticket, via });
+                self.owner_publish(&room, &data, key.as_deref(), &origin, asker, at, now);
             }
             PeerMsg::Published {
                 ticket,
@@ -269,6 +274,36 @@ impl Hub {
                 workers,
                 leaving,
             } => self.on_handoff_done(peer, worker, workers, leaving, now),
+            PeerMsg::Seed(h) => self.on_seed(peer, *h, now),
+            PeerMsg::Replicate {
+                room,
+                epoch,
+                term,
+                seq,
+                frame,
+                key,
+            } => self.on_replicate(peer, (room, epoch, term, seq), frame, key, now),
+            PeerMsg::Replicated {
+                room,
+                epoch,
+                term,
+                seq,
+                ok,
+            } => self.on_replicated(peer, (&room, epoch, term, seq), ok, now),
+            PeerMsg::Unseed { room, epoch } => self.on_unseed(peer, &room, epoch),
+            PeerMsg::Vote {
+                room,
+                epoch,
+                term,
+                seq,
+            } => self.on_vote(peer, (room, epoch, term, seq), now),
+            PeerMsg::Voted {
+                room,
+                epoch,
+                term,
+                granted,
+                retry,
+            } => self.on_voted(peer, (&room, epoch, term), granted, retry, now),
         }
     }
 
@@ -320,6 +355,9 @@ impl Hub {
     /// leaving): rooms it owns that now belong to another node are handed to it;
     /// mirrors whose owner changed subscribe again.
     pub(super) fn view_changed(&mut self, now: Ms) {
+        // Copies whose owner was lost are promoted first: requests about those
+        // rooms (from the mirrors below) wait for the outcome.
+        self.check_copies(now);
         // Sorted: what follows (mail, messages) must not depend on hash order, so a
         // run replays exactly (the simulator relies on it).
         let mut disowned: Vec<(Arc<str>, usize)> = self
@@ -329,6 +367,13 @@ impl Hub {
             .collect();
         disowned.sort_unstable();
         self.hand_off(disowned, now);
+        if self.replicating() {
+            let mut kept: Vec<Arc<str>> = self.owned.keys().cloned().collect();
+            kept.sort_unstable();
+            for room in kept {
+                self.ensure_standby(&room, now);
+            }
+        }
         let mut mirrored: Vec<Arc<str>> = self.mirrors.keys().cloned().collect();
         mirrored.sort_unstable();
         for room in mirrored {

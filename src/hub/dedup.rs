@@ -26,14 +26,19 @@ pub enum Scope<'a> {
     Api,
 }
 
+/// One room's keys: `scope \0 key` → the stamp it got, and when.
+type RoomKeys = HashMap<Arc<str>, (Epoch, u64, Ms)>;
+
 /// Recently stamped idempotency keys of one worker's owned rooms.
 #[derive(Debug)]
 pub struct Dedup {
-    /// `room \0 scope \0 key` → the stamp it got, and when.
-    stamped: HashMap<Arc<str>, (Epoch, u64, Ms)>,
-    /// The same keys, oldest first (an entry is stale when `stamped` has another
-    /// time for its key).
-    order: VecDeque<(Ms, Arc<str>)>,
+    /// Keys by room.
+    stamped: HashMap<Arc<str>, RoomKeys>,
+    /// Keys held (over every room).
+    len: usize,
+    /// The same keys, oldest first: `(when, room, scoped key)` (an entry is stale
+    /// when `stamped` has another time for its key, or no longer has it).
+    order: VecDeque<(Ms, Arc<str>, Arc<str>)>,
     window: Ms,
     cap: usize,
     /// Keys forgotten before their window ended, to stay under `cap`.
@@ -45,6 +50,7 @@ impl Dedup {
     pub fn new(window: Ms, cap: usize) -> Self {
         Self {
             stamped: HashMap::new(),
+            len: 0,
             order: VecDeque::new(),
             window,
             cap,
@@ -52,13 +58,8 @@ impl Dedup {
         }
     }
 
-    /// One string per (room, scope, key). Unambiguous: room names and user ids
+    /// A key with its scope, as the history log keeps it. Unambiguous: user ids
     /// hold no NUL, and a user's scope always begins `u:`.
-    fn name(room: &str, scope: Scope<'_>, key: &str) -> String {
-        format!("{room}\0{}", Self::scoped(scope, key))
-    }
-
-    /// A key with its scope, as the history log keeps it.
     pub fn scoped(scope: Scope<'_>, key: &str) -> String {
         match scope {
             Scope::User(u) => format!("u:{u}\0{key}"),
@@ -70,7 +71,7 @@ impl Dedup {
     /// Remember a key read back from the history log (`scoped` as
     /// [`Dedup::scoped`] made it), stamped at `at`. Keys must come oldest first.
     pub fn restore(&mut self, room: &str, scoped: &str, epoch: Epoch, seq: u64, at: Ms) {
-        self.insert(format!("{room}\0{scoped}"), epoch, seq, at);
+        self.insert(room, scoped, epoch, seq, at);
     }
 
     /// The seq `key` got in `room`'s current `epoch`, if it was stamped within the
@@ -84,7 +85,8 @@ impl Dedup {
         now: Ms,
     ) -> Option<u64> {
         self.expire(now);
-        match self.stamped.get(Self::name(room, scope, key).as_str()) {
+        let keys = self.stamped.get(room)?;
+        match keys.get(Self::scoped(scope, key).as_str()) {
             Some(&(e, seq, _)) if e == epoch => Some(seq),
             _ => None,
         }
@@ -100,28 +102,50 @@ impl Dedup {
         seq: u64,
         now: Ms,
     ) {
-        self.insert(Self::name(room, scope, key), epoch, seq, now);
+        self.insert(room, &Self::scoped(scope, key), epoch, seq, now);
     }
 
-    fn insert(&mut self, name: String, epoch: Epoch, seq: u64, now: Ms) {
+    fn insert(&mut self, room: &str, scoped: &str, epoch: Epoch, seq: u64, now: Ms) {
         if self.cap == 0 || self.window == 0 {
             return;
         }
-        let name: Arc<str> = Arc::from(name);
-        self.stamped.insert(name.clone(), (epoch, seq, now));
-        self.order.push_back((now, name));
-        while self.stamped.len() > self.cap {
+        let room: Arc<str> = match self.stamped.get_key_value(room) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(room),
+        };
+        let scoped: Arc<str> = Arc::from(scoped);
+        let keys = self.stamped.entry(room.clone()).or_default();
+        if keys.insert(scoped.clone(), (epoch, seq, now)).is_none() {
+            self.len += 1;
+        }
+        self.order.push_back((now, room, scoped));
+        while self.len > self.cap {
             if self.pop_oldest().is_some_and(|at| at + self.window > now) {
                 self.forgotten += 1;
             }
         }
     }
 
+    /// Remove `(room, scoped)` if it was stamped at `at` (else the entry is stale).
+    fn remove_if(&mut self, at: Ms, room: &str, scoped: &str) -> bool {
+        let Some(keys) = self.stamped.get_mut(room) else {
+            return false;
+        };
+        if keys.get(scoped).is_none_or(|&(_, _, t)| t != at) {
+            return false;
+        }
+        keys.remove(scoped);
+        self.len -= 1;
+        if keys.is_empty() {
+            self.stamped.remove(room);
+        }
+        true
+    }
+
     /// Forget the oldest key; returns when it was stamped (`None`: none left).
     fn pop_oldest(&mut self) -> Option<Ms> {
-        while let Some((at, name)) = self.order.pop_front() {
-            if self.stamped.get(&name).is_some_and(|&(_, _, t)| t == at) {
-                self.stamped.remove(&name);
+        while let Some((at, room, scoped)) = self.order.pop_front() {
+            if self.remove_if(at, &room, &scoped) {
                 return Some(at);
             }
         }
@@ -129,43 +153,60 @@ impl Dedup {
     }
 
     fn expire(&mut self, now: Ms) {
-        while let Some((at, _)) = self.order.front() {
+        while let Some((at, _, _)) = self.order.front() {
             if at + self.window > now {
                 break;
             }
-            if let Some((at, name)) = self.order.pop_front()
-                && self.stamped.get(&name).is_some_and(|&(_, _, t)| t == at)
-            {
-                self.stamped.remove(&name);
+            if let Some((at, room, scoped)) = self.order.pop_front() {
+                self.remove_if(at, &room, &scoped);
             }
         }
+        // Entries of keys taken out with their rooms are stale: drop them when
+        // they outnumber the live ones, so the queue stays bounded by the cap.
+        if self.order.len() > 2 * self.len + 64 {
+            let stamped = &self.stamped;
+            self.order.retain(|(at, room, scoped)| {
+                stamped
+                    .get(room)
+                    .and_then(|k| k.get(scoped))
+                    .is_some_and(|&(_, _, t)| t == *at)
+            });
+        }
+    }
+
+    /// The keys of `room` (for its standby's copy): `[(scoped key, epoch, seq,
+    /// stamped at)]`, in no order.
+    pub fn room_keys(&self, room: &str) -> Vec<(String, Epoch, u64, Ms)> {
+        self.stamped.get(room).map_or_else(Vec::new, |keys| {
+            keys.iter()
+                .map(|(k, &(e, s, at))| (k.to_string(), e, s, at))
+                .collect()
+        })
     }
 
     /// Take out the keys of the rooms `wanted` picks (for handing the rooms to
     /// their next owner): `room → [(scoped key, epoch, seq, stamped at)]`.
-    pub fn take_rooms(
+    pub fn take_rooms<'a>(
         &mut self,
-        mut wanted: impl FnMut(&str) -> bool,
+        wanted: impl IntoIterator<Item = &'a str>,
     ) -> HashMap<String, Vec<(String, Epoch, u64, Ms)>> {
-        let mut out: HashMap<String, Vec<(String, Epoch, u64, Ms)>> = HashMap::new();
-        self.stamped.retain(|name, &mut (epoch, seq, at)| {
-            let Some((room, scoped)) = name.split_once('\0') else {
-                return true;
-            };
-            if !wanted(room) {
-                return true;
+        let mut out = HashMap::new();
+        for room in wanted {
+            if let Some(keys) = self.stamped.remove(room) {
+                self.len -= keys.len();
+                let keys = keys
+                    .into_iter()
+                    .map(|(k, (e, s, at))| (k.to_string(), e, s, at))
+                    .collect();
+                out.insert(room.to_owned(), keys);
             }
-            out.entry(room.to_owned())
-                .or_default()
-                .push((scoped.to_owned(), epoch, seq, at));
-            false // its entry in `order` is stale now
-        });
+        }
         out
     }
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.stamped.len()
+        self.len
     }
 }
 

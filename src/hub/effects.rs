@@ -94,9 +94,10 @@ pub struct Stamped {
     /// How long ago it was stamped, ms (0, except for a room handed over by
     /// another node, whose messages keep their age).
     pub age: Ms,
-    /// The room was handed to another node: an earlier copy in the log must not
-    /// be restored (no frame, no key).
-    pub gone: bool,
+    /// What the record says: a message (or position, or key); the room was handed
+    /// to another node (an earlier copy in the log must not be restored); the term
+    /// it goes on under (in `seq`).
+    pub kind: crate::store::record::Kind,
 }
 
 /// Nodes a peer message goes to (bit `i`: node `i`), encoded once for all of them.

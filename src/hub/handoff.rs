@@ -28,16 +28,18 @@
 //! `Moved` (the asker waits for its own view), a publish by relaying it to the new
 //! owner, which answers the asker directly (`via`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::Hub;
 use super::id::Ms;
 use super::msg::{Handoff, PeerMsg};
 use super::park::{Parked, source_bit};
+use super::replicate::Standby;
 use super::ring::EvictCounts;
 use super::room::{OwnedRoom, WorkerSet};
 use crate::protocol::Epoch;
+use crate::store::record::Kind;
 
 /// A peer's handoffs this worker waits for: which of its workers said they are done.
 #[derive(Debug)]
@@ -127,16 +129,21 @@ impl Hub {
         if rooms.is_empty() {
             return;
         }
-        let names: HashSet<&str> = rooms.iter().map(|(r, _)| &**r).collect();
-        let mut keys = self.dedup.take_rooms(|r| names.contains(r));
+        let mut keys = self.dedup.take_rooms(rooms.iter().map(|(r, _)| &**r));
         let mut evicted = EvictCounts::default();
         let until = now + self.cfg.moved_grace_ms;
         // History bytes put on the way to each node in this burst.
         let mut sent: HashMap<usize, usize> = HashMap::new();
         for (room, to) in rooms {
+            // What waits for the standby goes now: the next owner gets all of it.
+            self.release_all(&room);
             let Some(mut r) = self.owned.remove(&room) else {
                 continue;
             };
+            if let Some(standby) = r.standby.node().filter(|&s| s != to) {
+                let epoch = r.position().0.0;
+                self.unseed(vec![(room.clone(), epoch, standby)]);
+            }
             self.history_bytes -= r.history_bytes();
             let (epoch, seq) = r.position();
             // Live subscribers are at the latest seq and need no history; only a
@@ -168,9 +175,12 @@ impl Hub {
                     frame: bytes::Bytes::new(),
                     key: None,
                     age: 0,
-                    gone: true,
+                    kind: Kind::Gone,
                 });
             }
+            // A term this worker asked for may be granted somewhere: the next
+            // owner asks for a later one.
+            let term = self.call_off_election(&room).unwrap_or(r.standby.term());
             self.send_peer(
                 to,
                 PeerMsg::Handoff(Box::new(Handoff {
@@ -181,6 +191,7 @@ impl Hub {
                     keys,
                     announced: r.roster.announced(),
                     from_log: r.is_from_log(),
+                    term,
                 })),
             );
             self.handoffs.handed.insert(room.clone(), (to, until));
@@ -206,6 +217,42 @@ impl Hub {
     /// A room handed over by node `from`: go on with it here, unless this worker
     /// already has it live (its own epoch is out there then; the handoff loses).
     pub(super) fn adopt(&mut self, from: usize, h: Handoff, now: Ms) {
+        // Whatever becomes of it, a copy of this epoch kept here as a standby has
+        // nobody behind it now.
+        self.forget_copy(&h.room, h.epoch);
+        if h.from_log && self.handoffs.handed.contains_key(h.room.as_str()) {
+            // A copy the sender read back from its log crossed this node's live one
+            // on its way there: the live one wins.
+            self.stats.handoffs_refused += 1;
+            return;
+        }
+        if let Some(r) = self.owned.get(h.room.as_str()) {
+            if h.from_log || !r.is_from_log() {
+                self.stats.handoffs_refused += 1;
+                return;
+            }
+            // An older copy read back from this node's log: the handoff is newer
+            // (and so are its keys: the log's may name seqs the handoff gave to
+            // other messages).
+            if let Some(old) = self.owned.remove(h.room.as_str()) {
+                self.history_bytes -= old.history_bytes();
+                self.dedup.take_rooms([h.room.as_str()]);
+                self.call_off_election(&h.room);
+            }
+        }
+        let name: Arc<str> = Arc::from(h.room.as_str());
+        let term = h.term;
+        self.install(from, h, Standby::in_term(term), now);
+        self.log_term(&name);
+        // A replicated epoch goes on here under the next term, once won.
+        self.ensure_standby(&name, now);
+        self.release(now);
+    }
+
+    /// Make `h` a room this worker owns, with replication state `standby`, taken
+    /// over from node `from`; its subscribers here and the mirror that listened
+    /// elsewhere follow it.
+    pub(super) fn install(&mut self, from: usize, h: Handoff, standby: Standby, now: Ms) {
         let Handoff {
             room,
             epoch,
@@ -213,24 +260,9 @@ impl Hub {
             messages,
             keys,
             announced,
-            from_log,
+            ..
         } = h;
-        if from_log && self.handoffs.handed.contains_key(room.as_str()) {
-            // A copy the sender read back from its log crossed this node's live one
-            // on its way there: the live one wins.
-            self.stats.handoffs_refused += 1;
-            return;
-        }
-        if let Some(r) = self.owned.get(room.as_str()) {
-            if from_log || !r.is_from_log() {
-                self.stats.handoffs_refused += 1;
-                return;
-            }
-            // An older copy read back from this node's log: the handoff is newer.
-            if let Some(old) = self.owned.remove(room.as_str()) {
-                self.history_bytes -= old.history_bytes();
-            }
-        }
+        self.forget_copy(&room, epoch);
         let name: Arc<str> = Arc::from(room);
         let mut evicted = EvictCounts::default();
         let owned = OwnedRoom::restored(
@@ -247,6 +279,7 @@ impl Hub {
             &mut evicted,
         );
         let mut owned = owned;
+        owned.standby = standby;
         if !announced.is_empty() {
             owned.roster.inherit(announced, now);
             if self.cfg.tracks_presence(&name) {
@@ -298,7 +331,6 @@ impl Hub {
         {
             self.hand_off(vec![(name, next)], now);
         }
-        self.release(now);
     }
 
     /// Write an adopted room to the log as the sender had it: its position, its
@@ -317,7 +349,7 @@ impl Hub {
             frame,
             key,
             age,
-            gone: false,
+            kind: Kind::Message,
         };
         self.out
             .stored

@@ -49,7 +49,9 @@ impl Hub {
         let remote = self.topo.remote_owner(&room);
         // After this node's earlier inputs about the room, which wait.
         let wait = self.is_parked(&room, None, now)
-            || (remote.is_none() && self.admit(&room, None, now) == Admit::Park);
+            || (remote.is_none()
+                && (self.admit(&room, None, now) == Admit::Park
+                    || !self.standby_ready(&room, now)));
         if wait {
             let Join {
                 from,

@@ -58,6 +58,8 @@ mod owner;
 mod park;
 pub mod presence;
 pub mod rendezvous;
+mod replica;
+mod replicate;
 pub mod ring;
 pub mod room;
 pub mod topology;
@@ -128,6 +130,9 @@ pub struct HubConfig {
     /// `mesh.queue_bytes`, so handing rooms over cannot fill the link's queue.
     /// Rooms past it go with their position and keys but no history.
     pub handoff_bytes: usize,
+    /// Each room keeps a copy on a standby node, which continues it if the owner
+    /// is lost (`mesh.replicate`; only with three nodes or more).
+    pub replicate: bool,
 }
 
 #[cfg(test)]
@@ -153,6 +158,7 @@ impl HubConfig {
             durable: false,
             join_ms: 5_000,
             handoff_bytes: 1 << 20,
+            replicate: false,
         }
     }
 }
@@ -188,6 +194,7 @@ impl HubConfig {
             durable: c.rooms.data_dir.is_some(),
             join_ms: c.mesh.join_timeout_ms,
             handoff_bytes: c.mesh.queue_bytes / 4 / workers.max(1),
+            replicate: c.mesh.replicate,
         }
     }
 
@@ -242,6 +249,18 @@ pub struct HubStats {
     pub park_timeouts: u64,
     /// Waits for a peer's handoffs that ran out (`HandoffDone` never came).
     pub handoff_waits_expired: u64,
+    /// Copies sent to standbys (`Seed`).
+    pub seeds: u64,
+    /// Elections this worker ran for a room's next term (it asks again every tick).
+    pub elections: u64,
+    /// Elections lost (or run out).
+    pub elections_lost: u64,
+    /// Rooms this worker took over from a lost owner's copy, same epoch.
+    pub promotions: u64,
+    /// Owned rooms given up: no term could be won (cut off from most nodes).
+    pub rooms_given_up: u64,
+    /// Times a standby refused this worker's messages (it granted a later term).
+    pub standby_refusals: u64,
     /// Publishes recognised as repeats of an idempotency key (not delivered again).
     pub duplicates: u64,
     /// Resume requests answered with `recovered: true`.
@@ -280,6 +299,8 @@ pub struct Restored {
     pub epoch: u64,
     /// The latest seq stamped in it.
     pub seq: u64,
+    /// The latest term it went on under (0: none; see `hub::replica`).
+    pub term: u64,
     /// Its history: `(seq, age in ms, frame)`, consecutive seqs ending at `seq`,
     /// oldest first.
     pub messages: Vec<(u64, Ms, bytes::Bytes)>,
@@ -326,6 +347,11 @@ pub struct Hub {
     history_heap: BinaryHeap<Reverse<(Ms, Arc<str>)>>,
     /// Rooms handed over and waited for (`handoff`).
     handoffs: handoff::Handoffs,
+    /// Copies kept as a standby, terms granted, elections run (`replica`).
+    repl: replica::Replicas,
+    /// Deliver to each live subscriber now rather than by broadcast (the caller
+    /// is about to change who is live in the same call).
+    direct: bool,
     stats: HubStats,
     out: Effects,
 }
@@ -365,6 +391,8 @@ impl Hub {
             gathers: HashMap::new(),
             history_heap: BinaryHeap::new(),
             handoffs: handoff::Handoffs::new(nodes),
+            repl: replica::Replicas::default(),
+            direct: false,
             stats: HubStats::default(),
             out: Effects::default(),
         }
@@ -498,6 +526,7 @@ impl Hub {
     /// entries, age history out and forget rooms nobody needs.
     pub fn handle_tick(&mut self, now: Ms) {
         self.expire_handoffs(now);
+        self.tick_elections(now);
         self.settle_presence(now);
         self.expire_leases(now);
         self.expire_moves(now);
@@ -556,7 +585,8 @@ impl Hub {
         let moved = self.moves.iter().map(|(t, _)| *t).min();
         let gather = self.next_gather_deadline();
         let handoff = self.handoffs.next_deadline();
-        [presence, lease, history, moved, gather, handoff]
+        let election = self.repl.next_deadline();
+        [presence, lease, history, moved, gather, handoff, election]
             .into_iter()
             .flatten()
             .min()
@@ -627,6 +657,27 @@ impl Hub {
     /// cap.
     pub fn idempotency(&self) -> (usize, u64) {
         (self.dedup.len(), self.dedup.forgotten)
+    }
+
+    /// Standby copies kept here, and the bytes of their history (gauges).
+    pub fn copies(&self) -> (usize, usize) {
+        self.repl.gauges()
+    }
+
+    /// The copy this worker keeps of `room` as a standby: `(owner node, epoch,
+    /// term, latest seq)`.
+    pub fn copy_of(&self, room: &str) -> Option<(usize, u64, u64, u64)> {
+        self.repl.copy_of(room)
+    }
+
+    /// Every copy this worker keeps: `(room, (owner node, epoch, term, seq))`.
+    pub fn copies_held(&self) -> impl Iterator<Item = (&str, (usize, u64, u64, u64))> {
+        self.repl.copies_held()
+    }
+
+    /// Elections this worker runs for a room's next term.
+    pub fn elections(&self) -> usize {
+        self.repl.elections()
     }
 
     /// Requests held until a handoff of their room may have come.

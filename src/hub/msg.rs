@@ -362,6 +362,75 @@ pub enum PeerMsg {
         /// After `Leaving` (else after the link came up).
         leaving: bool,
     },
+    /// From a room's owner to its standby: the room as it is, to keep a copy of
+    /// (`hub::replica`). Replaces any copy the standby had.
+    Seed(Box<Handoff>),
+    /// From a room's owner to its standby: one stamped message to add to the copy.
+    /// The owner delivers it and answers its publisher once the standby has it.
+    Replicate {
+        /// Room name.
+        room: String,
+        /// The room's epoch.
+        epoch: u64,
+        /// The owner's term (see `hub::replica`).
+        term: u64,
+        /// The message's seq.
+        seq: u64,
+        /// The encoded frame.
+        frame: Bytes,
+        /// The publisher's idempotency key (scoped), if it gave one.
+        key: Option<String>,
+    },
+    /// From a standby to the room's owner: the copy holds every message up to
+    /// `seq` (cumulative), or (`ok: false`) it refuses the owner's term.
+    Replicated {
+        /// Room name.
+        room: String,
+        /// The room's epoch.
+        epoch: u64,
+        /// The owner's term.
+        term: u64,
+        /// Every message up to this one is in the copy.
+        seq: u64,
+        /// `false`: the standby no longer takes this owner's messages (it promised
+        /// a later term to another node, or has no copy).
+        ok: bool,
+    },
+    /// To a room's standby: forget the copy (the room was forgotten, handed over,
+    /// or has another standby).
+    Unseed {
+        /// Room name.
+        room: String,
+        /// The room's epoch.
+        epoch: u64,
+    },
+    /// From a node that would continue a room's epoch under a new term (its owner
+    /// changing standby, a standby whose owner was lost, a node that adopted the
+    /// room): may it?
+    Vote {
+        /// Room name.
+        room: String,
+        /// The room's epoch.
+        epoch: u64,
+        /// The term asked for.
+        term: u64,
+        /// The latest seq the asker holds.
+        seq: u64,
+    },
+    /// The answer to `Vote`.
+    Voted {
+        /// Room name.
+        room: String,
+        /// The room's epoch.
+        epoch: u64,
+        /// The term asked for.
+        term: u64,
+        /// Granted: the voter takes no message of an earlier term for the room.
+        granted: bool,
+        /// Refused for now (the voter's view gives the room to another node);
+        /// asking again later may succeed.
+        retry: bool,
+    },
 }
 
 /// A room given to its next owner (see [`PeerMsg::Handoff`]).
@@ -384,6 +453,8 @@ pub struct Handoff {
     /// The sender read the room back from its log and nobody used it since: any
     /// live copy wins over it.
     pub from_log: bool,
+    /// The sender's term for the room (0: the epoch was never replicated).
+    pub term: u64,
 }
 
 /// Which workers of a node a peer message is for.
@@ -404,7 +475,9 @@ impl PeerMsg {
             PeerMsg::Gather { .. } | PeerMsg::Leaving { .. } | PeerMsg::HandoffDone { .. } => {
                 return Route::Every;
             }
-            PeerMsg::Handoff(h) => super::topology::home_worker(&h.room, workers),
+            PeerMsg::Handoff(h) | PeerMsg::Seed(h) => {
+                super::topology::home_worker(&h.room, workers)
+            }
             PeerMsg::Subscribe { room, .. }
             | PeerMsg::SubAck { room, .. }
             | PeerMsg::Leave { room, .. }
@@ -413,7 +486,12 @@ impl PeerMsg {
             | PeerMsg::PresenceQuery { room, .. }
             | PeerMsg::HistoryQuery { room, .. }
             | PeerMsg::Moved { room }
-            | PeerMsg::Lagged { room } => super::topology::home_worker(room, workers),
+            | PeerMsg::Lagged { room }
+            | PeerMsg::Replicate { room, .. }
+            | PeerMsg::Replicated { room, .. }
+            | PeerMsg::Unseed { room, .. }
+            | PeerMsg::Vote { room, .. }
+            | PeerMsg::Voted { room, .. } => super::topology::home_worker(room, workers),
             PeerMsg::Published { ticket, .. }
             | PeerMsg::Presence { ticket, .. }
             | PeerMsg::History { ticket, .. }

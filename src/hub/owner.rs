@@ -15,8 +15,9 @@ use serde_json::value::RawValue;
 use super::Hub;
 use super::effects::{HubEvent, PeerSet};
 use super::id::{Ms, Ticket};
-use super::msg::{Mail, Origin, PeerMsg, Reply, Stamp};
+use super::msg::{Mail, Origin, PeerMsg, Reply};
 use super::presence::{Member, Roster};
+use super::replicate::Asker;
 use super::ring::{EvictCounts, Evicted};
 use super::room::{OwnedRoom, SubAck};
 use super::topology::conflation_tag;
@@ -54,11 +55,8 @@ impl Hub {
             let here = self.topo.remote_owner(room).is_none()
                 && self.admit(room, None, now) == super::park::Admit::Go;
             if here {
-                let stamp = self.owner_publish(room, data, key, &origin, at, now);
-                if let Some(req) = reply {
-                    self.out.replies.push_back((req, Reply::Published(stamp)));
-                }
-                return;
+                let asker = reply.map(Asker::Here);
+                return self.owner_publish(room, data, key, &origin, asker, at, now);
             }
             return self.home_publish(
                 Arc::from(room),
@@ -136,26 +134,8 @@ impl Hub {
             });
             return self.park(input, now);
         }
-        let stamp = self.owner_publish(&room, &data, key.as_deref(), &origin, at, now);
-        if let Some(ticket) = reply {
-            self.reply_published(None, ticket, stamp);
-        }
-    }
-
-    /// Answer a publish's asker, on a peer (`from_peer`) or on this node.
-    pub(super) fn reply_published(
-        &mut self,
-        from_peer: Option<usize>,
-        ticket: Ticket,
-        stamp: Stamp,
-    ) {
-        match from_peer {
-            Some(peer) => {
-                let via = None;
-                self.send_peer(peer, PeerMsg::Published { ticket, stamp, via })
-            }
-            None => self.reply_to(ticket, Reply::Published(stamp)),
-        }
+        let asker = reply.map(Asker::Worker);
+        self.owner_publish(&room, &data, key.as_deref(), &origin, asker, at, now);
     }
 
     /// Deliver an answer to whoever asked on this node.
@@ -179,7 +159,7 @@ impl Hub {
     }
 
     /// The owned room `room`, created with a fresh epoch (its history starts now).
-    fn room_to_own(&mut self, room: &str) -> &mut OwnedRoom {
+    pub(super) fn room_to_own(&mut self, room: &str) -> &mut OwnedRoom {
         if !self.owned.contains_key(room) {
             let epoch = self.new_epoch();
             let fresh = OwnedRoom::new(
@@ -217,6 +197,11 @@ impl Hub {
         );
         let mut room = room;
         room.set_from_log();
+        if self.replicating() {
+            // Other nodes may have gone on with this epoch since (a standby that
+            // took over): it goes on here only under a term won later.
+            room.standby = super::replicate::Standby::in_term(r.term.max(1));
+        }
         let name: Arc<str> = Arc::from(r.room);
         self.owned.insert(name.clone(), room);
         self.account_history(&name, 0, false, &evicted);
@@ -240,6 +225,9 @@ impl Hub {
         let cap = self.cfg.max_connections_per_user;
         let personal = protocol::personal_room_user(room).is_some();
         let mut evicted = EvictCounts::default();
+        self.room_to_own(room);
+        self.ensure_standby(room, now);
+        // (Given up when no peer can keep a copy: it starts again.)
         let r = self.room_to_own(room);
         let before = r.history_bytes();
         let mut ack = r.subscribe(since, now, &mut evicted);
@@ -271,34 +259,45 @@ impl Hub {
     }
 
     /// Owner side of `pub`: stamp, remember, fan out once per interested worker and
-    /// once per interested node. A repeat of an idempotency key gets the first
-    /// stamp back and goes nowhere.
+    /// once per interested node, and tell `asker` the stamp (once the standby has
+    /// the message, when the room is replicated: `hub::replicate`). A repeat of an
+    /// idempotency key gets the first stamp back and goes nowhere.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn owner_publish(
         &mut self,
         room: &str,
         data: &RawValue,
         key: Option<&str>,
         origin: &Origin,
+        asker: Option<Asker>,
         at: Ms,
         now: Ms,
-    ) -> Stamp {
+    ) {
         let mut evicted = EvictCounts::default();
         let epoch = self.room_to_own(room).position().0;
         if let Some(k) = &origin.idempotency_key
             && let Some(seq) = self.dedup.seen(room, origin.scope(), k, epoch, now)
         {
             self.stats.duplicates += 1;
-            return Stamp {
-                epoch,
-                seq,
-                duplicate: true,
-            };
+            if let Some(a) = asker {
+                self.answer_repeat(room, seq, a);
+            }
+            return;
+        }
+        if self.replicating()
+            && let Some((name, r)) = self.owned.get_key_value(room)
+            && r.standby.node().is_none()
+        {
+            let name = name.clone();
+            self.ensure_standby(&name, now);
+            if !self.owned.contains_key(room) {
+                // Given up (no peer to keep a copy): it starts again.
+                return self.owner_publish(room, data, key, origin, asker, at, now);
+            }
         }
         let r = self.room_to_own(room);
         let (before, had) = (r.history_bytes(), r.oldest_at().is_some());
         let (seq, frame) = r.publish(room, data, origin.from.as_deref(), key, now, &mut evicted);
-        let workers: Vec<usize> = r.interested().collect();
-        let peers = r.peer_mask();
         if let Some(k) = &origin.idempotency_key {
             self.dedup.stamped(room, origin.scope(), k, epoch, seq, now);
         }
@@ -309,38 +308,40 @@ impl Hub {
             .map(|(k, _)| k.clone())
             .expect("stamped above");
         self.account_history(&name, before, had, &evicted);
-        if origin.client && self.cfg.hook_publish(room) {
-            self.out.events.push_back(HubEvent::Published {
-                room: name.clone(),
-                epoch,
-                seq,
-                from: origin.from.clone(),
-                data: data.to_owned(),
-            });
-        }
+        // The app hears of it when it is delivered (with a standby, once the
+        // standby has it: a message lost with its owner before that was never
+        // acknowledged to anyone).
+        let event = (origin.client && self.cfg.hook_publish(room)).then(|| HubEvent::Published {
+            room: name.clone(),
+            epoch,
+            seq,
+            from: origin.from.clone(),
+            data: data.to_owned(),
+        });
+        let scoped = origin
+            .idempotency_key
+            .as_ref()
+            .map(|k| super::dedup::Dedup::scoped(origin.scope(), k));
         if self.cfg.durable {
-            let key = origin
-                .idempotency_key
-                .as_ref()
-                .map(|k| super::dedup::Dedup::scoped(origin.scope(), k));
             self.out.stored.push_back(super::Stamped {
                 room: name.clone(),
                 epoch: epoch.0,
                 seq,
                 frame: frame.clone(),
-                key,
+                key: scoped.clone(),
                 age: 0,
-                gone: false,
+                kind: crate::store::record::Kind::Message,
             });
         }
         let tag = conflation_tag(room, key);
-        self.forward(room, peers, &frame, seq, tag);
-        self.fan_out(room, &workers, frame, seq, tag, at);
-        Stamp {
-            epoch,
+        let stamped = super::replicate::Fresh {
             seq,
-            duplicate: false,
-        }
+            frame,
+            tag,
+            at,
+            event,
+        };
+        self.settle_stamped(&name, stamped, asker, scoped);
     }
 
     /// Send a room frame (message `seq`, 0 for other frames) once to each of
@@ -473,7 +474,14 @@ impl Hub {
     pub(super) fn history_json(&mut self, room: &str, since: u64, limit: usize, now: Ms) -> String {
         let max = self.cfg.peer_replay_bytes;
         let mut evicted = EvictCounts::default();
+        let replicating = self.replicating();
         let json = match self.owned.get_mut(room) {
+            // A copy read back from the log may hold messages its owner never let
+            // through (held for a standby when it stopped): it tells nothing until
+            // it wins its term.
+            Some(r) if replicating && r.is_from_log() && !r.standby.ready() => {
+                protocol::history_json(room, None, None, std::iter::empty(), limit, max)
+            }
             Some(r) => r.history_json(room, since, limit, max, now, &mut evicted),
             None => protocol::history_json(room, None, None, std::iter::empty(), limit, max),
         };
@@ -540,14 +548,20 @@ impl Hub {
         let mut evicted = EvictCounts::default();
         let mut total = 0;
         let cfg = &self.cfg;
+        let mut unseed = Vec::new();
         self.owned.retain(|name, room| {
             // A room whose last member just left keeps its roster until the leave
             // is announced.
             let idle = room.is_idle(now, &mut evicted)
                 && !(cfg.tracks_presence(name) && room.roster.has_changes());
             total += room.history_bytes();
+            if idle && let Some(node) = room.standby.node() {
+                unseed.push((name.clone(), room.position().0.0, node));
+            }
             !idle
         });
+        unseed.sort_unstable();
+        self.unseed(unseed);
         self.history_bytes = total;
         self.stats.evicted(&evicted);
         if self.history_heap.len() > 2 * self.owned.len() + 64 {

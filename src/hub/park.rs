@@ -66,6 +66,10 @@ impl Hub {
     /// What to do with an input about `room` (from node `from`, or this node) that
     /// would start it here.
     pub(super) fn admit(&self, room: &str, from: Option<usize>, now: Ms) -> Admit {
+        if self.repl.promoting(room) {
+            // This node's copy may continue the room: wait for the election.
+            return Admit::Park;
+        }
         let waiting = self.handoffs.awaiting_any();
         if from.is_none()
             && !waiting

@@ -193,6 +193,7 @@ impl ReplayRing {
             .entries
             .iter()
             .skip(skip)
+            .take_while(|e| e.seq <= latest)
             .map(|e| e.frame.clone())
             .collect())
     }

@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 
 use super::id::Ms;
 use super::presence::Roster;
+use super::replicate::Standby;
 use super::ring::{EvictCounts, Miss, ReplayRing};
 use crate::protocol::{self, Cursor, Epoch};
 
@@ -86,6 +87,8 @@ pub struct OwnedRoom {
     /// Read back from the log and not used since: a handoff from the room's live
     /// owner replaces it (this copy is older).
     from_log: bool,
+    /// Its standby and the messages held for it (`hub::replicate`).
+    pub standby: Standby,
 }
 
 impl OwnedRoom {
@@ -101,6 +104,7 @@ impl OwnedRoom {
             roster: Roster::default(),
             keep_until: 0,
             from_log: false,
+            standby: Standby::default(),
         }
     }
 
@@ -148,9 +152,11 @@ impl OwnedRoom {
         evicted: &mut EvictCounts,
     ) -> SubAck {
         self.from_log = false;
+        // Messages held for the standby reach the subscriber when released.
+        let latest = self.standby.released(self.seq);
         let replay = since.map(|c| {
             if c.epoch == self.epoch {
-                self.ring.after(c.seq, self.seq, now, evicted)
+                self.ring.after(c.seq, latest, now, evicted)
             } else {
                 Err(Miss::StaleEpoch)
             }
@@ -162,7 +168,7 @@ impl OwnedRoom {
         };
         SubAck {
             epoch: self.epoch,
-            seq: self.seq,
+            seq: latest,
             recovered,
             miss,
             replay,
@@ -190,6 +196,24 @@ impl OwnedRoom {
     ) -> Vec<(u64, Ms, Bytes)> {
         self.ring.evict(now, evicted);
         self.ring.newest(max_bytes)
+    }
+
+    /// The newest messages up to `upto` whose frames fit in `max_bytes`, oldest
+    /// first: `(seq, stamped at, frame)` (for a standby's seed).
+    pub fn history_upto(&self, upto: u64, max_bytes: usize) -> Vec<(u64, Ms, Bytes)> {
+        let mut all = self.ring.newest(usize::MAX);
+        all.retain(|e| e.0 <= upto);
+        let mut room = max_bytes;
+        let keep = all
+            .iter()
+            .rev()
+            .take_while(|e| {
+                let fits = e.2.len() <= room;
+                room = room.saturating_sub(e.2.len());
+                fits
+            })
+            .count();
+        all.split_off(all.len() - keep)
     }
 
     /// The current epoch and latest seq.
@@ -236,6 +260,7 @@ impl OwnedRoom {
             && self.interested.is_empty()
             && self.peers == 0
             && self.roster.is_empty()
+            && self.standby.held() == 0
     }
 
     /// The room's history after `since` for the app (`GET /v1/history`): at most
@@ -250,11 +275,15 @@ impl OwnedRoom {
         evicted: &mut EvictCounts,
     ) -> String {
         self.ring.evict(now, evicted);
+        let latest = self.standby.released(self.seq);
         protocol::history_json(
             room,
-            Some((self.epoch, self.seq)),
+            Some((self.epoch, latest)),
             self.ring.oldest_seq(),
-            self.ring.held_after(since).map(|(_, frame)| frame),
+            self.ring
+                .held_after(since)
+                .take_while(|(seq, _)| *seq <= latest)
+                .map(|(_, frame)| frame),
             limit,
             max_bytes,
         )

@@ -95,6 +95,18 @@ impl Topology {
         rendezvous::owner(room, &self.seeds, live)
     }
 
+    /// The node that would own `room` if this one were lost: the next in
+    /// rendezvous order among the live peers (`None`: no peer is live).
+    pub fn standby(&self, room: &str) -> Option<usize> {
+        let peers = self.peers();
+        (peers != 0).then(|| rendezvous::owner(room, &self.seeds, peers))
+    }
+
+    /// How many nodes make a majority of the cluster's node list.
+    pub fn majority(&self) -> usize {
+        self.seeds.len() / 2 + 1
+    }
+
     /// The live peer nodes (bit `i`: node `i`).
     pub fn peers(&self) -> u64 {
         self.live & !(1 << self.me)

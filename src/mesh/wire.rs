@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::hub::PeerMsg;
 
 /// Version spoken in `Hello`; a peer with another version is refused.
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 
 /// One message on a mesh link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,7 +219,40 @@ mod tests {
                 keys: vec![("api\0k1".into(), 41, 10)],
                 announced: vec!["ann".into()],
                 from_log: false,
+                term: 3,
             }))),
+            Frame::Hub(PeerMsg::Replicate {
+                room: "r".into(),
+                epoch: 9,
+                term: 2,
+                seq: 43,
+                frame: Bytes::from_static(b"\x81\x01b"),
+                key: Some("api\0k2".into()),
+            }),
+            Frame::Hub(PeerMsg::Replicated {
+                room: "r".into(),
+                epoch: 9,
+                term: 2,
+                seq: 43,
+                ok: true,
+            }),
+            Frame::Hub(PeerMsg::Vote {
+                room: "r".into(),
+                epoch: 9,
+                term: 3,
+                seq: 43,
+            }),
+            Frame::Hub(PeerMsg::Voted {
+                room: "r".into(),
+                epoch: 9,
+                term: 3,
+                granted: false,
+                retry: true,
+            }),
+            Frame::Hub(PeerMsg::Unseed {
+                room: "r".into(),
+                epoch: 9,
+            }),
             Frame::Hub(PeerMsg::Leaving { workers: 2 }),
             Frame::Hub(PeerMsg::HandoffDone {
                 worker: 1,

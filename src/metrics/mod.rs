@@ -229,6 +229,16 @@ pub struct WorkerStats {
     pub rooms_owned: u64,
     /// Requests held for a handoff now (gauge).
     pub handoff_parked: u64,
+    /// Owned rooms whose standby keeps a copy (gauge).
+    pub rooms_replicated: u64,
+    /// Owned rooms without a standby while replication is on (gauge).
+    pub rooms_unreplicated: u64,
+    /// Stamped messages held for their standby's acknowledgement (gauge).
+    pub replica_held: u64,
+    /// Copies kept here as a standby (gauge).
+    pub replica_copies: u64,
+    /// Bytes of history in those copies (gauge).
+    pub replica_bytes: u64,
     /// Rooms with local subscribers (gauge).
     pub rooms_local: u64,
 
@@ -370,7 +380,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|s| (s.worker.to_string(), s.connections)),
     );
-    let counters: [Series; 33] = [
+    let counters: [Series; 39] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -464,6 +474,36 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "ringway_handoff_waits_expired_total",
             "Waits for a peer's handoffs that ran out before the peer said it was done.",
             |s| s.hub.handoff_waits_expired,
+        ),
+        (
+            "ringway_replica_seeds_total",
+            "Rooms sent whole to a standby (a new standby, or a room taken over).",
+            |s| s.hub.seeds,
+        ),
+        (
+            "ringway_replica_elections_total",
+            "Elections this node ran to continue a room's epoch under a new term (a standby changed, an owner was lost, a room was handed over).",
+            |s| s.hub.elections,
+        ),
+        (
+            "ringway_replica_elections_lost_total",
+            "Elections lost or run out (no majority granted the term).",
+            |s| s.hub.elections_lost,
+        ),
+        (
+            "ringway_replica_promotions_total",
+            "Rooms this node took over from a lost owner, from its copy as the standby: same epoch, no re-sync.",
+            |s| s.hub.promotions,
+        ),
+        (
+            "ringway_replica_rooms_given_up_total",
+            "Owned rooms given up because no term could be won (this node was cut off from most of the cluster): their subscribers re-sync in a new epoch.",
+            |s| s.hub.rooms_given_up,
+        ),
+        (
+            "ringway_replica_refusals_total",
+            "Times a standby refused this node's messages for a room (it granted a later term to another node).",
+            |s| s.hub.standby_refusals,
         ),
         (
             "ringway_publish_duplicates_total",
@@ -655,7 +695,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|&d| (d.label().to_owned(), sum(&|s| s.disconnects[d as usize]))),
     );
-    let gauges: [Series; 10] = [
+    let gauges: [Series; 15] = [
         (
             "ringway_idempotency_keys",
             "Idempotency keys the node's room owners remember (bounded by rooms.idempotency_keys).",
@@ -670,6 +710,31 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "ringway_rooms_owned",
             "Rooms owned (sequenced) by this node.",
             |s| s.rooms_owned,
+        ),
+        (
+            "ringway_rooms_replicated",
+            "Owned rooms whose standby keeps a copy: losing this node loses none of their acknowledged messages.",
+            |s| s.rooms_replicated,
+        ),
+        (
+            "ringway_rooms_unreplicated",
+            "Owned rooms with no standby while mesh.replicate is on (no live peer, or a standby being chosen): losing this node now would cost them their epoch.",
+            |s| s.rooms_unreplicated,
+        ),
+        (
+            "ringway_replica_held_messages",
+            "Stamped messages waiting for their standby's acknowledgement before delivery.",
+            |s| s.replica_held,
+        ),
+        (
+            "ringway_replica_copies",
+            "Rooms this node keeps a copy of as their standby.",
+            |s| s.replica_copies,
+        ),
+        (
+            "ringway_replica_bytes",
+            "Bytes of history in the copies this node keeps as a standby (each bounded as an owner's history is).",
+            |s| s.replica_bytes,
         ),
         (
             "ringway_handoff_parked",

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::hub::{Hub, Ms};
-use crate::store::record::Record;
+use crate::store::record::{Kind, Record};
 use crate::store::recover::{self, Plan, RoomHistory};
 use crate::store::segment::{Log, LogStats};
 
@@ -211,7 +211,7 @@ impl Journal {
                 at_ms: at_ms.saturating_sub(s.age),
                 frame: &s.frame,
                 key: s.key.as_deref().unwrap_or(""),
-                gone: s.gone,
+                kind: s.kind,
             });
         }
         if self.log.has_pending() {
@@ -269,8 +269,20 @@ impl Journal {
                 at_ms: now,
                 frame: &[],
                 key: "",
-                gone: false,
+                kind: Kind::Message,
             });
+            let term = r.standby.term();
+            if term > 0 {
+                self.log.append(&Record {
+                    room,
+                    epoch: epoch.0,
+                    seq: term,
+                    at_ms: now,
+                    frame: &[],
+                    key: "",
+                    kind: Kind::Term,
+                });
+            }
         }
         if let Err(e) = self.log.write(now) {
             self.complain("cannot write the history log", &e);

@@ -649,6 +649,13 @@ impl State {
         s.interest = interest as u64;
         s.rooms_owned = owned as u64;
         s.handoff_parked = self.hub.parked() as u64;
+        let (replicated, unreplicated, held) = self.hub.replication_gauges();
+        s.rooms_replicated = replicated as u64;
+        s.rooms_unreplicated = unreplicated as u64;
+        s.replica_held = held as u64;
+        let (copies, copy_bytes) = self.hub.copies();
+        s.replica_copies = copies as u64;
+        s.replica_bytes = copy_bytes as u64;
         s.rooms_local = local as u64;
         s.history_bytes = history as u64;
         let (keys, forgotten) = self.hub.idempotency();

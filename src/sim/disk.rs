@@ -23,7 +23,7 @@ impl Disk {
             at_ms: now.saturating_sub(s.age),
             frame: s.frame.to_vec(),
             key: s.key.unwrap_or_default(),
-            gone: s.gone,
+            kind: s.kind,
         });
     }
 

@@ -28,10 +28,8 @@ impl World {
     /// else one drains. (Moves that overlap, a drain while another node is still
     /// taking its rooms back, can cost a room in transit its epoch: not checked.)
     pub(super) fn planned_move(&mut self) {
-        if !self.quiet() {
-            self.deliver_one();
-            return;
-        }
+        // Whatever is in flight arrives first (clients keep the queues busy).
+        while self.deliver_one() {}
         let n = self.nodes.len();
         if let Some(down) = (0..n).find(|&i| !self.nodes[i].up) {
             self.restart(down);
@@ -45,6 +43,36 @@ impl World {
         }
         let a = self.rng.usize(..n);
         self.leave(a);
+    }
+
+    /// A crash, one node at a time and each recovered from before the next: a
+    /// node that is down starts again with every link back once everything in
+    /// flight arrived and the standbys took over; a cluster that has recovered
+    /// (nothing in flight, no election) is *armed*, and the next call crashes a
+    /// node with whatever the clients sent since still in flight.
+    pub(super) fn one_crash(&mut self) {
+        let n = self.nodes.len();
+        if self.crash_armed {
+            self.crash_armed = false;
+            let a = self.rng.usize(..n);
+            self.crash(a);
+            return;
+        }
+        // Whatever is in flight arrives first (clients keep the queues busy).
+        while self.deliver_one() {}
+        if self.electing() {
+            // Recovered means the standbys took over: let their elections end.
+            self.advance(super::world::TICK);
+            return;
+        }
+        if let Some(down) = (0..n).find(|&i| !self.nodes[i].up) {
+            self.restart(down);
+            for p in (0..n).filter(|&p| p != down) {
+                self.heal(down.min(p), down.max(p));
+            }
+            return;
+        }
+        self.crash_armed = true;
     }
 
     /// A slow link: the next few room messages from one node to another are

@@ -15,6 +15,15 @@ impl World {
     /// Heal everything, let every queue empty and time pass, then check the
     /// invariants that hold at rest.
     pub fn settle_and_check(&mut self) -> Result<(), String> {
+        // A crash is recovered from (its rooms' standbys took over) before the
+        // node starts again.
+        for _ in 0..100 {
+            while self.crashes && self.deliver_one() {}
+            if !self.crashes || !self.electing() {
+                break;
+            }
+            self.advance(TICK);
+        }
         for n in 0..self.nodes.len() {
             if self.nodes[n].stop_at.is_some() {
                 // A drain runs its course: the node handles what reaches it first.
@@ -102,6 +111,14 @@ impl World {
         Ok(())
     }
 
+    /// Whether a worker runs an election for a room's next term.
+    pub(super) fn electing(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter(|n| n.up)
+            .any(|n| n.hubs.iter().any(|h| h.elections() > 0))
+    }
+
     pub(super) fn quiet(&self) -> bool {
         self.mail.values().all(VecDeque::is_empty)
             && self.inbox.values().all(VecDeque::is_empty)
@@ -122,6 +139,51 @@ impl World {
                         "node {n} worker {w} still holds {} requests at rest",
                         hub.parked()
                     ));
+                }
+            }
+        }
+        // Every owned room keeps its copy on its standby, up to date; every copy
+        // is a standby's for a room its owner has (none is left behind).
+        let replicated = self.cfg.replicate && nodes >= 3;
+        for (n, node) in self.nodes.iter().enumerate() {
+            for (w, hub) in node.hubs.iter().enumerate() {
+                for (room, r) in hub.owned_rooms() {
+                    if r.standby.held() > 0 {
+                        return Err(format!(
+                            "node {n} owns {room} with {} messages held at rest",
+                            r.standby.held()
+                        ));
+                    }
+                    if !replicated {
+                        continue;
+                    }
+                    let want = rendezvous::owner(room, &self.seeds, all & !(1 << n));
+                    let (epoch, seq) = r.position();
+                    let copy = self.nodes[want].hubs[home_worker(room, self.workers)].copy_of(room);
+                    if r.standby.node() != Some(want)
+                        || copy != Some((n, epoch.0, r.standby.term(), seq))
+                    {
+                        return Err(format!(
+                            "node {n} owns {room} at ({:x}, {seq}) term {} with standby {:?}; node {want} should keep its copy and has {copy:?}",
+                            epoch.0,
+                            r.standby.term(),
+                            r.standby.node()
+                        ));
+                    }
+                }
+                for (room, (owner, epoch, term, _)) in hub.copies_held() {
+                    let live = self.nodes[owner].hubs[home_worker(room, self.workers)]
+                        .owned_room(room)
+                        .is_some_and(|r| {
+                            r.position().0.0 == epoch
+                                && r.standby.term() == term
+                                && r.standby.node() == Some(n)
+                        });
+                    if !live {
+                        return Err(format!(
+                            "node {n} worker {w} keeps a copy of {room} for node {owner} (epoch {epoch:x} term {term}) that no owner stands behind"
+                        ));
+                    }
                 }
             }
         }

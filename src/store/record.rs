@@ -19,7 +19,9 @@
 //! frame and a key keeps just that (recovery writes them for messages that left the
 //! replay window but not the idempotency window). A *gone* record (its own kind)
 //! says the worker handed the room to another node: what came before it in the log
-//! is no longer this node's to restore.
+//! is no longer this node's to restore. A *term* record (its own kind, the term in
+//! the `seq` field, no frame or key) says the worker went on with the room's epoch
+//! under that term (`hub::replica`): a restart asks for a later one.
 //!
 //! Reading a segment stops at the first record that does not check out. If no good
 //! record can be found anywhere after it (a crash while the last write was under
@@ -36,9 +38,35 @@ pub const HEADER: usize = 8;
 /// `limits.max_message_size`, checked at most 2 GiB by the configuration).
 pub const MAX_BODY: usize = 1 << 31;
 
-/// Record kinds.
-const KIND_MESSAGE: u8 = 1;
-const KIND_GONE: u8 = 2;
+/// What a record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A stamped message, a room's position, or an idempotency key.
+    Message,
+    /// The room was handed to another node here (no frame, no key).
+    Gone,
+    /// The room goes on under the term in `seq` (no frame, no key).
+    Term,
+}
+
+impl Kind {
+    fn byte(self) -> u8 {
+        match self {
+            Kind::Message => 1,
+            Kind::Gone => 2,
+            Kind::Term => 3,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Kind::Message),
+            2 => Some(Kind::Gone),
+            3 => Some(Kind::Term),
+            _ => None,
+        }
+    }
+}
 
 /// One stamped message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +83,8 @@ pub struct Record<'a> {
     pub frame: &'a [u8],
     /// The idempotency key with its scope (empty: none).
     pub key: &'a str,
-    /// The room was handed to another node here (no frame, no key).
-    pub gone: bool,
+    /// What the record says.
+    pub kind: Kind,
 }
 
 impl Record<'_> {
@@ -68,7 +96,7 @@ impl Record<'_> {
         let start = out.len();
         out.extend_from_slice(&(body_len as u32).to_le_bytes());
         out.extend_from_slice(&[0; 4]); // the CRC, once the body is in
-        out.push(if self.gone { KIND_GONE } else { KIND_MESSAGE });
+        out.push(self.kind.byte());
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.at_ms.to_le_bytes());
@@ -159,9 +187,7 @@ fn read_one(b: &[u8]) -> Result<(Record<'_>, usize), Bad> {
 
 fn parse_body(b: &[u8]) -> Option<Record<'_>> {
     let (&kind, b) = b.split_first()?;
-    if kind != KIND_MESSAGE && kind != KIND_GONE {
-        return None;
-    }
+    let kind = Kind::from_byte(kind)?;
     let u64_at = |b: &[u8], i: usize| Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?));
     let (epoch, seq, at_ms) = (u64_at(b, 0)?, u64_at(b, 8)?, u64_at(b, 16)?);
     let b = b.get(24..)?;
@@ -183,7 +209,7 @@ fn parse_body(b: &[u8]) -> Option<Record<'_>> {
         at_ms,
         frame,
         key,
-        gone: kind == KIND_GONE,
+        kind,
     })
 }
 
@@ -202,7 +228,7 @@ mod tests {
                 at_ms: 1_796_000_000_000 + seq,
                 frame: frame.as_bytes(),
                 key: if seq == 2 { "api\0k2" } else { "" },
-                gone: seq == 3,
+                kind: if seq == 3 { Kind::Gone } else { Kind::Message },
             }
             .encode(&mut out);
         }
@@ -222,7 +248,10 @@ mod tests {
         assert!(records[0].frame.starts_with(br#"{"type":"msg""#));
         assert_eq!((records[0].key, records[1].key), ("", "api\0k2"));
         assert_eq!(
-            records.iter().map(|r| r.gone).collect::<Vec<_>>(),
+            records
+                .iter()
+                .map(|r| r.kind == Kind::Gone)
+                .collect::<Vec<_>>(),
             [false, false, true]
         );
         assert_eq!(scan(&[]), (vec![], End::Clean));

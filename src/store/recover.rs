@@ -31,7 +31,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::record::{End, Record};
+use super::record::{End, Kind, Record};
 use super::segment::{self, Fsync, Log, Stored};
 
 /// One room as the log left it.
@@ -51,6 +51,8 @@ pub struct RoomHistory {
     pub keys: Vec<(String, u64, u64)>,
     /// When its newest record was written, Unix ms.
     pub newest_ms: u64,
+    /// The latest term it went on under (0: none written; see `hub::replica`).
+    pub term: u64,
 }
 
 impl RoomHistory {
@@ -61,6 +63,7 @@ impl RoomHistory {
             room: self.room,
             epoch: self.epoch,
             seq: self.seq,
+            term: self.term,
             messages: self
                 .messages
                 .into_iter()
@@ -75,7 +78,7 @@ impl RoomHistory {
     }
 
     /// The records that keep what recovery kept of the room, in the order to write
-    /// them: its position, its idempotency keys, its messages.
+    /// them: its position, its term, its idempotency keys, its messages.
     pub fn records(&self, mut out: impl FnMut(Record<'_>)) {
         out(Record {
             room: &self.room,
@@ -84,8 +87,19 @@ impl RoomHistory {
             at_ms: self.newest_ms,
             frame: &[],
             key: "",
-            gone: false,
+            kind: Kind::Message,
         });
+        if self.term > 0 {
+            out(Record {
+                room: &self.room,
+                epoch: self.epoch,
+                seq: self.term,
+                at_ms: self.newest_ms,
+                frame: &[],
+                key: "",
+                kind: Kind::Term,
+            });
+        }
         for (key, seq, at_ms) in &self.keys {
             out(Record {
                 room: &self.room,
@@ -94,7 +108,7 @@ impl RoomHistory {
                 at_ms: *at_ms,
                 frame: &[],
                 key,
-                gone: false,
+                kind: Kind::Message,
             });
         }
         for m in &self.messages {
@@ -105,7 +119,7 @@ impl RoomHistory {
                 at_ms: m.at_ms,
                 frame: &m.frame,
                 key: "",
-                gone: false,
+                kind: Kind::Message,
             });
         }
     }
@@ -124,6 +138,8 @@ struct Building {
     seq: u64,
     /// Stamp time of the newest record of the epoch.
     newest_ms: u64,
+    /// The latest term of the epoch.
+    term: u64,
     messages: BTreeMap<u64, (u64, Vec<u8>)>,
     keys: BTreeMap<String, (u64, u64)>,
 }
@@ -136,7 +152,7 @@ impl Rooms {
     /// wall clock may have stepped back.)
     pub fn add(&mut self, s: Stored) {
         self.fed += 1;
-        if s.gone {
+        if s.kind == Kind::Gone {
             // Handed to another node: it is that node's now (a later record here
             // means the room came back).
             self.rooms.remove(&s.room);
@@ -146,6 +162,7 @@ impl Rooms {
             epoch,
             seq: 0,
             newest_ms: 0,
+            term: 0,
             messages: BTreeMap::new(),
             keys: BTreeMap::new(),
         };
@@ -154,6 +171,10 @@ impl Rooms {
             *b = fresh(s.epoch);
         }
         b.newest_ms = b.newest_ms.max(s.at_ms);
+        if s.kind == Kind::Term {
+            b.term = b.term.max(s.seq);
+            return;
+        }
         b.seq = b.seq.max(s.seq);
         if !s.key.is_empty() {
             b.keys.insert(s.key, (s.seq, s.at_ms));
@@ -191,7 +212,7 @@ impl Rooms {
                         at_ms,
                         frame,
                         key: String::new(),
-                        gone: false,
+                        kind: Kind::Message,
                     });
                     next -= 1;
                 }
@@ -209,6 +230,7 @@ impl Rooms {
                     messages: run,
                     keys,
                     newest_ms: b.newest_ms,
+                    term: b.term,
                 }
             })
             .collect();
@@ -426,7 +448,7 @@ mod tests {
             at_ms,
             frame: frame.as_bytes().to_vec(),
             key: String::new(),
-            gone: false,
+            kind: Kind::Message,
         }
     }
 
@@ -452,7 +474,7 @@ mod tests {
                 at_ms: at(seq),
                 frame: b"frame",
                 key: "",
-                gone: false,
+                kind: Kind::Message,
             });
         }
         log.flush(0).unwrap();
@@ -491,7 +513,7 @@ mod tests {
             r.add(stored(room, 5, 1, 100, "m"));
             r.add(stored(room, 5, 2, 101, "m"));
             r.add(Stored {
-                gone: true,
+                kind: Kind::Gone,
                 ..stored(room, 5, 2, 102, "")
             });
         }

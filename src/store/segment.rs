@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::record::{End, Record, scan};
+use super::record::{End, Kind, Record, scan};
 
 /// A segment is closed and a new one begun past this size.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
@@ -42,8 +42,8 @@ pub struct Stored {
     pub frame: Vec<u8>,
     /// The idempotency key with its scope (empty: none).
     pub key: String,
-    /// The room was handed to another node (see `store::record`).
-    pub gone: bool,
+    /// What the record says (see `store::record`).
+    pub kind: Kind,
 }
 
 impl From<&Record<'_>> for Stored {
@@ -55,7 +55,7 @@ impl From<&Record<'_>> for Stored {
             at_ms: r.at_ms,
             frame: r.frame.to_vec(),
             key: r.key.to_owned(),
-            gone: r.gone,
+            kind: r.kind,
         }
     }
 }
@@ -345,7 +345,7 @@ mod tests {
             at_ms,
             frame,
             key: "",
-            gone: false,
+            kind: Kind::Message,
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod cluster;
+pub mod follow;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
