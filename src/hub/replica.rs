@@ -307,6 +307,17 @@ impl Hub {
         let granted = !retry && !more && self.may_take(&room, epoch, term, from);
         if granted {
             self.grant(&room, epoch, term, from, now);
+            // The copy of an older term is dropped, not just fenced by the grant
+            // (which is forgotten in time): its owner's messages are refused for
+            // good, and the new term's owner seeds its own standby.
+            if self
+                .repl
+                .copies
+                .get(room.as_str())
+                .is_some_and(|c| c.epoch == epoch && c.term < term)
+            {
+                self.drop_copy(&room);
+            }
         }
         self.send_peer(
             from,

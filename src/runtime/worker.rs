@@ -211,6 +211,8 @@ pub struct State {
     pub(crate) lagging: std::collections::HashSet<(usize, String)>,
     /// When this worker started: the origin of its ticks and milliseconds.
     started: Instant,
+    /// Rooms taken over from lost owners and rooms given up, as last logged.
+    failovers_logged: (u64, u64),
 }
 
 /// A worker: its state, and the scratch buffer every socket read goes through.
@@ -267,6 +269,7 @@ impl Worker {
                 outbox: Default::default(),
                 lagging: Default::default(),
                 started: Instant::now(),
+                failovers_logged: (0, 0),
                 shared,
             }),
             scratch: RefCell::new(vec![0u8; SCRATCH].into_boxed_slice()),
@@ -401,6 +404,7 @@ impl Worker {
             }
             st.run_hub();
             st.expire_requests();
+            st.log_failovers();
         }
         self.flush_dirty();
     }
@@ -606,6 +610,29 @@ impl State {
             since,
         });
         Some(req as u64)
+    }
+
+    /// Say (once per tick at most) how many rooms this worker took over from lost
+    /// owners as their standby, or had to give up.
+    fn log_failovers(&mut self) {
+        let s = self.hub.stats();
+        let (promoted, given_up) = (s.promotions, s.rooms_given_up);
+        let (was_promoted, was_given_up) = self.failovers_logged;
+        if promoted > was_promoted {
+            info!(
+                worker = self.id,
+                rooms = promoted - was_promoted,
+                "took over rooms of a lost node from their copies here (same epoch and seq: nobody re-syncs)"
+            );
+        }
+        if given_up > was_given_up {
+            warn!(
+                worker = self.id,
+                rooms = given_up - was_given_up,
+                "gave rooms up: no peer could keep their copies (this node is cut off from most of the cluster); their subscribers here re-sync in a new epoch"
+            );
+        }
+        self.failovers_logged = (promoted, given_up);
     }
 
     /// Answer connections whose requests have waited longer than
