@@ -26,7 +26,9 @@
 //! after [`Hub::poll_timeout`]'s deadline, and at least every `tick` anyway (rooms
 //! age). Mail and peer messages must be delivered in the order they were polled,
 //! per destination (worker inboxes and mesh links are FIFO): the protocol's
-//! "no gap, no duplicate" rests on it.
+//! "no gap, no duplicate" rests on it. After a batch of inputs, before writing to
+//! the links, call [`Hub::flush_acks`]: a standby acknowledges what it received
+//! once per batch (the owners hold those messages until then).
 //!
 //! # How a message travels
 //!

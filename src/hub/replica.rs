@@ -100,6 +100,9 @@ pub(super) struct Replicas {
     elections: HashMap<Arc<str>, Election>,
     /// Bytes of history in the copies.
     bytes: usize,
+    /// Acknowledgements not yet sent, cumulative: `(owner, room)` → `(epoch,
+    /// term, seq)` (see [`Hub::flush_acks`]).
+    acks: HashMap<(usize, Arc<str>), (u64, u64, u64)>,
 }
 
 impl Replicas {
@@ -261,6 +264,17 @@ impl Hub {
             }
             at = c.seq;
         }
+        if ok
+            && let Some(name) = self
+                .repl
+                .copies
+                .get_key_value(room.as_str())
+                .map(|(k, _)| k.clone())
+        {
+            // Acknowledged when the caller flushes (a batch of messages, one ack).
+            self.repl.acks.insert((from, name), (epoch, term, at));
+            return;
+        }
         self.send_peer(
             from,
             PeerMsg::Replicated {
@@ -271,6 +285,32 @@ impl Hub {
                 ok,
             },
         );
+    }
+
+    /// Send the acknowledgements this worker owes as a standby (one per room, for
+    /// everything received so far). Call after a batch of inputs, before the
+    /// worker writes its links: until then the owners hold those messages.
+    pub fn flush_acks(&mut self) {
+        if self.repl.acks.is_empty() {
+            return;
+        }
+        let mut acks: Vec<_> = self.repl.acks.drain().collect();
+        acks.sort_unstable();
+        for ((owner, room), (epoch, term, seq)) in acks {
+            let msg = PeerMsg::Replicated {
+                room: room.to_string(),
+                epoch,
+                term,
+                seq,
+                ok: true,
+            };
+            self.send_peer(owner, msg);
+        }
+    }
+
+    /// Acknowledgements waiting for [`Hub::flush_acks`].
+    pub fn acks_owed(&self) -> usize {
+        self.repl.acks.len()
     }
 
     /// `Unseed` from node `from`: forget the copy it sent.

@@ -321,6 +321,11 @@ impl Worker {
     /// once per batch of work, so frames queued by one batch leave together.
     pub fn flush_dirty(self: &Rc<Self>) {
         let mut st = self.state.borrow_mut();
+        // What this worker received as a standby in this batch, acknowledged once.
+        if st.hub.acks_owed() > 0 {
+            st.hub.flush_acks();
+            st.run_hub();
+        }
         // Nothing stamped leaves before it is on disk (`rooms.fsync = "always"`).
         st.commit();
         let conns = &mut st.conns;

@@ -120,7 +120,11 @@ impl World {
     }
 
     pub(super) fn quiet(&self) -> bool {
-        self.mail.values().all(VecDeque::is_empty)
+        self.nodes
+            .iter()
+            .filter(|n| n.up)
+            .all(|n| n.hubs.iter().all(|h| h.acks_owed() == 0))
+            && self.mail.values().all(VecDeque::is_empty)
             && self.inbox.values().all(VecDeque::is_empty)
             && self
                 .links

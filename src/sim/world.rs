@@ -280,10 +280,24 @@ impl World {
         {
             queues.push(2);
         }
+        let owing: Vec<(usize, usize)> = (0..self.nodes.len())
+            .flat_map(|n| (0..self.workers).map(move |w| (n, w)))
+            .filter(|&(n, w)| self.nodes[n].up && self.nodes[n].hubs[w].acks_owed() > 0)
+            .collect();
+        if !owing.is_empty() {
+            // A worker ends its batch: the standby's acknowledgements go out.
+            queues.push(3);
+        }
         let Some(&kind) = (!queues.is_empty()).then(|| &queues[self.rng.usize(..queues.len())])
         else {
             return false;
         };
+        if kind == 3 {
+            let (n, w) = owing[self.rng.usize(..owing.len())];
+            self.nodes[n].hubs[w].flush_acks();
+            self.drain(n, w);
+            return true;
+        }
         match kind {
             0 => {
                 let keys: Vec<_> = self
