@@ -49,8 +49,10 @@ enum Read {
 /// stays small: the handshake and closing tasks carry timers (a monoio `Sleep` is
 /// 640 bytes) but exist only during those phases; the open-phase task holds the
 /// worker, the stream, the key and one pending `readable()`, nothing else.
+///
+/// No `TCP_NODELAY` here: accepted sockets inherit it from the listener
+/// (`listener::bind_shared`), which saves a `setsockopt` per connection.
 pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
     let sndbuf = w.shared.config.limits.send_buffer_bytes;
     if sndbuf > 0 {
         // SAFETY: the fd belongs to `stream`, which outlives this borrow.

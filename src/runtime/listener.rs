@@ -33,6 +33,8 @@ pub fn bind_shared(
     // SO_REUSEADDR only lets a restarted node bind while old connections sit in
     // TIME_WAIT; it does not let two listeners share the address.
     s.set_reuse_address(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies the
+    // listener's TCP options into each child), so no accept pays a setsockopt for it.
     s.set_tcp_nodelay(true)?;
     // monoio's io_uring driver wants blocking sockets; its epoll driver wants
     // non-blocking ones. (O_NONBLOCK belongs to the open file, so every duplicate
@@ -246,6 +248,14 @@ mod tests {
             parse_proc_ip("00000000000000000000000001000000"),
             Some("::1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let held = bind_shared("127.0.0.1:0".parse().unwrap(), 1, 16, Driver::IoUring).unwrap();
+        let _client = std::net::TcpStream::connect(held[0].local_addr().unwrap()).unwrap();
+        let (accepted, _) = held[0].accept().unwrap();
+        assert!(accepted.nodelay().unwrap(), "the driver relies on this");
     }
 
     #[test]
