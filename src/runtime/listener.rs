@@ -51,6 +51,37 @@ pub fn bind_shared(
     Ok(out)
 }
 
+/// Have the kernel hold new connections on `listener` until their first bytes
+/// arrive, at most `secs` seconds (`TCP_DEFER_ACCEPT`; 0 turns it off). Every
+/// duplicate of the descriptor shares the setting.
+///
+/// The kernel drops the client's bare handshake ACK and completes the connection
+/// when its data (the upgrade request, or a TLS ClientHello) comes, so an accept
+/// yields a socket that is already readable. After `secs` it resends its SYN-ACK and
+/// the client's answer completes the connection anyway, data or not.
+pub fn defer_accept(listener: &TcpListener, secs: u32) -> io::Result<()> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let val = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is open for the whole call (`listener` is borrowed), and
+    // the pointer and length describe `val`, a live `c_int`, which the kernel only
+    // reads.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const val).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// How long a bind waits for an address that no live process holds.
 const LINGER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
