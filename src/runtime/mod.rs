@@ -154,7 +154,13 @@ fn worker_thread(
             .set(Some(std::os::fd::AsRawFd::as_raw_fd(&ws)));
         let ws = Rc::new(ws);
         let warned = Rc::new(Cell::new(None));
-        for _ in 0..ACCEPTS_IN_FLIGHT {
+        // monoio's epoll driver keeps one waker per descriptor and direction: a
+        // second accept waiting on the listener would never be woken.
+        let accepts = match driver {
+            Driver::IoUring => ACCEPTS_IN_FLIGHT,
+            Driver::Legacy => 1,
+        };
+        for _ in 0..accepts {
             monoio::spawn(accept_loop(w.clone(), ws.clone(), warned.clone()));
         }
         if let Err(e) = service(&w) {
