@@ -44,7 +44,7 @@ run() { # label bin
   done
   node "$bin" --rate-limit 0
   j=$(timeout 120 "$bench" bench connect --url ws://$ws/ws --api $api --connections 15000 \
-      --source 127.0.0.2-127.0.0.9 --json 2>/dev/null | tail -1)
+      --source 127.0.0.2-127.0.0.9 --pid "$pid" --json 2>/dev/null | tail -1)
   echo "$label connect $j" >>"$out/log"
   stop
 }
@@ -75,5 +75,6 @@ for rate, m in (("200", "1M/s"), ("400", "2M/s")):
     show("fanout" + rate, f"fanout {m} p99 (ms)", lambda v: v["latency_ms"]["p99"], lambda x: f"{x:.1f}")
     show("fanout" + rate, f"fanout {m} delivered %", lambda v: 100 * v["delivered"] / max(1, v["expected"]), lambda x: f"{x:.2f}")
 show("connect", "handshakes/s", lambda v: v.get("handshakes_per_sec"), lambda x: f"{x:.0f}")
+show("connect", "server CPU per handshake (us)", lambda v: v.get("server_cpu_us_per_handshake"), lambda x: f"{x:.1f}")
 EOF
 cat "$out/log" >&2

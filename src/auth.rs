@@ -327,30 +327,55 @@ pub fn bearer(value: &str) -> Option<&str> {
 /// Find the token in an upgrade request: query `token=`, `Authorization: Bearer`,
 /// or a `Sec-WebSocket-Protocol` entry `bearer.<token>`.
 pub fn token_from_request<B>(req: &tungstenite::http::Request<B>) -> Option<String> {
-    if let Some(q) = req.uri().query() {
+    token_from(
+        req.uri().query(),
+        req.headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes())),
+    )
+}
+
+/// [`token_from_request`] over a request's parts: its query string and its headers
+/// in the order they came (names in any case). Only the first `Authorization`
+/// header counts, as in an HTTP header map; values that are not visible ASCII are
+/// skipped.
+pub fn token_from<'a>(
+    query: Option<&str>,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Option<String> {
+    if let Some(q) = query {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
             if k == "token" {
                 return Some(v.into_owned());
             }
         }
     }
-    let headers = req.headers();
-    if let Some(t) = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
-    {
-        return Some(t.trim().to_owned());
-    }
-    for v in headers.get_all("sec-websocket-protocol") {
-        let Ok(v) = v.to_str() else { continue };
-        for p in v.split(',') {
-            if let Some(t) = p.trim().strip_prefix("bearer.") {
-                return Some(t.to_owned());
-            }
+    // One pass: the first Authorization value, and the first `bearer.` entry of
+    // the Sec-WebSocket-Protocol values (the former wins).
+    let mut authorization: Option<Option<&str>> = None;
+    let mut offered: Option<&str> = None;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("authorization") {
+            authorization.get_or_insert(visible_ascii(value));
+        } else if offered.is_none() && name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            offered = visible_ascii(value)
+                .and_then(|v| v.split(',').find_map(|p| p.trim().strip_prefix("bearer.")));
         }
     }
-    None
+    if let Some(t) = authorization.flatten().and_then(bearer) {
+        return Some(t.trim().to_owned());
+    }
+    offered.map(str::to_owned)
+}
+
+/// A header value as text when it is all visible ASCII (and tabs), the rule of
+/// `http::HeaderValue::to_str`.
+pub fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (32..127).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -436,6 +461,23 @@ mod tests {
             Some("t2")
         );
         assert_eq!(token_from_request(&req("/ws", None)), None);
+        // Over raw headers: the first Authorization counts, then the subprotocols.
+        let h = |v: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static [u8])> {
+            v.iter().map(|&(k, v)| (k, v.as_bytes())).collect()
+        };
+        let both = h(&[
+            ("Sec-WebSocket-Protocol", "ringway.v1, bearer.p1"),
+            ("authorization", "Bearer a1"),
+            ("Authorization", "Bearer a2"),
+        ]);
+        assert_eq!(token_from(None, both.clone()).as_deref(), Some("a1"));
+        assert_eq!(token_from(Some("token=q1"), both).as_deref(), Some("q1"));
+        let basic = h(&[
+            ("Authorization", "Basic dTpw"),
+            ("Authorization", "Bearer later"),
+            ("sec-websocket-protocol", "bearer.p1"),
+        ]);
+        assert_eq!(token_from(None, basic).as_deref(), Some("p1"));
     }
 
     #[test]

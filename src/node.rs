@@ -112,6 +112,13 @@ impl Server {
         let backlog = config.limits.listen_backlog;
         let ws = listener::bind_shared(config.listen, workers, backlog, driver)
             .map_err(StartError::Listen)?;
+        if let Err(e) = listener::defer_accept(&ws[0], config.limits.defer_accept_s) {
+            // Only a cost: each connection is then taken when its handshake ends.
+            warn!(
+                "cannot defer accepts on {} (TCP_DEFER_ACCEPT): {e}; connections are taken before their first bytes",
+                config.listen
+            );
+        }
         let api = listener::bind_shared(config.api_listen, workers, backlog, driver)
             .map_err(StartError::Listen)?;
         let ws_addr = ws[0].local_addr().map_err(StartError::Listen)?;

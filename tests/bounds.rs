@@ -216,6 +216,8 @@ fn silent_sockets_count_against_the_caps_and_others_still_connect() {
     let node = Node::start(|c| {
         c.limits.max_connections = 12;
         c.limits.max_connections_per_ip = 5;
+        // Silent sockets reach the node at once, not a second later.
+        c.limits.defer_accept_s = 0;
     });
     let mut watcher = Watcher::new(&node, "calm");
     // 100 sockets from one address that never send a byte.
@@ -256,10 +258,42 @@ fn silent_sockets_count_against_the_caps_and_others_still_connect() {
 }
 
 #[test]
+fn silent_sockets_wait_in_the_kernel_until_the_accept_deferral_ends() {
+    let node = Node::start(|c| {
+        c.limits.defer_accept_s = 1;
+        c.limits.handshake_timeout_ms = 500;
+    });
+    let opened = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(node.ws).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The node has not taken them (the kernel holds them), and one that speaks is
+    // taken at once.
+    assert_eq!(metric(node.api, "ringway_connections"), 0.0);
+    let request = format!("GET /ws HTTP/1.1\r\nHost: a\r\n{UPGRADE}\r\n");
+    assert_eq!(raw_http_status(node.ws, &request), 101);
+    // After the deferral the kernel hands them over, and the node's upgrade timeout
+    // applies as to any socket.
+    for s in &mut silent {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        assert!(buf.starts_with("HTTP/1.1 408"), "{buf:?}");
+    }
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_millis(1000 + 500),
+        "answered before the deferral and the timeout were over: {took:?}"
+    );
+}
+
+#[test]
 fn a_full_node_shortens_the_upgrade_timeout() {
     let node = Node::start(|c| {
         c.limits.max_connections = 8;
         c.limits.handshake_timeout_ms = 10_000;
+        c.limits.defer_accept_s = 0; // silent sockets reach the node at once
     });
     // Six silent sockets: 6 of 8, over three quarters.
     let _silent: Vec<TcpStream> = (0..6)

@@ -48,7 +48,7 @@ pub async fn accept_loop(w: Rc<Worker>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
-                let _ = stream.set_nodelay(true);
+                // TCP_NODELAY comes from the listener (`listener::bind_shared`).
                 let open = w.shared.api_connections.fetch_add(1, Ordering::Relaxed);
                 if open >= w.shared.config.api.max_connections {
                     w.shared.api_connections.fetch_sub(1, Ordering::Relaxed);

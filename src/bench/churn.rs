@@ -104,6 +104,7 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
     let threads = args.target.thread_count();
     let _progress = super::progress::start(who(&args.target), ["handshakes", "failed", ""]);
     let cpu0 = cpu_seconds();
+    let server_cpu0 = server_cpu(&args.target);
     let start = Instant::now();
     let release = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel::<(u64, u64, Histogram<u64>)>();
@@ -187,6 +188,10 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
         hist.add(h)?;
     }
     let secs = start.elapsed().as_secs_f64();
+    // Every handshake is done and no connection closed yet: the server's share.
+    let server = server_cpu0
+        .zip(server_cpu(&args.target))
+        .map(|(a, b)| b - a);
     if args.target.child.is_some() {
         let cpu = cpu_seconds() - cpu0;
         children::say(&format!(
@@ -205,14 +210,24 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<()> {
         let _ = h.join();
     }
     let cpu = cpu_seconds() - cpu0;
-    report_connect(&args, ok, failed, secs, cpu, &hist);
+    report_connect(&args, ok, failed, secs, cpu, server, &hist);
     Ok(())
+}
+
+/// The server's CPU seconds so far, when `--pid` names it (a child leaves it to the
+/// coordinator).
+fn server_cpu(target: &Target) -> Option<f64> {
+    target
+        .pid
+        .filter(|_| target.child.is_none())
+        .and_then(super::process_cpu_seconds)
 }
 
 /// `connect` over `--procs` children: each does its share; the rate is all handshakes
 /// over the slowest child's time.
 fn connect_over_children(args: &ConnectArgs) -> anyhow::Result<()> {
     let k = args.target.procs;
+    let server_cpu0 = server_cpu(&args.target);
     let mut kids = children::spawn_shares(k, "connections", args.connections)?;
     let (mut ok, mut failed, mut secs, mut cpu) = (0u64, 0u64, 0f64, 0f64);
     let mut hist = Histogram::<u64>::new(3)?;
@@ -225,34 +240,44 @@ fn connect_over_children(args: &ConnectArgs) -> anyhow::Result<()> {
         cpu += w[4].parse::<f64>()?;
         hist.add(children::decode(&w[5])?)?;
     }
+    // The children still hold every connection.
+    let server = server_cpu0
+        .zip(server_cpu(&args.target))
+        .map(|(a, b)| b - a);
     for kid in kids {
         kid.wait();
     }
-    report_connect(args, ok, failed, secs, cpu, &hist);
+    report_connect(args, ok, failed, secs, cpu, server, &hist);
     Ok(())
 }
 
+/// `server_cpu`: the server's CPU seconds over the handshakes (with `--pid`).
 fn report_connect(
     args: &ConnectArgs,
     ok: u64,
     failed: u64,
     secs: f64,
     cpu: f64,
+    server_cpu: Option<f64>,
     hist: &Histogram<u64>,
 ) {
     let rate = ok as f64 / secs;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let server_us = server_cpu.map(|s| s * 1e6 / ok.max(1) as f64);
     if args.target.json {
         println!(
             "{}",
             serde_json::json!({"scenario": "connect", "hold": !args.no_hold, "procs": args.target.procs, "handshakes": ok, "failed": failed,
                 "seconds": secs, "handshakes_per_sec": rate,
                 "handshake_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": hist.max() as f64 / 1000.0},
-                "bench_cpu_seconds": cpu})
+                "bench_cpu_seconds": cpu, "server_cpu_us_per_handshake": server_us})
         );
     } else {
+        let server = server_us.map_or_else(String::new, |us| {
+            format!("; server CPU {us:.1} us per handshake")
+        });
         println!(
-            "connect ({}): {ok} handshakes ({failed} failed) in {secs:.2}s = {rate:.0}/s; handshake p50 {:.2} ms, p99 {:.2} ms; bench CPU {cpu:.2}s",
+            "connect ({}): {ok} handshakes ({failed} failed) in {secs:.2}s = {rate:.0}/s; handshake p50 {:.2} ms, p99 {:.2} ms; bench CPU {cpu:.2}s{server}",
             if args.no_hold { "close each" } else { "hold" },
             ms(0.5),
             ms(0.99)

@@ -79,7 +79,8 @@ pub struct Target {
     #[arg(long, value_enum, default_value_t = Proto::Ringway)]
     pub proto: Proto,
     /// Read the server's memory from /proc/PID instead of its /metrics (for peers
-    /// that have no ringway API).
+    /// that have no ringway API). `fanout` and `connect` also report the server's
+    /// CPU time (utime + stime) per delivery or per handshake from it.
     #[arg(long)]
     pub pid: Option<u32>,
     /// Child processes to spread the connections over (fanout, connect, storm; idle

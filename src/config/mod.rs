@@ -170,6 +170,16 @@ pub struct Limits {
     pub max_queue_messages: usize,
     /// Listen backlog (further capped by `net.core.somaxconn`). Default 65 535.
     pub listen_backlog: i32,
+    /// Seconds the kernel holds a new client connection that has sent nothing yet
+    /// before handing it to the node (`TCP_DEFER_ACCEPT` on the client listener).
+    /// The node then takes a connection once, with its upgrade request already
+    /// readable: no wake-up for the bare handshake and another for the request, no
+    /// poll in between, and one acknowledgement fewer on the wire. A socket still
+    /// silent after this is handed over anyway and meets `handshake_timeout_ms` and
+    /// the caps like any other; until then it costs the node nothing (the kernel
+    /// keeps a small request entry, within the listen backlog). `0` turns it off.
+    /// Default 1.
+    pub defer_accept_s: u32,
     /// Longest room name, in bytes. Default 128.
     pub max_room_name: usize,
     /// Open WebSocket connections on this node; the next upgrade gets HTTP 503 with
@@ -374,6 +384,7 @@ impl Default for Limits {
             max_queue_bytes: 1 << 20,
             max_queue_messages: 4096,
             listen_backlog: 65_535,
+            defer_accept_s: 1,
             max_room_name: 128,
             max_connections: 0,
             max_connections_per_ip: 0,

@@ -8,11 +8,15 @@
 //!
 //! Each wake-up is `readable()` (an io_uring POLL_ADD, no buffer held while idle),
 //! then non-blocking `recv`s into the worker's scratch buffer. Only the tail of an
-//! unfinished frame is copied into the connection's own `partial` buffer.
+//! unfinished frame is copied into the connection's own `partial` buffer. The one
+//! read without a wake-up is the first: accepts are deferred until the client's
+//! first bytes, so a new socket is read at once and a request that is all there is
+//! upgraded without a poll or a timer.
 //!
 //! Cancel-safety: the only `.await` points are `readable()` and the timeouts around
-//! whole phases. Bytes are read only after readiness, synchronously, and processed
-//! before the next `.await`, so dropping the task at any await loses no data.
+//! whole phases. Bytes are read synchronously (after readiness, or right after the
+//! accept) and processed before the next `.await`, so dropping the task at any await
+//! loses no data.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -49,8 +53,10 @@ enum Read {
 /// stays small: the handshake and closing tasks carry timers (a monoio `Sleep` is
 /// 640 bytes) but exist only during those phases; the open-phase task holds the
 /// worker, the stream, the key and one pending `readable()`, nothing else.
+///
+/// No `TCP_NODELAY` here: accepted sockets inherit it from the listener
+/// (`listener::bind_shared`), which saves a `setsockopt` per connection.
 pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
     let sndbuf = w.shared.config.limits.send_buffer_bytes;
     if sndbuf > 0 {
         // SAFETY: the fd belongs to `stream`, which outlives this borrow.
@@ -102,7 +108,16 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         Err(None) => return,
     };
     let started = std::time::Instant::now();
-    match monoio::time::timeout(limit, read_while(&w, &stream, key, Phase::Handshake)).await {
+    // The request is usually here already (the listener defers accepts until the
+    // first bytes, `limits.defer_accept_s`): read before waiting for readiness, and
+    // when that settles the upgrade there is no poll to arm and no timer to set.
+    let read = match on_readable(&w, key) {
+        Read::More if in_phase(&w, key, Phase::Handshake) => {
+            monoio::time::timeout(limit, read_while(&w, &stream, key, Phase::Handshake)).await
+        }
+        first => Ok(first),
+    };
+    match read {
         Ok(Read::Eof) => w.state.borrow_mut().remove(key),
         Ok(Read::More) => {
             let asking = w.state.borrow_mut().identify_wait(key);
@@ -220,6 +235,11 @@ async fn closing_phase(w: Rc<Worker>, stream: TcpStream, key: ConnKey) {
         w.state.borrow_mut().conns.stats.close_timeouts += 1;
     }
     w.state.borrow_mut().remove(key);
+}
+
+/// Whether the connection is still there and in `phase`.
+fn in_phase(w: &Worker, key: ConnKey, phase: Phase) -> bool {
+    w.state.borrow_mut().conns.get_mut(key).map(|c| c.phase) == Some(phase)
 }
 
 /// Read and process input while the connection stays in `phase`.

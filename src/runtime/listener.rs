@@ -33,6 +33,8 @@ pub fn bind_shared(
     // SO_REUSEADDR only lets a restarted node bind while old connections sit in
     // TIME_WAIT; it does not let two listeners share the address.
     s.set_reuse_address(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies the
+    // listener's TCP options into each child), so no accept pays a setsockopt for it.
     s.set_tcp_nodelay(true)?;
     // monoio's io_uring driver wants blocking sockets; its epoll driver wants
     // non-blocking ones. (O_NONBLOCK belongs to the open file, so every duplicate
@@ -47,6 +49,37 @@ pub fn bind_shared(
     }
     out.insert(0, first);
     Ok(out)
+}
+
+/// Have the kernel hold new connections on `listener` until their first bytes
+/// arrive, at most `secs` seconds (`TCP_DEFER_ACCEPT`; 0 turns it off). Every
+/// duplicate of the descriptor shares the setting.
+///
+/// The kernel drops the client's bare handshake ACK and completes the connection
+/// when its data (the upgrade request, or a TLS ClientHello) comes, so an accept
+/// yields a socket that is already readable. After `secs` it resends its SYN-ACK and
+/// the client's answer completes the connection anyway, data or not.
+pub fn defer_accept(listener: &TcpListener, secs: u32) -> io::Result<()> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let val = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is open for the whole call (`listener` is borrowed), and
+    // the pointer and length describe `val`, a live `c_int`, which the kernel only
+    // reads.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const val).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// How long a bind waits for an address that no live process holds.
@@ -246,6 +279,14 @@ mod tests {
             parse_proc_ip("00000000000000000000000001000000"),
             Some("::1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let held = bind_shared("127.0.0.1:0".parse().unwrap(), 1, 16, Driver::IoUring).unwrap();
+        let _client = std::net::TcpStream::connect(held[0].local_addr().unwrap()).unwrap();
+        let (accepted, _) = held[0].accept().unwrap();
+        assert!(accepted.nodelay().unwrap(), "the driver relies on this");
     }
 
     #[test]
