@@ -135,8 +135,8 @@ impl Hub {
         // History bytes put on the way to each node in this burst.
         let mut sent: HashMap<usize, usize> = HashMap::new();
         for (room, to) in rooms {
-            // What waits for the standby goes now: the next owner gets all of it.
-            self.release_all(&room);
+            // What waits for the standby goes with the room: the next owner answers.
+            let answers = self.hand_over_held(&room);
             let Some(mut r) = self.owned.remove(&room) else {
                 continue;
             };
@@ -192,6 +192,7 @@ impl Hub {
                     announced: r.roster.announced(),
                     from_log: r.is_from_log(),
                     term,
+                    answers,
                 })),
             );
             self.handoffs.handed.insert(room.clone(), (to, until));
@@ -216,10 +217,16 @@ impl Hub {
 
     /// A room handed over by node `from`: go on with it here, unless this worker
     /// already has it live (its own epoch is out there then; the handoff loses).
-    pub(super) fn adopt(&mut self, from: usize, h: Handoff, now: Ms) {
+    pub(super) fn adopt(&mut self, from: usize, mut h: Handoff, now: Ms) {
         // Whatever becomes of it, a copy of this epoch kept here as a standby has
         // nobody behind it now.
         self.forget_copy(&h.room, h.epoch);
+        if h.from_log && h.term > 0 && self.replicating() {
+            // A replicated epoch read back from the sender's log: a standby may
+            // have gone on with it since (see `hub::replicate::ensure_standby`).
+            self.stats.handoffs_refused += 1;
+            return;
+        }
         if h.from_log && self.handoffs.handed.contains_key(h.room.as_str()) {
             // A copy the sender read back from its log crossed this node's live one
             // on its way there: the live one wins.
@@ -242,7 +249,9 @@ impl Hub {
         }
         let name: Arc<str> = Arc::from(h.room.as_str());
         let term = h.term;
+        let answers = std::mem::take(&mut h.answers);
         self.install(from, h, Standby::in_term(term), now);
+        self.owe_answers(&name, from, answers);
         self.log_term(&name);
         // A replicated epoch goes on here under the next term, once won.
         self.ensure_standby(&name, now);

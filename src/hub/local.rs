@@ -251,13 +251,11 @@ impl Hub {
         {
             c.seq = seq;
         }
-        if self.replaying_parked() || self.direct {
+        if self.replaying_parked() {
             // Several held inputs are handled in one call: a subscriber that one of
             // the later ones turns live must not get this message, which a
             // broadcast (run against the subscribers as they are when the caller
-            // gets to it) would give it; or a room handed over releases what it
-            // held and its subscribers, no longer live, follow it. Rare: send to
-            // each one now.
+            // gets to it) would give it. Rare: send to each one now.
             let live = self
                 .local
                 .get(room)

@@ -61,6 +61,8 @@ mod park;
 pub mod presence;
 pub mod rendezvous;
 mod replica;
+#[cfg(test)]
+mod replica_tests;
 mod replicate;
 pub mod ring;
 pub mod room;
@@ -351,9 +353,6 @@ pub struct Hub {
     handoffs: handoff::Handoffs,
     /// Copies kept as a standby, terms granted, elections run (`replica`).
     repl: replica::Replicas,
-    /// Deliver to each live subscriber now rather than by broadcast (the caller
-    /// is about to change who is live in the same call).
-    direct: bool,
     stats: HubStats,
     out: Effects,
 }
@@ -394,7 +393,6 @@ impl Hub {
             history_heap: BinaryHeap::new(),
             handoffs: handoff::Handoffs::new(nodes),
             repl: replica::Replicas::default(),
-            direct: false,
             stats: HubStats::default(),
             out: Effects::default(),
         }

@@ -455,7 +455,16 @@ pub struct Handoff {
     pub from_log: bool,
     /// The sender's term for the room (0: the epoch was never replicated).
     pub term: u64,
+    /// Publishes stamped but not yet acknowledged (held for the sender's standby).
+    /// The receiver answers each, through the sender, once its own standby has
+    /// the room.
+    pub answers: Vec<Answer>,
 }
+
+/// A publish answer owed: `(seq, ticket, via, duplicate)`; `via` is the asker's
+/// node in the list of the node that handed the room over (else a worker of that
+/// node asked).
+pub type Answer = (u64, Ticket, Option<u16>, bool);
 
 /// Which workers of a node a peer message is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

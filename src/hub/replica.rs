@@ -561,11 +561,13 @@ impl Hub {
             keys: c
                 .keys
                 .into_iter()
+                .filter(|k| k.1 <= c.seq)
                 .map(|(k, s, at)| (k, s, now.saturating_sub(at)))
                 .collect(),
             announced: c.announced,
             from_log: false,
             term,
+            answers: Vec::new(),
         };
         self.install(c.owner, h, Standby::in_term(term), now);
         self.kept(room, term, true, now);

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use super::Hub;
 use super::effects::HubEvent;
 use super::id::{Ms, Ticket};
-use super::msg::{Handoff, PeerMsg, Reply, Stamp};
+use super::msg::{Answer, Handoff, PeerMsg, Reply, Stamp};
 
 /// Who waits for a publish's stamp.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +65,8 @@ struct Held {
     msg: Fresh,
     /// Who waits for its stamp (`true`: a repeat of its idempotency key).
     askers: Vec<(Asker, bool)>,
+    /// Its scoped idempotency key (sent again with it to a new standby).
+    key: Option<String>,
 }
 
 /// An owned room's replication state.
@@ -82,6 +84,9 @@ pub struct Standby {
     electing: bool,
     /// The standby acknowledged its seed (it has the room).
     seeded: bool,
+    /// Answers a handoff brought, sent once the standby has the room: `(the node
+    /// that handed it over, (seq, ticket, via, duplicate))`.
+    owed: Vec<(usize, Answer)>,
 }
 
 impl Standby {
@@ -157,7 +162,8 @@ impl Hub {
         let epoch = r.position().0;
         let askers: Vec<(Asker, bool)> = asker.map(|a| (a, false)).into_iter().collect();
         if r.standby.term == 0 || !self.cfg.replicate || self.topo.nodes() < 3 {
-            return self.deliver(room, epoch, Held { msg, askers });
+            let key = None;
+            return self.deliver(room, epoch, Held { msg, askers, key });
         }
         let (seq, frame) = (msg.seq, msg.frame.clone());
         let st = &mut r.standby;
@@ -171,14 +177,14 @@ impl Hub {
                     term,
                     seq,
                     frame: frame.clone(),
-                    key,
+                    key: key.clone(),
                 },
             );
         }
         let Some(r) = self.owned.get_mut(&**room) else {
             return;
         };
-        r.standby.held.push_back(Held { msg, askers });
+        r.standby.held.push_back(Held { msg, askers, key });
     }
 
     /// Let a stamped message go: to the interested workers and nodes, to the app,
@@ -263,14 +269,75 @@ impl Hub {
         }
     }
 
-    /// Release everything `room` holds without waiting for a standby (the room is
-    /// handed to its next owner, which gets every message).
-    pub(super) fn release_all(&mut self, room: &Arc<str>) {
-        // Its subscribers here are about to follow it (not live any more when a
-        // broadcast would run).
-        self.direct = true;
-        self.release_held(room, u64::MAX);
-        self.direct = false;
+    /// `room` is handed to its next owner, which gets every message it stamped:
+    /// what is held is not delivered here (its subscribers get it from the new
+    /// owner's replay) and its publishers are answered by the new owner once that
+    /// one's standby has the room. Returns those answers, for the handoff. (The
+    /// app hears of the messages now.)
+    pub(super) fn hand_over_held(&mut self, room: &Arc<str>) -> Vec<Answer> {
+        let Some(r) = self.owned.get_mut(&**room) else {
+            return Vec::new();
+        };
+        let held = std::mem::take(&mut r.standby.held);
+        let mut answers = Vec::new();
+        for h in held {
+            if let Some(e) = h.msg.event {
+                self.out.events.push_back(e);
+            }
+            for (asker, dup) in h.askers {
+                let seq = h.msg.seq;
+                match asker {
+                    Asker::Here(id) => {
+                        let worker = self.id as u16;
+                        answers.push((seq, Ticket { worker, id }, None, dup));
+                    }
+                    Asker::Worker(t) => answers.push((seq, t, None, dup)),
+                    Asker::Peer {
+                        peer,
+                        ticket,
+                        via: None,
+                    } => answers.push((seq, ticket, Some(peer as u16), dup)),
+                    // Relayed once already: its asker is known only to the
+                    // relaying node; unanswered (its request times out).
+                    Asker::Peer { via: Some(_), .. } => {}
+                }
+            }
+        }
+        answers
+    }
+
+    /// Answers a handoff from node `from` carried, owed once the standby has the
+    /// room (at once without replication).
+    pub(super) fn owe_answers(&mut self, room: &Arc<str>, from: usize, answers: Vec<Answer>) {
+        if answers.is_empty() {
+            return;
+        }
+        let replicating = self.replicating();
+        let Some(r) = self.owned.get_mut(&**room) else {
+            return;
+        };
+        r.standby
+            .owed
+            .extend(answers.into_iter().map(|a| (from, a)));
+        if !replicating || r.standby.term == 0 || r.standby.ready() {
+            self.pay_answers(room);
+        }
+    }
+
+    /// Send the answers owed for `room` (its standby has it now).
+    fn pay_answers(&mut self, room: &Arc<str>) {
+        let Some(r) = self.owned.get_mut(&**room) else {
+            return;
+        };
+        let epoch = r.position().0;
+        for (from, (seq, ticket, via, duplicate)) in std::mem::take(&mut r.standby.owed) {
+            let stamp = Stamp {
+                epoch,
+                seq,
+                duplicate,
+            };
+            self.send_peer(from, PeerMsg::Published { ticket, stamp, via });
+        }
     }
 
     /// The standby of owned `room` (node `peer`) has every message up to `seq` of
@@ -306,6 +373,7 @@ impl Hub {
         }
         self.release_held(&name, seq);
         if seeded {
+            self.pay_answers(&name);
             // Subscriptions waited for this.
             self.release(now);
         }
@@ -323,6 +391,12 @@ impl Hub {
         let Some(r) = self.owned.get_mut(&**room) else {
             return;
         };
+        if r.is_from_log() && r.standby.term > 0 {
+            // Read back from the log, and not handed over by a live owner: a
+            // standby may have gone on with the epoch since, and forgotten it by
+            // now (its grants are not kept). It starts again instead.
+            return self.give_up(room, now);
+        }
         let st = &mut r.standby;
         if st.electing || (st.node.is_some() && st.node == desired) {
             return;
@@ -388,12 +462,19 @@ impl Hub {
     /// Send owned `room` as it is to `node`, its standby from now on, then what
     /// it holds.
     fn seed(&mut self, room: &Arc<str>, node: usize, now: Ms) {
-        let epoch = self.owned.get(&**room).map(|r| r.position().0);
+        let Some((epoch, released)) = self
+            .owned
+            .get(&**room)
+            .map(|r| (r.position().0, r.standby.released(r.position().1)))
+        else {
+            return;
+        };
+        // The keys of what the seed carries; those of held messages go with them.
         let keys: Vec<(String, u64, Ms)> = self
             .dedup
             .room_keys(room)
             .into_iter()
-            .filter(|k| Some(k.1) == epoch)
+            .filter(|k| k.1 == epoch && k.2 <= released)
             .map(|(k, _, s, at)| (k, s, now.saturating_sub(at)))
             .collect();
         let max = self.cfg.peer_replay_bytes;
@@ -412,10 +493,10 @@ impl Hub {
         st.acked = 0;
         st.seeded = false;
         let term = st.term;
-        let held: Vec<(u64, Bytes)> = st
+        let held: Vec<(u64, Bytes, Option<String>)> = st
             .held
             .iter()
-            .map(|h| (h.msg.seq, h.msg.frame.clone()))
+            .map(|h| (h.msg.seq, h.msg.frame.clone(), h.key.clone()))
             .collect();
         let announced = r.roster.announced();
         let seed = Handoff {
@@ -427,10 +508,11 @@ impl Hub {
             announced,
             from_log: false,
             term,
+            answers: Vec::new(),
         };
         self.stats.seeds += 1;
         self.send_peer(node, PeerMsg::Seed(Box::new(seed)));
-        for (seq, frame) in held {
+        for (seq, frame, key) in held {
             self.send_peer(
                 node,
                 PeerMsg::Replicate {
@@ -439,7 +521,7 @@ impl Hub {
                     term,
                     seq,
                     frame,
-                    key: None,
+                    key,
                 },
             );
         }
@@ -456,8 +538,22 @@ impl Hub {
         self.call_off_election(room);
         self.history_bytes -= r.history_bytes();
         self.dedup.take_rooms([&**room]);
-        self.stats.rooms_given_up += 1;
+        if !r.is_from_log() {
+            self.stats.rooms_given_up += 1;
+        }
         let epoch = r.position().0.0;
+        if self.cfg.durable {
+            // A restart must not continue it from the log either.
+            self.out.stored.push_back(super::Stamped {
+                room: room.clone(),
+                epoch,
+                seq: r.position().1,
+                frame: Bytes::new(),
+                key: None,
+                age: 0,
+                kind: crate::store::record::Kind::Gone,
+            });
+        }
         if let Some(node) = r.standby.node().filter(|&n| self.topo.is_live(n)) {
             let room = room.to_string();
             self.send_peer(node, PeerMsg::Unseed { room, epoch });

@@ -220,6 +220,7 @@ mod tests {
                 announced: vec!["ann".into()],
                 from_log: false,
                 term: 3,
+                answers: vec![(42, Ticket { worker: 1, id: 9 }, Some(2), false)],
             }))),
             Frame::Hub(PeerMsg::Replicate {
                 room: "r".into(),
