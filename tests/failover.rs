@@ -27,7 +27,12 @@ fn publish_until(
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
             n += 1;
             let body = json!({"room": room, "data": {"n": n}}).to_string();
-            if let Ok((200, answer)) = common::try_http(api, "POST", "/v1/publish", &body) {
+            // A publish that was on its way to the killed owner is never answered
+            // (the node says `unavailable` after 5 s): give up on it sooner, as an
+            // app would, and go on (it was not acknowledged).
+            let answer =
+                common::try_http_within(api, "POST", "/v1/publish", &body, Duration::from_secs(1));
+            if let Ok((200, answer)) = answer {
                 let v: Value = serde_json::from_str(&answer).unwrap();
                 acked.push((
                     n,
@@ -50,7 +55,11 @@ fn check(seen: &[Seen], acked: &[(u64, String, u64)]) {
         acked.len()
     );
     let epochs: std::collections::BTreeSet<&str> = acked.iter().map(|a| a.1.as_str()).collect();
-    assert_eq!(epochs.len(), 1, "the room changed epoch: {epochs:?}");
+    if let Some(i) = acked.iter().position(|a| a.1 != acked[0].1) {
+        let around = &acked[i.saturating_sub(3)..(i + 3).min(acked.len())];
+        let subscribed: Vec<&Vec<Value>> = seen.iter().map(|s| &s.subscribed).collect();
+        panic!("the room changed epoch: {epochs:?}, around {around:?}; subscribed: {subscribed:?}");
+    }
     let mut seqs: Vec<u64> = acked.iter().map(|a| a.2).collect();
     seqs.sort_unstable();
     seqs.dedup();

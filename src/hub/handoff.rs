@@ -104,6 +104,16 @@ impl Handoffs {
         wait.into_iter().chain(parked).min()
     }
 
+    /// When the last wait for a peer's handoffs ends.
+    pub(super) fn wait_deadline(&self) -> Option<Ms> {
+        self.awaiting
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|a| a.until)
+            .max()
+    }
+
     /// Inputs held now.
     pub(super) fn parked(&self) -> usize {
         self.parked.len()

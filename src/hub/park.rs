@@ -190,10 +190,13 @@ impl Hub {
 
     /// Hold `input` until a handoff may have come (replayed by [`Hub::release`]).
     pub(super) fn park(&mut self, input: Parked, now: Ms) {
-        let until = self
-            .handoffs
-            .replaying
-            .unwrap_or(now + self.cfg.moved_grace_ms);
+        // As long as a handoff may still come: at least the grace, and until every
+        // wait for a peer's handoffs has ended (at start, a peer whose link is slow
+        // to come back may hold the room: `mesh.join_timeout_ms`).
+        let until = self.handoffs.replaying.unwrap_or_else(|| {
+            let waits = self.handoffs.wait_deadline().unwrap_or(0);
+            (now + self.cfg.moved_grace_ms).max(waits)
+        });
         if self.handoffs.replaying.is_none() {
             self.stats.parked += 1;
         }

@@ -116,9 +116,20 @@ pub fn try_http(
     path: &str,
     body: &str,
 ) -> Result<(u16, String), ureq::Error> {
+    try_http_within(addr, method, path, body, WAIT)
+}
+
+/// [`try_http`], giving up after `timeout`.
+pub fn try_http_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: std::time::Duration,
+) -> Result<(u16, String), ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(WAIT))
+        .timeout_global(Some(timeout))
         .build()
         .into();
     let url = format!("http://{addr}{path}");
