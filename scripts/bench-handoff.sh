@@ -47,7 +47,7 @@ last=0; stable=0; t_last=$t0; t_replicated=
 while [ $stable -lt 100 ]; do
   got=$(sum ringway_handoffs_received_total)
   now=$(date +%s%N)
-  if [ "$got" != "$last" ]; then last=$got; t_last=$now; stable=0; else stable=$((stable+1)); fi
+  if [ "$got" != "$last" ]; then last=$got; t_last=$now; stable=0; t_replicated=; else stable=$((stable+1)); fi
   if [ "$nodes" = 3 ] && [ -z "$t_replicated" ] && [ "$got" -gt 0 ] && [ "$(sum ringway_rooms_unreplicated)" = 0 ]; then
     t_replicated=$now
   fi
