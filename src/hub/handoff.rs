@@ -282,6 +282,9 @@ impl Hub {
             ..
         } = h;
         self.forget_copy(&room, epoch);
+        // A promotion of a copy of another epoch loses to the live room handed
+        // here (its election would be overwritten by this room's own).
+        self.call_off_promotion(&room);
         let name: Arc<str> = Arc::from(room);
         let mut evicted = EvictCounts::default();
         let owned = OwnedRoom::restored(

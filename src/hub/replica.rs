@@ -582,6 +582,15 @@ impl Hub {
         self.repl.elections.remove(room).map(|e| e.term)
     }
 
+    /// A live copy of `room` is taking over here: a promotion of this worker's
+    /// copy (of another epoch) is called off, and the copy dropped.
+    pub(super) fn call_off_promotion(&mut self, room: &str) {
+        if self.repl.promoting(room) {
+            self.repl.elections.remove(room);
+            self.drop_copy(room);
+        }
+    }
+
     /// A handoff of `room`'s `epoch` arrived: a copy of that epoch here is
     /// superseded (a copy of another epoch stays: its owner stands behind it).
     pub(super) fn forget_copy(&mut self, room: &str, epoch: u64) {

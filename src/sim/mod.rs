@@ -118,10 +118,13 @@ use world::{Outcome, World};
 /// - 117105 (with a log; found by a review): a node restarted from its log handed a
 ///   replicated epoch it had lost to a standby on to another node, which went on
 ///   with it over the standby's seqs (a log copy of a replicated room now goes on
-///   only if a live node hands it over).
+///   only if a live node hands it over);
+/// - 43186: a handoff adopted while a promotion of a copy of another epoch of the
+///   same room ran; the room's own election replaced the promotion's, whose copy
+///   stayed behind (the promotion is called off now, its copy dropped).
 const REGRESSIONS: &[u64] = &[
     10, 98, 177, 317, 242, 282, 76, 792, 2791, 94, 149, 435, 942, 1546, 711, 755, 1480, 601, 1778,
-    1904, 134, 2999, 117105,
+    1904, 134, 2999, 117105, 43186,
 ];
 
 /// Steps each seed runs.
