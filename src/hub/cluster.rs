@@ -119,6 +119,7 @@ impl Hub {
                     ConnKey::unpack(who.conn),
                     attempt,
                     ack,
+                    now,
                 );
             }
             PeerMsg::Leave {

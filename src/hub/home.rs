@@ -87,7 +87,7 @@ impl Hub {
                 let ack = self.owner_subscribe(&room, who, since, user, now);
                 self.stats.resumed(since.is_some(), ack.miss);
                 self.owner_interest(&room, Interest::Worker(from), now);
-                self.send_suback(&room, from, conn, attempt, ack);
+                self.send_suback(&room, from, conn, attempt, ack, now);
             }
             Some(owner) => {
                 let mirror = self.mirrors.entry(room.clone()).or_insert_with(|| Mirror {

@@ -134,9 +134,10 @@ impl Hub {
         conn: ConnKey,
         attempt: u32,
         ack: SubAck,
+        now: Ms,
     ) {
         if worker == self.id {
-            self.on_suback(room, conn, attempt, ack);
+            self.on_suback(room, conn, attempt, ack, now);
         } else {
             self.out.mail.push_back((
                 worker,
@@ -152,7 +153,14 @@ impl Hub {
 
     /// The owner's answer to subscription `attempt`: send `subscribed` and the
     /// replay, then go live. An answer to another attempt is stale and ignored.
-    pub(super) fn on_suback(&mut self, room: &str, key: ConnKey, attempt: u32, ack: SubAck) {
+    pub(super) fn on_suback(
+        &mut self,
+        room: &str,
+        key: ConnKey,
+        attempt: u32,
+        ack: SubAck,
+        now: Ms,
+    ) {
         let Some(local) = self.local.get_mut(room) else {
             return; // everyone left before the answer came
         };
@@ -169,6 +177,19 @@ impl Hub {
             return;
         }
         local.pending.swap_remove(i);
+        if let Some(c) = local.cursor
+            && c.epoch != ack.epoch
+            && !local.live.is_empty()
+        {
+            // The room started another epoch (its owner gave it up, say) while
+            // other subscribers here are live in the old one: they follow, from
+            // their cursor, and are told (the answer is not `recovered`).
+            let stale = std::mem::take(&mut local.live);
+            self.resubscribe(room, stale, c, now);
+        }
+        let Some(local) = self.local.get_mut(room) else {
+            return;
+        };
         local.live.push(key);
         let silent = match local
             .resuming
@@ -191,6 +212,22 @@ impl Hub {
         }
         for frame in ack.replay {
             self.out.conns.push_back(ToConn::Send(key, frame));
+        }
+    }
+
+    /// Subscribe `keys` (live subscribers of `room` here, at `cursor`) again.
+    fn resubscribe(&mut self, room: &str, keys: Vec<ConnKey>, cursor: Cursor, now: Ms) {
+        let Some(name) = self.local.get_key_value(room).map(|(k, _)| k.clone()) else {
+            return;
+        };
+        for key in keys {
+            let attempt = self.next_attempt();
+            if let Some(local) = self.local.get_mut(&name) {
+                local.pending.push((key, attempt));
+                local.resuming.push((key, attempt, cursor, true));
+            }
+            let user = self.users.get(&key).map(|(u, _)| u.clone());
+            self.send_subscribe(name.clone(), key, attempt, Some(cursor), user, now);
         }
     }
 

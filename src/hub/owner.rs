@@ -640,7 +640,7 @@ impl Hub {
                 conn,
                 attempt,
                 ack,
-            } => self.on_suback(&room, conn, attempt, ack),
+            } => self.on_suback(&room, conn, attempt, ack, now),
             Mail::Leave {
                 room,
                 from,

@@ -121,10 +121,13 @@ use world::{Outcome, World};
 ///   only if a live node hands it over);
 /// - 43186: a handoff adopted while a promotion of a copy of another epoch of the
 ///   same room ran; the room's own election replaced the promotion's, whose copy
-///   stayed behind (the promotion is called off now, its copy dropped).
+///   stayed behind (the promotion is called off now, its copy dropped);
+/// - 7268: a room's owner gave it up and a new subscriber on a node was answered
+///   in the new epoch while the node's other subscribers were live in the old one;
+///   they went on, silently, in the new epoch (they follow now, and are told).
 const REGRESSIONS: &[u64] = &[
     10, 98, 177, 317, 242, 282, 76, 792, 2791, 94, 149, 435, 942, 1546, 711, 755, 1480, 601, 1778,
-    1904, 134, 2999, 117105, 43186,
+    1904, 134, 2999, 117105, 43186, 7268,
 ];
 
 /// Steps each seed runs.
