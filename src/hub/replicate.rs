@@ -169,17 +169,7 @@ impl Hub {
         let st = &mut r.standby;
         if let (Some(node), false) = (st.node, st.electing) {
             let term = st.term;
-            self.send_peer(
-                node,
-                PeerMsg::Replicate {
-                    room: room.to_string(),
-                    epoch: epoch.0,
-                    term,
-                    seq,
-                    frame: frame.clone(),
-                    key: key.clone(),
-                },
-            );
+            self.replicate_to(node, room, (epoch.0, term), seq, frame.clone(), key.clone());
         }
         let Some(r) = self.owned.get_mut(&**room) else {
             return;
@@ -217,6 +207,28 @@ impl Hub {
                 },
             );
         }
+    }
+
+    /// Send stamped message `seq` of `room` (`(epoch, term)`) to standby `node`.
+    fn replicate_to(
+        &mut self,
+        node: usize,
+        room: &str,
+        (epoch, term): (u64, u64),
+        seq: u64,
+        frame: Bytes,
+        key: Option<String>,
+    ) {
+        let room = room.to_string();
+        let msg = PeerMsg::Replicate {
+            room,
+            epoch,
+            term,
+            seq,
+            frame,
+            key,
+        };
+        self.send_peer(node, msg);
     }
 
     /// A repeat of an idempotency key that got `seq`: answered once that message
@@ -513,17 +525,7 @@ impl Hub {
         self.stats.seeds += 1;
         self.send_peer(node, PeerMsg::Seed(Box::new(seed)));
         for (seq, frame, key) in held {
-            self.send_peer(
-                node,
-                PeerMsg::Replicate {
-                    room: room.to_string(),
-                    epoch: epoch.0,
-                    term,
-                    seq,
-                    frame,
-                    key,
-                },
-            );
+            self.replicate_to(node, room, (epoch.0, term), seq, frame, key);
         }
     }
 
