@@ -34,7 +34,7 @@ use std::sync::Arc;
 use super::Hub;
 use super::id::Ms;
 use super::msg::{Handoff, PeerMsg};
-use super::park::{Parked, source_bit};
+use super::park::Parked;
 use super::replicate::Standby;
 use super::ring::EvictCounts;
 use super::room::{OwnedRoom, WorkerSet};
@@ -70,7 +70,7 @@ pub(super) struct Handoffs {
     pub(super) leaving: u64,
     /// Held inputs with when they stop waiting, in arrival order (so by deadline).
     pub(super) parked: VecDeque<(Ms, Parked)>,
-    /// Rooms with held inputs, and from where (a [`source_bit`] per source): a
+    /// Rooms with held inputs, and from where (a [`source_bit`](super::park::source_bit) per source): a
     /// later input from the same source waits behind them.
     pub(super) parked_rooms: HashMap<Arc<str>, u64>,
     /// Rooms this worker handed off: room → (to node, remembered until).
@@ -466,19 +466,7 @@ impl Hub {
         self.handoffs.awaiting[peer] =
             [up.then(|| Await::new(now + self.cfg.moved_grace_ms)), None];
         if !up {
-            self.handoffs
-                .parked
-                .retain(|(_, p)| !matches!(p, Parked::Peer { peer: from, .. } if *from == peer));
-            self.handoffs.parked_rooms.clear();
-            for (_, p) in &self.handoffs.parked {
-                if let Some(room) = p.room() {
-                    *self
-                        .handoffs
-                        .parked_rooms
-                        .entry(Arc::from(room))
-                        .or_default() |= source_bit(p.source());
-                }
-            }
+            self.drop_parked(|p| matches!(p, Parked::Peer { peer: from, .. } if *from == peer));
             self.handoffs.handed.retain(|_, (to, _)| *to != peer);
         }
     }
@@ -688,6 +676,37 @@ mod tests {
         assert_eq!(after.len(), 1, "{after:?}");
         assert!(after[0].contains("\"seq\":4"), "{after:?}");
         assert!(net.hubs[1].owned_room(&room).is_none());
+    }
+
+    #[test]
+    fn a_subscription_withdrawn_while_it_waits_is_dropped_not_replayed() {
+        let room = room();
+        let mut net = Net::new();
+        net.hubs[0].handle_subscribe(A, &room, None, Some("u".into()), 10);
+        net.pump(0);
+        net.deliver_all();
+        net.publish(1, &room, 1);
+        // As above: node 2 holds node 0's subscription until node 1's handoff.
+        net.hubs[1].handle_drain(20);
+        net.pump(1);
+        while net.in_flight(1, 0) > 0 {
+            net.deliver(1, 0);
+        }
+        net.deliver(0, 2);
+        assert_eq!(net.hubs[2].parked(), 1);
+        // The connection goes before the handoff comes: its withdrawal cancels the
+        // held subscription rather than wait behind it (a subscription may wait
+        // longer than the withdrawal would, and would then subscribe a connection
+        // that is gone).
+        let name: std::sync::Arc<str> = room.as_str().into();
+        net.hubs[0].handle_leave(A, &name, true, 30);
+        net.pump(0);
+        net.deliver(0, 2);
+        assert_eq!(net.hubs[2].parked(), 0, "nothing left waiting");
+        net.deliver_all();
+        let owned = net.hubs[2].owned_room(&room).expect("node 2 owns it now");
+        assert_eq!(owned.peer_mask(), 0, "no node is sent the room's messages");
+        assert!(net.hubs[2].roster_json(&room).contains("\"users\":[]"));
     }
 
     #[test]

@@ -128,6 +128,7 @@ impl Hub {
         last: bool,
         now: Ms,
     ) {
+        self.withdraw_local(room, from, conn, last);
         if self.is_parked(room, None, now) {
             let mail = Mail::Leave {
                 room: room.clone(),

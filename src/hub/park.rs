@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::Hub;
-use super::id::Ms;
+use super::id::{ConnKey, Ms, Subscriber};
 use super::msg::{Mail, PeerMsg};
 use super::room::OwnedRoom;
 
@@ -142,8 +142,20 @@ impl Hub {
                 Admit::Redirect(_) if via.is_some() => Admit::Park,
                 other => other,
             },
-            // A withdrawal waits behind the subscription it withdraws.
-            PeerMsg::Leave { room, .. } if self.is_parked(room, Some(peer), now) => Admit::Park,
+            // A withdrawal cancels the held subscriptions it withdraws, and waits
+            // behind the rest.
+            PeerMsg::Leave {
+                room,
+                who,
+                node_left,
+            } => {
+                self.withdraw_peer(room, peer, *who, *node_left);
+                if self.is_parked(room, Some(peer), now) {
+                    Admit::Park
+                } else {
+                    Admit::Go
+                }
+            }
             _ => Admit::Go,
         };
         match (admit, msg) {
@@ -210,6 +222,54 @@ impl Hub {
             }
         }
         self.handoffs.parked.push_back((until, input));
+    }
+
+    /// Forget the held inputs `gone` picks.
+    pub(super) fn drop_parked(&mut self, gone: impl Fn(&Parked) -> bool) {
+        let before = self.handoffs.parked.len();
+        self.handoffs.parked.retain(|(_, p)| !gone(p));
+        if self.handoffs.parked.len() == before {
+            return;
+        }
+        self.handoffs.parked_rooms.clear();
+        for (_, p) in &self.handoffs.parked {
+            if let Some(room) = p.room() {
+                *self
+                    .handoffs
+                    .parked_rooms
+                    .entry(Arc::from(room))
+                    .or_default() |= source_bit(p.source());
+            }
+        }
+    }
+
+    /// A withdrawal (`Leave`) from this node's worker `from` reached the home
+    /// worker: held subscriptions of `room` it withdraws are dropped, not replayed.
+    /// Replaying them after the withdrawal (a subscription can wait past the
+    /// withdrawal's deadline: while a copy of the room is promoted, say) would
+    /// subscribe a connection that is gone, and the owner would go on sending to a
+    /// worker with nobody to hear it. `last`: the worker has no subscriber of the
+    /// room left, so every held subscription from it is withdrawn.
+    pub(super) fn withdraw_local(&mut self, room: &str, from: usize, conn: ConnKey, last: bool) {
+        self.drop_parked(|p| {
+            matches!(p, Parked::Local(Mail::Subscribe { room: r, from: f, conn: c, .. })
+                if **r == *room && *f == from && (last || *c == conn))
+        });
+    }
+
+    /// The same for a withdrawal from node `peer`: of subscriber `who`, or of every
+    /// subscriber there (`node_left`).
+    pub(super) fn withdraw_peer(
+        &mut self,
+        room: &str,
+        peer: usize,
+        who: Option<Subscriber>,
+        node_left: bool,
+    ) {
+        self.drop_parked(|p| {
+            matches!(p, Parked::Peer { peer: from, msg: PeerMsg::Subscribe { room: r, who: w, .. }, .. }
+                if *from == peer && r == room && (node_left || who == Some(*w)))
+        });
     }
 
     /// Replay every held input (each parks again if it still must wait, keeping its
