@@ -212,8 +212,22 @@ impl Hub {
                 announced: h.announced,
             };
             self.repl.bytes += copy.ring.bytes();
-            if let Some(old) = self.repl.copies.insert(Arc::from(h.room), copy) {
+            if let Some(old) = self.repl.copies.insert(Arc::from(h.room.as_str()), copy) {
                 self.repl.bytes -= old.ring.bytes();
+                if (old.owner, old.epoch) != (from, h.epoch) {
+                    // A copy of another epoch of the room (views disagreed for a
+                    // while, and two nodes ran it): its owner is told it has no
+                    // standby here any more, or it would go on counting on one
+                    // (and seed no other).
+                    let gone = PeerMsg::Replicated {
+                        room: h.room,
+                        epoch: old.epoch,
+                        term: old.term,
+                        seq: old.seq,
+                        ok: false,
+                    };
+                    self.send_peer(old.owner, gone);
+                }
             }
         }
         self.send_peer(from, reply);

@@ -381,3 +381,50 @@ fn a_log_read_back_resurrects_an_epoch_continued_elsewhere() {
         s5.unwrap().seq
     );
 }
+
+/// Finding (simulator seed 6105): a standby whose copy of a room is replaced by a
+/// seed of another epoch (two nodes ran the room while their views disagreed)
+/// said nothing, and the room's owner went on counting on a standby that had no
+/// copy: had it been lost then, the room would have started a new epoch.
+#[test]
+fn a_standby_whose_copy_is_replaced_tells_the_owner_which_seeds_it_again() {
+    let room = room();
+    let mut net = Net::new();
+    net.publish(1, &room, 1, None, 1);
+    net.deliver_all();
+    assert!(matches!(net.reply(1), Some(Reply::Published(s)) if s.seq == 1));
+    let (owner, epoch, ..) = net.hubs[2].copy_of(&room).expect("node 2 stands by");
+    assert_eq!(owner, 1);
+    // Node 0 ran the room in another epoch for a while, and seeds node 2 with it.
+    let other = super::msg::Handoff {
+        room: room.clone(),
+        epoch: epoch + 7,
+        seq: 0,
+        messages: Vec::new(),
+        keys: Vec::new(),
+        announced: Vec::new(),
+        from_log: false,
+        term: 1,
+        answers: Vec::new(),
+    };
+    let now = net.now;
+    net.hubs[2].handle_peer(0, PeerMsg::Seed(Box::new(other)), now, now);
+    net.pump(2);
+    assert_eq!(net.hubs[2].copy_of(&room).map(|c| c.0), Some(0));
+    // Node 1 hears that its standby lost the copy, wins the next term and seeds
+    // node 2 again.
+    net.deliver_all();
+    net.tick(100);
+    net.deliver_all();
+    let copy = net.hubs[2].copy_of(&room).expect("a copy again");
+    assert_eq!(
+        (copy.0, copy.1, copy.3),
+        (1, epoch, 1),
+        "node 1's epoch: {copy:?}"
+    );
+    assert!(copy.2 > 1, "in a later term: {copy:?}");
+    net.publish(1, &room, 2, None, 2);
+    net.deliver_all();
+    assert!(matches!(net.reply(2), Some(Reply::Published(s)) if s.seq == 2));
+    assert_eq!(net.hubs[2].copy_of(&room).map(|c| c.3), Some(2));
+}

@@ -127,7 +127,7 @@ use world::{Outcome, World};
 ///   they went on, silently, in the new epoch (they follow now, and are told).
 const REGRESSIONS: &[u64] = &[
     10, 98, 177, 317, 242, 282, 76, 792, 2791, 94, 149, 435, 942, 1546, 711, 755, 1480, 601, 1778,
-    1904, 134, 2999, 117105, 43186, 7268,
+    1904, 134, 2999, 117105, 43186, 7268, 18336, 119122, 6105,
 ];
 
 /// Steps each seed runs.
