@@ -1,17 +1,20 @@
-//! The connection task: a thin loop around the sans-IO handshake, frame decoder and
-//! client protocol.
+//! The handshake task, and the reading every phase shares: a thin loop around the
+//! sans-IO handshake, frame decoder and client protocol.
 //!
 //! ```text
 //!   accept ─▶ Handshake ──(101)──▶ Open ──(close frame / violation / refusal)──▶ Closing ─▶ removed
-//!              │ under handshake_timeout          no timer               under close_timeout
+//!              │ a task, under            the worker's reactor, no task: the wheel
+//!              │ handshake_timeout        aborts a close after close_timeout
 //! ```
 //!
-//! Each wake-up is `readable()` (an io_uring POLL_ADD, no buffer held while idle),
-//! then non-blocking `recv`s into the worker's scratch buffer. Only the tail of an
-//! unfinished frame is copied into the connection's own `partial` buffer. The one
-//! read without a wake-up is the first: accepts are deferred until the client's
-//! first bytes, so a new socket is read at once and a request that is all there is
-//! upgraded without a poll or a timer.
+//! A new socket is read at once (accepts are deferred until the client's first
+//! bytes), so a request that is all there is upgraded without a poll or a timer;
+//! only an unfinished one makes its task wait for readiness (`readable()`, an
+//! io_uring POLL_ADD). Once open, the connection leaves its task: the socket goes
+//! to the worker's epoll instance (`runtime::reactor`), which calls [`on_readable`]
+//! when input arrives. Every read is a non-blocking `recv` into the worker's scratch
+//! buffer; only the tail of an unfinished frame is copied into the connection's own
+//! `partial` buffer.
 //!
 //! Cancel-safety: the only `.await` points are `readable()` and the timeouts around
 //! whole phases. Bytes are read synchronously (after readiness, or right after the
@@ -39,7 +42,7 @@ use crate::ws::handshake::{self, Outcome};
 
 /// What reading did to the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Read {
+pub(super) enum Read {
     /// Keep reading.
     More,
     /// The peer closed its side (or the socket failed).
@@ -47,12 +50,10 @@ enum Read {
 }
 
 /// Drive one accepted connection through its handshake, then hand it to the
-/// open-phase task.
+/// worker's reactor.
 ///
-/// Each phase is its own task so that the one that lives as long as the connection
-/// stays small: the handshake and closing tasks carry timers (a monoio `Sleep` is
-/// 640 bytes) but exist only during those phases; the open-phase task holds the
-/// worker, the stream, the key and one pending `readable()`, nothing else.
+/// The handshake task carries timers (a monoio `Sleep` is 640 bytes) but exists
+/// only during the upgrade; an open connection has no task at all.
 ///
 /// No `TCP_NODELAY` here: accepted sockets inherit it from the listener
 /// (`listener::bind_shared`), which saves a `setsockopt` per connection.
@@ -139,15 +140,13 @@ pub async fn run(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
                 };
                 w.flush_dirty();
                 match phase {
-                    Some(Phase::Open) => {
-                        monoio::spawn(open_phase(w, stream, key));
-                    }
+                    Some(Phase::Open) => open(w, stream, key),
                     Some(_) => closing_phase(w, stream, key).await,
                     None => {}
                 }
                 return;
             }
-            monoio::spawn(open_phase(w, stream, key));
+            open(w, stream, key);
         }
         Err(_elapsed) => {
             {
@@ -194,8 +193,26 @@ pub(crate) async fn refuse(stream: &TcpStream, response: &[u8]) {
     let _ = monoio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// The open connection: wait for input, act on it, until the close handshake starts
-/// or the peer goes away. This is the task an idle connection is made of.
+/// The upgrade is done: hand the socket to the worker's reactor (its slab entry
+/// owns the descriptor from here, see `runtime::reactor`). Should the kernel refuse
+/// to watch it (out of memory, or over `fs.epoll.max_user_watches`), the connection
+/// gets a task of its own instead.
+fn open(w: Rc<Worker>, stream: TcpStream, key: ConnKey) {
+    match w.reactor.register(stream.as_raw_fd(), key) {
+        Ok(()) => {
+            // The runtime lets go of the descriptor without closing it.
+            let _fd = std::os::fd::IntoRawFd::into_raw_fd(stream);
+        }
+        Err(e) => {
+            debug!("cannot register a connection with the reactor: {e}; it gets a task");
+            monoio::spawn(open_phase(w, stream, key));
+        }
+    }
+}
+
+/// The open connection as a task of its own (when the reactor cannot take it):
+/// wait for input, act on it, until the close handshake starts or the peer goes
+/// away.
 ///
 /// A plain `fn` returning an `async move` block, not an `async fn`: rustc stores an
 /// `async fn`'s arguments twice in its state (unresumed and moved into locals,
@@ -262,7 +279,7 @@ async fn read_while(w: &Rc<Worker>, stream: &TcpStream, key: ConnKey, phase: Pha
 }
 
 /// Drain the socket into the scratch buffer and act on what arrived.
-fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
+pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
     let mut scratch = w.scratch.borrow_mut();
     let mut result = Read::More;
     let mut reads = 0;
@@ -465,7 +482,8 @@ mod tests {
     }
 
     /// What an idle connection is made of, in bytes (the README quotes these; a
-    /// change here is a change in idle memory and must be measured).
+    /// change here is a change in idle memory and must be measured). The
+    /// open-phase task is the fallback when the reactor cannot take a socket.
     #[test]
     fn idle_connection_sizes() {
         let conn = std::mem::size_of::<crate::conn::Conn>();

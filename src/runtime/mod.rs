@@ -35,6 +35,7 @@ pub mod listener;
 pub mod mailbox;
 pub mod outbox;
 pub mod probe;
+pub mod reactor;
 pub mod requests;
 pub mod router;
 pub mod signals;
@@ -142,7 +143,17 @@ fn worker_thread(
         }
     };
     rt.block_on(async move {
-        let w = Rc::new(Worker::new(id, shared));
+        let reactor = match reactor::Reactor::new() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready.send(Err(format!(
+                    "cannot create an epoll instance for worker {id}: {e}; \
+                     raise the open-file limit (LimitNOFILE / ulimit -n)"
+                )));
+                return;
+            }
+        };
+        let w = Rc::new(Worker::new(id, shared, reactor));
         let ws = match TcpListener::from_std(ws) {
             Ok(l) => l,
             Err(e) => {
@@ -168,6 +179,7 @@ fn worker_thread(
             return;
         }
         monoio::spawn(tick_loop(w.clone()));
+        monoio::spawn(reactor::run(w.clone()));
         let _ = ready.send(Ok(()));
         let (w1, w2) = (w.clone(), w.clone());
         if let Err(e) = inbox

@@ -229,11 +229,13 @@ pub struct Worker {
     pub plain: RefCell<Box<[u8]>>,
     /// The client listener's fd, shut down to stop accepting when draining.
     pub listener_fd: Cell<Option<RawFd>>,
+    /// Readiness of the open connections (`runtime::reactor`).
+    pub reactor: super::reactor::Reactor,
 }
 
 impl Worker {
     /// A worker with no connections.
-    pub fn new(id: usize, shared: Arc<Shared>) -> Self {
+    pub fn new(id: usize, shared: Arc<Shared>, reactor: super::reactor::Reactor) -> Self {
         let plain = if shared.tls.is_some() { SCRATCH } else { 0 };
         let workers = shared.mailboxes.len();
         let mut hub = Hub::new(
@@ -275,6 +277,7 @@ impl Worker {
             scratch: RefCell::new(vec![0u8; SCRATCH].into_boxed_slice()),
             plain: RefCell::new(vec![0u8; plain].into_boxed_slice()),
             listener_fd: Cell::new(None),
+            reactor,
         }
     }
 

@@ -1,0 +1,131 @@
+//! Readiness of open connections: one epoll instance per worker, and one task that
+//! waits on it.
+//!
+//! An open connection has no task of its own. Its socket is registered (level-
+//! triggered, for input) in the worker's epoll instance with its `ConnKey` as the
+//! event's data; the worker's reactor task waits for that instance to be readable
+//! (one io_uring POLL_ADD, or the fallback driver's epoll) and then takes the ready
+//! sockets from it in batches, reading each through the same path the handshake
+//! used (`driver::on_readable`). So an idle connection is its slab entry and its
+//! timer-wheel entry, nothing more in user space: no task, no runtime handle for
+//! its descriptor, no operation in flight. A socket readable for longer than one
+//! read budget is reported again in the next batch (level-triggered), so a busy
+//! client cannot keep the worker.
+//!
+//! The slab entry owns the descriptor from then on: when the connection ends the
+//! reactor takes it out of the instance and closes it (`Reactor::release`).
+//! Closing goes through here too: a connection in `Closing` stays registered, its
+//! input is discarded until the peer's EOF, and the timer wheel aborts it (shut
+//! down, which reads as EOF) when the peer takes longer than
+//! `limits.close_timeout_ms`.
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use tracing::error;
+
+use super::driver::{Read, on_readable};
+use super::worker::Worker;
+use crate::conn::ConnKey;
+
+/// Ready sockets taken per `epoll_wait`.
+const BATCH: usize = 256;
+
+/// A worker's epoll instance for its open connections.
+pub struct Reactor {
+    epoll: Epoll,
+    /// A runtime handle on a duplicate of the instance's descriptor, to wait for
+    /// it to be readable (the handle closes what it holds when dropped).
+    handle: monoio::net::TcpStream,
+}
+
+impl Reactor {
+    /// A new, empty instance; inside the worker's runtime. Fails only when the
+    /// process is out of descriptors or memory.
+    pub fn new() -> std::io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let dup = epoll.0.try_clone()?;
+        let handle = monoio::net::TcpStream::from_std(std::net::TcpStream::from(dup))?;
+        Ok(Reactor { epoll, handle })
+    }
+
+    /// Watch `fd` (connection `key`'s socket, now owned by its slab entry) for input.
+    pub fn register(&self, fd: RawFd, key: ConnKey) -> std::io::Result<()> {
+        // SAFETY: `fd` is open: its connection's slab entry holds it until
+        // `release`, which is the only place it is closed.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, key.pack());
+        self.epoll.add(fd, event)?;
+        Ok(())
+    }
+
+    /// Stop watching `fd` and close it: its connection is gone from the slab.
+    /// Removed before the close, so no event for it is reported after (an event for
+    /// a descriptor number a new connection reuses would name the old key, which the
+    /// slab's generation check rejects anyway).
+    pub fn release(&self, fd: RawFd) {
+        // SAFETY: as in `register`; the connection that held `fd` was just removed
+        // and nothing else closes it.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let _ = self.epoll.delete(borrowed);
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("epoll", &self.epoll.0.as_raw_fd())
+            .finish()
+    }
+}
+
+/// The worker's reactor task: wait until some open connection is readable, read
+/// every ready one, repeat.
+pub async fn run(w: Rc<Worker>) {
+    let mut events = vec![EpollEvent::empty(); BATCH];
+    loop {
+        let n = match w.reactor.epoll.wait(&mut events, EpollTimeout::ZERO) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                error!(
+                    worker = w.id,
+                    "epoll_wait failed: {e}; the worker stops reading its connections"
+                );
+                return;
+            }
+        };
+        for ev in &events[..n] {
+            serve(&w, ConnKey::unpack(ev.data()));
+        }
+        // With more ready than one batch the instance is still readable: the wait
+        // returns at the runtime's next turn, after the other tasks had theirs.
+        if w.reactor.handle.readable(false).await.is_err() {
+            error!(
+                worker = w.id,
+                "waiting on epoll failed; the worker stops reading its connections"
+            );
+            return;
+        }
+    }
+}
+
+/// Read a ready connection; release it when it ended.
+fn serve(w: &Rc<Worker>, key: ConnKey) {
+    let fd = match w.state.borrow_mut().conns.get_mut(key) {
+        Some(conn) => conn.fd,
+        None => return, // ended earlier in this batch
+    };
+    if on_readable(w, key) == Read::Eof {
+        close(w, key, fd);
+    }
+}
+
+/// Forget a registered connection and close its socket.
+fn close(w: &Rc<Worker>, key: ConnKey, fd: RawFd) {
+    w.state.borrow_mut().remove(key);
+    w.reactor.release(fd);
+}
