@@ -41,8 +41,9 @@ pub struct Conns {
     pub(super) packer: super::compress::Packer,
 }
 
-/// Most slab entries reserved per worker (about 190 MiB of address space).
-const MAX_RESERVED: usize = 1 << 20;
+/// Most slab entries reserved per worker (about 48 MiB of address space, which a
+/// host with strict overcommit accounts for); past that the slab grows by doubling.
+const MAX_RESERVED: usize = 1 << 18;
 
 impl Conns {
     /// No connections yet. The slab reserves room for this worker's share of the
@@ -246,7 +247,8 @@ impl Conns {
             tls.session.send_close_notify();
         }
         // From here `last_seen` dates the close: the wheel gives the peer
-        // `close_timeout_ms` from now (more while it still sends) before aborting.
+        // `close_timeout_ms` from now before aborting (input read while closing is
+        // discarded and does not push that back).
         conn.last_seen = now;
         let was_open = conn.due != 0;
         if let Some(frame) = last {
@@ -315,8 +317,9 @@ impl Conns {
 }
 
 /// Give up on a connection: drop what it has not started receiving and shut the
-/// socket down, which wakes its read task (EOF) and any writability wait, so the slot,
-/// queue and rooms are reclaimed now.
+/// socket down, which makes it readable (EOF) to whoever reads it (the reactor, or a
+/// handshake or closing task) and ends any writability wait, so the slot, queue and
+/// rooms are reclaimed now.
 pub fn abort(conn: &mut Conn) {
     conn.aborted = true;
     conn.outq.clear_unstarted();

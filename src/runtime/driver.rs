@@ -193,11 +193,25 @@ pub(crate) async fn refuse(stream: &TcpStream, response: &[u8]) {
     let _ = monoio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// The upgrade is done: hand the socket to the worker's reactor (its slab entry
-/// owns the descriptor from here, see `runtime::reactor`). Should the kernel refuse
-/// to watch it (out of memory, or over `fs.epoll.max_user_watches`), the connection
-/// gets a task of its own instead.
+/// The handshake task is done with the connection. An open one goes to the
+/// worker's reactor (its slab entry owns the descriptor from here, see
+/// `runtime::reactor`; should the kernel refuse to watch it, out of memory or over
+/// `fs.epoll.max_user_watches`, it gets a task of its own instead). One the
+/// handshake ended (a refusal, a page) finishes its close in a task, under its own
+/// timer: it never had a wheel entry.
 fn open(w: Rc<Worker>, stream: TcpStream, key: ConnKey) {
+    let phase = w.state.borrow_mut().conns.get_mut(key).map(|c| c.phase);
+    match phase {
+        Some(Phase::Open) => {}
+        Some(Phase::Closing) => {
+            monoio::spawn(closing_phase(w, stream, key));
+            return;
+        }
+        _ => {
+            w.state.borrow_mut().remove(key);
+            return;
+        }
+    }
     match w.reactor.register(stream.as_raw_fd(), key) {
         Ok(()) => {
             // The runtime lets go of the descriptor without closing it.
@@ -304,7 +318,9 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                 let mut st = w.state.borrow_mut();
                 st.conns.stats.bytes_in += n as u64;
                 let now = st.conns.stamp();
-                if let Some(conn) = st.conns.get_mut(key) {
+                if let Some(conn) = st.conns.get_mut(key)
+                    && !closing
+                {
                     conn.last_seen = now;
                 }
                 if !closing {

@@ -9,15 +9,20 @@
 //! used (`driver::on_readable`). So an idle connection is its slab entry and its
 //! timer-wheel entry, nothing more in user space: no task, no runtime handle for
 //! its descriptor, no operation in flight. A socket readable for longer than one
-//! read budget is reported again in the next batch (level-triggered), so a busy
-//! client cannot keep the worker.
+//! read budget is reported again in the next batch (level-triggered), and under
+//! io_uring the wait between batches lets the worker's other tasks run. (Under the
+//! epoll fallback monoio answers a wait on a descriptor that is still readable
+//! without yielding, so a client that keeps its socket full can hold the worker
+//! there, as it could before the reactor.)
 //!
 //! The slab entry owns the descriptor from then on: when the connection ends the
 //! reactor takes it out of the instance and closes it (`Reactor::release`).
 //! Closing goes through here too: a connection in `Closing` stays registered, its
 //! input is discarded until the peer's EOF, and the timer wheel aborts it (shut
-//! down, which reads as EOF) when the peer takes longer than
-//! `limits.close_timeout_ms`.
+//! down, which reads as EOF) `limits.close_timeout_ms` after the close started,
+//! whatever the peer sends meanwhile. Only open connections come here: one the
+//! handshake task ended (a refusal, a page) finishes its close in that task, under
+//! its own timer.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
@@ -30,8 +35,9 @@ use super::driver::{Read, on_readable};
 use super::worker::Worker;
 use crate::conn::ConnKey;
 
-/// Ready sockets taken per `epoll_wait`.
-const BATCH: usize = 256;
+/// Ready sockets taken per `epoll_wait` (each read for up to 16 × 64 KiB), before
+/// the worker's other tasks get a turn.
+const BATCH: usize = 64;
 
 /// A worker's epoll instance for its open connections.
 pub struct Reactor {
@@ -101,8 +107,9 @@ pub async fn run(w: Rc<Worker>) {
         for ev in &events[..n] {
             serve(&w, ConnKey::unpack(ev.data()));
         }
-        // With more ready than one batch the instance is still readable: the wait
-        // returns at the runtime's next turn, after the other tasks had theirs.
+        // With more ready than one batch the instance is still readable: under
+        // io_uring the wait returns at the runtime's next turn, after the other
+        // tasks had theirs.
         if w.reactor.handle.readable(false).await.is_err() {
             error!(
                 worker = w.id,

@@ -418,13 +418,14 @@ impl Worker {
     }
 }
 
-/// A second handle on a connection's socket, to wait for writability while the read
-/// task keeps the first. Used only while a socket's send buffer is full (slow
+/// A second handle on a connection's socket, to wait for writability while its
+/// reader (the reactor, or a task) keeps the first. Used only while a socket's send buffer is full (slow
 /// consumers), so the common idle connection pays nothing for it.
 fn writability_handle(fd: std::os::fd::RawFd) -> std::io::Result<monoio::net::TcpStream> {
     use std::os::fd::{BorrowedFd, OwnedFd};
-    // SAFETY: `fd` is open: it belongs to a connection still in the slab, whose read
-    // task owns the stream and closes it only after removing the entry.
+    // SAFETY: `fd` is open: it belongs to a connection still in the slab, and its
+    // owner (the reactor, or the task holding the stream) closes it only after
+    // removing the entry.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     let dup: OwnedFd = borrowed.try_clone_to_owned()?;
     monoio::net::TcpStream::from_std(std::net::TcpStream::from(dup))
@@ -509,7 +510,8 @@ impl State {
     }
 
     /// Forget a connection: leave its rooms, free its slot, give back what was
-    /// counted. The socket closes when its task drops the stream.
+    /// counted. The caller closes the socket: the reactor (`reactor::close`) or the
+    /// task holding the stream, when it drops it.
     pub fn remove(&mut self, key: ConnKey) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
