@@ -493,135 +493,12 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-
-    use serde_json::value::RawValue;
-
-    use super::super::{ConnKey, Hub, HubConfig, Origin, PeerMsg, ToConn, Topology, rendezvous};
+    use super::super::testnet::{A, Net, seeds};
+    use super::super::{HubConfig, rendezvous};
     use super::*;
 
-    /// Three nodes of one worker each; peer messages are carried by hand.
-    struct Net {
-        hubs: Vec<Hub>,
-        /// In flight: `(from, to, message)`.
-        flight: VecDeque<(usize, usize, PeerMsg)>,
-        /// Frames each node's connections got: `(node, conn, frame text)`.
-        frames: Vec<(usize, ConnKey, String)>,
-    }
-
-    const A: ConnKey = ConnKey {
-        slot: 1,
-        generation: 1,
-    };
-
-    fn seeds() -> Vec<u64> {
-        (0..3).map(|i| rendezvous::seed(&format!("n{i}"))).collect()
-    }
-
-    impl Net {
-        fn new() -> Net {
-            let hubs = (0..3)
-                .map(|n| {
-                    let mut epoch = 100 * n as u64;
-                    Hub::new(
-                        0,
-                        HubConfig::for_tests(),
-                        Topology::cluster(n, seeds(), 1),
-                        Box::new(move || {
-                            epoch += 1;
-                            epoch
-                        }),
-                    )
-                })
-                .collect();
-            let mut net = Net {
-                hubs,
-                flight: VecDeque::new(),
-                frames: Vec::new(),
-            };
-            for n in 0..3 {
-                net.hubs[n].start(0);
-                for p in (0..3).filter(|&p| p != n) {
-                    net.hubs[n].handle_link(p, true, 1, 0);
-                }
-                net.pump(n);
-            }
-            net.deliver_all();
-            net
-        }
-
-        /// Carry out what node `n` decided.
-        fn pump(&mut self, n: usize) {
-            let hub = &mut self.hubs[n];
-            while let Some(effect) = hub.poll_conn() {
-                match effect {
-                    ToConn::Send(key, frame) => self.frames.push((n, key, text(&frame))),
-                    ToConn::Broadcast { room, frame, .. } => {
-                        for &key in hub.subscribers(&room) {
-                            self.frames.push((n, key, text(&frame)));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            while let Some((peers, msg)) = hub.poll_peer() {
-                for p in (0..3).filter(|p| peers & (1 << p) != 0) {
-                    self.flight.push_back((n, p, msg.clone()));
-                }
-            }
-            while hub.poll_reply().is_some() || hub.poll_mail().is_some() {}
-        }
-
-        /// Deliver the first message in flight from `from` to `to`.
-        fn deliver(&mut self, from: usize, to: usize) {
-            let i = self
-                .flight
-                .iter()
-                .position(|(f, t, _)| (*f, *t) == (from, to))
-                .expect("a message in flight");
-            let (_, _, msg) = self.flight.remove(i).unwrap();
-            self.hubs[to].handle_peer(from, msg, 10, 10);
-            self.pump(to);
-        }
-
-        fn deliver_all(&mut self) {
-            while let Some((from, to, msg)) = self.flight.pop_front() {
-                self.hubs[to].handle_peer(from, msg, 10, 10);
-                self.pump(to);
-            }
-        }
-
-        /// The link between `a` and `b` drops (what was in flight is lost) and
-        /// comes back as session `session`.
-        fn flap(&mut self, a: usize, b: usize, session: u64) {
-            self.flight
-                .retain(|(f, t, _)| !((*f, *t) == (a, b) || (*f, *t) == (b, a)));
-            for (n, p) in [(a, b), (b, a)] {
-                self.hubs[n].handle_link(p, false, session - 1, 30);
-                self.hubs[n].handle_link(p, true, session, 30);
-                self.pump(n);
-            }
-            self.deliver_all();
-        }
-
-        fn in_flight(&self, from: usize, to: usize) -> usize {
-            self.flight
-                .iter()
-                .filter(|(f, t, _)| (*f, *t) == (from, to))
-                .count()
-        }
-
-        fn publish(&mut self, n: usize, room: &str, i: u64) {
-            let data = RawValue::from_string(format!("{{\"i\":{i}}}")).unwrap();
-            self.hubs[n].handle_publish(room, &data, None, Origin::default(), None, 10, 10);
-            self.pump(n);
-            self.deliver_all();
-        }
-    }
-
-    fn text(frame: &bytes::Bytes) -> String {
-        // A server text frame: skip the header (payloads here are under 126 bytes).
-        String::from_utf8_lossy(&frame[2..]).into_owned()
+    fn net() -> Net {
+        Net::new(HubConfig::for_tests())
     }
 
     /// A room node 1 owns while all are up, and node 2 owns without node 1.
@@ -638,12 +515,13 @@ mod tests {
     #[test]
     fn a_subscription_that_outruns_the_handoff_waits_for_it_and_nobody_resyncs() {
         let room = room();
-        let mut net = Net::new();
+        let mut net = net();
         net.hubs[0].handle_subscribe(A, &room, None, None, 10);
         net.pump(0);
         net.deliver_all();
         for i in 1..=3 {
-            net.publish(1, &room, i);
+            net.publish(1, &room, i, None, None);
+            net.deliver_all();
         }
         let seen = |net: &Net| -> Vec<String> {
             net.frames
@@ -671,7 +549,8 @@ mod tests {
         assert_eq!(owned.position(), (Epoch(101), 3), "node 1's epoch and seq");
         // A publish through node 0 is stamped by node 2, next in the same epoch;
         // the subscriber was never told anything moved.
-        net.publish(0, &room, 4);
+        net.publish(0, &room, 4, None, None);
+        net.deliver_all();
         let after = &seen(&net)[before.len()..];
         assert_eq!(after.len(), 1, "{after:?}");
         assert!(after[0].contains("\"seq\":4"), "{after:?}");
@@ -681,11 +560,12 @@ mod tests {
     #[test]
     fn a_subscription_withdrawn_while_it_waits_is_dropped_not_replayed() {
         let room = room();
-        let mut net = Net::new();
+        let mut net = net();
         net.hubs[0].handle_subscribe(A, &room, None, Some("u".into()), 10);
         net.pump(0);
         net.deliver_all();
-        net.publish(1, &room, 1);
+        net.publish(1, &room, 1, None, None);
+        net.deliver_all();
         // As above: node 2 holds node 0's subscription until node 1's handoff.
         net.hubs[1].handle_drain(20);
         net.pump(1);
@@ -712,11 +592,12 @@ mod tests {
     #[test]
     fn a_link_that_comes_back_during_a_drain_does_not_bring_rooms_back() {
         let room = room();
-        let mut net = Net::new();
+        let mut net = net();
         net.hubs[0].handle_subscribe(A, &room, None, None, 10);
         net.pump(0);
         net.deliver_all();
-        net.publish(1, &room, 1);
+        net.publish(1, &room, 1, None, None);
+        net.deliver_all();
         net.hubs[1].handle_drain(20);
         net.pump(1);
         net.deliver_all();
@@ -736,7 +617,8 @@ mod tests {
             !net.hubs[2].topology().is_live(1),
             "node 1 is out of node 2's view"
         );
-        net.publish(0, &room, 2);
+        net.publish(0, &room, 2, None, None);
+        net.deliver_all();
         // If it did, node 0 heard `Moved` from node 2 while its own view still
         // named node 2: its mirror waits out the grace, then resumes from its
         // cursor, silently.

@@ -66,6 +66,8 @@ mod replica_tests;
 mod replicate;
 pub mod ring;
 pub mod room;
+#[cfg(test)]
+mod testnet;
 pub mod topology;
 
 use std::cmp::Reverse;

@@ -1,30 +1,10 @@
 //! Failover races, each a counterexample a review found in the first build of
 //! standbys (three hubs of one worker, with `mesh.replicate`, peer messages carried
 //! by hand).
-use std::collections::VecDeque;
-
-use serde_json::value::RawValue;
-
 use super::msg::{PeerMsg, Reply};
-use super::{ConnKey, Hub, HubConfig, Origin, ToConn, Topology, rendezvous};
-
-struct Net {
-    hubs: Vec<Hub>,
-    flight: VecDeque<(usize, usize, PeerMsg)>,
-    frames: Vec<(usize, ConnKey, String)>,
-    replies: Vec<(usize, u64, Reply)>,
-    down: Vec<bool>,
-    now: u64,
-}
-
-const A: ConnKey = ConnKey {
-    slot: 1,
-    generation: 1,
-};
-
-fn seeds() -> Vec<u64> {
-    (0..3).map(|i| rendezvous::seed(&format!("n{i}"))).collect()
-}
+use super::rendezvous;
+use super::testnet::{A, Net, seeds};
+use super::{Hub, HubConfig, Topology};
 
 fn cfg() -> HubConfig {
     let mut c = HubConfig::for_tests();
@@ -32,135 +12,9 @@ fn cfg() -> HubConfig {
     c
 }
 
-impl Net {
-    fn new() -> Net {
-        let hubs = (0..3)
-            .map(|n| {
-                let mut epoch = 100 * n as u64;
-                Hub::new(
-                    0,
-                    cfg(),
-                    Topology::cluster(n, seeds(), 1),
-                    Box::new(move || {
-                        epoch += 1;
-                        epoch
-                    }),
-                )
-            })
-            .collect();
-        let mut net = Net {
-            hubs,
-            flight: VecDeque::new(),
-            frames: Vec::new(),
-            replies: Vec::new(),
-            down: vec![false; 3],
-            now: 10,
-        };
-        for n in 0..3 {
-            net.hubs[n].start(0);
-            for p in (0..3).filter(|&p| p != n) {
-                net.hubs[n].handle_link(p, true, 1, 0);
-            }
-            net.pump(n);
-        }
-        net.deliver_all();
-        net
-    }
-
-    fn pump(&mut self, n: usize) {
-        let hub = &mut self.hubs[n];
-        // Every input is a batch of one here.
-        hub.flush_acks();
-        while let Some(effect) = hub.poll_conn() {
-            match effect {
-                ToConn::Send(key, frame) => self.frames.push((n, key, text(&frame))),
-                ToConn::Broadcast { room, frame, .. } => {
-                    for &key in hub.subscribers(&room) {
-                        self.frames.push((n, key, text(&frame)));
-                    }
-                }
-                _ => {}
-            }
-        }
-        while let Some((peers, msg)) = hub.poll_peer() {
-            for p in (0..3).filter(|p| peers & (1 << p) != 0) {
-                self.flight.push_back((n, p, msg.clone()));
-            }
-        }
-        while let Some((req, r)) = hub.poll_reply() {
-            self.replies.push((n, req, r));
-        }
-        while hub.poll_mail().is_some() {}
-    }
-
-    /// Deliver everything in flight, except what `skip` says to drop.
-    fn deliver_except(&mut self, skip: impl Fn(usize, usize, &PeerMsg) -> bool) {
-        while let Some((from, to, msg)) = self.flight.pop_front() {
-            if self.down[from] || self.down[to] || skip(from, to, &msg) {
-                continue;
-            }
-            let now = self.now;
-            self.hubs[to].handle_peer(from, msg, now, now);
-            self.pump(to);
-        }
-    }
-
-    fn deliver_all(&mut self) {
-        self.deliver_except(|_, _, _| false);
-    }
-
-    fn link(&mut self, a: usize, b: usize, up: bool, session: u64) {
-        let now = self.now;
-        for (n, p) in [(a, b), (b, a)] {
-            if self.down[n] {
-                continue;
-            }
-            self.hubs[n].handle_link(p, up, session, now);
-            self.pump(n);
-        }
-    }
-
-    /// Node `n` dies: what it sent and what was sent to it is lost.
-    fn crash(&mut self, n: usize) {
-        self.flight.retain(|(f, t, _)| *f != n && *t != n);
-        self.down[n] = true;
-        let now = self.now;
-        for p in (0..3).filter(|&p| p != n) {
-            self.hubs[p].handle_link(n, false, 99, now);
-            self.pump(p);
-        }
-    }
-
-    fn tick(&mut self, dt: u64) {
-        self.now += dt;
-        for n in 0..3 {
-            if !self.down[n] {
-                let now = self.now;
-                self.hubs[n].handle_tick(now);
-                self.pump(n);
-            }
-        }
-    }
-
-    fn publish(&mut self, n: usize, room: &str, i: u64, key: Option<&str>, req: u64) {
-        let data = RawValue::from_string(format!("{{\"i\":{i}}}")).unwrap();
-        let origin = Origin {
-            from: None,
-            idempotency_key: key.map(str::to_owned),
-            client: false,
-        };
-        let now = self.now;
-        self.hubs[n].handle_publish(room, &data, None, origin, Some(req), now, now);
-        self.pump(n);
-    }
-
-    fn reply(&self, req: u64) -> Option<&Reply> {
-        self.replies.iter().find(|r| r.1 == req).map(|r| &r.2)
-    }
-}
-
-fn text(frame: &bytes::Bytes) -> String {
-    String::from_utf8_lossy(&frame[2..]).into_owned()
+/// Three nodes with `mesh.replicate`.
+fn replicated() -> Net {
+    Net::new(cfg())
 }
 
 /// Owner 1 with all up; 2 without 1; standby of 1 with all up is 2.
@@ -190,20 +44,20 @@ fn room2() -> String {
 #[test]
 fn seed_keys_name_seqs_the_copy_never_got() {
     let room = room();
-    let mut net = Net::new();
+    let mut net = replicated();
     // Node 2 is cut off from node 1: node 1 owns the room, standby node 0.
     net.link(1, 2, false, 1);
     net.hubs[0].handle_subscribe(A, &room, None, None, net.now);
     net.pump(0);
     net.deliver_all();
-    net.publish(1, &room, 1, None, 1);
+    net.publish(1, &room, 1, None, Some(1));
     net.deliver_all();
     assert!(matches!(net.reply(1), Some(Reply::Published(s)) if s.seq == 1));
     assert_eq!(net.hubs[0].copy_of(&room).map(|c| c.3), Some(1));
     // Node 2 is back: node 1 elects the next term for standby 2; meanwhile a
     // publish with key K is stamped (seq 2) and held.
     net.link(1, 2, true, 2);
-    net.publish(1, &room, 2, Some("K"), 2);
+    net.publish(1, &room, 2, Some("K"), Some(2));
     // The election ends and the seed goes to node 2; node 1 dies before the
     // Replicate of seq 2 reaches it.
     net.deliver_except(|f, t, m| f == 1 && t == 2 && matches!(m, PeerMsg::Replicate { .. }));
@@ -219,9 +73,9 @@ fn seed_keys_name_seqs_the_copy_never_got() {
         .expect("node 2 continues the room");
     assert_eq!(owned.position().1, 1);
     // A new message gets seq 2; then K's publisher (never answered) tries again.
-    net.publish(2, &room, 3, None, 3);
+    net.publish(2, &room, 3, None, Some(3));
     net.deliver_all();
-    net.publish(2, &room, 2, Some("K"), 4);
+    net.publish(2, &room, 2, Some("K"), Some(4));
     net.deliver_all();
     let st = |r: Option<&Reply>| match r {
         Some(Reply::Published(s)) => Some(*s),
@@ -248,15 +102,15 @@ fn seed_keys_name_seqs_the_copy_never_got() {
 #[test]
 fn handoff_acknowledges_before_anyone_else_has_it() {
     let room = room2();
-    let mut net = Net::new();
+    let mut net = replicated();
     // Node 2 is away: node 1 owns the room, standby 0.
     net.link(0, 2, false, 1);
     net.link(1, 2, false, 1);
-    net.publish(1, &room, 1, None, 1);
+    net.publish(1, &room, 1, None, Some(1));
     net.deliver_all();
     assert!(matches!(net.reply(1), Some(Reply::Published(s)) if s.seq == 1));
     // Seq 2 is stamped; its Replicate to node 0 has not arrived yet.
-    net.publish(1, &room, 2, None, 2);
+    net.publish(1, &room, 2, None, Some(2));
     assert!(net.reply(2).is_none());
     // Node 2 comes back (link to node 1 first): node 1 hands the room over.
     net.link(1, 2, true, 2);
@@ -292,15 +146,15 @@ fn handoff_acknowledges_before_anyone_else_has_it() {
 #[test]
 fn a_log_read_back_resurrects_an_epoch_continued_elsewhere() {
     let room = room();
-    let mut net = Net::new();
-    net.publish(1, &room, 1, None, 1);
+    let mut net = replicated();
+    net.publish(1, &room, 1, None, Some(1));
     net.deliver_all();
     let Some(Reply::Published(s1)) = net.reply(1) else {
         panic!()
     };
     let epoch = s1.epoch;
     // Seq 2 is stamped at node 1 (and logged), not yet at the standby; node 1 dies.
-    net.publish(1, &room, 2, None, 2);
+    net.publish(1, &room, 2, None, Some(2));
     net.crash(1);
     net.deliver_all();
     net.tick(100);
@@ -310,9 +164,9 @@ fn a_log_read_back_resurrects_an_epoch_continued_elsewhere() {
         Some((epoch, 1))
     );
     // Node 2 goes on: seqs 2 and 3 are its messages.
-    net.publish(2, &room, 20, None, 3);
+    net.publish(2, &room, 20, None, Some(3));
     net.deliver_all();
-    net.publish(2, &room, 30, None, 4);
+    net.publish(2, &room, 30, None, Some(4));
     net.deliver_all();
     let Some(Reply::Published(s4)) = net.reply(4) else {
         panic!("{:?}", net.reply(4))
@@ -365,7 +219,7 @@ fn a_log_read_back_resurrects_an_epoch_continued_elsewhere() {
         .owned_room(&room)
         .map(|r| (r.position(), r.standby.term()));
     eprintln!("node 1 after restart: {pos:?}");
-    net.publish(1, &room, 99, None, 5);
+    net.publish(1, &room, 99, None, Some(5));
     net.deliver_all();
     net.tick(100);
     net.deliver_all();
@@ -389,8 +243,8 @@ fn a_log_read_back_resurrects_an_epoch_continued_elsewhere() {
 #[test]
 fn a_standby_whose_copy_is_replaced_tells_the_owner_which_seeds_it_again() {
     let room = room();
-    let mut net = Net::new();
-    net.publish(1, &room, 1, None, 1);
+    let mut net = replicated();
+    net.publish(1, &room, 1, None, Some(1));
     net.deliver_all();
     assert!(matches!(net.reply(1), Some(Reply::Published(s)) if s.seq == 1));
     let (owner, epoch, ..) = net.hubs[2].copy_of(&room).expect("node 2 stands by");
@@ -423,7 +277,7 @@ fn a_standby_whose_copy_is_replaced_tells_the_owner_which_seeds_it_again() {
         "node 1's epoch: {copy:?}"
     );
     assert!(copy.2 > 1, "in a later term: {copy:?}");
-    net.publish(1, &room, 2, None, 2);
+    net.publish(1, &room, 2, None, Some(2));
     net.deliver_all();
     assert!(matches!(net.reply(2), Some(Reply::Published(s)) if s.seq == 2));
     assert_eq!(net.hubs[2].copy_of(&room).map(|c| c.3), Some(2));
