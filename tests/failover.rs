@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::follow::{Seen, follow};
+use common::follow::{Seen, followers};
 use serde_json::{Value, json};
 
 /// Publish `{"n": 1, 2, ...}` to `room` through `api` every 20 ms until `stop`;
@@ -94,13 +94,7 @@ fn killing_the_owner_mid_stream_loses_nothing_and_nobody_resyncs() {
     let room = cl.room_owned_by(1, &[0, 1, 2], "failover:");
     let urls: Vec<String> = (0..3).map(|i| cl.url(i)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let followers: Vec<_> = [0, 2]
-        .into_iter()
-        .map(|start| {
-            let (urls, room, stop) = (urls.clone(), room.clone(), stop.clone());
-            std::thread::spawn(move || follow(urls, start, room, stop))
-        })
-        .collect();
+    let followers = followers(&urls, &[0, 2], &room, &stop);
     std::thread::sleep(Duration::from_millis(300));
     let publisher = publish_until(cl.api[0], room.clone(), stop.clone());
     std::thread::sleep(Duration::from_millis(1_500));
@@ -134,10 +128,8 @@ fn killing_the_standby_loses_nothing_either() {
     let other = 2 - standby;
     let urls: Vec<String> = (0..3).map(|i| cl.url(i)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let follower = {
-        let (urls, room, stop) = (urls.clone(), room.clone(), stop.clone());
-        std::thread::spawn(move || follow(urls, other, room, stop))
-    };
+    let mut follower = followers(&urls, &[other], &room, &stop);
+    let follower = follower.remove(0);
     std::thread::sleep(Duration::from_millis(300));
     let publisher = publish_until(cl.api[other], room.clone(), stop.clone());
     std::thread::sleep(Duration::from_millis(1_000));

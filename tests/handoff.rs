@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::follow::{Seen, follow};
+use common::follow::{Seen, followers};
 use common::http;
 use serde_json::{Value, json};
 
@@ -43,13 +43,7 @@ fn a_rolling_restart_loses_nothing_and_nobody_resyncs() {
     let room = cl.room_owned_by(1, &[0, 1, 2], "roll:");
     let urls: Vec<String> = (0..3).map(|i| cl.url(i)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let followers: Vec<_> = [0, 2]
-        .into_iter()
-        .map(|start| {
-            let (urls, room, stop) = (urls.clone(), room.clone(), stop.clone());
-            std::thread::spawn(move || follow(urls, start, room, stop))
-        })
-        .collect();
+    let followers = followers(&urls, &[0, 2], &room, &stop);
     std::thread::sleep(Duration::from_millis(300));
     // 50 publishes a second through a node that is not restarting.
     let restarting = Arc::new(AtomicUsize::new(usize::MAX));

@@ -23,6 +23,22 @@ pub struct Seen {
     pub connections: usize,
 }
 
+/// A follower of `room` per node in `starts`, each on its own thread, until `stop`.
+pub fn followers(
+    urls: &[String],
+    starts: &[usize],
+    room: &str,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Seen>> {
+    starts
+        .iter()
+        .map(|&start| {
+            let (urls, room, stop) = (urls.to_vec(), room.to_owned(), stop.clone());
+            std::thread::spawn(move || follow(urls, start, room, stop))
+        })
+        .collect()
+}
+
 /// Follow `room` from node `start`, moving to the next node (resuming from the
 /// cursor) whenever a node closes the connection, until `stop`.
 pub fn follow(urls: Vec<String>, start: usize, room: String, stop: Arc<AtomicBool>) -> Seen {
