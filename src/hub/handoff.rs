@@ -516,9 +516,7 @@ mod tests {
     fn a_subscription_that_outruns_the_handoff_waits_for_it_and_nobody_resyncs() {
         let room = room();
         let mut net = net();
-        net.hubs[0].handle_subscribe(A, &room, None, None, 10);
-        net.pump(0);
-        net.deliver_all();
+        net.subscribe(0, A, &room, None);
         for i in 1..=3 {
             net.publish(1, &room, i, None, None);
             net.deliver_all();
@@ -561,9 +559,7 @@ mod tests {
     fn a_subscription_withdrawn_while_it_waits_is_dropped_not_replayed() {
         let room = room();
         let mut net = net();
-        net.hubs[0].handle_subscribe(A, &room, None, Some("u".into()), 10);
-        net.pump(0);
-        net.deliver_all();
+        net.subscribe(0, A, &room, Some("u"));
         net.publish(1, &room, 1, None, None);
         net.deliver_all();
         // As above: node 2 holds node 0's subscription until node 1's handoff.
@@ -593,9 +589,7 @@ mod tests {
     fn a_link_that_comes_back_during_a_drain_does_not_bring_rooms_back() {
         let room = room();
         let mut net = net();
-        net.hubs[0].handle_subscribe(A, &room, None, None, 10);
-        net.pump(0);
-        net.deliver_all();
+        net.subscribe(0, A, &room, None);
         net.publish(1, &room, 1, None, None);
         net.deliver_all();
         net.hubs[1].handle_drain(20);

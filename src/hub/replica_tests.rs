@@ -47,9 +47,7 @@ fn seed_keys_name_seqs_the_copy_never_got() {
     let mut net = replicated();
     // Node 2 is cut off from node 1: node 1 owns the room, standby node 0.
     net.link(1, 2, false, 1);
-    net.hubs[0].handle_subscribe(A, &room, None, None, net.now);
-    net.pump(0);
-    net.deliver_all();
+    net.subscribe(0, A, &room, None);
     net.publish(1, &room, 1, None, Some(1));
     net.deliver_all();
     assert!(matches!(net.reply(1), Some(Reply::Published(s)) if s.seq == 1));

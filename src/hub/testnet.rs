@@ -185,6 +185,15 @@ impl Net {
         }
     }
 
+    /// Connection `key` of node `n` subscribes to `room` (as `user`), and
+    /// everything that sets off is delivered.
+    pub(super) fn subscribe(&mut self, n: usize, key: ConnKey, room: &str, user: Option<&str>) {
+        let now = self.now;
+        self.hubs[n].handle_subscribe(key, room, None, user.map(Into::into), now);
+        self.pump(n);
+        self.deliver_all();
+    }
+
     /// Publish `{"i": i}` to `room` through node `n`'s API (idempotency key `key`,
     /// answered as request `req`); what it sends stays in flight.
     pub(super) fn publish(
