@@ -318,9 +318,7 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                 let mut st = w.state.borrow_mut();
                 st.conns.stats.bytes_in += n as u64;
                 let now = st.conns.stamp();
-                if let Some(conn) = st.conns.get_mut(key)
-                    && !closing
-                {
+                if !closing && let Some(conn) = st.conns.get_mut(key) {
                     conn.last_seen = now;
                 }
                 if !closing {

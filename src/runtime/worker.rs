@@ -419,8 +419,9 @@ impl Worker {
 }
 
 /// A second handle on a connection's socket, to wait for writability while its
-/// reader (the reactor, or a task) keeps the first. Used only while a socket's send buffer is full (slow
-/// consumers), so the common idle connection pays nothing for it.
+/// reader (the reactor, or a task) keeps the first. Used only while a socket's send
+/// buffer is full (slow consumers), so the common idle connection pays nothing for
+/// it.
 fn writability_handle(fd: std::os::fd::RawFd) -> std::io::Result<monoio::net::TcpStream> {
     use std::os::fd::{BorrowedFd, OwnedFd};
     // SAFETY: `fd` is open: it belongs to a connection still in the slab, and its
