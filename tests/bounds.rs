@@ -351,6 +351,57 @@ fn unfinished_messages_have_a_node_budget_and_a_deadline() {
 }
 
 #[test]
+fn closing_connections_free_their_unfinished_input_and_cost_nobody_else() {
+    // Hostile probe: connections that send a large unfinished message and then a
+    // close frame stayed counted against the budget while closing, and the budget
+    // then closed every connection that held nothing, one after another.
+    let node = Node::start(|c| {
+        c.limits.partial_budget_bytes = 4 << 20; // 2 MiB per worker
+    });
+    let mut watcher = Watcher::new(&node, "calm");
+    let mut bystanders: Vec<Client> = (0..20).map(|_| node.client()).collect();
+    // 300 KB first fragments of text messages, never finished: 60 of them, 18 MB,
+    // far over both shares. Half send the close in the same write, half after.
+    let fragment = client_frame(0x01, &vec![b'a'; 300_000]);
+    let close = client_frame(0x88, &1000u16.to_be_bytes());
+    let mut closers: Vec<Client> = (0..60).map(|_| node.client()).collect();
+    for (i, c) in closers.iter_mut().enumerate() {
+        let s = c.ws.get_mut();
+        if i % 2 == 0 {
+            s.write_all(&[fragment.as_slice(), close.as_slice()].concat())
+                .unwrap();
+        } else {
+            s.write_all(&fragment).unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            s.write_all(&close).unwrap();
+        }
+    }
+    // Every closer gets its close answered (none is cut short with 1013).
+    for c in &mut closers {
+        match c.ws.read() {
+            Ok(tungstenite::Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 1000),
+            other => panic!("the close is answered, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        metric(node.api, "ringway_disconnects_total{reason=\"overload\"}"),
+        0.0,
+        "nobody was over the budget once the closers let go"
+    );
+    // The bystanders were left alone: each still answers a ping.
+    for b in &mut bystanders {
+        b.ws.send(tungstenite::Message::Ping(b"here?".to_vec().into()))
+            .unwrap();
+        match b.ws.read() {
+            Ok(tungstenite::Message::Pong(p)) => assert_eq!(&p[..], b"here?"),
+            other => panic!("a bystander was closed: {other:?}"),
+        }
+    }
+    watcher.still_served(&node);
+}
+
+#[test]
 fn the_api_reads_no_stranger_body_and_times_everything_out() {
     let node = Node::start(|c| {
         c.auth.api_key = "api-key-for-the-bounds-test-0123".into();

@@ -118,6 +118,11 @@ impl State {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.phase == Phase::Closing {
+            // No more input is acted on: what it held is garbage.
+            conn.partial = Vec::new();
+            conn.decoder = crate::ws::frame::Decoder::default();
+        }
         let held = conn.partial.capacity() + conn.decoder.buffered();
         let open = conn.phase == Phase::Open;
         let started = match (held, conn.partial_since) {
@@ -137,24 +142,37 @@ impl State {
         }
         let share = self.shared.config.limits.partial_budget_bytes / self.shared.mailboxes.len();
         while self.conns.partial_bytes > share {
+            // The largest holder, closing or not: one that is already closing (it
+            // began to close outside a read, so nothing freed its input yet) just
+            // lets go of it.
             let largest = self
                 .conns
                 .slab
                 .iter()
-                .filter(|(_, c)| c.phase != Phase::Closing)
-                .max_by_key(|(_, c)| c.partial.capacity() + c.decoder.buffered())
-                .map(|(slot, c)| ConnKey {
-                    slot: slot as u32,
-                    generation: c.generation,
-                });
-            let Some(victim) = largest else { break };
-            tracing::debug!(conn = %self.conns.conn_id(victim), "over the unfinished-message budget: closing the largest holder with 1013");
+                .map(|(slot, c)| {
+                    let key = ConnKey {
+                        slot: slot as u32,
+                        generation: c.generation,
+                    };
+                    (key, c.partial.capacity() + c.decoder.buffered(), c.phase)
+                })
+                .max_by_key(|&(_, held, _)| held);
+            let Some((victim, held, phase)) = largest.filter(|&(_, held, _)| held > 0) else {
+                debug_assert!(
+                    false,
+                    "unfinished-input total over its share with nobody holding any"
+                );
+                break;
+            };
             self.drop_partial(victim);
-            self.close_now(
-                victim,
-                close::TRY_AGAIN,
-                "server busy: too many unfinished messages; retry",
-            );
+            if phase != Phase::Closing {
+                tracing::debug!(conn = %self.conns.conn_id(victim), held, "over the unfinished-message budget: closing the largest holder with 1013");
+                self.close_now(
+                    victim,
+                    close::TRY_AGAIN,
+                    "server busy: too many unfinished messages; retry",
+                );
+            }
         }
     }
 
