@@ -504,6 +504,83 @@ fn server_memory_stays_bounded_while_slow_consumers_ignore_a_flood() {
     drop(slow);
 }
 
+#[test]
+fn a_slow_reader_waits_for_its_socket_without_a_second_descriptor() {
+    // Hostile probe: each write-blocked connection held a duplicate descriptor for
+    // its writability wait, so slow readers under the connection cap (which counts
+    // one descriptor a connection) ran the node out of descriptors.
+    let node = Process::start(&[
+        "--config",
+        &write_config(
+            "[limits]\nmax_queue_bytes = 16777216\nmessages_per_second = 0\nbytes_per_second = 0\n",
+        ),
+    ]);
+    let n = 10;
+    let mut slow: Vec<Client> = (0..n).map(|_| small_window(&node.url())).collect();
+    for c in &mut slow {
+        c.sub("wide");
+    }
+    let base = node.metric("ringway_process_open_fds");
+    // 100 x 60 KB: more than the kernel's send buffer (4 MiB at most here) takes
+    // for a reader that does not read, under the 16 MiB queue bound.
+    let mut publisher = Client::connect(&node.url());
+    let pad = "w".repeat(60_000);
+    let messages = 100;
+    for i in 0..messages {
+        publisher.send(json!({"type": "pub", "room": "wide", "data": {"i": i, "pad": pad}}));
+    }
+    // The sleeping readers block (their queues hold what the kernel did not take)
+    // while holding no more descriptors than before.
+    wait_for("the slow readers to block", || {
+        node.metric("ringway_send_queue_bytes") > n as f64 * 1_000_000.0
+    });
+    let fds = node.metric("ringway_process_open_fds");
+    assert!(
+        fds < base + 3.0,
+        "{n} write-blocked readers took {} more descriptors",
+        fds - base
+    );
+    // Once they read, everything arrives, in order.
+    for c in &mut slow {
+        for i in 0..messages {
+            let m = c.recv();
+            assert_eq!(m["data"]["i"], i, "{}", m["type"]);
+        }
+    }
+    assert_eq!(node.metric("ringway_send_queue_bytes"), 0.0);
+}
+
+/// A client whose socket receives into a 2 KB window: a reader that falls behind
+/// as soon as the server sends more than that.
+fn small_window(url: &str) -> Client {
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "ringway.v1".parse().unwrap());
+    let (mut ws, _) = tungstenite::client::client(req, stream).expect("WebSocket handshake");
+    let welcome = common::recv_json(&mut ws);
+    Client { ws, welcome }
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn write_config(text: &str) -> String {
     let path = std::env::temp_dir().join(format!(
         "ringway-test-{}-{}.toml",

@@ -66,6 +66,20 @@ pub enum Phase {
     Closing,
 }
 
+/// Who waits for a connection's socket to become writable (its send buffer was
+/// full; the queue is flushed again when it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteWait {
+    /// Nobody: the socket took everything so far.
+    No,
+    /// The worker's reactor (the socket's registration asks for output readiness
+    /// too): an open connection, at no cost in descriptors.
+    Reactor,
+    /// A task of its own on a duplicate of the descriptor: a connection the reactor
+    /// does not watch (still upgrading, or one that got a task of its own).
+    Task,
+}
+
 /// Per-connection state. Small and fixed-size: everything that grows (the partial
 /// frame, a fragmented message, the queue, the room list) allocates only while used.
 #[derive(Debug)]
@@ -95,8 +109,8 @@ pub struct Conn {
     pub grant: Option<Box<crate::auth::Grant>>,
     /// Queued on the worker's dirty list for a flush.
     pub dirty: bool,
-    /// A task is waiting for the socket to become writable.
-    pub write_blocked: bool,
+    /// What waits for the socket to take more, once its send buffer was full.
+    pub write_wait: WriteWait,
     /// Shut the socket for writing once the queue drains (after a close frame).
     pub shutdown_after_flush: bool,
     /// Counted in its user's open connections (`auth.max_connections_per_user`).
@@ -157,7 +171,7 @@ impl Conn {
             tls: None,
             grant: None,
             dirty: false,
-            write_blocked: false,
+            write_wait: WriteWait::No,
             shutdown_after_flush: false,
             user_counted: false,
             aborted: false,

@@ -15,7 +15,11 @@
 //! without yielding, so a client that keeps its socket full can hold the worker
 //! there, as it could before the reactor.)
 //!
-//! The slab entry owns the descriptor from then on: when the connection ends the
+//! A connection whose send buffer filled (a slow reader) asks the same instance for
+//! output readiness as well until it drains (`EPOLL_CTL_MOD`), so waiting to write
+//! costs no descriptor, task or operation either.
+//!
+//! The slab entry owns the descriptor from its registration on: when the connection ends the
 //! reactor takes it out of the instance and closes it (`Reactor::release`).
 //! Closing goes through here too: a connection in `Closing` stays registered, its
 //! input is discarded until the peer's EOF, and the timer wheel aborts it (shut
@@ -67,6 +71,20 @@ impl Reactor {
         Ok(())
     }
 
+    /// Ask for `fd`'s output readiness too (`on`), while its send buffer is full,
+    /// or no longer. `ENOENT`: the reactor does not watch `fd`.
+    pub fn watch_output(&self, fd: RawFd, key: ConnKey, on: bool) -> Result<(), Errno> {
+        // SAFETY: as in `register`.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let flags = if on {
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
+        } else {
+            EpollFlags::EPOLLIN
+        };
+        let mut event = EpollEvent::new(flags, key.pack());
+        self.epoll.modify(fd, &mut event)
+    }
+
     /// Stop watching `fd` and close it: its connection is gone from the slab.
     /// Removed before the close, so no event for it is reported after (an event for
     /// a descriptor number a new connection reuses would name the old key, which the
@@ -104,8 +122,20 @@ pub async fn run(w: Rc<Worker>) {
                 return;
             }
         };
+        let mut wrote = false;
         for ev in &events[..n] {
-            serve(&w, ConnKey::unpack(ev.data()));
+            let key = ConnKey::unpack(ev.data());
+            let ready = ev.events();
+            if ready.contains(EpollFlags::EPOLLOUT) {
+                w.writable_in_reactor(key);
+                wrote = true;
+            }
+            if ready.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+                serve(&w, key);
+            }
+        }
+        if wrote {
+            w.flush_dirty();
         }
         // With more ready than one batch the instance is still readable: under
         // io_uring the wait returns at the runtime's next turn, after the other

@@ -19,15 +19,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
+use nix::errno::Errno;
 use slab::Slab;
 use tracing::{info, warn};
 
 use super::conns::{Conns, abort};
 use super::mailbox::{Letter, Mailbox};
 use crate::config::Config;
-use crate::conn::ConnKey;
 use crate::conn::outq::{Flushed, Out, SharedFrame};
 use crate::conn::wheel::Tick;
+use crate::conn::{ConnKey, WriteWait};
 use crate::hub::{Hub, HubConfig, Ms, Reply, ToConn, Topology};
 use crate::metrics::WorkerStats;
 use crate::metrics::histogram::now_ns;
@@ -347,7 +348,7 @@ impl Worker {
                 continue;
             }
             conn.dirty = false;
-            if conn.write_blocked {
+            if conn.write_wait != WriteWait::No {
                 continue;
             }
             let (n, res) = conn.flush(now, &mut conns.stats.publish_to_write);
@@ -360,16 +361,21 @@ impl Worker {
                             nix::sys::socket::shutdown(conn.fd, nix::sys::socket::Shutdown::Write);
                     }
                 }
-                Flushed::Blocked => match writability_handle(conn.fd) {
-                    Ok(stream) => {
-                        conn.write_blocked = true;
-                        let w = self.clone();
-                        monoio::spawn(async move {
-                            let _ = stream.writable(false).await;
-                            w.on_writable(key);
-                        });
-                    }
-                    Err(_) => abort(conn), // out of descriptors: as a broken socket
+                Flushed::Blocked => match self.reactor.watch_output(conn.fd, key, true) {
+                    Ok(()) => conn.write_wait = WriteWait::Reactor,
+                    // Not in the reactor (still upgrading, or a task of its own).
+                    Err(Errno::ENOENT) => match writability_handle(conn.fd) {
+                        Ok(stream) => {
+                            conn.write_wait = WriteWait::Task;
+                            let w = self.clone();
+                            monoio::spawn(async move {
+                                let _ = stream.writable(false).await;
+                                w.on_writable(key);
+                            });
+                        }
+                        Err(_) => abort(conn), // out of descriptors: as a broken socket
+                    },
+                    Err(_) => abort(conn), // out of kernel memory: as a broken socket
                 },
                 Flushed::Failed => abort(conn), // the peer is gone: wake the read task
             }
@@ -378,16 +384,36 @@ impl Worker {
         conns.dirty = dirty;
     }
 
+    /// A write-blocked connection's task saw its socket writable: flush again.
     fn on_writable(self: &Rc<Self>, key: ConnKey) {
         {
             let mut st = self.state.borrow_mut();
             let Some(conn) = st.conns.get_mut(key) else {
                 return;
             };
-            conn.write_blocked = false;
+            conn.write_wait = WriteWait::No;
             st.conns.mark_dirty(key);
         }
         self.flush_dirty();
+    }
+
+    /// The reactor saw a write-blocked connection's socket writable: stop asking
+    /// for output readiness and queue it for the next flush (the caller flushes).
+    pub(super) fn writable_in_reactor(&self, key: ConnKey) {
+        let mut st = self.state.borrow_mut();
+        let Some(conn) = st.conns.get_mut(key) else {
+            return;
+        };
+        if conn.write_wait != WriteWait::Reactor {
+            return;
+        }
+        conn.write_wait = WriteWait::No;
+        if let Err(e) = self.reactor.watch_output(conn.fd, key, false) {
+            // Still registered for output it reports writability again, and this
+            // does nothing more then: harmless but for the wake-ups.
+            tracing::debug!("cannot stop watching a socket for output: {e}");
+        }
+        st.conns.mark_dirty(key);
     }
 
     /// Register a task's request awaiting a reply from another worker or node.
@@ -418,10 +444,10 @@ impl Worker {
     }
 }
 
-/// A second handle on a connection's socket, to wait for writability while its
-/// reader (the reactor, or a task) keeps the first. Used only while a socket's send
-/// buffer is full (slow consumers), so the common idle connection pays nothing for
-/// it.
+/// A second handle on a connection's socket, to wait for writability while the
+/// task reading it keeps the first. Used only while the send buffer of a socket the
+/// reactor does not watch is full (an upgrade's answer a client does not read), so
+/// it costs a descriptor only then.
 fn writability_handle(fd: std::os::fd::RawFd) -> std::io::Result<monoio::net::TcpStream> {
     use std::os::fd::{BorrowedFd, OwnedFd};
     // SAFETY: `fd` is open: it belongs to a connection still in the slab, and its
@@ -519,7 +545,7 @@ impl State {
         };
         let ended = conn.phase == crate::conn::Phase::Closing;
         let identifying = conn.phase == crate::conn::Phase::Identifying;
-        if conn.write_blocked {
+        if conn.write_wait == WriteWait::Task {
             // Complete the pending writability poll so its task lets go of the socket.
             let _ = nix::sys::socket::shutdown(conn.fd, nix::sys::socket::Shutdown::Both);
         }
