@@ -69,10 +69,17 @@ pub fn follow(urls: Vec<String>, start: usize, room: String, stop: Arc<AtomicBoo
                     let v: Value = serde_json::from_str(&t).unwrap();
                     match v["type"].as_str() {
                         Some("subscribed") => {
-                            cursor = Some((
-                                v["epoch"].as_str().unwrap().to_owned(),
-                                v["seq"].as_u64().unwrap(),
-                            ));
+                            // A resume keeps the cursor: what it missed is replayed
+                            // after this answer, whose `seq` is the room's latest.
+                            // Anything else starts from that latest.
+                            let resumed = v["recovered"] == true
+                                && cursor.as_ref().is_some_and(|(e, _)| v["epoch"] == **e);
+                            if !resumed {
+                                cursor = Some((
+                                    v["epoch"].as_str().unwrap().to_owned(),
+                                    v["seq"].as_u64().unwrap(),
+                                ));
+                            }
                             seen.subscribed.push(v);
                         }
                         Some("msg") => {
