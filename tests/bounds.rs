@@ -402,6 +402,40 @@ fn closing_connections_free_their_unfinished_input_and_cost_nobody_else() {
 }
 
 #[test]
+fn a_burst_of_pings_does_not_overflow_the_queue_with_pongs() {
+    // Hostile probe: with the rate limits off, 5,000 pings in one write queued 5,000
+    // pongs before the flush and closed a prompt reader as a slow consumer (4008).
+    let node = Node::start(|c| {
+        c.limits.messages_per_second = 0;
+        c.limits.bytes_per_second = 0;
+    });
+    let mut watcher = Watcher::new(&node, "calm");
+    let mut c = node.client();
+    let mut burst = Vec::new();
+    for i in 0..5_000u32 {
+        burst.extend_from_slice(&client_frame(0x89, format!("{i}").as_bytes()));
+    }
+    c.ws.get_mut().write_all(&burst).unwrap();
+    // Pongs arrive (at least one, at most one per ping), the last for the last ping.
+    let mut pongs = 0;
+    loop {
+        match c.ws.read() {
+            Ok(tungstenite::Message::Pong(p)) => {
+                pongs += 1;
+                if &p[..] == b"4999" {
+                    break;
+                }
+            }
+            other => panic!("after {pongs} pongs: {other:?}"),
+        }
+    }
+    assert!(pongs <= 5_000);
+    // The connection is still served.
+    c.sub("after-pings");
+    watcher.still_served(&node);
+}
+
+#[test]
 fn the_api_reads_no_stranger_body_and_times_everything_out() {
     let node = Node::start(|c| {
         c.auth.api_key = "api-key-for-the-bounds-test-0123".into();

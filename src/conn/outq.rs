@@ -156,6 +156,18 @@ impl OutQueue {
         before - self.frames.len()
     }
 
+    /// Drop the last frame if it is not started yet and `stale` says so. Returns
+    /// whether it was dropped.
+    pub fn drop_last_if(&mut self, stale: impl FnOnce(&Out) -> bool) -> bool {
+        let first = usize::from(self.head_written > 0);
+        if self.frames.len() <= first || !self.frames.back().is_some_and(stale) {
+            return false;
+        }
+        let out = self.frames.pop_back().expect("checked above");
+        self.bytes -= out.bytes().len() as u32;
+        true
+    }
+
     /// Free the queue's memory once it is empty, so an idle connection holds none.
     fn shrink_if_empty(&mut self) {
         if self.frames.is_empty() && self.frames.capacity() > 0 {
@@ -342,5 +354,20 @@ mod tests {
         q.consume(3, 0, &mut Histogram::default());
         assert_eq!(q.clear_unstarted(), 1);
         assert_eq!((q.len(), q.bytes()), (1, 3));
+    }
+
+    #[test]
+    fn drop_last_if_spares_a_half_written_frame_and_others() {
+        let own = |b: &'static [u8]| Out::Own(Bytes::from_static(b));
+        let first_is = |c: u8| move |o: &Out| o.bytes()[0] == c;
+        let mut q = OutQueue::default();
+        q.push(own(b"pong1"));
+        q.consume(2, 0, &mut Histogram::default());
+        assert!(!q.drop_last_if(first_is(b'p')), "half written: it stays");
+        q.push(own(b"msg"));
+        assert!(!q.drop_last_if(first_is(b'p')), "not what was asked for");
+        q.push(own(b"pong2"));
+        assert!(q.drop_last_if(first_is(b'p')));
+        assert_eq!((q.len(), q.bytes()), (2, 3 + 3));
     }
 }

@@ -137,8 +137,7 @@ impl Conns {
             return;
         };
         let len = out.bytes().len();
-        let over =
-            |q: &OutQueue| q.len() >= max_msgs || (!q.is_empty() && q.bytes() + len > max_bytes);
+        let over = |q: &OutQueue| queue_over(q, len, max_msgs, max_bytes);
         if over(&conn.outq) {
             let (reason, dropped) = match policy {
                 SlowPolicy::Disconnect => {
@@ -314,6 +313,13 @@ impl Conns {
     pub fn stamp(&self) -> Tick {
         self.wheel.now() + 1
     }
+}
+
+/// Whether a frame of `len` bytes would take `q` over the connection's queue bound
+/// (by messages or bytes). The bound limits backlog, not message size: an empty
+/// queue always takes one frame.
+pub fn queue_over(q: &OutQueue, len: usize, max_msgs: usize, max_bytes: usize) -> bool {
+    q.len() >= max_msgs || (!q.is_empty() && q.bytes() + len > max_bytes)
 }
 
 /// Give up on a connection: drop what it has not started receiving and shut the

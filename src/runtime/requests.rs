@@ -8,6 +8,7 @@ use tracing::debug;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use super::authorize::{Gatekeep, Pass};
+use super::conns::queue_over;
 use super::worker::State;
 use crate::conn::outq::Out;
 use crate::conn::rate::Verdict;
@@ -111,10 +112,23 @@ impl State {
                 if endpoint == Some(Endpoint::Client) && !self.within_rate(key, payload.len()) {
                     return;
                 }
-                self.conns.enqueue(
-                    key,
-                    Out::Own(encode(OpCode::Control(Control::Pong), payload)),
-                );
+                let pong = encode(OpCode::Control(Control::Pong), payload);
+                // A pong may answer only the latest of several pings (RFC 6455
+                // §5.5.3): at the queue's bound, one still waiting at its back is
+                // replaced, so a burst of pings does not overflow the queue of a
+                // client that reads (each ping is answered otherwise).
+                let limits = &self.shared.config.limits;
+                if let Some(conn) = self.conns.get_mut(key)
+                    && queue_over(
+                        &conn.outq,
+                        pong.len(),
+                        limits.max_queue_messages,
+                        limits.max_queue_bytes,
+                    )
+                {
+                    conn.outq.drop_last_if(is_pong);
+                }
+                self.conns.enqueue(key, Out::Own(pong));
             }
             Event::Compressed(kind, payload) => self.on_compressed(key, kind, payload.as_slice()),
             Event::Pong(_) | Event::Fragment => {}
@@ -462,4 +476,10 @@ impl State {
             }
         }
     }
+}
+
+/// Whether a queued frame is a pong of ours (control frames are never compressed,
+/// so the first byte says it: FIN and opcode 0xA).
+fn is_pong(out: &Out) -> bool {
+    matches!(out, Out::Own(frame) if frame.first() == Some(&0x8A))
 }
