@@ -140,7 +140,9 @@ fn killing_the_standby_loses_nothing_either() {
     assert!(replicated >= 1.0, "rooms replicated on n2: {replicated}");
     cl.boot(standby);
     cl.wait_converged();
-    std::thread::sleep(Duration::from_millis(1_000));
+    // Publishes stall while the owner waits to learn that its standby is gone
+    // (`mesh.dead_after_ms`): publish long enough after that for the count below.
+    std::thread::sleep(Duration::from_millis(2_000));
     stop.store(true, Ordering::Relaxed);
     let acked = publisher.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
