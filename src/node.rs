@@ -199,6 +199,7 @@ impl Server {
             joined: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
             store,
+            lag: crate::runtime::backpressure::LagTable::new(workers),
             config,
         });
         // The API runs on every worker too, on its handle of the API listener.

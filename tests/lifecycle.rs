@@ -516,7 +516,9 @@ fn a_slow_reader_waits_for_its_socket_without_a_second_descriptor() {
         ),
     ]);
     let n = 10;
-    let mut slow: Vec<Client> = (0..n).map(|_| small_window(&node.url())).collect();
+    let mut slow: Vec<Client> = (0..n)
+        .map(|_| Client::with_window(&node.url(), 2048))
+        .collect();
     for c in &mut slow {
         c.sub("wide");
     }
@@ -548,29 +550,6 @@ fn a_slow_reader_waits_for_its_socket_without_a_second_descriptor() {
         }
     }
     assert_eq!(node.metric("ringway_send_queue_bytes"), 0.0);
-}
-
-/// A client whose socket receives into a 2 KB window: a reader that falls behind
-/// as soon as the server sends more than that.
-fn small_window(url: &str) -> Client {
-    let addr: std::net::SocketAddr = url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "ringway.v1".parse().unwrap());
-    let (mut ws, _) = tungstenite::client::client(req, stream).expect("WebSocket handshake");
-    let welcome = common::recv_json(&mut ws);
-    Client { ws, welcome }
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {

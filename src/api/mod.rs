@@ -627,6 +627,7 @@ async fn stamp(
     key: Option<&str>,
     origin: Origin,
 ) -> Response {
+    crate::runtime::backpressure::wait_for_room(w, room).await;
     let (req, rx) = w.request();
     {
         let at = crate::metrics::histogram::now_ns();

@@ -168,6 +168,14 @@ pub struct Limits {
     pub max_queue_bytes: usize,
     /// Outbound queue bound per connection, in messages. Default 4 096.
     pub max_queue_messages: usize,
+    /// Publisher back-pressure (`runtime::backpressure`): a subscriber with more
+    /// than this many frames queued, still reading, is behind; a room with over half
+    /// its subscribers on a worker behind stops the reading of its publishers. 0
+    /// turns it off. Default 64.
+    pub backpressure_frames: usize,
+    /// The longest a publisher is left unread at a time, in milliseconds (then it is
+    /// read again at least once). Default 1 000.
+    pub backpressure_pause_ms: u64,
     /// Listen backlog (further capped by `net.core.somaxconn`). Default 65 535.
     pub listen_backlog: i32,
     /// Seconds the kernel holds a new client connection that has sent nothing yet
@@ -383,6 +391,8 @@ impl Default for Limits {
             close_timeout_ms: 5_000,
             max_queue_bytes: 1 << 20,
             max_queue_messages: 4096,
+            backpressure_frames: 64,
+            backpressure_pause_ms: 1_000,
             listen_backlog: 65_535,
             defer_accept_s: 1,
             max_room_name: 128,
@@ -493,6 +503,12 @@ impl Config {
                 "limits.max_message_size and limits.max_queue_bytes must be at most 1 GiB"
                     .to_owned(),
             );
+        }
+        if l.backpressure_frames > 0 && !(1..=10_000).contains(&l.backpressure_pause_ms) {
+            return bad(format!(
+                "limits.backpressure_pause_ms is {}; it must be 1 to 10000 (or set limits.backpressure_frames = 0 to turn back-pressure off)",
+                l.backpressure_pause_ms
+            ));
         }
         if l.max_queue_messages == 0 || l.max_queue_bytes == 0 {
             return bad(

@@ -122,6 +122,12 @@ pub struct Conn {
     /// permessage-deflate: the client's window bits (`server_max_window_bits`, 8 to
     /// 15), or 0 when it was not negotiated.
     pub deflate: u8,
+    /// Not read while a room it publishes to is behind (`runtime::backpressure`).
+    pub paused: bool,
+    /// When its socket last took bytes, in units of 16 ms of the worker's clock
+    /// (wrapping every 17 minutes; 16 bits keep the entry at 184 bytes): a subscriber
+    /// that stopped reading does not hold its rooms' publishers back.
+    pub drained: u16,
     /// The app heard it connect (a `connect` webhook event): it hears it end too.
     pub announced: bool,
     /// Why it ended, once it began to close.
@@ -177,6 +183,8 @@ impl Conn {
             aborted: false,
             denied: false,
             deflate: 0,
+            paused: false,
+            drained: 0,
             announced: false,
             ended: None,
             last_seen: 0,

@@ -213,6 +213,13 @@ pub struct WorkerStats {
     /// Closes the peer did not finish within `limits.close_timeout_ms` (the socket was
     /// shut down; the connection was counted under its close's reason).
     pub close_timeouts: u64,
+    /// Publishers paused because their room's fan-out was behind (client
+    /// connections and HTTP publishes).
+    pub publishers_paused: u64,
+    /// Rooms whose fan-out is behind on this worker (gauge).
+    pub rooms_behind: u64,
+    /// Letters waiting in this worker's inbox (gauge).
+    pub inbox: u64,
     /// Connections by send-queue depth (gauge; buckets of [`DEPTH_BUCKETS`]).
     pub queue_depth: [u64; DEPTH_BUCKETS.len()],
     /// Data messages received from clients.

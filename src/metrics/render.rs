@@ -29,7 +29,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|s| (s.worker.to_string(), s.connections)),
     );
-    let counters: [Series; 39] = [
+    let counters: [Series; 40] = [
         ("ringway_accepted_total", "TCP connections accepted.", |s| {
             s.accepted
         }),
@@ -69,6 +69,11 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             |s| s.rate_refused,
         ),
         ("ringway_pings_total", "Server pings sent.", |s| s.pings),
+        (
+            "ringway_publishers_paused_total",
+            "Times a publisher was not read for a while because its room's fan-out was behind (limits.backpressure_frames): a client connection, or an HTTP publish that waited.",
+            |s| s.publishers_paused,
+        ),
         (
             "ringway_close_timeouts_total",
             "Closes the peer did not finish within limits.close_timeout_ms (the socket was shut down).",
@@ -344,7 +349,7 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             .iter()
             .map(|&d| (d.label().to_owned(), sum(&|s| s.disconnects[d as usize]))),
     );
-    let gauges: [Series; 15] = [
+    let gauges: [Series; 17] = [
         (
             "ringway_idempotency_keys",
             "Idempotency keys the node's room owners remember (bounded by rooms.idempotency_keys).",
@@ -364,6 +369,16 @@ pub fn render(workers: &[WorkerStats], process: ProcessStats) -> String {
             "ringway_rooms_replicated",
             "Owned rooms whose standby keeps a copy: losing this node loses none of their acknowledged messages.",
             |s| s.rooms_replicated,
+        ),
+        (
+            "ringway_inbox_letters",
+            "Letters waiting in the workers' inboxes (mail between workers, peer messages): a backlog here is work the node is behind on.",
+            |s| s.inbox,
+        ),
+        (
+            "ringway_rooms_behind",
+            "Rooms whose fan-out is behind (over half their subscribers on the node have a full socket and more than limits.backpressure_frames frames queued), counted on each worker where some of them are: their publishers are paused.",
+            |s| s.rooms_behind,
         ),
         (
             "ringway_rooms_unreplicated",

@@ -353,13 +353,28 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                         }
                     }
                 }
+                let (phase, paused) = st
+                    .conns
+                    .get_mut(key)
+                    .map_or((None, false), |c| (Some(c.phase), c.paused));
+                if paused {
+                    // It published to a room whose fan-out is behind.
+                    drop(st);
+                    w.stop_reading(key);
+                    break;
+                }
                 if n < scratch.len() {
                     break; // most likely drained; readiness tells us when there is more
                 }
-                let phase = st.conns.get_mut(key).map(|c| c.phase);
                 if phase == Some(Phase::Identifying) {
                     break; // read no more until the app says who this is
                 }
+                // More is waiting: write out what this read queued before reading
+                // on, so a publisher's burst fans out a buffer at a time instead
+                // of piling its frames up in every subscriber's queue (and so a
+                // subscriber's queue fills only when its socket does).
+                drop(st);
+                w.flush_dirty();
             }
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => break,
@@ -376,7 +391,7 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
 
 /// Act on newly received bytes: prepend what was left over, consume whole frames,
 /// keep the unfinished tail.
-fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
+pub(super) fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
     let Some(conn) = st.conns.get_mut(key) else {
         return;
     };
@@ -463,6 +478,11 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
                 let Some(conn) = st.conns.get_mut(key) else {
                     return buf.len();
                 };
+                if conn.paused {
+                    // It published to a room that is behind: the rest waits, kept
+                    // as the unfinished tail, until it is resumed.
+                    return off;
+                }
                 limits.deflate = conn.deflate != 0;
                 match conn.decoder.decode(&mut buf[off..], limits) {
                     Ok(None) => return off,

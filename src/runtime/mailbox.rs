@@ -109,6 +109,16 @@ impl std::fmt::Debug for Mailbox {
 }
 
 impl Mailbox {
+    /// Letters waiting in the inbox.
+    pub fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Whether no letter waits.
+    pub fn is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
+
     /// Deliver `mail`, waking the worker if it sleeps.
     pub fn send(&self, mail: Letter) {
         if self.tx.send(mail).is_err() {
@@ -159,10 +169,17 @@ pub fn channel() -> std::io::Result<(Mailbox, Inbox)> {
 /// Mail handled per wake-up before the worker lets its other tasks run.
 pub const BATCH: usize = 1024;
 
+/// Mail handled between flushes. Each broadcast letter queues a frame for every
+/// local subscriber of its room: flushing every so many keeps a burst from piling
+/// up in every subscriber's queue (a frame per letter) before any of it is written,
+/// while one `sendmsg` still carries many frames.
+const FLUSH_EVERY: usize = 64;
+
 impl Inbox {
     /// Run forever: wait for mail, hand each batch to `handle`, and call `after`
-    /// once per batch (to flush what the batch queued). Must run inside the worker's
-    /// monoio runtime. Returns when `handle` returns `false` (shutdown).
+    /// every `FLUSH_EVERY` letters and at the end of each batch (to flush what
+    /// they queued). Must run inside the worker's monoio runtime. Returns when
+    /// `handle` returns `false` (shutdown).
     ///
     /// Fairness: this task never wakes itself (monoio 0.2.4 runs a self-woken task
     /// first again, starving the others, bug #362); after a full batch it rings its
@@ -185,6 +202,9 @@ impl Inbox {
                         if !handle(mail) {
                             after();
                             return Ok(());
+                        }
+                        if n % FLUSH_EVERY == 0 && n < BATCH {
+                            after();
                         }
                     }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,

@@ -14,6 +14,8 @@
 //! | `worker`      | the worker: its state, the executor of the router's effects, flushing |
 //! | `conns`       | the slab, the wheel, queueing under the slow-consumer policies, how a connection ends |
 //! | `driver`      | the connection task: read, frame, hand to `requests` (I/O only) |
+//! | `reactor`     | one epoll instance per worker for its open connections, one task waiting on it |
+//! | `backpressure` | publishers of a room whose fan-out is behind are not read for a while |
 //! | `requests`    | what a connection's upgrade, events and requests amount to |
 //! | `admission`   | the caps at accept and upgrade, identity, what a connection gives back |
 //! | `lifecycle`   | deadlines on the wheel, the unfinished-message budget, drain |
@@ -26,6 +28,7 @@
 
 pub mod admission;
 pub mod authorize;
+pub mod backpressure;
 pub mod compress;
 pub mod conns;
 pub mod driver;

@@ -71,16 +71,25 @@ impl Reactor {
         Ok(())
     }
 
-    /// Ask for `fd`'s output readiness too (`on`), while its send buffer is full,
-    /// or no longer. `ENOENT`: the reactor does not watch `fd`.
-    pub fn watch_output(&self, fd: RawFd, key: ConnKey, on: bool) -> Result<(), Errno> {
+    /// Watch `fd` for `input` (not while its publisher is paused, see
+    /// `runtime::backpressure`) and for `output` (while its send buffer is full).
+    /// `ENOENT`: the reactor does not watch `fd`.
+    pub fn interest(
+        &self,
+        fd: RawFd,
+        key: ConnKey,
+        input: bool,
+        output: bool,
+    ) -> Result<(), Errno> {
         // SAFETY: as in `register`.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let flags = if on {
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
-        } else {
-            EpollFlags::EPOLLIN
-        };
+        let mut flags = EpollFlags::empty();
+        if input {
+            flags |= EpollFlags::EPOLLIN;
+        }
+        if output {
+            flags |= EpollFlags::EPOLLOUT;
+        }
         let mut event = EpollEvent::new(flags, key.pack());
         self.epoll.modify(fd, &mut event)
     }

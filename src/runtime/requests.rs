@@ -356,6 +356,7 @@ impl State {
                     now,
                 );
                 self.run_hub();
+                self.pace_publisher(key, &room);
             }
             Decision::Presence { room } => self.presence(key, &room, reference),
             Decision::Refresh { token } => self.refresh(key, &token, reference),

@@ -23,6 +23,7 @@ use nix::errno::Errno;
 use slab::Slab;
 use tracing::{info, warn};
 
+use super::backpressure;
 use super::conns::{Conns, abort};
 use super::mailbox::{Letter, Mailbox};
 use crate::config::Config;
@@ -87,6 +88,8 @@ pub struct Shared {
     pub drained: AtomicUsize,
     /// The history directory (`rooms.data_dir`), read back at start.
     pub store: Option<super::store::NodeStore>,
+    /// Rooms whose fan-out is behind (`runtime::backpressure`).
+    pub lag: super::backpressure::LagTable,
 }
 
 impl Shared {
@@ -210,6 +213,8 @@ pub struct State {
     /// Rooms whose messages to a peer were dropped (its queue was over half its
     /// bound) and the peer told, until one is sent again: `(peer, room)`.
     pub(crate) lagging: std::collections::HashSet<(usize, String)>,
+    /// Rooms behind here and publishers paused (`runtime::backpressure`).
+    pub(crate) pacing: super::backpressure::Pacing,
     /// When this worker started: the origin of its ticks and milliseconds.
     started: Instant,
     /// Rooms taken over from lost owners and rooms given up, as last logged.
@@ -232,6 +237,8 @@ pub struct Worker {
     pub listener_fd: Cell<Option<RawFd>>,
     /// Readiness of the open connections (`runtime::reactor`).
     pub reactor: super::reactor::Reactor,
+    /// The pacer task runs (`runtime::backpressure`).
+    pub(super) pacing: Cell<bool>,
 }
 
 impl Worker {
@@ -271,6 +278,7 @@ impl Worker {
                 journal,
                 outbox: Default::default(),
                 lagging: Default::default(),
+                pacing: Default::default(),
                 started: Instant::now(),
                 failovers_logged: (0, 0),
                 shared,
@@ -279,6 +287,7 @@ impl Worker {
             plain: RefCell::new(vec![0u8; plain].into_boxed_slice()),
             listener_fd: Cell::new(None),
             reactor,
+            pacing: Cell::new(false),
         }
     }
 
@@ -332,6 +341,7 @@ impl Worker {
         }
         // Nothing stamped leaves before it is on disk (`rooms.fsync = "always"`).
         st.commit();
+        let now_ms = st.now_ms();
         let conns = &mut st.conns;
         let mut dirty = std::mem::take(&mut conns.dirty);
         let mut now = now_ns();
@@ -353,6 +363,10 @@ impl Worker {
             }
             let (n, res) = conn.flush(now, &mut conns.stats.publish_to_write);
             conns.stats.bytes_out += n as u64;
+            if n > 0 {
+                // It reads (see `runtime::backpressure`).
+                conn.drained = backpressure::drained_units(now_ms);
+            }
             match res {
                 Flushed::All => {
                     if conn.shutdown_after_flush {
@@ -361,7 +375,7 @@ impl Worker {
                             nix::sys::socket::shutdown(conn.fd, nix::sys::socket::Shutdown::Write);
                     }
                 }
-                Flushed::Blocked => match self.reactor.watch_output(conn.fd, key, true) {
+                Flushed::Blocked => match self.reactor.interest(conn.fd, key, !conn.paused, true) {
                     Ok(()) => conn.write_wait = WriteWait::Reactor,
                     // Not in the reactor (still upgrading, or a task of its own).
                     Err(Errno::ENOENT) => match writability_handle(conn.fd) {
@@ -382,6 +396,10 @@ impl Worker {
         }
         // Keep the allocation for the next round.
         conns.dirty = dirty;
+        if st.pacer_wanted() {
+            drop(st);
+            self.pace();
+        }
     }
 
     /// A write-blocked connection's task saw its socket writable: flush again.
@@ -408,7 +426,7 @@ impl Worker {
             return;
         }
         conn.write_wait = WriteWait::No;
-        if let Err(e) = self.reactor.watch_output(conn.fd, key, false) {
+        if let Err(e) = self.reactor.interest(conn.fd, key, !conn.paused, false) {
             // Still registered for output it reports writability again, and this
             // does nothing more then: harmless but for the wake-ups.
             tracing::debug!("cannot stop watching a socket for output: {e}");
@@ -491,8 +509,14 @@ impl State {
                         born: at,
                     });
                     let per_subscriber = !self.shared.config.compression.shared;
+                    // Publisher back-pressure: how many subscribers are behind.
+                    let frames = self.shared.config.limits.backpressure_frames;
+                    let pace = frames > 0;
+                    let now_ms = self.now_ms();
+                    let mut lagging = 0;
                     let Self { hub, conns, .. } = self;
-                    for &key in hub.subscribers(&room) {
+                    let subscribers = hub.subscribers(&room);
+                    for &key in subscribers {
                         let bits = conns.get_mut(key).map_or(0, |c| c.deflate);
                         let out =
                             if room_packs && per_subscriber && conns.packs(&shared.bytes, bits) {
@@ -518,6 +542,17 @@ impl State {
                                 shared.clone()
                             };
                         conns.enqueue_with(key, Out::Shared(out), policy);
+                        if pace
+                            && conns
+                                .get_mut(key)
+                                .is_some_and(|c| backpressure::lags(c, frames, now_ms))
+                        {
+                            lagging += 1;
+                        }
+                    }
+                    if pace {
+                        let n = subscribers.len();
+                        self.report_lag(&room, lagging, n);
                     }
                 }
                 ToConn::Close(key, code, reason) => self.conns.close(key, code, &reason),
@@ -726,6 +761,8 @@ impl State {
         s.idempotency_keys = keys as u64;
         s.idempotency_forgotten = forgotten;
         s.timer_entries = self.conns.wheel.len() as u64;
+        s.rooms_behind = self.pacing.rooms_behind(&self.shared.lag) as u64;
+        s.inbox = self.shared.mailboxes[self.id].len() as u64;
         if let Some(j) = &self.journal {
             let (log, disk, segments, errors) = j.stats();
             s.store = crate::metrics::StoreStats {

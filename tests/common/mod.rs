@@ -160,6 +160,32 @@ impl Client {
         Client { ws, welcome }
     }
 
+    /// A client whose socket receives into a window of `bytes` (the kernel's
+    /// smallest is about 2 KB), fixed: a reader that falls behind as soon as the
+    /// server sends more than that.
+    pub fn with_window(url: &str, bytes: usize) -> Client {
+        let addr: SocketAddr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "ringway.v1".parse().unwrap());
+        let (mut ws, _) = tungstenite::client::client(req, stream).expect("WebSocket handshake");
+        let welcome = recv_json(&mut ws);
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        Client { ws, welcome }
+    }
+
     /// The worker this connection landed on (from `welcome.conn`, "worker.slot.gen").
     pub fn worker(&self) -> u64 {
         let conn = self.welcome["conn"].as_str().unwrap();

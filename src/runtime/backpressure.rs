@@ -1,0 +1,359 @@
+//! Back-pressure on publishers: a room whose fan-out is behind stops the reading of
+//! the connections that publish to it, for a bounded time, instead of letting its
+//! subscribers' queues grow to their bound.
+//!
+//! *Behind*: more than half of a room's subscribers on the node have a full socket
+//! with over `limits.backpressure_frames` frames queued behind it, and are still
+//! reading (their socket took bytes within the last half second). A subscriber that
+//! stopped reading altogether does not count, so it cannot stall its rooms: it is left
+//! to its slow-consumer policy, as before; nor does a minority that reads slower than
+//! the rest (a hostile client reading a byte at a time among them).
+//!
+//! Each worker counts, as it queues a room's frame for its subscribers, how many of
+//! them are behind, and reports both numbers in a node-wide table indexed by a hash
+//! of the room's name (a cell per worker, so no two workers write the same one; two
+//! rooms that share a slot share its cells, the last report wins: at worst a pause
+//! comes late or lasts its longest). While any of its subscribers is behind a worker
+//! counts that room again every couple of milliseconds, so the report clears once
+//! they catch up even when nothing more is published.
+//!
+//! A client connection that publishes to a room that is behind is read no more from
+//! the message on (the rest of what was read waits as the unfinished tail; its
+//! socket leaves the reactor's input interest) until the room is no longer behind
+//! or `limits.backpressure_pause_ms` passed; then it is read again, at least one
+//! message before it can be paused again. What it sends meanwhile waits in the
+//! kernel, and TCP's flow control carries the pressure to the publisher. The same
+//! holds while some worker's inbox is long (the node itself is behind). An HTTP
+//! publish waits the same way before its message goes to the room. Messages from
+//! peer nodes are not held back (their link is shared by every room).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+use super::worker::{Shared, State, Worker};
+use crate::conn::{Conn, ConnKey, Phase, WriteWait};
+
+/// Slots per worker in the node-wide table (a power of two).
+const SLOTS: usize = 8192;
+
+/// How often reports and pauses are looked at again while any is up.
+const PACE: Duration = Duration::from_millis(2);
+
+/// A subscriber whose socket took nothing for this long has stopped reading.
+const READING_MS: u16 = 500;
+
+/// Letters in a worker's inbox over which the node is behind: publishers read no
+/// more (their messages already read go through it to the room's home worker and
+/// on to every worker with subscribers, so it bounds how far ahead of the fan-out
+/// a publisher can be read).
+const INBOX_HIGH: usize = 128;
+
+/// What each worker last counted of the rooms in each slot: subscribers behind, and
+/// subscribers.
+#[derive(Debug)]
+pub struct LagTable {
+    /// `SLOTS` cells per worker, worker after worker.
+    cells: Box<[Cell]>,
+    workers: usize,
+}
+
+#[derive(Debug, Default)]
+struct Cell {
+    lagging: AtomicU32,
+    subscribers: AtomicU32,
+}
+
+impl LagTable {
+    /// An empty table for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            cells: (0..SLOTS * workers).map(|_| Cell::default()).collect(),
+            workers,
+        }
+    }
+
+    /// The slot of `room`.
+    pub fn slot(room: &str) -> u32 {
+        (xxhash_rust::xxh3::xxh3_64(room.as_bytes()) as usize & (SLOTS - 1)) as u32
+    }
+
+    fn cell(&self, worker: usize, slot: u32) -> &Cell {
+        &self.cells[worker * SLOTS + slot as usize]
+    }
+
+    /// Whether over half the node's subscribers of the room in `slot` are behind.
+    pub fn behind(&self, slot: u32) -> bool {
+        let (mut lagging, mut subscribers) = (0u64, 0u64);
+        for w in 0..self.workers {
+            let c = self.cell(w, slot);
+            lagging += u64::from(c.lagging.load(Ordering::Relaxed));
+            subscribers += u64::from(c.subscribers.load(Ordering::Relaxed));
+        }
+        lagging > 0 && 2 * lagging > subscribers
+    }
+
+    /// Worker `worker` counted `lagging` of `subscribers` behind in `slot`'s room.
+    fn report(&self, worker: usize, slot: u32, lagging: usize, subscribers: usize) {
+        let c = self.cell(worker, slot);
+        c.lagging.store(lagging as u32, Ordering::Relaxed);
+        c.subscribers.store(subscribers as u32, Ordering::Relaxed);
+    }
+}
+
+/// A worker's side: the rooms with subscribers behind here, and the publishers it
+/// paused.
+#[derive(Debug, Default)]
+pub struct Pacing {
+    /// Rooms with subscribers behind here, counted again while they have, with
+    /// their slots.
+    lagging: Vec<(Arc<str>, u32)>,
+    /// Paused publishers: the connection, the slot it waits on, since when (ms).
+    paused: Vec<(ConnKey, u32, u32)>,
+    /// Something began to lag or was paused: the pacer must run.
+    wake: bool,
+}
+
+impl Pacing {
+    /// Rooms with subscribers behind on this worker whose fan-out is behind
+    /// node-wide (gauge).
+    pub fn rooms_behind(&self, table: &LagTable) -> usize {
+        self.lagging
+            .iter()
+            .filter(|(_, slot)| table.behind(*slot))
+            .count()
+    }
+
+    /// Whether nothing lags or is paused here.
+    fn idle(&self) -> bool {
+        self.lagging.is_empty() && self.paused.is_empty()
+    }
+}
+
+/// The worker's milliseconds in the 16 ms units of `Conn::drained`.
+pub(super) fn drained_units(now_ms: u32) -> u16 {
+    (now_ms >> 4) as u16
+}
+
+/// Whether a publisher to the room in `slot` waits: the room is behind, or some
+/// worker's inbox is.
+fn held_back(shared: &Shared, slot: u32) -> bool {
+    shared.lag.behind(slot) || shared.mailboxes.iter().any(|m| m.len() > INBOX_HIGH)
+}
+
+/// Whether `conn` is behind: its socket is full, more than `frames` frames wait
+/// behind it, and it took bytes within `READING_MS` (it still reads).
+pub(super) fn lags(conn: &Conn, frames: usize, now_ms: u32) -> bool {
+    conn.write_wait != WriteWait::No
+        && conn.outq.len() > frames
+        && drained_units(now_ms).wrapping_sub(conn.drained) <= READING_MS / 16
+}
+
+impl State {
+    fn pacing_on(&self) -> bool {
+        self.shared.config.limits.backpressure_frames > 0
+    }
+
+    /// `lagging` of `room`'s `subscribers` on this worker are behind (see
+    /// [`lags`]), counted as a frame was queued for them: report it.
+    pub(super) fn report_lag(&mut self, room: &str, lagging: usize, subscribers: usize) {
+        let slot = LagTable::slot(room);
+        self.shared.lag.report(self.id, slot, lagging, subscribers);
+        if lagging > 0 && !self.pacing.lagging.iter().any(|(r, _)| &**r == room) {
+            self.pacing.lagging.push((Arc::from(room), slot));
+            self.pacing.wake = true;
+        }
+    }
+
+    /// Whether the pacer must be started (something began to lag or was paused).
+    pub(super) fn pacer_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.pacing.wake)
+    }
+
+    /// Count the lagging rooms again and report them; forget those that no longer lag.
+    fn recount(&mut self, now_ms: u32) {
+        let frames = self.shared.config.limits.backpressure_frames;
+        let Self {
+            conns,
+            pacing,
+            hub,
+            shared,
+            id,
+            ..
+        } = self;
+        pacing.lagging.retain(|(room, slot)| {
+            let subscribers = hub.subscribers(room);
+            let lagging = subscribers
+                .iter()
+                .filter(|&&key| conns.get_mut(key).is_some_and(|c| lags(c, frames, now_ms)))
+                .count();
+            shared.lag.report(*id, *slot, lagging, subscribers.len());
+            lagging > 0
+        });
+    }
+
+    /// Client connection `key` published to `room`: pause it when the room is
+    /// behind (its reader stops after this read; see `Worker::stop_reading`).
+    pub(super) fn pace_publisher(&mut self, key: ConnKey, room: &str) {
+        if !self.pacing_on() {
+            return;
+        }
+        let slot = LagTable::slot(room);
+        if !held_back(&self.shared, slot) {
+            return;
+        }
+        let now = self.now_ms();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.paused || conn.phase != Phase::Open {
+            return;
+        }
+        conn.paused = true;
+        self.pacing.paused.push((key, slot, now));
+        self.pacing.wake = true;
+        self.conns.stats.publishers_paused += 1;
+    }
+
+    /// Paused connections to read again: their room is no longer behind, their
+    /// pause is over, or they ended or began to close.
+    fn resumable(&mut self, now_ms: u32) -> Vec<ConnKey> {
+        let pause = self.shared.config.limits.backpressure_pause_ms as u32;
+        let Self {
+            conns,
+            pacing,
+            shared,
+            ..
+        } = self;
+        let mut out = Vec::new();
+        pacing.paused.retain(|&(key, slot, since)| {
+            let Some(conn) = conns.get_mut(key) else {
+                return false; // gone
+            };
+            let done = conn.phase != Phase::Open
+                || !held_back(shared, slot)
+                || now_ms.wrapping_sub(since) >= pause;
+            if done {
+                conn.paused = false;
+                out.push(key);
+            }
+            !done
+        });
+        out
+    }
+}
+
+impl Worker {
+    /// The connection being read was paused (it published to a room behind): take
+    /// its socket out of the reactor's input interest. A connection the reactor does
+    /// not watch (it has a task of its own) is not paused.
+    pub(super) fn stop_reading(self: &Rc<Self>, key: ConnKey) {
+        let mut st = self.state.borrow_mut();
+        let Some(conn) = st.conns.get_mut(key) else {
+            return;
+        };
+        let output = conn.write_wait == WriteWait::Reactor;
+        match self.reactor.interest(conn.fd, key, false, output) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => conn.paused = false,
+            Err(e) => {
+                tracing::debug!("cannot pause reading a publisher: {e}");
+                conn.paused = false;
+            }
+        }
+        drop(st);
+        self.pace();
+    }
+
+    /// Make sure the pacer runs while anything lags or is paused.
+    pub(super) fn pace(self: &Rc<Self>) {
+        if self.pacing.replace(true) {
+            return;
+        }
+        let w = self.clone();
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(PACE).await;
+                if !w.pace_once() {
+                    w.pacing.set(false);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Count lagging rooms again, resume publishers; whether anything still lags or
+    /// is paused.
+    fn pace_once(self: &Rc<Self>) -> bool {
+        let mut st = self.state.borrow_mut();
+        let now = st.now_ms();
+        st.recount(now);
+        for key in st.resumable(now) {
+            let Some(conn) = st.conns.get_mut(key) else {
+                continue;
+            };
+            let output = conn.write_wait == WriteWait::Reactor;
+            // Level-triggered: what waits in the kernel is reported at once.
+            if let Err(e) = self.reactor.interest(conn.fd, key, true, output) {
+                tracing::debug!("cannot resume reading a publisher: {e}");
+            }
+            // What it sent after the message that paused it, already read.
+            if !conn.partial.is_empty() {
+                super::driver::process(&mut st, key, &mut []);
+                if st.conns.get_mut(key).is_some_and(|c| c.paused) {
+                    drop(st);
+                    self.stop_reading(key);
+                    st = self.state.borrow_mut();
+                }
+            }
+        }
+        let busy = !st.pacing.idle();
+        drop(st);
+        self.flush_dirty();
+        busy
+    }
+}
+
+/// An HTTP publish to `room`: wait while the room is behind, at most a pause.
+pub async fn wait_for_room(w: &Worker, room: &str) {
+    let limits = &w.shared.config.limits;
+    if limits.backpressure_frames == 0 {
+        return;
+    }
+    let slot = LagTable::slot(room);
+    if !held_back(&w.shared, slot) {
+        return;
+    }
+    w.state.borrow_mut().conns.stats.publishers_paused += 1;
+    let deadline = std::time::Instant::now() + Duration::from_millis(limits.backpressure_pause_ms);
+    while held_back(&w.shared, slot) && std::time::Instant::now() < deadline {
+        monoio::time::sleep(PACE).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_is_behind_when_over_half_its_subscribers_on_the_node_are() {
+        let t = LagTable::new(2);
+        let s = LagTable::slot("chat:1");
+        assert_eq!(s, LagTable::slot("chat:1"), "stable");
+        assert!(!t.behind(s));
+        // One hostile reader alone on worker 1, 100 readers on worker 0.
+        t.report(1, s, 1, 1);
+        t.report(0, s, 0, 100);
+        assert!(!t.behind(s), "a minority does not hold the room back");
+        t.report(0, s, 60, 100);
+        assert!(t.behind(s), "61 of 101");
+        t.report(0, s, 49, 100);
+        assert!(!t.behind(s), "50 of 101");
+        t.report(1, s, 0, 0);
+        t.report(0, s, 0, 0);
+        assert!(!t.behind(s), "nobody");
+    }
+}

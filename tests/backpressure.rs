@@ -1,0 +1,165 @@
+//! Publisher back-pressure: a room whose subscribers read slower than its publisher
+//! writes stops reading the publisher instead of queueing until the subscribers'
+//! queues overflow (and they are closed as slow consumers).
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Client, Node, WAIT, client_frame, metric};
+use serde_json::json;
+use tungstenite::Message;
+
+const MESSAGES: u64 = 6_000;
+
+/// What a slow subscriber saw: the seqs it got, and the close code if closed.
+struct Got {
+    seqs: Vec<u64>,
+    closed: Option<u16>,
+}
+
+/// Four subscribers read in turn by one thread, a message each every 200 µs (a
+/// fraction of what the publisher writes), so all four are equally slow, with the
+/// same small socket buffers on both sides; and a publisher writing `MESSAGES` as
+/// fast as it can.
+fn flood(backpressure_frames: usize) -> (Vec<Got>, f64) {
+    let node = Node::start(|c| {
+        c.limits.messages_per_second = 0;
+        c.limits.bytes_per_second = 0;
+        c.limits.max_queue_messages = 1024;
+        c.limits.send_buffer_bytes = 8192;
+        c.limits.backpressure_frames = backpressure_frames;
+    });
+    let url = node.url("/ws");
+    let mut subscribers: Vec<Client> = (0..4).map(|_| Client::with_window(&url, 16384)).collect();
+    for c in &mut subscribers {
+        assert_eq!(c.sub("flood")["seq"], 0);
+    }
+    let reader = std::thread::spawn(move || {
+        let mut got: Vec<Got> = (0..4)
+            .map(|_| Got {
+                seqs: Vec::new(),
+                closed: None,
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let mut reading = false;
+            for (c, g) in subscribers.iter_mut().zip(&mut got) {
+                if g.closed.is_some() || g.seqs.len() as u64 == MESSAGES {
+                    continue;
+                }
+                reading = true;
+                loop {
+                    match c.ws.read() {
+                        Ok(Message::Text(t)) => {
+                            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                            if v["type"] == "msg" {
+                                g.seqs.push(v["seq"].as_u64().unwrap());
+                                break;
+                            }
+                        }
+                        Ok(Message::Close(f)) => {
+                            g.closed = f.map(|f| u16::from(f.code));
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => panic!("reading: {e}"),
+                    }
+                }
+            }
+            if !reading {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        got
+    });
+    // The publisher writes everything at once; what the node does not read waits
+    // in the kernel.
+    let mut publisher = node.client();
+    let pad = "p".repeat(100);
+    let writer = {
+        let mut s: TcpStream = publisher.ws.get_mut().try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..MESSAGES {
+                let text = json!({"type": "pub", "room": "flood", "data": {"i": i, "pad": pad}});
+                let frame = client_frame(0x81, text.to_string().as_bytes());
+                if s.write_all(&frame).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let got = reader.join().unwrap();
+    writer.join().unwrap();
+    let paused = metric(node.api, "ringway_publishers_paused_total");
+    let _ = publisher.ws.close(None);
+    (got, paused)
+}
+
+#[test]
+fn a_room_that_reads_slowly_slows_its_publisher_and_loses_nothing() {
+    let (got, paused) = flood(64);
+    for (k, g) in got.iter().enumerate() {
+        assert_eq!(
+            g.closed,
+            None,
+            "subscriber {k} was closed after {} messages (paused {paused})",
+            g.seqs.len()
+        );
+        assert_eq!(
+            g.seqs,
+            (1..=MESSAGES).collect::<Vec<_>>(),
+            "subscriber {k} got every message, in order"
+        );
+    }
+    assert!(paused > 0.0, "the publisher was paused");
+}
+
+#[test]
+fn without_back_pressure_the_same_room_overflows() {
+    // The counterpart: what the test above would see without it.
+    let (got, paused) = flood(0);
+    assert_eq!(paused, 0.0);
+    let closed: Vec<Option<u16>> = got.iter().map(|g| g.closed).collect();
+    assert!(
+        closed.contains(&Some(4008)),
+        "some subscriber overflowed its 1,024-frame queue: {closed:?}"
+    );
+}
+
+#[test]
+fn a_subscriber_that_stopped_reading_does_not_hold_the_room_back() {
+    // One subscriber never reads: it is left to its slow-consumer policy, and the
+    // publisher is not held back on its account.
+    let node = Node::start(|c| {
+        c.limits.messages_per_second = 0;
+        c.limits.bytes_per_second = 0;
+        c.limits.max_queue_messages = 1024;
+        c.limits.send_buffer_bytes = 8192;
+    });
+    let mut sleeper = node.client();
+    sleeper.sub("lonely");
+    let mut publisher: Client = node.client();
+    let pad = "s".repeat(100);
+    let start = Instant::now();
+    for i in 0..3_000 {
+        publisher.send(json!({"type": "pub", "room": "lonely", "data": {"i": i, "pad": pad}}));
+    }
+    publisher.send(json!({"type": "ping", "ref": "done"}));
+    loop {
+        let v = publisher.recv();
+        if v["type"] == "pong" {
+            break;
+        }
+    }
+    assert!(
+        start.elapsed() < WAIT,
+        "the publisher was held back for {:?}",
+        start.elapsed()
+    );
+    assert_eq!(sleeper.expect_close(), 4008);
+}
