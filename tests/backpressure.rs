@@ -31,6 +31,9 @@ fn flood(backpressure_frames: usize) -> (Vec<Got>, f64) {
         c.limits.max_queue_messages = 1024;
         c.limits.send_buffer_bytes = 8192;
         c.limits.backpressure_frames = backpressure_frames;
+        // A paused publisher's input must never read as an unfinished message.
+        c.limits.message_timeout_ms = 1000;
+        c.heartbeat.tick_ms = 100;
     });
     let url = node.url("/ws");
     let mut subscribers: Vec<Client> = (0..4).map(|_| Client::with_window(&url, 16384)).collect();
@@ -96,6 +99,15 @@ fn flood(backpressure_frames: usize) -> (Vec<Got>, f64) {
     let got = reader.join().unwrap();
     writer.join().unwrap();
     let paused = metric(node.api, "ringway_publishers_paused_total");
+    // The publisher, paused many times over more than the message timeout, is
+    // still served.
+    publisher.send(json!({"type": "ping", "ref": "still here"}));
+    loop {
+        let v = publisher.recv();
+        if v["type"] == "pong" {
+            break;
+        }
+    }
     let _ = publisher.ws.close(None);
     (got, paused)
 }

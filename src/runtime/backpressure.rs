@@ -11,17 +11,21 @@
 //!
 //! Each worker counts, as it queues a room's frame for its subscribers, how many of
 //! them are behind, and reports both numbers in a node-wide table indexed by a hash
-//! of the room's name (a cell per worker, so no two workers write the same one; two
-//! rooms that share a slot share its cells, the last report wins: at worst a pause
-//! comes late or lasts its longest). While any of its subscribers is behind a worker
-//! counts that room again every couple of milliseconds, so the report clears once
-//! they catch up even when nothing more is published.
+//! of the room's name, seeded per process (a cell per worker, so no two workers
+//! write the same one). A cell also keeps 32 more bits of the hash, and a room only
+//! reads the cells that carry its own: two rooms that share a slot overwrite each
+//! other's reports (at worst a pause comes late), but never pause each other's
+//! publishers. While a room is behind, each worker where some of its subscribers are
+//! counts them again every couple of milliseconds, so the report clears once they
+//! catch up even when nothing more is published.
 //!
-//! A client connection that publishes to a room that is behind is read no more from
-//! the message on (the rest of what was read waits as the unfinished tail; its
-//! socket leaves the reactor's input interest) until the room is no longer behind
-//! or `limits.backpressure_pause_ms` passed; then it is read again, at least one
-//! message before it can be paused again. What it sends meanwhile waits in the
+//! A client connection that publishes to a room that is behind is read no more
+//! after the read that brought the message (what that read brought, at most the
+//! worker's 64 KiB buffer, is acted on: nothing complete waits in the connection,
+//! where it would count as an unfinished message); its socket leaves the reactor's
+//! input interest until the room is no longer behind or
+//! `limits.backpressure_pause_ms` passed; then it is read again, at least once
+//! before it can be paused again. What it sends meanwhile waits in the
 //! kernel, and TCP's flow control carries the pressure to the publisher. The same
 //! holds while some worker's inbox is long (the node itself is behind). An HTTP
 //! publish waits the same way before its message goes to the room. Messages from
@@ -59,12 +63,24 @@ pub struct LagTable {
     /// `SLOTS` cells per worker, worker after worker.
     cells: Box<[Cell]>,
     workers: usize,
+    /// The hash's seed: which rooms share a slot cannot be worked out offline.
+    seed: u64,
 }
 
 #[derive(Debug, Default)]
 struct Cell {
+    /// The reporting room's tag (0: none yet).
+    tag: AtomicU32,
     lagging: AtomicU32,
     subscribers: AtomicU32,
+}
+
+/// Where a room's counts are kept, and the tag that tells them from another
+/// room's in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomKey {
+    slot: u32,
+    tag: u32,
 }
 
 impl LagTable {
@@ -73,32 +89,41 @@ impl LagTable {
         Self {
             cells: (0..SLOTS * workers).map(|_| Cell::default()).collect(),
             workers,
+            seed: fastrand::u64(..),
         }
     }
 
-    /// The slot of `room`.
-    pub fn slot(room: &str) -> u32 {
-        (xxhash_rust::xxh3::xxh3_64(room.as_bytes()) as usize & (SLOTS - 1)) as u32
+    /// Where `room`'s counts are kept.
+    pub fn key(&self, room: &str) -> RoomKey {
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(room.as_bytes(), self.seed);
+        RoomKey {
+            slot: (h as usize & (SLOTS - 1)) as u32,
+            tag: (h >> 32) as u32 | 1,
+        }
     }
 
-    fn cell(&self, worker: usize, slot: u32) -> &Cell {
-        &self.cells[worker * SLOTS + slot as usize]
+    fn cell(&self, worker: usize, key: RoomKey) -> &Cell {
+        &self.cells[worker * SLOTS + key.slot as usize]
     }
 
-    /// Whether over half the node's subscribers of the room in `slot` are behind.
-    pub fn behind(&self, slot: u32) -> bool {
+    /// Whether over half the node's subscribers of the room are behind.
+    pub fn behind(&self, key: RoomKey) -> bool {
         let (mut lagging, mut subscribers) = (0u64, 0u64);
         for w in 0..self.workers {
-            let c = self.cell(w, slot);
+            let c = self.cell(w, key);
+            if c.tag.load(Ordering::Relaxed) != key.tag {
+                continue; // another room's report, or none
+            }
             lagging += u64::from(c.lagging.load(Ordering::Relaxed));
             subscribers += u64::from(c.subscribers.load(Ordering::Relaxed));
         }
         lagging > 0 && 2 * lagging > subscribers
     }
 
-    /// Worker `worker` counted `lagging` of `subscribers` behind in `slot`'s room.
-    fn report(&self, worker: usize, slot: u32, lagging: usize, subscribers: usize) {
-        let c = self.cell(worker, slot);
+    /// Worker `worker` counted `lagging` of `subscribers` behind in the room.
+    fn report(&self, worker: usize, key: RoomKey, lagging: usize, subscribers: usize) {
+        let c = self.cell(worker, key);
+        c.tag.store(key.tag, Ordering::Relaxed);
         c.lagging.store(lagging as u32, Ordering::Relaxed);
         c.subscribers.store(subscribers as u32, Ordering::Relaxed);
     }
@@ -108,11 +133,10 @@ impl LagTable {
 /// paused.
 #[derive(Debug, Default)]
 pub struct Pacing {
-    /// Rooms with subscribers behind here, counted again while they have, with
-    /// their slots.
-    lagging: Vec<(Arc<str>, u32)>,
-    /// Paused publishers: the connection, the slot it waits on, since when (ms).
-    paused: Vec<(ConnKey, u32, u32)>,
+    /// Rooms behind with subscribers behind here, counted again while they are.
+    lagging: Vec<(Arc<str>, RoomKey)>,
+    /// Paused publishers: the connection, the room it waits on, since when (ms).
+    paused: Vec<(ConnKey, RoomKey, u32)>,
     /// Something began to lag or was paused: the pacer must run.
     wake: bool,
 }
@@ -123,7 +147,7 @@ impl Pacing {
     pub fn rooms_behind(&self, table: &LagTable) -> usize {
         self.lagging
             .iter()
-            .filter(|(_, slot)| table.behind(*slot))
+            .filter(|(_, key)| table.behind(*key))
             .count()
     }
 
@@ -138,10 +162,10 @@ pub(super) fn drained_units(now_ms: u32) -> u16 {
     (now_ms >> 4) as u16
 }
 
-/// Whether a publisher to the room in `slot` waits: the room is behind, or some
-/// worker's inbox is.
-fn held_back(shared: &Shared, slot: u32) -> bool {
-    shared.lag.behind(slot) || shared.mailboxes.iter().any(|m| m.len() > INBOX_HIGH)
+/// Whether a publisher to the room waits: the room is behind, or some worker's
+/// inbox is.
+fn held_back(shared: &Shared, room: RoomKey) -> bool {
+    shared.lag.behind(room) || shared.mailboxes.iter().any(|m| m.len() > INBOX_HIGH)
 }
 
 /// Whether `conn` is behind: its socket is full, more than `frames` frames wait
@@ -160,10 +184,13 @@ impl State {
     /// `lagging` of `room`'s `subscribers` on this worker are behind (see
     /// [`lags`]), counted as a frame was queued for them: report it.
     pub(super) fn report_lag(&mut self, room: &str, lagging: usize, subscribers: usize) {
-        let slot = LagTable::slot(room);
-        self.shared.lag.report(self.id, slot, lagging, subscribers);
-        if lagging > 0 && !self.pacing.lagging.iter().any(|(r, _)| &**r == room) {
-            self.pacing.lagging.push((Arc::from(room), slot));
+        let key = self.shared.lag.key(room);
+        self.shared.lag.report(self.id, key, lagging, subscribers);
+        if lagging > 0
+            && self.shared.lag.behind(key)
+            && !self.pacing.lagging.iter().any(|(r, _)| &**r == room)
+        {
+            self.pacing.lagging.push((Arc::from(room), key));
             self.pacing.wake = true;
         }
     }
@@ -173,7 +200,10 @@ impl State {
         std::mem::take(&mut self.pacing.wake)
     }
 
-    /// Count the lagging rooms again and report them; forget those that no longer lag.
+    /// Count the rooms behind again and report them; forget those no longer behind
+    /// (a room that is not behind has no paused publishers, so its next frames bring
+    /// a new report: only a room behind needs counting without them, and a large
+    /// room with a few slow readers is not counted over and over).
     fn recount(&mut self, now_ms: u32) {
         let frames = self.shared.config.limits.backpressure_frames;
         let Self {
@@ -184,14 +214,14 @@ impl State {
             id,
             ..
         } = self;
-        pacing.lagging.retain(|(room, slot)| {
+        pacing.lagging.retain(|(room, key)| {
             let subscribers = hub.subscribers(room);
             let lagging = subscribers
                 .iter()
                 .filter(|&&key| conns.get_mut(key).is_some_and(|c| lags(c, frames, now_ms)))
                 .count();
-            shared.lag.report(*id, *slot, lagging, subscribers.len());
-            lagging > 0
+            shared.lag.report(*id, *key, lagging, subscribers.len());
+            lagging > 0 && shared.lag.behind(*key)
         });
     }
 
@@ -201,8 +231,8 @@ impl State {
         if !self.pacing_on() {
             return;
         }
-        let slot = LagTable::slot(room);
-        if !held_back(&self.shared, slot) {
+        let room = self.shared.lag.key(room);
+        if !held_back(&self.shared, room) {
             return;
         }
         let now = self.now_ms();
@@ -213,7 +243,7 @@ impl State {
             return;
         }
         conn.paused = true;
-        self.pacing.paused.push((key, slot, now));
+        self.pacing.paused.push((key, room, now));
         self.pacing.wake = true;
         self.conns.stats.publishers_paused += 1;
     }
@@ -229,15 +259,20 @@ impl State {
             ..
         } = self;
         let mut out = Vec::new();
-        pacing.paused.retain(|&(key, slot, since)| {
+        let tick = conns.stamp();
+        pacing.paused.retain(|&(key, room, since)| {
             let Some(conn) = conns.get_mut(key) else {
                 return false; // gone
             };
             let done = conn.phase != Phase::Open
-                || !held_back(shared, slot)
+                || !held_back(shared, room)
                 || now_ms.wrapping_sub(since) >= pause;
             if done {
                 conn.paused = false;
+                if conn.partial_since.is_some() {
+                    // Its unfinished frame waited on us, not on the client.
+                    conn.partial_since = Some(tick);
+                }
                 out.push(key);
             }
             !done
@@ -258,10 +293,13 @@ impl Worker {
         let output = conn.write_wait == WriteWait::Reactor;
         match self.reactor.interest(conn.fd, key, false, output) {
             Ok(()) => {}
-            Err(Errno::ENOENT) => conn.paused = false,
             Err(e) => {
-                tracing::debug!("cannot pause reading a publisher: {e}");
+                // ENOENT: it has a task of its own (not paused); else out of memory.
+                if e != Errno::ENOENT {
+                    tracing::debug!("cannot pause reading a publisher: {e}");
+                }
                 conn.paused = false;
+                st.pacing.paused.retain(|&(k, _, _)| k != key);
             }
         }
         drop(st);
@@ -300,15 +338,6 @@ impl Worker {
             if let Err(e) = self.reactor.interest(conn.fd, key, true, output) {
                 tracing::debug!("cannot resume reading a publisher: {e}");
             }
-            // What it sent after the message that paused it, already read.
-            if !conn.partial.is_empty() {
-                super::driver::process(&mut st, key, &mut []);
-                if st.conns.get_mut(key).is_some_and(|c| c.paused) {
-                    drop(st);
-                    self.stop_reading(key);
-                    st = self.state.borrow_mut();
-                }
-            }
         }
         let busy = !st.pacing.idle();
         drop(st);
@@ -323,13 +352,13 @@ pub async fn wait_for_room(w: &Worker, room: &str) {
     if limits.backpressure_frames == 0 {
         return;
     }
-    let slot = LagTable::slot(room);
-    if !held_back(&w.shared, slot) {
+    let key = w.shared.lag.key(room);
+    if !held_back(&w.shared, key) {
         return;
     }
     w.state.borrow_mut().conns.stats.publishers_paused += 1;
     let deadline = std::time::Instant::now() + Duration::from_millis(limits.backpressure_pause_ms);
-    while held_back(&w.shared, slot) && std::time::Instant::now() < deadline {
+    while held_back(&w.shared, key) && std::time::Instant::now() < deadline {
         monoio::time::sleep(PACE).await;
     }
 }
@@ -341,8 +370,8 @@ mod tests {
     #[test]
     fn a_room_is_behind_when_over_half_its_subscribers_on_the_node_are() {
         let t = LagTable::new(2);
-        let s = LagTable::slot("chat:1");
-        assert_eq!(s, LagTable::slot("chat:1"), "stable");
+        let s = t.key("chat:1");
+        assert_eq!(s, t.key("chat:1"), "stable");
         assert!(!t.behind(s));
         // One hostile reader alone on worker 1, 100 readers on worker 0.
         t.report(1, s, 1, 1);
@@ -355,5 +384,21 @@ mod tests {
         t.report(1, s, 0, 0);
         t.report(0, s, 0, 0);
         assert!(!t.behind(s), "nobody");
+    }
+
+    #[test]
+    fn a_room_sharing_a_slot_does_not_read_another_rooms_reports() {
+        let t = LagTable::new(1);
+        let victim = t.key("victim");
+        let other = (0..100_000)
+            .map(|i| t.key(&format!("attack-{i}")))
+            .find(|k| k.slot == victim.slot && k.tag != victim.tag)
+            .expect("8,192 slots: some room among 100,000 shares one");
+        t.report(0, other, 3, 3);
+        assert!(t.behind(other));
+        assert!(
+            !t.behind(victim),
+            "the other room's report is not the victim's"
+        );
     }
 }

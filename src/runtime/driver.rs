@@ -374,7 +374,7 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                 // of piling its frames up in every subscriber's queue (and so a
                 // subscriber's queue fills only when its socket does).
                 drop(st);
-                w.flush_dirty();
+                w.flush_between();
             }
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => break,
@@ -391,7 +391,7 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
 
 /// Act on newly received bytes: prepend what was left over, consume whole frames,
 /// keep the unfinished tail.
-pub(super) fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
+fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
     let Some(conn) = st.conns.get_mut(key) else {
         return;
     };
@@ -415,7 +415,7 @@ pub(super) fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
             conn.partial = rest;
         }
     } // else nothing left over: `held` is dropped, the connection holds no buffer
-    st.account_partial(key, before);
+    st.account_partial(key, before, consumed > 0);
 }
 
 /// Consume as much of `buf` as forms complete requests or frames; returns how much.
@@ -478,11 +478,6 @@ fn consume(st: &mut State, key: ConnKey, buf: &mut [u8]) -> usize {
                 let Some(conn) = st.conns.get_mut(key) else {
                     return buf.len();
                 };
-                if conn.paused {
-                    // It published to a room that is behind: the rest waits, kept
-                    // as the unfinished tail, until it is resumed.
-                    return off;
-                }
                 limits.deflate = conn.deflate != 0;
                 match conn.decoder.decode(&mut buf[off..], limits) {
                     Ok(None) => return off,

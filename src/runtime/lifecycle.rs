@@ -109,8 +109,10 @@ impl State {
     /// After a connection's unfinished input changed from `before` bytes: keep the
     /// worker's total, date the unfinished message (its deadline goes on the wheel),
     /// and over the worker's share of `limits.partial_budget_bytes` close the
-    /// connection that holds the most with 1013.
-    pub(crate) fn account_partial(&mut self, key: ConnKey, before: usize) {
+    /// connection that holds the most with 1013. `progressed`: whole frames were
+    /// consumed, so a tail left outside a fragmented message is a new frame, dated
+    /// from now (a client that keeps sending is not one whose frame trickles in).
+    pub(crate) fn account_partial(&mut self, key: ConnKey, before: usize, progressed: bool) {
         let now = self.conns.stamp();
         let message = self
             .conns
@@ -125,6 +127,7 @@ impl State {
         }
         let held = conn.partial.capacity() + conn.decoder.buffered();
         let open = conn.phase == Phase::Open;
+        let fresh = progressed && conn.decoder.buffered() == 0;
         let started = match (held, conn.partial_since) {
             (0, _) => {
                 conn.partial_since = None;
@@ -133,6 +136,10 @@ impl State {
             (_, None) if open => {
                 conn.partial_since = Some(now);
                 true
+            }
+            (_, Some(_)) if open && fresh => {
+                conn.partial_since = Some(now);
+                false // later than the deadline on the wheel: it moves when that fires
             }
             _ => false,
         };

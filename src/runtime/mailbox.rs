@@ -176,10 +176,10 @@ pub const BATCH: usize = 1024;
 const FLUSH_EVERY: usize = 64;
 
 impl Inbox {
-    /// Run forever: wait for mail, hand each batch to `handle`, and call `after`
-    /// every `FLUSH_EVERY` letters and at the end of each batch (to flush what
-    /// they queued). Must run inside the worker's monoio runtime. Returns when
-    /// `handle` returns `false` (shutdown).
+    /// Run forever: wait for mail, hand each batch to `handle`, call `after` at the
+    /// end of each batch and `between` every `FLUSH_EVERY` letters within one (to
+    /// flush what they queued). Must run inside the worker's monoio runtime.
+    /// Returns when `handle` returns `false` (shutdown).
     ///
     /// Fairness: this task never wakes itself (monoio 0.2.4 runs a self-woken task
     /// first again, starving the others, bug #362); after a full batch it rings its
@@ -188,6 +188,7 @@ impl Inbox {
         mut self,
         mut handle: impl FnMut(Letter) -> bool,
         mut after: impl FnMut(),
+        mut between: impl FnMut(),
     ) -> std::io::Result<()> {
         let listen = self.listen.take().expect("Inbox::run called once");
         listen.set_nonblocking(true)?;
@@ -204,7 +205,7 @@ impl Inbox {
                             return Ok(());
                         }
                         if n % FLUSH_EVERY == 0 && n < BATCH {
-                            after();
+                            between();
                         }
                     }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,

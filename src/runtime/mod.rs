@@ -184,11 +184,12 @@ fn worker_thread(
         monoio::spawn(tick_loop(w.clone()));
         monoio::spawn(reactor::run(w.clone()));
         let _ = ready.send(Ok(()));
-        let (w1, w2) = (w.clone(), w.clone());
+        let (w1, w2, w3) = (w.clone(), w.clone(), w.clone());
         if let Err(e) = inbox
             .run(
                 move |letter| w1.handle_letter(letter),
                 move || w2.flush_dirty(),
+                move || w3.flush_between(),
             )
             .await
         {

@@ -402,6 +402,23 @@ impl Worker {
         }
     }
 
+    /// A flush in the middle of a batch (a burst read, many letters), so that its
+    /// frames do not pile up in every subscriber's queue; skipped while the journal
+    /// waits for a sync (`rooms.fsync = "always"`), whose group commit the end of
+    /// the batch makes once.
+    pub fn flush_between(self: &Rc<Self>) {
+        if self
+            .state
+            .borrow()
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.unsynced())
+        {
+            return;
+        }
+        self.flush_dirty();
+    }
+
     /// A write-blocked connection's task saw its socket writable: flush again.
     fn on_writable(self: &Rc<Self>, key: ConnKey) {
         {
