@@ -11,7 +11,8 @@
 //!
 //! | module        | job |
 //! |---------------|-----|
-//! | `worker`      | the worker: its state, the executor of the router's effects, flushing |
+//! | `worker`      | the worker: its state, the executor of the router's effects |
+//! | `flush`       | writing queued frames out, waiting for writability |
 //! | `conns`       | the slab, the wheel, queueing under the slow-consumer policies, how a connection ends |
 //! | `driver`      | the connection task: read, frame, hand to `requests` (I/O only) |
 //! | `reactor`     | one epoll instance per worker for its open connections, one task waiting on it |
@@ -32,6 +33,7 @@ pub mod backpressure;
 pub mod compress;
 pub mod conns;
 pub mod driver;
+pub mod flush;
 pub mod identify;
 pub mod lifecycle;
 pub mod listener;
