@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Client, Node, WAIT, client_frame, metric, raw_http_status};
+use common::{Client, Node, WAIT, client_frame, metric, raw_http_status, wait_for};
 use serde_json::json;
 
 const UPGRADE: &str = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
@@ -58,14 +58,6 @@ fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
     let s: TcpStream = socket.into();
     s.set_read_timeout(Some(WAIT)).unwrap();
     s
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -450,3 +450,25 @@ pub fn metric(api: SocketAddr, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Wait until `ok`, at most `WAIT`; fails the test naming `what` otherwise.
+pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Write a node configuration to a fresh temporary file; returns its path.
+pub fn write_config(text: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let name = RandomState::new().hash_one(std::time::Instant::now());
+    let path =
+        std::env::temp_dir().join(format!("ringway-test-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
