@@ -14,6 +14,25 @@ use tungstenite::Message;
 
 const MESSAGES: u64 = 6_000;
 
+/// A node with the rate limits off, 1,024-frame queues and 8 KB kernel send
+/// buffers (a reader falls behind soon), and `more`.
+fn node(more: impl FnOnce(&mut ringway::Config)) -> Node {
+    Node::start(move |c| {
+        c.limits.messages_per_second = 0;
+        c.limits.bytes_per_second = 0;
+        c.limits.max_queue_messages = 1024;
+        c.limits.send_buffer_bytes = 8192;
+        more(c);
+    })
+}
+
+/// The connection is still served: an application ping gets its pong (after
+/// whatever was queued before it).
+fn answers(c: &mut Client) {
+    c.send(json!({"type": "ping", "ref": "still here"}));
+    while c.recv()["type"] != "pong" {}
+}
+
 /// What a slow subscriber saw: the seqs it got, and the close code if closed.
 struct Got {
     seqs: Vec<u64>,
@@ -25,11 +44,7 @@ struct Got {
 /// same small socket buffers on both sides; and a publisher writing `MESSAGES` as
 /// fast as it can.
 fn flood(backpressure_frames: usize) -> (Vec<Got>, f64) {
-    let node = Node::start(|c| {
-        c.limits.messages_per_second = 0;
-        c.limits.bytes_per_second = 0;
-        c.limits.max_queue_messages = 1024;
-        c.limits.send_buffer_bytes = 8192;
+    let node = node(|c| {
         c.limits.backpressure_frames = backpressure_frames;
         // A paused publisher's input must never read as an unfinished message.
         c.limits.message_timeout_ms = 1000;
@@ -101,13 +116,7 @@ fn flood(backpressure_frames: usize) -> (Vec<Got>, f64) {
     let paused = metric(node.api, "ringway_publishers_paused_total");
     // The publisher, paused many times over more than the message timeout, is
     // still served.
-    publisher.send(json!({"type": "ping", "ref": "still here"}));
-    loop {
-        let v = publisher.recv();
-        if v["type"] == "pong" {
-            break;
-        }
-    }
+    answers(&mut publisher);
     let _ = publisher.ws.close(None);
     (got, paused)
 }
@@ -147,12 +156,7 @@ fn without_back_pressure_the_same_room_overflows() {
 fn a_subscriber_that_stopped_reading_does_not_hold_the_room_back() {
     // One subscriber never reads: it is left to its slow-consumer policy, and the
     // publisher is not held back on its account.
-    let node = Node::start(|c| {
-        c.limits.messages_per_second = 0;
-        c.limits.bytes_per_second = 0;
-        c.limits.max_queue_messages = 1024;
-        c.limits.send_buffer_bytes = 8192;
-    });
+    let node = node(|_| {});
     let mut sleeper = node.client();
     sleeper.sub("lonely");
     let mut publisher: Client = node.client();
@@ -161,13 +165,7 @@ fn a_subscriber_that_stopped_reading_does_not_hold_the_room_back() {
     for i in 0..3_000 {
         publisher.send(json!({"type": "pub", "room": "lonely", "data": {"i": i, "pad": pad}}));
     }
-    publisher.send(json!({"type": "ping", "ref": "done"}));
-    loop {
-        let v = publisher.recv();
-        if v["type"] == "pong" {
-            break;
-        }
-    }
+    answers(&mut publisher);
     assert!(
         start.elapsed() < WAIT,
         "the publisher was held back for {:?}",

@@ -157,6 +157,16 @@ impl Conn {
         }
     }
 
+    /// Let go of unfinished input (a partial frame, a fragmented message); returns
+    /// the bytes it held (as counted in the worker's unfinished-input total).
+    pub fn drop_input(&mut self) -> usize {
+        let held = self.partial.capacity() + self.decoder.buffered();
+        self.partial = Vec::new();
+        self.decoder = Decoder::default();
+        self.partial_since = None;
+        held
+    }
+
     /// The connection's user, if it presented a valid token.
     pub fn user(&self) -> Option<Arc<str>> {
         self.grant.as_ref().map(|g| g.user.clone())

@@ -121,9 +121,7 @@ impl State {
             return;
         };
         if conn.phase == Phase::Closing {
-            // No more input is acted on: what it held is garbage.
-            conn.partial = Vec::new();
-            conn.decoder = crate::ws::frame::Decoder::default();
+            conn.drop_input(); // no more input is acted on: what it held is garbage
         }
         let held = conn.partial.capacity() + conn.decoder.buffered();
         let open = conn.phase == Phase::Open;
@@ -186,11 +184,7 @@ impl State {
     /// Free a connection's unfinished input (it is closing; no more is read).
     fn drop_partial(&mut self, key: ConnKey) {
         if let Some(conn) = self.conns.get_mut(key) {
-            let held = conn.partial.capacity() + conn.decoder.buffered();
-            conn.partial = Vec::new();
-            conn.decoder = crate::ws::frame::Decoder::default();
-            conn.partial_since = None;
-            self.conns.partial_bytes -= held;
+            self.conns.partial_bytes -= conn.drop_input();
         }
     }
 }
