@@ -52,7 +52,8 @@ fn a_stalled_peer_resumes_its_rooms_from_their_cursors() {
             .map(|t| {
                 let (room, pad, lagged) = (room.clone(), pad.clone(), &lagged);
                 s.spawn(move || {
-                    let deadline = Instant::now() + Duration::from_millis(4000);
+                    // Well inside `dead_after_ms` (8 s): n2 stays a live, stalled peer.
+                    let deadline = Instant::now() + Duration::from_millis(6000);
                     let (mut n, mut after) = (0u64, 0);
                     while Instant::now() < deadline && n < 20_000 && after < 100 {
                         let body = json!({"room": room, "data": {"t": t, "pad": pad}}).to_string();
