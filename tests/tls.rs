@@ -7,6 +7,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Node, WAIT};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -40,11 +41,16 @@ fn cert() -> Cert {
 }
 
 fn tls_node(c: &Cert) -> Node {
+    tls_node_with(c, |_| {})
+}
+
+fn tls_node_with(c: &Cert, tweak: impl FnOnce(&mut ringway::config::Config)) -> Node {
     let (cert, key) = (c.cert.clone(), c.key.clone());
     Node::start(move |cfg| {
         cfg.tls.cert = Some(cert);
         cfg.tls.key = Some(key);
         cfg.limits.messages_per_second = 0;
+        tweak(cfg);
     })
 }
 
@@ -150,6 +156,57 @@ fn plaintext_or_garbage_on_the_wss_listener_fails_alone() {
         &buf[..n]
     );
     // The good connection is unaffected.
+    send(&mut good, json!({"type": "ping"}));
+    assert_eq!(recv(&mut good)["type"], "pong");
+}
+
+#[test]
+fn a_tls_record_cut_short_is_bounded_by_the_message_deadline() {
+    let c = cert();
+    let node = tls_node_with(&c, |cfg| {
+        cfg.limits.message_timeout_ms = 1000;
+        cfg.heartbeat.tick_ms = 100;
+    });
+    let mut good = wss(&node, &c);
+    assert_eq!(recv(&mut good)["type"], "welcome");
+    let mut slow = wss(&node, &c);
+    assert_eq!(recv(&mut slow)["type"], "welcome");
+    // A whole message in one record, of which only the first half is sent: the
+    // node holds it as unfinished input (the record cannot be read before its end).
+    let plain = common::client_frame(0x81, json!({"type": "ping"}).to_string().as_bytes());
+    let mut bytes = Vec::new();
+    {
+        let stream = slow.get_mut();
+        stream.conn.writer().write_all(&plain).unwrap();
+        while stream.conn.wants_write() {
+            stream.conn.write_tls(&mut bytes).unwrap();
+        }
+        stream.sock.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    }
+    // Past the deadline it is closed 1008 (it kept the connection's last bytes
+    // recent, so only the unfinished-message deadline applies), and counted.
+    let start = std::time::Instant::now();
+    let closed = loop {
+        match slow.read() {
+            Ok(Message::Close(f)) => break f.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(closed, Some(1008));
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        common::metric(
+            node.api,
+            "ringway_disconnects_total{reason=\"message_timeout\"}"
+        ),
+        1.0
+    );
+    // The other connection is unaffected.
     send(&mut good, json!({"type": "ping"}));
     assert_eq!(recv(&mut good)["type"], "pong");
 }

@@ -160,11 +160,23 @@ impl Conn {
     /// Let go of unfinished input (a partial frame, a fragmented message); returns
     /// the bytes it held (as counted in the worker's unfinished-input total).
     pub fn drop_input(&mut self) -> usize {
-        let held = self.partial.capacity() + self.decoder.buffered();
+        let held = self.input_held();
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.drop_held();
+        }
         self.partial = Vec::new();
         self.decoder = Decoder::default();
         self.partial_since = None;
         held
+    }
+
+    /// Bytes of unfinished input it holds: a frame or request head cut short, a
+    /// fragmented message, a TLS record cut short (counted in the worker's
+    /// unfinished-input total; a TLS session taken out for a read counts none).
+    pub fn input_held(&self) -> usize {
+        self.partial.capacity()
+            + self.decoder.buffered()
+            + self.tls.as_deref().map_or(0, tls::Tls::held)
     }
 
     /// The connection's user, if it presented a valid token.

@@ -242,13 +242,15 @@ impl OutQueue {
                 };
                 let rest = &front.bytes()[self.head_written as usize..];
                 let n = rest.len();
-                if tls.write_plain(rest).is_err() {
+                if tls.encrypt(rest).is_err() {
                     return (total, Flushed::Failed);
                 }
                 sealed += n;
                 self.consume(n, now_ns, lat);
             }
-            tls.seal();
+            if self.frames.is_empty() {
+                tls.seal_close();
+            }
             if tls.out.is_empty() {
                 break;
             }

@@ -1,27 +1,39 @@
 //! TLS for client connections (wss), on the same io_uring workers, through rustls's
-//! sans-IO `ServerConnection`.
+//! unbuffered API (`UnbufferedServerConnection`).
 //!
-//! Nothing about the connection's life changes: the read task still waits for
-//! readability and receives into the worker's scratch buffer; the ciphertext goes
-//! into rustls, and the plaintext it yields (into a second per-worker scratch
-//! buffer) goes to the same handshake and frame code as plain connections. On the
-//! way out, queued frames are handed to rustls only when the previous ciphertext has
-//! left, so the outbound queue (and its slow-consumer bounds) still sees the backlog.
+//! Nothing about the connection's life changes: the worker receives into its scratch
+//! buffer; the records are processed there, and the plaintext they yield (copied into
+//! a second per-worker scratch buffer) goes to the same handshake and frame code as
+//! plain connections. On the way out, queued frames are encrypted only when the
+//! previous ciphertext has left, so the outbound queue (and its slow-consumer bounds)
+//! still sees the backlog.
+//!
+//! Why the unbuffered API: rustls's buffered `ServerConnection` keeps a buffer of at
+//! least 4 KiB for incoming records in every session, idle or not. Here a session holds
+//! its keys and state only: a record cut by a read waits in `held` (allocated only
+//! then), and ciphertext to send in `out` (freed once sent), so an idle wss connection
+//! holds no buffer at all.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 
 /// Per-connection TLS state.
 pub struct Tls {
     /// The rustls session.
-    pub session: rustls::ServerConnection,
+    session: UnbufferedServerConnection,
     /// Ciphertext produced and not yet accepted by the socket.
     pub out: Vec<u8>,
+    /// The start of a record a read cut short, until the rest arrives. Empty,
+    /// unallocated, between whole records.
+    held: Vec<u8>,
+    /// A close_notify goes after the frames queued before the close.
+    close_pending: bool,
 }
 
 impl std::fmt::Debug for Tls {
@@ -29,6 +41,7 @@ impl std::fmt::Debug for Tls {
         f.debug_struct("Tls")
             .field("handshaking", &self.session.is_handshaking())
             .field("out", &self.out.len())
+            .field("held", &self.held.len())
             .finish()
     }
 }
@@ -50,9 +63,9 @@ pub enum Failure {
     /// The peer broke the protocol (rustls queued an alert saying how).
     #[error("{0}")]
     Tls(#[from] rustls::Error),
-    /// The records could not be read.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    /// Application data could not be encrypted.
+    #[error("cannot encrypt: {0}")]
+    Encrypt(String),
 }
 
 /// Why `tls.cert` and `tls.key` cannot serve wss. The message names the file and
@@ -127,54 +140,222 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Confi
     Ok(Arc::new(cfg))
 }
 
+/// Room for the records' framing around `plain` bytes of application data: a
+/// header, an explicit nonce (TLS 1.2) and a tag per record of at most 16 KiB, and a
+/// content type (TLS 1.3). A guess that is rarely short: rustls says when it is.
+fn sealed_len(plain: usize) -> usize {
+    plain + (plain / 16_384 + 1) * 64
+}
+
+/// Encode a handshake or alert record onto `out`.
+fn encode_onto<D>(out: &mut Vec<u8>, encode: &mut rustls::unbuffered::EncodeTlsData<'_, D>) {
+    let at = out.len();
+    let mut room = 1024;
+    loop {
+        out.resize(at + room, 0);
+        match encode.encode(&mut out[at..]) {
+            Ok(n) => {
+                out.truncate(at + n);
+                return;
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size }))
+                if required_size > room =>
+            {
+                room = required_size;
+            }
+            Err(_) => {
+                out.truncate(at);
+                return;
+            }
+        }
+    }
+}
+
 impl Tls {
     /// A fresh server session.
     pub fn new(cfg: &Arc<ServerConfig>) -> Result<Self, rustls::Error> {
         Ok(Self {
-            session: rustls::ServerConnection::new(cfg.clone())?,
+            session: UnbufferedServerConnection::new(cfg.clone())?,
             out: Vec::new(),
+            held: Vec::new(),
+            close_pending: false,
         })
     }
 
-    /// Feed ciphertext; `plain` is called with each run of decrypted bytes (in
-    /// `scratch`).
+    /// Whether the handshake is still under way.
+    pub fn is_handshaking(&self) -> bool {
+        self.session.is_handshaking()
+    }
+
+    /// Whether there is ciphertext to send (handshake records, an alert, a
+    /// close_notify, encrypted frames).
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Bytes held for a record cut short by a read.
+    pub fn held(&self) -> usize {
+        self.held.capacity()
+    }
+
+    /// Let go of a record cut short (the connection is closing: no more input is
+    /// read).
+    pub fn drop_held(&mut self) {
+        self.held = Vec::new();
+    }
+
+    /// Feed ciphertext (`cipher` may be overwritten); `plain` is called with each
+    /// record's plaintext, copied into `scratch` (at least 16 KiB).
     pub fn receive(
         &mut self,
-        mut cipher: &[u8],
+        cipher: &mut [u8],
         scratch: &mut [u8],
         mut plain: impl FnMut(&mut [u8]),
     ) -> Received {
-        while !cipher.is_empty() {
-            if let Err(e) = self.session.read_tls(&mut cipher) {
-                return Received::Failed(e.into());
+        let mut held = std::mem::take(&mut self.held);
+        let using_held = !held.is_empty();
+        let buf: &mut [u8] = if using_held {
+            held.extend_from_slice(cipher);
+            &mut held
+        } else {
+            cipher
+        };
+        let (used, got) = self.process(buf, scratch, &mut plain);
+        if using_held {
+            held.drain(..used);
+            if !held.is_empty() {
+                self.held = held;
             }
-            if let Err(e) = self.session.process_new_packets() {
-                // Queue the alert that tells the peer why.
-                let _ = self.session.write_tls(&mut self.out);
-                return Received::Failed(e.into());
-            }
-            loop {
-                match self.session.reader().read(scratch) {
-                    Ok(0) => return Received::Closed,
-                    Ok(n) => plain(&mut scratch[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Received::Failed(e.into()),
-                }
-            }
+        } else if used < buf.len() {
+            self.held = buf[used..].to_vec();
         }
-        Received::More
+        got
     }
 
-    /// Encrypt `plain` (whole) into the session's outgoing records.
-    pub fn write_plain(&mut self, plain: &[u8]) -> std::io::Result<()> {
-        self.session.writer().write_all(plain)
+    /// Process the records in `buf`: how many bytes were used up, and what they
+    /// amounted to.
+    fn process(
+        &mut self,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+        plain: &mut impl FnMut(&mut [u8]),
+    ) -> (usize, Received) {
+        let mut used = 0;
+        loop {
+            let status = self.session.process_tls_records(&mut buf[used..]);
+            let mut discard = status.discard;
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => {
+                    used += discard;
+                    // Queue the alert that tells the peer why.
+                    self.encode_pending();
+                    return (used, Received::Failed(e.into()));
+                }
+            };
+            match state {
+                ConnectionState::ReadTraffic(mut records) => {
+                    while let Some(record) = records.next_record() {
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                let n = record.payload.len();
+                                scratch[..n].copy_from_slice(record.payload);
+                                plain(&mut scratch[..n]);
+                            }
+                            Err(e) => return (used + discard, Received::Failed(e.into())),
+                        }
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    encode_onto(&mut self.out, &mut encode)
+                }
+                // What was encoded is in `out`, and goes out with the next flush.
+                ConnectionState::TransmitTlsData(done) => done.done(),
+                // Every whole record is used up; the rest waits for more bytes.
+                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
+                    return (used + discard, Received::More);
+                }
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    return (used + discard, Received::Closed);
+                }
+                // No early data is accepted (the configuration allows none).
+                _ => return (used + discard, Received::More),
+            }
+            used += discard;
+        }
     }
 
-    /// Move every record rustls has ready into `out`.
-    pub fn seal(&mut self) {
-        while self.session.wants_write() {
-            if self.session.write_tls(&mut self.out).is_err() {
-                break;
+    /// Encode what rustls has queued outside the traffic state (an alert after an
+    /// error) into `out`.
+    fn encode_pending(&mut self) {
+        let mut none = [0u8; 0];
+        let mut scratch = [0u8; 0];
+        let _ = self.process(&mut none, &mut scratch, &mut |_| {});
+    }
+
+    /// Encrypt `plain` (whole) onto `out`.
+    pub fn encrypt(&mut self, plain: &[u8]) -> Result<(), Failure> {
+        self.traffic(sealed_len(plain.len()), |w, out| w.encrypt(plain, out))
+    }
+
+    /// The connection closes: a close_notify follows the frames already queued
+    /// (once the handshake is done; before, the socket's shutdown says it).
+    pub fn close(&mut self) {
+        self.close_pending = !self.is_handshaking();
+    }
+
+    /// Every queued frame is encrypted: add the close_notify, if one is due.
+    pub fn seal_close(&mut self) {
+        if std::mem::take(&mut self.close_pending) {
+            let _ = self.traffic(64, |w, out| w.queue_close_notify(out));
+        }
+    }
+
+    /// Reach the traffic state (encoding anything rustls queued first) and write
+    /// `f`'s records onto `out`, `room` bytes being a first guess of their size.
+    fn traffic(
+        &mut self,
+        mut room: usize,
+        mut f: impl FnMut(
+            &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
+            &mut [u8],
+        ) -> Result<usize, EncryptError>,
+    ) -> Result<(), Failure> {
+        loop {
+            let status = self.session.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::WriteTraffic(mut w)) => {
+                    let at = self.out.len();
+                    loop {
+                        self.out.resize(at + room, 0);
+                        match f(&mut w, &mut self.out[at..]) {
+                            Ok(n) => {
+                                self.out.truncate(at + n);
+                                return Ok(());
+                            }
+                            Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                                required_size,
+                            })) if required_size > room => room = required_size,
+                            Err(e) => {
+                                self.out.truncate(at);
+                                return Err(Failure::Encrypt(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                // A key update or a ticket waits: it goes first.
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    encode_onto(&mut self.out, &mut encode);
+                }
+                Ok(ConnectionState::TransmitTlsData(done)) => done.done(),
+                Ok(ConnectionState::PeerClosed) => {} // said once; ask again
+                Ok(other) => {
+                    return Err(Failure::Encrypt(format!(
+                        "the session cannot send now ({other:?})"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -182,7 +363,163 @@ impl Tls {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
+
+    /// A server session and a rustls client that trusts it (TLS 1.3, or 1.2 only).
+    fn pair(tls12: bool) -> (Tls, rustls::ClientConnection) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(c.signing_key.serialize_der().into());
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![c.cert.der().clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(c.cert.der().clone()).unwrap();
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (
+            Tls::new(&Arc::new(server)).unwrap(),
+            rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap())
+                .unwrap(),
+        )
+    }
+
+    /// Everything the client has to send.
+    fn from_client(c: &mut rustls::ClientConnection) -> Vec<u8> {
+        let mut v = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut v).unwrap();
+        }
+        v
+    }
+
+    /// Feed `bytes` to the server `step` bytes at a time; the plaintext it yields.
+    fn feed(s: &mut Tls, bytes: &[u8], step: usize) -> (Vec<u8>, Vec<Received>) {
+        let mut plain = Vec::new();
+        let mut scratch = vec![0u8; 1 << 16];
+        let mut outcomes = Vec::new();
+        for chunk in bytes.chunks(step) {
+            let mut chunk = chunk.to_vec();
+            let got = s.receive(&mut chunk, &mut scratch, |p| plain.extend_from_slice(p));
+            if !matches!(got, Received::More) {
+                outcomes.push(got);
+            }
+        }
+        (plain, outcomes)
+    }
+
+    /// Hand the server's output to the client; the plaintext the client read.
+    fn to_client(s: &mut Tls, c: &mut rustls::ClientConnection) -> Vec<u8> {
+        let out = std::mem::take(&mut s.out);
+        let mut rd = &out[..];
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).unwrap();
+            c.process_new_packets().unwrap();
+            while let Ok(n @ 1..) = c.reader().read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        got
+    }
+
+    fn handshake(s: &mut Tls, c: &mut rustls::ClientConnection, step: usize) {
+        for _ in 0..4 {
+            let bytes = from_client(c);
+            let (plain, outcomes) = feed(s, &bytes, step);
+            assert!(plain.is_empty() && outcomes.is_empty(), "{outcomes:?}");
+            assert!(to_client(s, c).is_empty());
+        }
+        assert!(!s.is_handshaking() && !c.is_handshaking());
+    }
+
+    #[test]
+    fn a_session_fed_one_byte_at_a_time_handshakes_and_carries_data_both_ways() {
+        for tls12 in [false, true] {
+            let (mut s, mut c) = pair(tls12);
+            handshake(&mut s, &mut c, 1);
+            // Two records (the second over 16 KiB, so two of them), a byte at a time.
+            let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+            c.writer().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            c.writer().write_all(&big).unwrap();
+            let bytes = from_client(&mut c);
+            let (plain, outcomes) = feed(&mut s, &bytes, 1);
+            assert!(outcomes.is_empty(), "{outcomes:?}");
+            assert_eq!(&plain[..18], b"GET / HTTP/1.1\r\n\r\n");
+            assert_eq!(&plain[18..], &big[..]);
+            assert_eq!(s.held(), 0, "nothing held between whole records");
+            // And back, several frames into one flush.
+            s.encrypt(b"HTTP/1.1 101 ").unwrap();
+            s.encrypt(&big).unwrap();
+            let got = to_client(&mut s, &mut c);
+            assert_eq!(got.len(), 13 + big.len(), "tls12 {tls12}");
+            assert_eq!(&got[13..], &big[..]);
+        }
+    }
+
+    #[test]
+    fn a_record_cut_short_is_held_only_until_the_rest_arrives() {
+        let (mut s, mut c) = pair(false);
+        handshake(&mut s, &mut c, 4096);
+        c.writer().write_all(&[7u8; 1000]).unwrap();
+        let bytes = from_client(&mut c);
+        let (first, rest) = bytes.split_at(600);
+        let (plain, _) = feed(&mut s, first, first.len());
+        assert!(plain.is_empty());
+        assert_eq!(s.held(), 600);
+        let (plain, _) = feed(&mut s, rest, rest.len());
+        assert_eq!(plain, vec![7u8; 1000]);
+        assert_eq!(s.held(), 0, "freed");
+        s.drop_held();
+    }
+
+    #[test]
+    fn close_notify_both_ways() {
+        let (mut s, mut c) = pair(false);
+        handshake(&mut s, &mut c, 512);
+        s.close();
+        assert!(!s.has_output(), "not before the frames queued before it");
+        s.encrypt(b"last frame").unwrap();
+        s.seal_close();
+        assert_eq!(to_client(&mut s, &mut c), b"last frame");
+        s.seal_close();
+        assert!(!s.has_output(), "once");
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            c.reader().read(&mut buf).unwrap(),
+            0,
+            "the client saw close_notify"
+        );
+        c.send_close_notify();
+        let bytes = from_client(&mut c);
+        let (_, outcomes) = feed(&mut s, &bytes, 1);
+        assert!(matches!(outcomes[..], [Received::Closed]), "{outcomes:?}");
+    }
+
+    #[test]
+    fn garbage_fails_the_session_with_an_alert_for_the_peer() {
+        let (mut s, _) = pair(false);
+        let mut junk = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        let mut scratch = vec![0u8; 1024];
+        let got = s.receive(&mut junk, &mut scratch, |_| panic!("no plaintext"));
+        assert!(matches!(got, Received::Failed(_)), "{got:?}");
+        assert!(s.has_output(), "an alert says why");
+        assert_eq!(s.out[0], 21, "an alert record");
+    }
 
     #[test]
     fn missing_files_name_the_key() {

@@ -243,7 +243,7 @@ impl Conns {
         conn.ended = Some(why);
         conn.shutdown_after_flush = true;
         if let Some(tls) = conn.tls.as_deref_mut() {
-            tls.session.send_close_notify();
+            tls.close();
         }
         // From here `last_seen` dates the close: the wheel gives the peer
         // `close_timeout_ms` from now before aborting (input read while closing is

@@ -327,12 +327,19 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                         None => process(&mut st, key, &mut scratch[..n]),
                         Some(mut tls) => {
                             let mut plain = w.plain.borrow_mut();
-                            let got = tls.receive(&scratch[..n], &mut plain, |bytes| {
-                                process(&mut st, key, bytes)
+                            let held_before = tls.held();
+                            let mut records = false;
+                            let got = tls.receive(&mut scratch[..n], &mut plain, |bytes| {
+                                records = true;
+                                process(&mut st, key, bytes);
                             });
-                            let wants = tls.session.wants_write();
+                            let wants = tls.has_output();
+                            let held_after = tls.held();
                             if let Some(conn) = st.conns.get_mut(key) {
                                 conn.tls = Some(tls);
+                                // Count a record cut short like a frame cut short.
+                                let before = conn.input_held() + held_before - held_after;
+                                st.account_partial(key, before, records);
                             }
                             if wants {
                                 st.conns.mark_dirty(key);
@@ -395,7 +402,7 @@ fn process(st: &mut State, key: ConnKey, bytes: &mut [u8]) {
     let Some(conn) = st.conns.get_mut(key) else {
         return;
     };
-    let before = conn.partial.capacity() + conn.decoder.buffered();
+    let before = conn.input_held();
     let mut held = std::mem::take(&mut conn.partial);
     let using_held = !held.is_empty();
     let (consumed, total) = if using_held {
@@ -520,7 +527,7 @@ mod tests {
         eprintln!(
             "Conn = {conn}, open-phase task = {task}, handshake task = {}, rustls ServerConnection = {}",
             fut_size(super::run),
-            std::mem::size_of::<rustls::ServerConnection>()
+            std::mem::size_of::<rustls::server::UnbufferedServerConnection>()
         );
         assert!(conn <= 184, "the slab entry grew to {conn} bytes");
         assert!(task <= 208, "the open-phase task grew to {task} bytes");

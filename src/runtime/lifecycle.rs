@@ -123,7 +123,7 @@ impl State {
         if conn.phase == Phase::Closing {
             conn.drop_input(); // no more input is acted on: what it held is garbage
         }
-        let held = conn.partial.capacity() + conn.decoder.buffered();
+        let held = conn.input_held();
         let open = conn.phase == Phase::Open;
         let fresh = progressed && conn.decoder.buffered() == 0;
         let started = match (held, conn.partial_since) {
@@ -159,7 +159,7 @@ impl State {
                         slot: slot as u32,
                         generation: c.generation,
                     };
-                    (key, c.partial.capacity() + c.decoder.buffered(), c.phase)
+                    (key, c.input_held(), c.phase)
                 })
                 .max_by_key(|&(_, held, _)| held);
             let Some((victim, held, phase)) = largest.filter(|&(_, held, _)| held > 0) else {

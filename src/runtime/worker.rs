@@ -479,7 +479,7 @@ impl State {
             return;
         };
         let user = conn.user().filter(|_| conn.user_counted);
-        let held = conn.partial.capacity() + conn.decoder.buffered();
+        let held = conn.input_held();
         let rooms = std::mem::take(&mut conn.rooms);
         self.conns.partial_bytes -= held;
         self.conns.slab.remove(key.slot as usize);
