@@ -124,6 +124,10 @@ pub struct Conn {
     pub deflate: u8,
     /// Not read while a room it publishes to is behind (`runtime::backpressure`).
     pub paused: bool,
+    /// Messages it published in its last read (saturating): one that publishes in
+    /// bulk is not read at all while the node's inboxes are long
+    /// (`runtime::backpressure`).
+    pub read_pubs: u8,
     /// When its socket last took bytes, in units of 16 ms of the worker's clock
     /// (wrapping every 17 minutes; 16 bits keep the entry at 184 bytes): a subscriber
     /// that stopped reading does not hold its rooms' publishers back.
@@ -206,6 +210,7 @@ impl Conn {
             denied: false,
             deflate: 0,
             paused: false,
+            read_pubs: 0,
             drained: 0,
             announced: false,
             ended: None,

@@ -26,9 +26,21 @@
 //! input interest until the room is no longer behind or
 //! `limits.backpressure_pause_ms` passed; then it is read again, at least once
 //! before it can be paused again. What it sends meanwhile waits in the
-//! kernel, and TCP's flow control carries the pressure to the publisher. The same
-//! holds while some worker's inbox is long (the node itself is behind). An HTTP
-//! publish waits the same way before its message goes to the room. Messages from
+//! kernel, and TCP's flow control carries the pressure to the publisher.
+//!
+//! The node itself is behind while some worker's inbox is long (over `INBOX_HIGH`
+//! letters). Then a connection that publishes in bulk (`BULK_READ` messages or more
+//! in its last read) is not read at all, not even once more: it is paused before its
+//! read (and after a read that made it one), and stays paused, past
+//! `limits.backpressure_pause_ms` too, until every inbox is short again (they only
+//! ever drain: a worker handles its letters whatever its subscribers do); then the
+//! held are read again `BULK_RESUMES` at a time per pace, oldest first, since one
+//! read of one of them may make the inboxes long again. Meanwhile every read is of
+//! `LONG_READ` bytes at most, which bounds what a connection not yet known to
+//! publish in bulk adds. So the letters in flight stay near the bound however many
+//! publishers there are, and a connection that publishes a message at a time is
+//! read as usual: the crowd's letters are not put ahead of it. An HTTP publish
+//! waits while its room or the node is behind, at most a pause. Messages from
 //! peer nodes are not held back (their link is shared by every room).
 
 use std::rc::Rc;
@@ -56,6 +68,18 @@ const READING_MS: u16 = 500;
 /// a publisher can be read).
 const INBOX_HIGH: usize = 128;
 
+/// Messages published in one read from which a connection publishes in bulk: while
+/// the node's inboxes are long it is not read at all (one that publishes a message
+/// at a time is read, and paused after its read like any publisher).
+const BULK_READ: u8 = 8;
+
+/// Bytes read at once from a connection while the node's inboxes are long.
+const LONG_READ: usize = 4096;
+
+/// Bulk publishers held for the node that a worker reads again per pace, once the
+/// inboxes are short.
+const BULK_RESUMES: usize = 4;
+
 /// What each worker last counted of the rooms in each slot: subscribers behind, and
 /// subscribers.
 #[derive(Debug)]
@@ -81,6 +105,12 @@ struct Cell {
 pub struct RoomKey {
     slot: u32,
     tag: u32,
+}
+
+impl RoomKey {
+    /// No room: a publisher held before its read while the node's inboxes are long.
+    /// No report carries tag 0, so it is never behind.
+    const NONE: Self = Self { slot: 0, tag: 0 };
 }
 
 impl LagTable {
@@ -162,10 +192,15 @@ pub(super) fn drained_units(now_ms: u32) -> u16 {
     (now_ms >> 4) as u16
 }
 
+/// Whether some worker's inbox is long: the node itself is behind.
+fn inbox_long(shared: &Shared) -> bool {
+    shared.mailboxes.iter().any(|m| m.len() > INBOX_HIGH)
+}
+
 /// Whether a publisher to the room waits: the room is behind, or some worker's
 /// inbox is.
 fn held_back(shared: &Shared, room: RoomKey) -> bool {
-    shared.lag.behind(room) || shared.mailboxes.iter().any(|m| m.len() > INBOX_HIGH)
+    shared.lag.behind(room) || inbox_long(shared)
 }
 
 /// Whether `conn` is behind: its socket is full, more than `frames` frames wait
@@ -231,25 +266,62 @@ impl State {
         if !self.pacing_on() {
             return;
         }
-        let room = self.shared.lag.key(room);
-        if !held_back(&self.shared, room) {
-            return;
-        }
-        let now = self.now_ms();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        conn.read_pubs = conn.read_pubs.saturating_add(1);
+        let bulk = conn.read_pubs >= BULK_READ;
+        let room = self.shared.lag.key(room);
+        if self.shared.lag.behind(room) {
+            self.pause(key, room);
+        } else if bulk && inbox_long(&self.shared) {
+            self.pause(key, RoomKey::NONE);
+        }
+    }
+
+    /// Before reading connection `key`: hold it, unread, when it publishes in bulk
+    /// and the node's inboxes are long (its reader stops; see
+    /// `Worker::stop_reading`). Whether it was held.
+    pub(super) fn hold_before_read(&mut self, key: ConnKey) -> bool {
+        let held = self.pacing_on()
+            && self
+                .conns
+                .get_mut(key)
+                .is_some_and(|c| c.read_pubs >= BULK_READ)
+            && inbox_long(&self.shared);
+        held && self.pause(key, RoomKey::NONE)
+    }
+
+    /// How much of a connection to read at once: while the node's inboxes are long,
+    /// a small read (a connection not yet known to publish in bulk may be one).
+    pub(super) fn read_size(&self, scratch: usize) -> usize {
+        if self.pacing_on() && inbox_long(&self.shared) {
+            scratch.min(LONG_READ)
+        } else {
+            scratch
+        }
+    }
+
+    /// Pause an open connection's reading while `room` (or the node) is behind;
+    /// whether it was paused now.
+    fn pause(&mut self, key: ConnKey, room: RoomKey) -> bool {
+        let now = self.now_ms();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
         if conn.paused || conn.phase != Phase::Open {
-            return;
+            return false;
         }
         conn.paused = true;
         self.pacing.paused.push((key, room, now));
         self.pacing.wake = true;
         self.conns.stats.publishers_paused += 1;
+        true
     }
 
-    /// Paused connections to read again: their room is no longer behind, their
-    /// pause is over, or they ended or began to close.
+    /// Paused connections to read again: their room is no longer behind or their
+    /// pause is over; for a bulk publisher held for the node, the node's inboxes are
+    /// short again; or they ended or began to close.
     fn resumable(&mut self, now_ms: u32) -> Vec<ConnKey> {
         let pause = self.shared.config.limits.backpressure_pause_ms as u32;
         let Self {
@@ -260,13 +332,24 @@ impl State {
         } = self;
         let mut out = Vec::new();
         let tick = conns.stamp();
+        let long = inbox_long(shared);
+        let mut bulk = 0;
         pacing.paused.retain(|&(key, room, since)| {
             let Some(conn) = conns.get_mut(key) else {
                 return false; // gone
             };
             let done = conn.phase != Phase::Open
-                || !held_back(shared, room)
-                || now_ms.wrapping_sub(since) >= pause;
+                || if room == RoomKey::NONE {
+                    // A bulk publisher held for the node: no longest pause, and a
+                    // few at a time, oldest first (one read of one of them may
+                    // make the inboxes long again).
+                    !long && {
+                        bulk += 1;
+                        bulk <= BULK_RESUMES
+                    }
+                } else {
+                    !shared.lag.behind(room) || now_ms.wrapping_sub(since) >= pause
+                };
             if done {
                 conn.paused = false;
                 if conn.partial_since.is_some() {
@@ -284,15 +367,15 @@ impl State {
 impl Worker {
     /// The connection being read was paused (it published to a room behind): take
     /// its socket out of the reactor's input interest. A connection the reactor does
-    /// not watch (it has a task of its own) is not paused.
-    pub(super) fn stop_reading(self: &Rc<Self>, key: ConnKey) {
+    /// not watch (it has a task of its own) is not paused. Whether it was.
+    pub(super) fn stop_reading(self: &Rc<Self>, key: ConnKey) -> bool {
         let mut st = self.state.borrow_mut();
         let Some(conn) = st.conns.get_mut(key) else {
-            return;
+            return false;
         };
         let output = conn.write_wait == WriteWait::Reactor;
-        match self.reactor.interest(conn.fd, key, false, output) {
-            Ok(()) => {}
+        let paused = match self.reactor.interest(conn.fd, key, false, output) {
+            Ok(()) => true,
             Err(e) => {
                 // ENOENT: it has a task of its own (not paused); else out of memory.
                 if e != Errno::ENOENT {
@@ -300,10 +383,12 @@ impl Worker {
                 }
                 conn.paused = false;
                 st.pacing.paused.retain(|&(k, _, _)| k != key);
+                false
             }
-        }
+        };
         drop(st);
         self.pace();
+        paused
     }
 
     /// Make sure the pacer runs while anything lags or is paused.

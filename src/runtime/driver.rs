@@ -305,11 +305,19 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
         if reads > READS_PER_TURN {
             break;
         }
-        let (fd, closing) = match w.state.borrow_mut().conns.get_mut(key) {
-            Some(c) => (c.fd, c.phase == Phase::Closing),
-            None => return Read::Eof,
+        let held = w.state.borrow_mut().hold_before_read(key);
+        if held && w.stop_reading(key) {
+            break; // it publishes and the node is behind: not even one more read
+        }
+        let (fd, closing, size) = {
+            let mut st = w.state.borrow_mut();
+            let size = st.read_size(scratch.len());
+            match st.conns.get_mut(key) {
+                Some(c) => (c.fd, c.phase == Phase::Closing, size),
+                None => return Read::Eof,
+            }
         };
-        match recv(fd, &mut scratch[..], MsgFlags::MSG_DONTWAIT) {
+        match recv(fd, &mut scratch[..size], MsgFlags::MSG_DONTWAIT) {
             Ok(0) => {
                 result = Read::Eof;
                 break;
@@ -320,6 +328,7 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                 let now = st.conns.stamp();
                 if !closing && let Some(conn) = st.conns.get_mut(key) {
                     conn.last_seen = now;
+                    conn.read_pubs = 0; // counted again by what this read publishes
                 }
                 if !closing {
                     let tls = st.conns.get_mut(key).and_then(|c| c.tls.take());
