@@ -16,6 +16,17 @@ static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> ExitCode {
     ringway::process::disable_transparent_huge_pages();
+    // A panic is a bug, and one in a worker thread would leave a node that accepts
+    // connections it never serves: print it (with the backtrace RUST_BACKTRACE asks
+    // for) and end the process, for its supervisor to restart.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!(
+            "ringway: this is a bug (please report it); the node stops so that its supervisor restarts it"
+        );
+        std::process::abort();
+    }));
     let cli = Cli::parse_args();
     // `check` prints a report: only warnings interrupt it.
     let quiet = matches!(cli.command, Some(Command::Check(_)));

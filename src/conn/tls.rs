@@ -34,6 +34,8 @@ pub struct Tls {
     held: Vec<u8>,
     /// A close_notify goes after the frames queued before the close.
     close_pending: bool,
+    /// The session failed: nothing more is read or sent (but its alert).
+    failed: bool,
 }
 
 impl std::fmt::Debug for Tls {
@@ -66,6 +68,10 @@ pub enum Failure {
     /// Application data could not be encrypted.
     #[error("cannot encrypt: {0}")]
     Encrypt(String),
+    /// A handshake message was joined from more records than an honest client
+    /// sends.
+    #[error("a handshake message over {MAX_HELD} bytes of records")]
+    Oversized,
 }
 
 /// Why `tls.cert` and `tls.key` cannot serve wss. The message names the file and
@@ -147,6 +153,10 @@ fn sealed_len(plain: usize) -> usize {
     plain + (plain / 16_384 + 1) * 64
 }
 
+/// Bytes of records a session holds at most: a handshake message (64 KiB at most)
+/// and its record headers, or one record cut short by a read.
+pub const MAX_HELD: usize = 96 << 10;
+
 /// Encode a handshake or alert record onto `out`.
 fn encode_onto<D>(out: &mut Vec<u8>, encode: &mut rustls::unbuffered::EncodeTlsData<'_, D>) {
     let at = out.len();
@@ -179,6 +189,7 @@ impl Tls {
             out: Vec::new(),
             held: Vec::new(),
             close_pending: false,
+            failed: false,
         })
     }
 
@@ -204,14 +215,14 @@ impl Tls {
         self.held = Vec::new();
     }
 
-    /// Feed ciphertext (`cipher` may be overwritten); `plain` is called with each
-    /// record's plaintext, copied into `scratch` (at least 16 KiB).
-    pub fn receive(
-        &mut self,
-        cipher: &mut [u8],
-        scratch: &mut [u8],
-        mut plain: impl FnMut(&mut [u8]),
-    ) -> Received {
+    /// Feed ciphertext (`cipher` may be overwritten); the plaintext of its whole
+    /// records goes into `plain`, which must have room for the bytes held plus
+    /// `cipher` (plaintext is never longer than its record). Returns the plaintext's
+    /// length and what the bytes amounted to.
+    pub fn receive(&mut self, cipher: &mut [u8], plain: &mut [u8]) -> (usize, Received) {
+        if self.failed {
+            return (0, Received::Closed);
+        }
         let mut held = std::mem::take(&mut self.held);
         let using_held = !held.is_empty();
         let buf: &mut [u8] = if using_held {
@@ -220,27 +231,30 @@ impl Tls {
         } else {
             cipher
         };
-        let (used, got) = self.process(buf, scratch, &mut plain);
+        debug_assert!(plain.len() >= buf.len(), "no room for the plaintext");
+        let (used, len, got) = self.process(buf, plain);
         if using_held {
             held.drain(..used);
-            if !held.is_empty() {
-                self.held = held;
-            }
+            held.shrink_to_fit(); // what is counted is what is held
+            self.held = held;
         } else if used < buf.len() {
             self.held = buf[used..].to_vec();
         }
-        got
+        if self.held.len() > MAX_HELD && matches!(got, Received::More) {
+            // Only handshake messages are joined across records: one that long is
+            // no honest client's.
+            self.failed = true;
+            self.held = Vec::new();
+            return (len, Received::Failed(Failure::Oversized));
+        }
+        (len, got)
     }
 
-    /// Process the records in `buf`: how many bytes were used up, and what they
-    /// amounted to.
-    fn process(
-        &mut self,
-        buf: &mut [u8],
-        scratch: &mut [u8],
-        plain: &mut impl FnMut(&mut [u8]),
-    ) -> (usize, Received) {
+    /// Process the records in `buf`: how many bytes were used up, how much
+    /// plaintext went into `plain`, and what they amounted to.
+    fn process(&mut self, buf: &mut [u8], plain: &mut [u8]) -> (usize, usize, Received) {
         let mut used = 0;
+        let mut len = 0;
         loop {
             let status = self.session.process_tls_records(&mut buf[used..]);
             let mut discard = status.discard;
@@ -248,9 +262,15 @@ impl Tls {
                 Ok(state) => state,
                 Err(e) => {
                     used += discard;
-                    // Queue the alert that tells the peer why.
-                    self.encode_pending();
-                    return (used, Received::Failed(e.into()));
+                    self.failed = true;
+                    // Queue the alert that tells the peer why (rustls asks for it
+                    // to be encoded before it looks at the records again).
+                    while let Ok(ConnectionState::EncodeTlsData(mut encode)) =
+                        self.session.process_tls_records(&mut buf[used..]).state
+                    {
+                        encode_onto(&mut self.out, &mut encode);
+                    }
+                    return (used, len, Received::Failed(e.into()));
                 }
             };
             match state {
@@ -260,10 +280,13 @@ impl Tls {
                             Ok(record) => {
                                 discard += record.discard;
                                 let n = record.payload.len();
-                                scratch[..n].copy_from_slice(record.payload);
-                                plain(&mut scratch[..n]);
+                                plain[len..len + n].copy_from_slice(record.payload);
+                                len += n;
                             }
-                            Err(e) => return (used + discard, Received::Failed(e.into())),
+                            Err(e) => {
+                                self.failed = true;
+                                return (used + discard, len, Received::Failed(e.into()));
+                            }
                         }
                     }
                 }
@@ -274,24 +297,16 @@ impl Tls {
                 ConnectionState::TransmitTlsData(done) => done.done(),
                 // Every whole record is used up; the rest waits for more bytes.
                 ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
-                    return (used + discard, Received::More);
+                    return (used + discard, len, Received::More);
                 }
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
-                    return (used + discard, Received::Closed);
+                    return (used + discard, len, Received::Closed);
                 }
                 // No early data is accepted (the configuration allows none).
-                _ => return (used + discard, Received::More),
+                _ => return (used + discard, len, Received::More),
             }
             used += discard;
         }
-    }
-
-    /// Encode what rustls has queued outside the traffic state (an alert after an
-    /// error) into `out`.
-    fn encode_pending(&mut self) {
-        let mut none = [0u8; 0];
-        let mut scratch = [0u8; 0];
-        let _ = self.process(&mut none, &mut scratch, &mut |_| {});
     }
 
     /// Encrypt `plain` (whole) onto `out`.
@@ -322,9 +337,17 @@ impl Tls {
             &mut [u8],
         ) -> Result<usize, EncryptError>,
     ) -> Result<(), Failure> {
+        if self.failed || self.is_handshaking() {
+            // Nothing can be sent over TLS yet (an answer to a stalled upgrade), or
+            // any more (the session failed; its alert is the last word).
+            return Err(Failure::Encrypt("the session cannot send".to_owned()));
+        }
         loop {
-            let status = self.session.process_tls_records(&mut []);
-            match status.state {
+            // rustls keeps its place in a handshake message split over records by
+            // offset into the bytes held: it must always see them.
+            let status = self.session.process_tls_records(&mut self.held);
+            let discard = status.discard;
+            let done = match status.state {
                 Ok(ConnectionState::WriteTraffic(mut w)) => {
                     let at = self.out.len();
                     loop {
@@ -332,14 +355,14 @@ impl Tls {
                         match f(&mut w, &mut self.out[at..]) {
                             Ok(n) => {
                                 self.out.truncate(at + n);
-                                return Ok(());
+                                break Some(Ok(()));
                             }
                             Err(EncryptError::InsufficientSize(InsufficientSizeError {
                                 required_size,
                             })) if required_size > room => room = required_size,
                             Err(e) => {
                                 self.out.truncate(at);
-                                return Err(Failure::Encrypt(e.to_string()));
+                                break Some(Err(Failure::Encrypt(e.to_string())));
                             }
                         }
                     }
@@ -347,15 +370,26 @@ impl Tls {
                 // A key update or a ticket waits: it goes first.
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                     encode_onto(&mut self.out, &mut encode);
+                    None
                 }
-                Ok(ConnectionState::TransmitTlsData(done)) => done.done(),
-                Ok(ConnectionState::PeerClosed) => {} // said once; ask again
-                Ok(other) => {
-                    return Err(Failure::Encrypt(format!(
-                        "the session cannot send now ({other:?})"
-                    )));
+                Ok(ConnectionState::TransmitTlsData(done)) => {
+                    done.done();
+                    None
                 }
-                Err(e) => return Err(e.into()),
+                Ok(ConnectionState::PeerClosed) => None, // said once; ask again
+                Ok(other) => Some(Err(Failure::Encrypt(format!(
+                    "the session cannot send now ({other:?})"
+                )))),
+                Err(e) => {
+                    self.failed = true;
+                    Some(Err(e.into()))
+                }
+            };
+            if discard > 0 {
+                self.held.drain(..discard);
+            }
+            if let Some(result) = done {
+                return result;
             }
         }
     }
@@ -369,6 +403,13 @@ mod tests {
 
     /// A server session and a rustls client that trusts it (TLS 1.3, or 1.2 only).
     fn pair(tls12: bool) -> (Tls, rustls::ClientConnection) {
+        pair_with(tls12, |_| {})
+    }
+
+    fn pair_with(
+        tls12: bool,
+        tweak: impl FnOnce(&mut rustls::ClientConfig),
+    ) -> (Tls, rustls::ClientConnection) {
         let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = PrivateKeyDer::Pkcs8(c.signing_key.serialize_der().into());
@@ -385,11 +426,12 @@ mod tests {
         } else {
             &[&rustls::version::TLS13]
         };
-        let client = rustls::ClientConfig::builder_with_provider(provider)
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        tweak(&mut client);
         (
             Tls::new(&Arc::new(server)).unwrap(),
             rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap())
@@ -409,11 +451,12 @@ mod tests {
     /// Feed `bytes` to the server `step` bytes at a time; the plaintext it yields.
     fn feed(s: &mut Tls, bytes: &[u8], step: usize) -> (Vec<u8>, Vec<Received>) {
         let mut plain = Vec::new();
-        let mut scratch = vec![0u8; 1 << 16];
+        let mut scratch = vec![0u8; MAX_HELD + (1 << 16)];
         let mut outcomes = Vec::new();
         for chunk in bytes.chunks(step) {
             let mut chunk = chunk.to_vec();
-            let got = s.receive(&mut chunk, &mut scratch, |p| plain.extend_from_slice(p));
+            let (n, got) = s.receive(&mut chunk, &mut scratch);
+            plain.extend_from_slice(&scratch[..n]);
             if !matches!(got, Received::More) {
                 outcomes.push(got);
             }
@@ -510,13 +553,83 @@ mod tests {
         assert!(matches!(outcomes[..], [Received::Closed]), "{outcomes:?}");
     }
 
+    /// A client whose handshake messages go in 64-byte records: the server joins
+    /// each from many.
+    fn fragmenting_pair() -> (Tls, rustls::ClientConnection) {
+        pair_with(false, |c| c.max_fragment_size = Some(64))
+    }
+
+    #[test]
+    fn nothing_is_sent_while_a_handshake_message_is_half_joined() {
+        // The review's crash: rustls keeps its place in a message split over records
+        // as an offset into the bytes held; asking it to encrypt (a 408 for a stalled
+        // upgrade) with any other buffer panicked the worker.
+        let (mut s, mut c) = fragmenting_pair();
+        let hello = from_client(&mut c);
+        let (first, rest) = hello.split_at(hello.len() / 2);
+        let (_, outcomes) = feed(&mut s, first, first.len());
+        assert!(outcomes.is_empty(), "{outcomes:?}");
+        assert!(s.held() > 0);
+        assert!(s.encrypt(b"HTTP/1.1 408 Request Timeout\r\n\r\n").is_err());
+        s.close();
+        s.seal_close();
+        // The rest arrives: the handshake goes on as if nothing happened.
+        let (_, outcomes) = feed(&mut s, rest, 7);
+        assert!(outcomes.is_empty(), "{outcomes:?}");
+        to_client(&mut s, &mut c);
+        handshake(&mut s, &mut c, 100);
+        s.encrypt(b"ok").unwrap();
+        assert_eq!(to_client(&mut s, &mut c), b"ok");
+    }
+
+    #[test]
+    fn garbage_after_half_a_handshake_message_fails_with_an_alert() {
+        let (mut s, mut c) = fragmenting_pair();
+        let hello = from_client(&mut c);
+        let (_, outcomes) = feed(&mut s, &hello[..hello.len() / 2], 4096);
+        assert!(outcomes.is_empty());
+        // An application-data record where the handshake goes on.
+        let (_, outcomes) = feed(&mut s, &[23, 3, 3, 0, 3, 1, 2, 3], 8);
+        assert!(
+            matches!(outcomes[..], [Received::Failed(_)]),
+            "{outcomes:?}"
+        );
+        assert_eq!(s.out.first(), Some(&21), "an alert record");
+        assert!(
+            s.encrypt(b"x").is_err(),
+            "a failed session sends nothing more"
+        );
+        let (n, got) = s.receive(&mut [23, 3, 3], &mut [0u8; 64]);
+        assert!(n == 0 && matches!(got, Received::Closed), "{got:?}");
+    }
+
+    #[test]
+    fn a_handshake_message_joined_from_too_many_records_fails_the_session() {
+        // A ClientHello announcing 60,000 bytes, a byte per record: six bytes held
+        // for each; the buffered session refused such a message at 64 KiB.
+        let (mut s, _) = pair(false);
+        let mut body = vec![1u8, 0, 0xea, 0x60];
+        body.resize(4 + 60_000, 0);
+        let records: Vec<u8> = body.iter().flat_map(|&b| [22, 3, 1, 0, 1, b]).collect();
+        let (_, outcomes) = feed(&mut s, &records, 16_384);
+        assert!(
+            matches!(outcomes[0], Received::Failed(Failure::Oversized)),
+            "{outcomes:?}"
+        );
+        assert!(
+            outcomes[1..].iter().all(|o| matches!(o, Received::Closed)),
+            "nothing more is read: {outcomes:?}"
+        );
+        assert_eq!(s.held(), 0, "let go");
+    }
+
     #[test]
     fn garbage_fails_the_session_with_an_alert_for_the_peer() {
         let (mut s, _) = pair(false);
         let mut junk = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
         let mut scratch = vec![0u8; 1024];
-        let got = s.receive(&mut junk, &mut scratch, |_| panic!("no plaintext"));
-        assert!(matches!(got, Received::Failed(_)), "{got:?}");
+        let (n, got) = s.receive(&mut junk, &mut scratch);
+        assert!(n == 0 && matches!(got, Received::Failed(_)), "{got:?}");
         assert!(s.has_output(), "an alert says why");
         assert_eq!(s.out[0], 21, "an alert record");
     }

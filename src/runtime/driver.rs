@@ -331,27 +331,23 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                     conn.read_pubs = 0; // counted again by what this read publishes
                 }
                 if !closing {
-                    let tls = st.conns.get_mut(key).and_then(|c| c.tls.take());
+                    let tls = st.conns.get_mut(key).and_then(|conn| {
+                        let before = conn.input_held();
+                        let tls = conn.tls.as_deref_mut()?;
+                        let mut plain = w.plain.borrow_mut();
+                        let (len, got) = tls.receive(&mut scratch[..n], &mut plain);
+                        Some((before, len, got, tls.has_output(), plain))
+                    });
                     match tls {
                         None => process(&mut st, key, &mut scratch[..n]),
-                        Some(mut tls) => {
-                            let mut plain = w.plain.borrow_mut();
-                            let held_before = tls.held();
-                            let mut records = false;
-                            let got = tls.receive(&mut scratch[..n], &mut plain, |bytes| {
-                                records = true;
-                                process(&mut st, key, bytes);
-                            });
-                            let wants = tls.has_output();
-                            let held_after = tls.held();
-                            if let Some(conn) = st.conns.get_mut(key) {
-                                conn.tls = Some(tls);
-                                // Count a record cut short like a frame cut short.
-                                let before = conn.input_held() + held_before - held_after;
-                                st.account_partial(key, before, records);
-                            }
+                        Some((before, len, got, wants, mut plain)) => {
+                            // A record cut short counts like a frame cut short.
+                            st.account_partial(key, before, false);
                             if wants {
                                 st.conns.mark_dirty(key);
+                            }
+                            if len > 0 {
+                                process(&mut st, key, &mut plain[..len]);
                             }
                             match got {
                                 Received::More => {}

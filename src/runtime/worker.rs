@@ -242,7 +242,12 @@ pub struct Worker {
 impl Worker {
     /// A worker with no connections.
     pub fn new(id: usize, shared: Arc<Shared>, reactor: super::reactor::Reactor) -> Self {
-        let plain = if shared.tls.is_some() { SCRATCH } else { 0 };
+        // Room for the plaintext of a read and of the records a session held.
+        let plain = if shared.tls.is_some() {
+            SCRATCH + crate::conn::tls::MAX_HELD
+        } else {
+            0
+        };
         let workers = shared.mailboxes.len();
         let mut hub = Hub::new(
             id,
