@@ -30,13 +30,15 @@
 //!
 //! The node itself is behind while some worker's inbox is long (over `INBOX_HIGH`
 //! letters). Then a connection that publishes in bulk (`BULK_READ` messages or more
-//! in its last read) is not read at all, not even once more: it is paused before its
-//! read (and after a read that made it one), and stays paused, past
-//! `limits.backpressure_pause_ms` too, until every inbox is short again (they only
-//! ever drain: a worker handles its letters whatever its subscribers do); then the
-//! held are read again `BULK_RESUMES` at a time per pace, oldest first, since one
-//! read of one of them may make the inboxes long again. Meanwhile every read is of
-//! `LONG_READ` bytes at most, which bounds what a connection not yet known to
+//! in its last read) is not read: it is paused before its read (and after a read
+//! that made it one) until every inbox is short again (they only ever drain: a
+//! worker handles its letters whatever its subscribers do); then the held are read
+//! again `BULK_RESUMES` at a time per pace, oldest first, since one read of one of
+//! them may make the inboxes long again. Only once per
+//! `limits.backpressure_pause_ms` does a held connection get one read of
+//! `SMALL_READ` bytes meanwhile: its pongs and closes are seen, and a chat user
+//! marked bulk by one paste waits a pause at most. Meanwhile every read is of
+//! `SMALL_READ` bytes at most, which bounds what a connection not yet known to
 //! publish in bulk adds. So the letters in flight stay near the bound however many
 //! publishers there are, and a connection that publishes a message at a time is
 //! read as usual: the crowd's letters are not put ahead of it. An HTTP publish
@@ -73,8 +75,9 @@ const INBOX_HIGH: usize = 128;
 /// at a time is read, and paused after its read like any publisher).
 const BULK_READ: u8 = 8;
 
-/// Bytes read at once from a connection while the node's inboxes are long.
-const LONG_READ: usize = 4096;
+/// Bytes read at once from a connection while the node's inboxes are long, and
+/// from a bulk publisher whose hold ended by time.
+const SMALL_READ: usize = 4096;
 
 /// Bulk publishers held for the node that a worker reads again per pace, once the
 /// inboxes are short.
@@ -167,6 +170,9 @@ pub struct Pacing {
     lagging: Vec<(Arc<str>, RoomKey)>,
     /// Paused publishers: the connection, the room it waits on, since when (ms).
     paused: Vec<(ConnKey, RoomKey, u32)>,
+    /// Bulk publishers whose hold ended by time while the node was still behind:
+    /// their next read is a small one.
+    short: Vec<ConnKey>,
     /// Something began to lag or was paused: the pacer must run.
     wake: bool,
 }
@@ -279,11 +285,21 @@ impl State {
         }
     }
 
+    /// What a read brought is about to be acted on: the connection's publishes are
+    /// counted anew (a read that completed no TLS record does not count: it would
+    /// clear a bulk publisher's mark).
+    pub(super) fn publishes_counted_anew(&mut self, key: ConnKey) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.read_pubs = 0;
+        }
+    }
+
     /// Before reading connection `key`: hold it, unread, when it publishes in bulk
     /// and the node's inboxes are long (its reader stops; see
     /// `Worker::stop_reading`). Whether it was held.
     pub(super) fn hold_before_read(&mut self, key: ConnKey) -> bool {
         let held = self.pacing_on()
+            && !self.pacing.short.contains(&key)
             && self
                 .conns
                 .get_mut(key)
@@ -292,11 +308,22 @@ impl State {
         held && self.pause(key, RoomKey::NONE)
     }
 
-    /// How much of a connection to read at once: while the node's inboxes are long,
-    /// a small read (a connection not yet known to publish in bulk may be one).
-    pub(super) fn read_size(&self, scratch: usize) -> usize {
-        if self.pacing_on() && inbox_long(&self.shared) {
-            scratch.min(LONG_READ)
+    /// How much of connection `key` to read at once: while the node's inboxes are
+    /// long, a small read (a connection not yet known to publish in bulk may be
+    /// one); the same for a bulk publisher whose hold ended by time.
+    pub(super) fn read_size(&mut self, key: ConnKey, scratch: usize) -> usize {
+        if !self.pacing_on() {
+            return scratch;
+        }
+        let short = match self.pacing.short.iter().position(|&k| k == key) {
+            Some(i) => {
+                self.pacing.short.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        if short || inbox_long(&self.shared) {
+            scratch.min(SMALL_READ)
         } else {
             scratch
         }
@@ -334,19 +361,30 @@ impl State {
         let tick = conns.stamp();
         let long = inbox_long(shared);
         let mut bulk = 0;
+        // Small reads owed to connections that ended (or had nothing to read).
+        pacing
+            .short
+            .retain(|&key| conns.get_mut(key).is_some_and(|c| c.phase == Phase::Open));
         pacing.paused.retain(|&(key, room, since)| {
             let Some(conn) = conns.get_mut(key) else {
                 return false; // gone
             };
             let done = conn.phase != Phase::Open
                 || if room == RoomKey::NONE {
-                    // A bulk publisher held for the node: no longest pause, and a
-                    // few at a time, oldest first (one read of one of them may
-                    // make the inboxes long again).
-                    !long && {
-                        bulk += 1;
-                        bulk <= BULK_RESUMES
+                    // A bulk publisher held for the node: a few at a time, oldest
+                    // first (one read of one of them may make the inboxes long
+                    // again); and at least once a pause, a small read (its pongs
+                    // and closes are read; a chat user who once pasted 8 lines
+                    // waits no longer than a pause behind the crowd).
+                    let short = long && now_ms.wrapping_sub(since) >= pause;
+                    if short && !pacing.short.contains(&key) {
+                        pacing.short.push(key);
                     }
+                    short
+                        || (!long && {
+                            bulk += 1;
+                            bulk <= BULK_RESUMES
+                        })
                 } else {
                     !shared.lag.behind(room) || now_ms.wrapping_sub(since) >= pause
                 };

@@ -311,7 +311,7 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
         }
         let (fd, closing, size) = {
             let mut st = w.state.borrow_mut();
-            let size = st.read_size(scratch.len());
+            let size = st.read_size(key, scratch.len());
             match st.conns.get_mut(key) {
                 Some(c) => (c.fd, c.phase == Phase::Closing, size),
                 None => return Read::Eof,
@@ -328,7 +328,6 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                 let now = st.conns.stamp();
                 if !closing && let Some(conn) = st.conns.get_mut(key) {
                     conn.last_seen = now;
-                    conn.read_pubs = 0; // counted again by what this read publishes
                 }
                 if !closing {
                     let tls = st.conns.get_mut(key).and_then(|conn| {
@@ -339,7 +338,10 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                         Some((before, len, got, tls.has_output(), plain))
                     });
                     match tls {
-                        None => process(&mut st, key, &mut scratch[..n]),
+                        None => {
+                            st.publishes_counted_anew(key);
+                            process(&mut st, key, &mut scratch[..n]);
+                        }
                         Some((before, len, got, wants, mut plain)) => {
                             // A record cut short counts like a frame cut short.
                             st.account_partial(key, before, false);
@@ -347,6 +349,7 @@ pub(super) fn on_readable(w: &Rc<Worker>, key: ConnKey) -> Read {
                                 st.conns.mark_dirty(key);
                             }
                             if len > 0 {
+                                st.publishes_counted_anew(key);
                                 process(&mut st, key, &mut plain[..len]);
                             }
                             match got {
