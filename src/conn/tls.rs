@@ -209,9 +209,19 @@ impl Tls {
         self.held.capacity()
     }
 
-    /// Let go of a record cut short (the connection is closing: no more input is
-    /// read).
+    /// Let go of the bytes held (the connection is closing: no more input is
+    /// read). When they begin with a whole record, they are part of a handshake
+    /// message rustls has begun to join (every other whole record was used up) and
+    /// keeps its place in by offset: without them it cannot go on, so the session
+    /// sends nothing more (a peer that left a message half sent at its close gets
+    /// no close_notify).
     pub fn drop_held(&mut self) {
+        let whole = self.held.get(3..5).is_some_and(|len| {
+            5 + usize::from(u16::from_be_bytes([len[0], len[1]])) <= self.held.len()
+        });
+        if whole {
+            self.failed = true;
+        }
         self.held = Vec::new();
     }
 
@@ -621,6 +631,44 @@ mod tests {
             "nothing more is read: {outcomes:?}"
         );
         assert_eq!(s.held(), 0, "let go");
+    }
+
+    #[test]
+    fn dropping_half_a_joined_message_leaves_a_session_that_sends_nothing() {
+        // The second review's crash: a KeyUpdate split over two records, the first
+        // one read, then a close (no more input): rustls's place in the message is
+        // in the bytes dropped, and encrypting the close frame panicked.
+        use rustls::crypto::cipher::{OutboundChunks, OutboundPlainMessage};
+        use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion};
+        let (mut s, mut c) = pair_with(false, |c| c.enable_secret_extraction = true);
+        handshake(&mut s, &mut c, 4096);
+        let (seq, secrets) = c.dangerous_extract_secrets().unwrap().tx;
+        let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384;
+        let rustls::SupportedCipherSuite::Tls13(suite) = suite else {
+            unreachable!()
+        };
+        let ConnectionTrafficSecrets::Aes256Gcm { key, iv } = secrets else {
+            panic!("expected the ring provider's first suite")
+        };
+        let mut seal = suite.aead_alg.encrypter(key, iv);
+        let key_update = [24u8, 0, 0, 1, 0];
+        let mut record = |part: &[u8], seq: u64| {
+            let msg = OutboundPlainMessage {
+                typ: ContentType::Handshake,
+                version: ProtocolVersion::TLSv1_2,
+                payload: OutboundChunks::Single(part),
+            };
+            seal.encrypt(msg, seq).unwrap().encode()
+        };
+        let first = record(&key_update[..3], seq);
+        let (_, outcomes) = feed(&mut s, &first, first.len());
+        assert!(outcomes.is_empty(), "{outcomes:?}");
+        assert!(s.held() > 0, "half a message joined");
+        s.close();
+        s.drop_held();
+        assert!(s.encrypt(b"a close frame").is_err(), "and no panic");
+        s.seal_close();
+        assert!(!s.has_output());
     }
 
     #[test]
