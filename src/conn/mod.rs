@@ -176,7 +176,7 @@ impl Conn {
 
     /// Bytes of unfinished input it holds: a frame or request head cut short, a
     /// fragmented message, a TLS record cut short (counted in the worker's
-    /// unfinished-input total; a TLS session taken out for a read counts none).
+    /// unfinished-input total).
     pub fn input_held(&self) -> usize {
         self.partial.capacity()
             + self.decoder.buffered()

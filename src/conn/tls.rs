@@ -157,28 +157,47 @@ fn sealed_len(plain: usize) -> usize {
 /// and its record headers, or one record cut short by a read.
 pub const MAX_HELD: usize = 96 << 10;
 
-/// Encode a handshake or alert record onto `out`.
-fn encode_onto<D>(out: &mut Vec<u8>, encode: &mut rustls::unbuffered::EncodeTlsData<'_, D>) {
+/// Append what `write` puts into a buffer onto `out`: it is given `room` bytes
+/// first, and as many as it says it needs (`needs`) if that was too few.
+fn append_onto<E>(
+    out: &mut Vec<u8>,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needs: impl Fn(&E) -> Option<usize>,
+) -> Result<(), E> {
     let at = out.len();
-    let mut room = 1024;
     loop {
         out.resize(at + room, 0);
-        match encode.encode(&mut out[at..]) {
+        match write(&mut out[at..]) {
             Ok(n) => {
                 out.truncate(at + n);
-                return;
+                return Ok(());
             }
-            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size }))
-                if required_size > room =>
-            {
-                room = required_size;
-            }
-            Err(_) => {
-                out.truncate(at);
-                return;
-            }
+            Err(e) => match needs(&e) {
+                Some(required) if required > room => room = required,
+                _ => {
+                    out.truncate(at);
+                    return Err(e);
+                }
+            },
         }
     }
+}
+
+/// Encode a handshake or alert record onto `out`.
+fn encode_onto<D>(out: &mut Vec<u8>, encode: &mut rustls::unbuffered::EncodeTlsData<'_, D>) {
+    // Only `AlreadyEncoded` is left to fail: nothing more to write.
+    let _ = append_onto(
+        out,
+        1024,
+        |buf| encode.encode(buf),
+        |e| match e {
+            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                Some(*required_size)
+            }
+            _ => None,
+        },
+    );
 }
 
 impl Tls {
@@ -341,7 +360,7 @@ impl Tls {
     /// `f`'s records onto `out`, `room` bytes being a first guess of their size.
     fn traffic(
         &mut self,
-        mut room: usize,
+        room: usize,
         mut f: impl FnMut(
             &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
             &mut [u8],
@@ -358,25 +377,20 @@ impl Tls {
             let status = self.session.process_tls_records(&mut self.held);
             let discard = status.discard;
             let done = match status.state {
-                Ok(ConnectionState::WriteTraffic(mut w)) => {
-                    let at = self.out.len();
-                    loop {
-                        self.out.resize(at + room, 0);
-                        match f(&mut w, &mut self.out[at..]) {
-                            Ok(n) => {
-                                self.out.truncate(at + n);
-                                break Some(Ok(()));
-                            }
-                            Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                Ok(ConnectionState::WriteTraffic(mut w)) => Some(
+                    append_onto(
+                        &mut self.out,
+                        room,
+                        |buf| f(&mut w, buf),
+                        |e| match e {
+                            EncryptError::InsufficientSize(InsufficientSizeError {
                                 required_size,
-                            })) if required_size > room => room = required_size,
-                            Err(e) => {
-                                self.out.truncate(at);
-                                break Some(Err(Failure::Encrypt(e.to_string())));
-                            }
-                        }
-                    }
-                }
+                            }) => Some(*required_size),
+                            _ => None,
+                        },
+                    )
+                    .map_err(|e| Failure::Encrypt(e.to_string())),
+                ),
                 // A key update or a ticket waits: it goes first.
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                     encode_onto(&mut self.out, &mut encode);

@@ -361,7 +361,7 @@ impl State {
         let tick = conns.stamp();
         let long = inbox_long(shared);
         let mut bulk = 0;
-        // Small reads owed to connections that ended (or had nothing to read).
+        // Small reads owed to connections that ended are forgotten.
         pacing
             .short
             .retain(|&key| conns.get_mut(key).is_some_and(|c| c.phase == Phase::Open));
