@@ -279,22 +279,24 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             hist.max() as f64 / 1000.0
         );
         println!("bench CPU: {cpu:.2}s over {publish_secs:.1}s");
-        if after.is_some() {
-            print!("server: {wire_bytes:.1} bytes on the wire per delivery");
-            if let Some(us) = server_us {
-                print!(", {us:.3} µs CPU per delivery");
-            }
-            println!();
-            if packed.2 > 0.0 {
-                println!(
-                    "compressed {} messages: {:.0} -> {:.0} bytes each (ratio {:.2}), {:.1} µs each",
-                    packed.2,
-                    packed.0 / packed.2,
-                    packed.1 / packed.2,
-                    packed.0 / packed.1.max(1.0),
-                    packed.3 * 1e6 / packed.2
-                );
-            }
+        match (after.is_some(), server_us) {
+            (true, Some(us)) => println!(
+                "server: {wire_bytes:.1} bytes on the wire per delivery, {us:.3} µs CPU per delivery"
+            ),
+            (true, None) => println!("server: {wire_bytes:.1} bytes on the wire per delivery"),
+            // A peer (`--proto broadcast` or `nats` with `--pid`): no metrics, but its CPU.
+            (false, Some(us)) => println!("server: {us:.3} µs CPU per delivery"),
+            (false, None) => {}
+        }
+        if after.is_some() && packed.2 > 0.0 {
+            println!(
+                "compressed {} messages: {:.0} -> {:.0} bytes each (ratio {:.2}), {:.1} µs each",
+                packed.2,
+                packed.0 / packed.2,
+                packed.1 / packed.2,
+                packed.0 / packed.1.max(1.0),
+                packed.3 * 1e6 / packed.2
+            );
         }
         if slow_every > 0 {
             println!("server over time (t s, RSS MiB, connections, dropped frames, queued MiB):");

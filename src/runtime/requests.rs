@@ -480,7 +480,7 @@ impl State {
 }
 
 /// Whether a queued frame is a pong of ours (control frames are never compressed,
-/// so the first byte says it: FIN and opcode 0xA).
-fn is_pong(out: &Out) -> bool {
-    matches!(out, Out::Own(frame) if frame.first() == Some(&0x8A))
+/// so the first byte says it: FIN and opcode 0xA; a broadcast is a data frame).
+fn is_pong(frame: &[u8]) -> bool {
+    frame.first() == Some(&0x8A)
 }
