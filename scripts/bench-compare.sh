@@ -12,7 +12,10 @@
 #
 # Installs what it needs: builds ringway and benches/peers/tokio-broadcast, installs
 # Node's `ws` (npm) for benches/peers/node-ws and `nats-server` (apt) with its
-# WebSocket listener. Loopback only; every load is bounded and ends by itself.
+# WebSocket listener. With UWS_DIR set to a checkout of uWebSockets (uSockets inside
+# it), it also builds benches/peers/uws against it (into target/uws-broadcast) and
+# measures uWebSockets too; ringway does not ship uWebSockets, so without UWS_DIR
+# that row is left out. Loopback only; every load is bounded and ends by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +33,23 @@ cargo build --release --quiet
 command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
 (cd benches/peers/node-ws && npm install --no-audit --no-fund --silent)
 command -v nats-server >/dev/null || { apt-get update -qq && apt-get install -y -qq nats-server; }
+SERVERS="ringway tokio-tungstenite node-ws nats-server"
+if [ -n "${UWS_DIR:-}" ]; then
+  [ -f "$UWS_DIR/src/App.h" ] && [ -d "$UWS_DIR/uSockets/src" ] || {
+    echo "bench-compare: UWS_DIR=$UWS_DIR is not a uWebSockets checkout with uSockets inside it (see benches/peers/uws/README.md)" >&2
+    exit 2
+  }
+  command -v g++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++ make; }
+  make -s -C "$UWS_DIR/uSockets" >target/uws-build.log 2>&1 || {
+    echo "bench-compare: building uSockets in $UWS_DIR/uSockets failed (target/uws-build.log)" >&2; exit 1
+  }
+  g++ -std=c++2b -O3 -march=native -flto=auto -DUWS_NO_ZLIB -I"$UWS_DIR/src" -I"$UWS_DIR/uSockets/src" \
+    benches/peers/uws/broadcast.cpp "$UWS_DIR"/uSockets/*.o -o target/uws-broadcast 2>target/uws-build.log || {
+    echo "bench-compare: building benches/peers/uws failed; the compiler said (target/uws-build.log):" >&2
+    grep -m 20 error target/uws-build.log >&2; exit 1
+  }
+  SERVERS="$SERVERS uwebsockets"
+fi
 NATS_CONF=$(mktemp)
 cat >"$NATS_CONF" <<'CONF'
 # nats-server with its WebSocket listener, plaintext on loopback, no compression
@@ -70,6 +90,9 @@ start_server() {
     nats-server)
       nats-server -c "$NATS_CONF" >/dev/null 2>&1 &
       PID=$!; URL=ws://127.0.0.1:9400/; PROTO=nats ;;
+    uwebsockets)
+      target/uws-broadcast 9400 >/dev/null 2>&1 &
+      PID=$!; URL=ws://127.0.0.1:9400/; PROTO=broadcast ;;
   esac
   for _ in $(seq 100); do
     (exec 3<>/dev/tcp/127.0.0.1/9400) 2>/dev/null && return 0
@@ -79,7 +102,7 @@ start_server() {
 }
 
 results=()
-for server in ringway tokio-tungstenite node-ws nats-server; do
+for server in $SERVERS; do
   echo "==> $server"
   start_server "$server"
   idle=$("$RW" bench idle --url "$URL" --pid "$PID" --connections "$IDLE_N" --procs 3 --source "$SRC_IDLE" --json 2>/dev/null)
