@@ -253,6 +253,12 @@ fn presence_events_are_debounced_joins_and_leaves() {
     alice.send(json!({"type": "presence", "room": "lobby:1"}));
     let p = alice.recv();
     assert_eq!(p["users"], json!([{"user": "alice", "connections": 1}]));
+    // Three presence changes reached alice, and no publish: nothing was timed as a
+    // delivery (their frames once carried the router's millisecond clock as `born`).
+    assert_eq!(
+        common::metric(n.api, "ringway_publish_to_write_seconds_count"),
+        0.0
+    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! The outbound queue of one connection: shared frames waiting for the socket.
 //!
-//! Frames are `Bytes` (owned by this connection) or `Rc<Bytes>` (one broadcast frame
-//! shared by every subscriber on this worker: the refcount is a plain integer, not a
-//! contended atomic). [`OutQueue::flush`] writes as many frames as fit with one
+//! Frames are `Rc<SharedFrame>`: one broadcast frame shared by every subscriber on
+//! this worker (the refcount is a plain integer, not a contended atomic), or a frame
+//! of this connection's own, shared with no one. [`OutQueue::flush`] writes as many frames as fit with one
 //! vectored `sendmsg` per call ("corking"). An idle queue allocates nothing.
 //!
 //! Every queued frame is one pointer (8 bytes) in the queue, whatever its kind: a
@@ -41,9 +41,9 @@ pub struct SharedFrame {
 }
 
 impl SharedFrame {
-    /// `born` of a frame that is not a broadcast (a reply, a pong, a close): not
-    /// timed into the publish-to-write histogram.
-    pub const UNTIMED: u64 = u64::MAX;
+    /// `born` of a frame that is not a publish (a reply, a pong, a close, a presence
+    /// change): not timed into the publish-to-write histogram.
+    pub const UNTIMED: u64 = crate::hub::id::UNTIMED;
 }
 
 /// One queued frame.

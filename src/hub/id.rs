@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 /// simulator's own). The hub never reads a clock: every input carries `now`.
 pub type Ms = u64;
 
+/// The `at` of a frame that is not a publish (a presence change): its delivery is not
+/// timed into `ringway_publish_to_write_seconds`. A publish's `at` is when it reached
+/// this node, in the worker's nanoseconds (`metrics::histogram::now_ns`), not [`Ms`].
+pub const UNTIMED: u64 = u64::MAX;
+
 /// A connection's key inside its worker's slab. The generation makes a stale key
 /// (kept by a pending subscription, say) miss a reused slot instead of reaching the
 /// wrong client.

@@ -534,7 +534,7 @@ impl Hub {
                 if frames {
                     let frame = protocol::presence_change_frame(&room, &c.user, c.joined);
                     self.forward(&room, peers, &frame, 0, tag);
-                    self.fan_out(&room, &workers, frame, 0, tag, now);
+                    self.fan_out(&room, &workers, frame, 0, tag, super::id::UNTIMED);
                 }
             }
         }
