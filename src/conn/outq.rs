@@ -1,16 +1,14 @@
 //! The outbound queue of one connection: shared frames waiting for the socket.
 //!
-//! Frames are `Rc<SharedFrame>`: one broadcast frame shared by every subscriber on
-//! this worker (the refcount is a plain integer, not a contended atomic), or a frame
-//! of this connection's own, shared with no one. [`OutQueue::flush`] writes as many frames as fit with one
-//! vectored `sendmsg` per call ("corking"). An idle queue allocates nothing.
-//!
-//! Every queued frame is one pointer (8 bytes) in the queue, whatever its kind: a
-//! connection's own frame is wrapped as a [`SharedFrame`] shared with no one. Under
-//! overload each subscriber's queue holds thousands of entries, and a 32-byte entry
-//! (a `Bytes` inline) was most of the node's memory then (page-fault profile of
+//! Every queued frame is one `Rc<SharedFrame>` (8 bytes in the queue): a broadcast
+//! frame shared by every subscriber on this worker (the refcount is a plain integer,
+//! not a contended atomic), or a frame of this connection's own, shared with no one.
+//! Under overload each subscriber's queue holds thousands of entries, and a 32-byte
+//! entry (a `Bytes` inline) was most of the node's memory then (page-fault profile of
 //! `ringway bench fanout` at 8 M deliveries/s offered: three quarters of the faults
-//! in the queues' growth), far more than the frames themselves, which are shared.
+//! in the queues' growth), far more than the frames themselves.
+//! [`OutQueue::flush`] writes as many frames as fit with one vectored `sendmsg` per
+//! call ("corking"). An idle queue allocates nothing.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
