@@ -7,7 +7,8 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ringway::conn::outq::{Out, OutQueue, SharedFrame};
+use ringway::conn::outq::{Arrival, Out, OutQueue, SharedFrame};
+
 use ringway::protocol::msg_frame;
 use ringway::ws::frame::{Decoder, Limits, unmask};
 use serde_json::value::RawValue;
@@ -85,7 +86,7 @@ fn fanout(c: &mut Criterion) {
                 let shared = Rc::new(SharedFrame {
                     bytes: frame.clone(),
                     tag: 0,
-                    born: 0,
+                    born: Arrival::at_ns(0),
                 });
                 for q in queues.iter_mut() {
                     q.push(Out::Shared(shared.clone()));

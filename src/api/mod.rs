@@ -630,7 +630,7 @@ async fn stamp(
     crate::runtime::backpressure::wait_for_room(w, room).await;
     let (req, rx) = w.request();
     {
-        let at = crate::metrics::histogram::now_ns();
+        let at = crate::hub::Arrival::at_ns(crate::metrics::histogram::now_ns());
         let mut st = w.state.borrow_mut();
         let now = st.now();
         st.hub

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, sendmsg};
 
+pub use crate::hub::Arrival;
 use crate::metrics::Histogram;
 
 /// Frames gathered into one `sendmsg` at most (Linux accepts up to 1024).
@@ -32,16 +33,9 @@ pub struct SharedFrame {
     /// Conflation tag: frames with the same non-zero tag (same room, same key)
     /// replace each other under the `conflate` policy.
     pub tag: u64,
-    /// When the message reached this node ([`crate::metrics::histogram::now_ns`]),
-    /// for `ringway_publish_to_write_seconds`; [`SharedFrame::UNTIMED`] for a
-    /// connection's own frames.
-    pub born: u64,
-}
-
-impl SharedFrame {
-    /// `born` of a frame that is not a publish (a reply, a pong, a close, a presence
-    /// change): not timed into the publish-to-write histogram.
-    pub const UNTIMED: u64 = crate::hub::id::UNTIMED;
+    /// When the message reached this node, for `ringway_publish_to_write_seconds`
+    /// ([`Arrival::UNTIMED`] for a connection's own frames and presence changes).
+    pub born: Arrival,
 }
 
 /// One queued frame.
@@ -69,7 +63,7 @@ impl Out {
             Out::Own(bytes) => Rc::new(SharedFrame {
                 bytes,
                 tag: 0,
-                born: SharedFrame::UNTIMED,
+                born: Arrival::UNTIMED,
             }),
         }
     }
@@ -277,10 +271,12 @@ impl OutQueue {
             if written >= front_left {
                 written -= front_left;
                 self.head_written = 0;
-                if let Some(f) = self.frames.pop_front()
-                    && f.born != SharedFrame::UNTIMED
+                if let Some(ns) = self
+                    .frames
+                    .pop_front()
+                    .and_then(|f| f.born.elapsed_ns(now_ns))
                 {
-                    lat.record(now_ns.saturating_sub(f.born));
+                    lat.record(ns);
                 }
             } else {
                 self.head_written += written;
@@ -309,7 +305,7 @@ mod tests {
                 Out::Shared(Rc::new(SharedFrame {
                     bytes: (*shared).clone(),
                     tag: 0,
-                    born: 0,
+                    born: Arrival::at_ns(0),
                 }))
             } else {
                 Out::Own(Bytes::from(vec![i; 100 + i as usize]))
@@ -343,7 +339,7 @@ mod tests {
             Out::Shared(Rc::new(SharedFrame {
                 bytes: Bytes::from(vec![b'x'; n]),
                 tag: t,
-                born: 0,
+                born: Arrival::at_ns(0),
             }))
         };
         let mut q = OutQueue::default();

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use super::Hub;
-use super::id::{ConnKey, Ms};
+use super::id::{Arrival, ConnKey, Ms};
 use super::msg::{PeerMsg, Reply};
 use super::owner::Interest;
 use super::presence::Member;
@@ -33,7 +33,7 @@ use crate::protocol::{Cursor, Epoch};
 
 impl Hub {
     /// A message from peer node `peer` (already routed to this worker).
-    pub(super) fn on_peer(&mut self, peer: usize, msg: PeerMsg, at: Ms, now: Ms) {
+    pub(super) fn on_peer(&mut self, peer: usize, msg: PeerMsg, at: Arrival, now: Ms) {
         // A request about a room that may be handed here, or was handed away.
         let Some(msg) = self.screen(peer, msg, at, now) else {
             return;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::ws::deflate::Lazy;
 
-use super::id::{ConnKey, Ms};
+use super::id::{Arrival, ConnKey, Ms};
 use super::msg::{Mail, PeerMsg, Reply};
 
 /// Something for this worker's connections.
@@ -31,7 +31,7 @@ pub enum ToConn {
         /// Conflation tag.
         tag: u64,
         /// When the message reached this node (the caller's clock, for latency).
-        at: Ms,
+        at: Arrival,
     },
     /// Close the connection with this code and reason.
     Close(ConnKey, u16, String),

@@ -337,7 +337,7 @@ mod tests {
                 workers: 1,
                 leaving: false,
             };
-            hub.handle_peer(p, done, 0, 0);
+            hub.handle_peer(p, done, crate::hub::Arrival::UNTIMED, 0);
         }
         hub
     }
@@ -377,7 +377,12 @@ mod tests {
         hub.handle_subscribe(CONN, &room, None, None, 10);
         assert_eq!(subscriptions(&mut hub), [2]);
         // Node 2 saw node 0 come back first and gave the room up.
-        hub.handle_peer(2, PeerMsg::Moved { room: room.clone() }, 20, 20);
+        hub.handle_peer(
+            2,
+            PeerMsg::Moved { room: room.clone() },
+            crate::hub::Arrival::UNTIMED,
+            20,
+        );
         assert_eq!(
             subscriptions(&mut hub),
             [] as [usize; 0],
@@ -402,7 +407,12 @@ mod tests {
         let mut hub = node1(&[2]);
         hub.handle_subscribe(CONN, &room, None, None, 10);
         assert_eq!(subscriptions(&mut hub), [2]);
-        hub.handle_peer(2, PeerMsg::Moved { room: room.clone() }, 20, 20);
+        hub.handle_peer(
+            2,
+            PeerMsg::Moved { room: room.clone() },
+            crate::hub::Arrival::UNTIMED,
+            20,
+        );
         // A second subscriber is held too, not sent to an owner that gave up.
         let other = ConnKey {
             slot: 2,

@@ -6,10 +6,29 @@ use serde::{Deserialize, Serialize};
 /// simulator's own). The hub never reads a clock: every input carries `now`.
 pub type Ms = u64;
 
-/// The `at` of a frame that is not a publish (a presence change): its delivery is not
-/// timed into `ringway_publish_to_write_seconds`. A publish's `at` is when it reached
-/// this node, in the worker's nanoseconds (`metrics::histogram::now_ns`), not [`Ms`].
-pub const UNTIMED: u64 = u64::MAX;
+/// When a publish reached this node, on the worker's nanosecond clock
+/// (`metrics::histogram::now_ns`); it travels with the message to every frame made of
+/// it, and the write of each is timed from it into `ringway_publish_to_write_seconds`.
+/// Its own type, not [`Ms`]: the hub's clock is in milliseconds, and a millisecond
+/// passed for it once made every presence frame a bogus latency sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival(u64);
+
+impl Arrival {
+    /// A frame that is not a publish (a presence change, a reply, a replayed
+    /// message): its write is not timed.
+    pub const UNTIMED: Self = Self(u64::MAX);
+
+    /// A publish that arrived at `ns` (`metrics::histogram::now_ns`).
+    pub fn at_ns(ns: u64) -> Self {
+        Self(ns.min(u64::MAX - 1))
+    }
+
+    /// Nanoseconds from arrival to `now_ns`; `None` if untimed.
+    pub fn elapsed_ns(self, now_ns: u64) -> Option<u64> {
+        (self != Self::UNTIMED).then(|| now_ns.saturating_sub(self.0))
+    }
+}
 
 /// A connection's key inside its worker's slab. The generation makes a stale key
 /// (kept by a pending subscription, say) miss a reused slot instead of reaching the
@@ -90,5 +109,14 @@ mod tests {
         assert_eq!(ConnKey::unpack(k.pack()), k);
         let id = ConnId { worker: 1, key: k };
         assert_eq!(id.to_string(), "1.7.4294967295");
+    }
+
+    #[test]
+    fn only_a_publish_is_timed() {
+        assert_eq!(Arrival::UNTIMED.elapsed_ns(5), None);
+        assert_eq!(Arrival::at_ns(2).elapsed_ns(5), Some(3));
+        assert_eq!(Arrival::at_ns(9).elapsed_ns(5), Some(0), "never negative");
+        // No clock reading can pass for the sentinel.
+        assert_eq!(Arrival::at_ns(u64::MAX).elapsed_ns(u64::MAX), Some(1));
     }
 }

@@ -17,7 +17,7 @@ use crate::ws::deflate::Lazy;
 
 use super::Hub;
 use super::effects::ToConn;
-use super::id::{ConnKey, Ms};
+use super::id::{Arrival, ConnKey, Ms};
 use super::msg::Mail;
 use super::room::SubAck;
 use crate::protocol::{self, Cursor};
@@ -276,7 +276,7 @@ impl Hub {
         seq: u64,
         packed: Lazy,
         tag: u64,
-        at: Ms,
+        at: Arrival,
     ) {
         let Some((name, local)) = self.local.get_key_value(room) else {
             return;

@@ -78,7 +78,7 @@ use serde_json::value::RawValue;
 
 pub use effects::{HubEvent, PeerSet, Stamped, ToConn};
 pub use gather::{Query, Target};
-pub use id::{ConnKey, Ms};
+pub use id::{Arrival, ConnKey, Ms};
 pub use msg::{Mail, Origin, PeerMsg, Reply, Route, Stamp};
 pub use topology::Topology;
 
@@ -434,7 +434,7 @@ impl Hub {
         key: Option<&str>,
         origin: Origin,
         reply: Option<u64>,
-        at: Ms,
+        at: Arrival,
         now: Ms,
     ) {
         self.publish(room, data, key, origin, reply, at, now);
@@ -467,7 +467,7 @@ impl Hub {
 
     /// A message from node `peer` (routed to this worker by [`PeerMsg::route`]);
     /// `at` is when it arrived.
-    pub fn handle_peer(&mut self, peer: usize, msg: PeerMsg, at: Ms, now: Ms) {
+    pub fn handle_peer(&mut self, peer: usize, msg: PeerMsg, at: Arrival, now: Ms) {
         self.on_peer(peer, msg, at, now);
     }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::gather::{Part, Query};
-use super::id::{ConnKey, Ms, Subscriber, Ticket};
+use super::id::{Arrival, ConnKey, Ms, Subscriber, Ticket};
 use super::room::SubAck;
 use crate::protocol::{Cursor, Epoch};
 
@@ -109,7 +109,7 @@ pub enum Mail {
         /// Who wants the assigned epoch and seq.
         reply: Option<Ticket>,
         /// When the message reached this node.
-        at: Ms,
+        at: Arrival,
     },
     /// From a room's owner: the stamp a publish got.
     Published {
@@ -132,7 +132,7 @@ pub enum Mail {
         /// Conflation tag (room and key).
         tag: u64,
         /// When the message reached this node.
-        at: Ms,
+        at: Arrival,
     },
     /// To a room's home worker: the roster, please.
     PresenceQuery {

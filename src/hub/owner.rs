@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::Hub;
 use super::effects::{HubEvent, PeerSet};
-use super::id::{Ms, Ticket};
+use super::id::{Arrival, Ms, Ticket};
 use super::msg::{Mail, Origin, PeerMsg, Reply};
 use super::presence::{Member, Roster};
 use super::replicate::Asker;
@@ -43,7 +43,7 @@ impl Hub {
         key: Option<&str>,
         origin: Origin,
         reply: Option<u64>,
-        at: Ms,
+        at: Arrival,
         now: Ms,
     ) {
         let ticket = reply.map(|req| Ticket {
@@ -106,7 +106,7 @@ impl Hub {
         key: Option<Box<str>>,
         origin: Box<Origin>,
         reply: Option<Ticket>,
-        at: Ms,
+        at: Arrival,
         now: Ms,
     ) {
         let wait = self.is_parked(&room, None, now);
@@ -270,7 +270,7 @@ impl Hub {
         key: Option<&str>,
         origin: &Origin,
         asker: Option<Asker>,
-        at: Ms,
+        at: Arrival,
         now: Ms,
     ) {
         let mut evicted = EvictCounts::default();
@@ -353,7 +353,7 @@ impl Hub {
         frame: Bytes,
         seq: u64,
         tag: u64,
-        at: Ms,
+        at: Arrival,
     ) {
         let mut name: Option<Arc<str>> = None;
         // One compressed variant for all the node's workers, made by the first that
@@ -534,7 +534,7 @@ impl Hub {
                 if frames {
                     let frame = protocol::presence_change_frame(&room, &c.user, c.joined);
                     self.forward(&room, peers, &frame, 0, tag);
-                    self.fan_out(&room, &workers, frame, 0, tag, super::id::UNTIMED);
+                    self.fan_out(&room, &workers, frame, 0, tag, Arrival::UNTIMED);
                 }
             }
         }

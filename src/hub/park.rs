@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::Hub;
-use super::id::{ConnKey, Ms, Subscriber};
+use super::id::{Arrival, ConnKey, Ms, Subscriber};
 use super::msg::{Mail, PeerMsg};
 use super::room::OwnedRoom;
 
@@ -14,7 +14,11 @@ use super::room::OwnedRoom;
 #[derive(Debug)]
 pub(super) enum Parked {
     /// A subscription, publish or leave from a peer node.
-    Peer { peer: usize, msg: PeerMsg, at: Ms },
+    Peer {
+        peer: usize,
+        msg: PeerMsg,
+        at: Arrival,
+    },
     /// A subscription, publish or leave from this node, as the home worker gets it
     /// (`Mail::Subscribe`, `Publish`, `Leave`).
     Local(Mail),
@@ -132,7 +136,13 @@ impl Hub {
     /// hold it while a handoff of the room may come, answer `Moved` to a
     /// subscription for a room given away, relay a publish to where it went.
     /// Returns what is to be handled now.
-    pub(super) fn screen(&mut self, peer: usize, msg: PeerMsg, at: Ms, now: Ms) -> Option<PeerMsg> {
+    pub(super) fn screen(
+        &mut self,
+        peer: usize,
+        msg: PeerMsg,
+        at: Arrival,
+        now: Ms,
+    ) -> Option<PeerMsg> {
         let admit = match &msg {
             PeerMsg::Subscribe { room, .. } => self.admit(room, Some(peer), now),
             PeerMsg::Publish { room, via, .. } => match self.admit(room, Some(peer), now) {

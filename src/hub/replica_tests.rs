@@ -260,7 +260,12 @@ fn a_standby_whose_copy_is_replaced_tells_the_owner_which_seeds_it_again() {
         answers: Vec::new(),
     };
     let now = net.now;
-    net.hubs[2].handle_peer(0, PeerMsg::Seed(Box::new(other)), now, now);
+    net.hubs[2].handle_peer(
+        0,
+        PeerMsg::Seed(Box::new(other)),
+        super::Arrival::UNTIMED,
+        now,
+    );
     net.pump(2);
     assert_eq!(net.hubs[2].copy_of(&room).map(|c| c.0), Some(0));
     // Node 1 hears that its standby lost the copy, wins the next term and seeds

@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use super::Hub;
 use super::effects::HubEvent;
-use super::id::{Ms, Ticket};
+use super::id::{Arrival, Ms, Ticket};
 use super::msg::{Answer, Handoff, PeerMsg, Reply, Stamp};
 
 /// Who waits for a publish's stamp.
@@ -54,7 +54,7 @@ pub(super) struct Fresh {
     /// Its conflation tag.
     pub tag: u64,
     /// When it reached the node.
-    pub at: Ms,
+    pub at: Arrival,
     /// What the app hears of it.
     pub event: Option<HubEvent>,
 }

@@ -109,7 +109,7 @@ impl Net {
             .expect("a message in flight");
         let (_, _, msg) = self.flight.remove(i).unwrap();
         let now = self.now;
-        self.hubs[to].handle_peer(from, msg, now, now);
+        self.hubs[to].handle_peer(from, msg, super::Arrival::UNTIMED, now);
         self.pump(to);
     }
 
@@ -120,7 +120,7 @@ impl Net {
                 continue;
             }
             let now = self.now;
-            self.hubs[to].handle_peer(from, msg, now, now);
+            self.hubs[to].handle_peer(from, msg, super::Arrival::UNTIMED, now);
             self.pump(to);
         }
     }
@@ -211,7 +211,7 @@ impl Net {
             client: false,
         };
         let now = self.now;
-        self.hubs[n].handle_publish(room, &data, None, origin, req, now, now);
+        self.hubs[n].handle_publish(room, &data, None, origin, req, super::Arrival::UNTIMED, now);
         self.pump(n);
     }
 

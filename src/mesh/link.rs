@@ -285,7 +285,7 @@ fn dispatch(sink: &dyn Sink, mesh: &Mesh, peer: usize, frame: Frame) {
                     .delivers_in
                     .fetch_add(1, Ordering::Relaxed);
             }
-            sink.message(peer, msg, now_ns());
+            sink.message(peer, msg, crate::hub::Arrival::at_ns(now_ns()));
         }
         Frame::Hello { .. } | Frame::Auth { .. } | Frame::Refuse { .. } => {
             debug!("mesh: ignoring a hello frame inside a session");

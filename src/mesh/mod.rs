@@ -90,8 +90,8 @@ pub struct LinkStats {
 /// Where a link's messages go (the runtime routes them to its workers). Called from
 /// the link threads.
 pub trait Sink: Send + Sync {
-    /// A room message from node `peer`, received at `at` (`metrics::histogram::now_ns`).
-    fn message(&self, peer: usize, msg: crate::hub::PeerMsg, at: u64);
+    /// A room message from node `peer`, received at `at`.
+    fn message(&self, peer: usize, msg: crate::hub::PeerMsg, at: crate::hub::Arrival);
     /// The link to node `peer` came up or went down; `session` numbers the link's
     /// sessions (frames sent with [`Mesh::send`] name the session their sender saw).
     fn link(&self, peer: usize, up: bool, session: u64);

@@ -39,8 +39,8 @@ pub enum Letter {
         peer: usize,
         /// The message.
         msg: PeerMsg,
-        /// When it arrived (`metrics::histogram::now_ns`).
-        at: u64,
+        /// When it arrived.
+        at: crate::hub::Arrival,
     },
     /// A mesh link came up or went down. Every message of a session is mailed after
     /// its `up` and before its `down`.

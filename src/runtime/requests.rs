@@ -16,7 +16,7 @@ use crate::conn::request::{self, Decision, Facts};
 use crate::conn::{ConnKey, Phase};
 use crate::hooks;
 use crate::hooks::authorize::Action;
-use crate::hub::Origin;
+use crate::hub::{Arrival, Origin};
 use crate::metrics::histogram::now_ns;
 use crate::protocol::{self, ErrorCode};
 use crate::ws::close;
@@ -352,7 +352,7 @@ impl State {
                     msg_key.as_deref(),
                     origin,
                     reply,
-                    now_ns(),
+                    Arrival::at_ns(now_ns()),
                     now,
                 );
                 self.run_hub();

@@ -2,7 +2,7 @@
 //! home worker, or the worker that asked), link events to every worker. The mesh
 //! calls this sink from its link threads; it knows nothing of workers.
 
-use crate::hub::{PeerMsg, Route};
+use crate::hub::{Arrival, PeerMsg, Route};
 use crate::mesh::Sink;
 
 use super::mailbox::{Letter, Mailbox};
@@ -21,7 +21,7 @@ impl Router {
 }
 
 impl Sink for Router {
-    fn message(&self, peer: usize, msg: PeerMsg, at: u64) {
+    fn message(&self, peer: usize, msg: PeerMsg, at: Arrival) {
         match msg.route(self.mailboxes.len()) {
             Route::Worker(to) => self.mailboxes[to].send(Letter::Peer { peer, msg, at }),
             Route::Every => {

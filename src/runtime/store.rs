@@ -358,7 +358,15 @@ mod tests {
             idempotency_key: None,
             client: false,
         };
-        hub.handle_publish(room, &data.unwrap(), None, origin, None, now, now);
+        hub.handle_publish(
+            room,
+            &data.unwrap(),
+            None,
+            origin,
+            None,
+            crate::hub::Arrival::UNTIMED,
+            now,
+        );
         while hub.poll_conn().is_some() {}
     }
 

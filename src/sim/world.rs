@@ -339,7 +339,12 @@ impl World {
                     }
                 }
                 match item {
-                    FromPeer::Msg(msg) => self.nodes[n].hubs[w].handle_peer(peer, msg, now, now),
+                    FromPeer::Msg(msg) => self.nodes[n].hubs[w].handle_peer(
+                        peer,
+                        msg,
+                        crate::hub::Arrival::UNTIMED,
+                        now,
+                    ),
                     FromPeer::Link(up, s) => self.nodes[n].hubs[w].handle_link(peer, up, s, now),
                 }
                 self.drain(n, w);
@@ -646,7 +651,15 @@ impl World {
                     self.next_req
                 });
                 let hub = &mut self.nodes[at.node].hubs[at.worker];
-                hub.handle_publish(&room, &json, None, origin, reply, now, now);
+                hub.handle_publish(
+                    &room,
+                    &json,
+                    None,
+                    origin,
+                    reply,
+                    crate::hub::Arrival::UNTIMED,
+                    now,
+                );
                 self.drain(at.node, at.worker);
             }
             80..85 => {
