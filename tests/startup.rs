@@ -56,6 +56,7 @@ fn a_second_process_on_the_nodes_port_is_refused_naming_the_holder() {
         "{err}"
     );
     assert!(err.contains(&format!("process {pid} (ringway)")), "{err}");
+    assert!(err.contains("give --listen another address"), "{err}");
     // The API address too.
     let ws = format!("127.0.0.1:{}", free_port());
     let (status, err) = run_to_exit(
@@ -64,6 +65,35 @@ fn a_second_process_on_the_nodes_port_is_refused_naming_the_holder() {
     );
     assert_eq!(status, Some(2), "{err}");
     assert!(err.contains(&format!("process {pid} (ringway)")), "{err}");
+    assert!(err.contains("give --api-listen another address"), "{err}");
+    // And the mesh's.
+    let (ws, api) = (free_port(), free_port());
+    let (status, err) = run_to_exit(
+        &[
+            "--listen",
+            &format!("127.0.0.1:{ws}"),
+            "--api-listen",
+            &format!("127.0.0.1:{api}"),
+            "--node-id",
+            "n1",
+            "--mesh-secret",
+            "a-mesh-secret-of-at-least-32-bytes-0123",
+            "--mesh-listen",
+            &first.ws.to_string(),
+            "--peer",
+            &format!("n2=127.0.0.1:{}", free_port()),
+        ],
+        &[],
+    );
+    assert_eq!(status, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {}", first.ws)),
+        "{err}"
+    );
+    assert!(
+        err.contains("give --mesh-listen (or this node's entry"),
+        "{err}"
+    );
     // The first node answers every request itself, with its own id.
     for _ in 0..20 {
         let (code, body) = http(first.api, "GET", "/v1/cluster", "");

@@ -25,6 +25,7 @@ use super::probe::Driver;
 /// is the socket itself, the others duplicates of its descriptor).
 pub fn bind_shared(
     addr: SocketAddr,
+    setting: &str,
     count: usize,
     backlog: i32,
     driver: Driver,
@@ -40,7 +41,7 @@ pub fn bind_shared(
     // non-blocking ones. (O_NONBLOCK belongs to the open file, so every duplicate
     // shares it.)
     s.set_nonblocking(driver == Driver::Legacy)?;
-    bind_patiently(&s, addr)?;
+    bind_patiently(&s, addr, setting)?;
     s.listen(backlog)?;
     let first: TcpListener = s.into();
     let mut out = Vec::with_capacity(count);
@@ -90,7 +91,7 @@ const LINGER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// keep the listening socket open for a few more milliseconds (measured: 10 to 25 ms
 /// after the process was reaped), so a restart on the same address can find it still
 /// bound. A holder that is a live process fails at once.
-fn bind_patiently(s: &Socket, addr: SocketAddr) -> io::Result<()> {
+fn bind_patiently(s: &Socket, addr: SocketAddr, setting: &str) -> io::Result<()> {
     let start = std::time::Instant::now();
     loop {
         match s.bind(&addr.into()) {
@@ -102,14 +103,14 @@ fn bind_patiently(s: &Socket, addr: SocketAddr) -> io::Result<()> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            Err(e) => return Err(bind_error(addr, e)),
+            Err(e) => return Err(bind_error(addr, setting, e)),
         }
     }
 }
 
 /// The error for a failed bind, with its cause and the fix (naming the process that
-/// holds the address when it can).
-pub fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
+/// holds the address when it can, and `setting`, where the address came from).
+pub fn bind_error(addr: SocketAddr, setting: &str, e: io::Error) -> io::Error {
     let hint = match e.kind() {
         io::ErrorKind::AddrInUse => match holder(addr) {
             Some(h) if h.pid == std::process::id() => {
@@ -118,14 +119,14 @@ pub fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
                     .to_owned()
             }
             Some(h) => format!(
-                "process {} ({}) holds this port: stop it or choose another address \
-                 (--listen / --api-listen)",
+                "process {} ({}) holds this port: stop it or give {setting} another address",
                 h.pid, h.command
             ),
-            None => "something holds this port, but no process this user can see (another \
-                     user's, or a container's): stop it or choose another address (--listen / \
-                     --api-listen; `ss -ltnp` as root shows who)"
-                .to_owned(),
+            None => format!(
+                "something holds this port, but no process this user can see (another \
+                 user's, or a container's): stop it or give {setting} another address \
+                 (`ss -ltnp` as root shows who)"
+            ),
         },
         io::ErrorKind::PermissionDenied => {
             "ports below 1024 need root or CAP_NET_BIND_SERVICE: use a higher port or grant \
@@ -283,7 +284,14 @@ mod tests {
 
     #[test]
     fn accepted_sockets_inherit_nodelay_from_the_listener() {
-        let held = bind_shared("127.0.0.1:0".parse().unwrap(), 1, 16, Driver::IoUring).unwrap();
+        let held = bind_shared(
+            "127.0.0.1:0".parse().unwrap(),
+            "--listen",
+            1,
+            16,
+            Driver::IoUring,
+        )
+        .unwrap();
         let _client = std::net::TcpStream::connect(held[0].local_addr().unwrap()).unwrap();
         let (accepted, _) = held[0].accept().unwrap();
         assert!(accepted.nodelay().unwrap(), "the driver relies on this");
@@ -291,9 +299,16 @@ mod tests {
 
     #[test]
     fn a_second_bind_on_a_held_address_is_refused_naming_this_process() {
-        let held = bind_shared("127.0.0.1:0".parse().unwrap(), 2, 16, Driver::IoUring).unwrap();
+        let held = bind_shared(
+            "127.0.0.1:0".parse().unwrap(),
+            "--listen",
+            2,
+            16,
+            Driver::IoUring,
+        )
+        .unwrap();
         let addr = held[0].local_addr().unwrap();
-        let e = bind_shared(addr, 1, 16, Driver::IoUring).unwrap_err();
+        let e = bind_shared(addr, "--listen", 1, 16, Driver::IoUring).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         assert!(e.to_string().contains("this node itself"), "{e}");
         // A reuseport socket of a stranger cannot join either.
