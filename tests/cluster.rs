@@ -54,6 +54,23 @@ fn publish_reaches_other_nodes_once_in_order_and_idle_nodes_get_nothing() {
     assert_eq!(cl.metric(2, "ringway_mesh_delivered_total"), 20.0);
 }
 
+/// The harness itself. On a host whose ephemeral port range leaves no port below
+/// it (the kernel profile's 1024-65535), another process can take a port between
+/// the harness's check and a node's bind; the node exits, and the cluster must come
+/// up elsewhere rather than fail the test.
+#[test]
+fn a_cluster_whose_port_is_taken_starts_on_other_ports() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = taken.local_addr().unwrap();
+    let cl = Cluster::start_on(vec![addr(), held]);
+    assert_ne!(cl.mesh[1], held, "moved off the taken port");
+    cl.wait_converged();
+    let mut sub = cl.client(1);
+    sub.sub("moved");
+    cl.publish(0, "moved", json!("across"));
+    assert_eq!(sub.recv()["data"], "across");
+}
+
 #[test]
 fn publishers_on_two_nodes_make_one_total_order_seen_by_all() {
     let cl = Cluster::start(3);

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Client, Process, free_port, http, metric};
+use super::{Client, Process, Start, free_port, http, metric};
 use serde_json::{Value, json};
 
 pub const SECRET: &str = "cluster-test-secret-0123456789";
@@ -45,9 +45,7 @@ impl Cluster {
             extra: Vec::new(),
             same_list: true,
         };
-        for i in 0..n {
-            c.boot(i);
-        }
+        c.boot_all();
         c
     }
 
@@ -63,9 +61,25 @@ impl Cluster {
             extra: Vec::new(),
             same_list: false,
         };
-        for i in 0..n {
-            c.boot(i);
-        }
+        c.boot_all();
+        c
+    }
+
+    /// A cluster whose nodes listen for the mesh on `mesh` (another process may hold
+    /// one: then the whole cluster moves, as [`Cluster::start`] does on a lost race).
+    pub fn start_on(mesh: Vec<SocketAddr>) -> Cluster {
+        let n = mesh.len();
+        let mut c = Cluster {
+            ids: (1..=n).map(|i| format!("n{i}")).collect(),
+            mesh,
+            ws: (0..n).map(|_| addr()).collect(),
+            api: (0..n).map(|_| addr()).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+            secrets: vec![SECRET.to_owned(); n],
+            extra: Vec::new(),
+            same_list: false,
+        };
+        c.boot_all();
         c
     }
 
@@ -87,13 +101,48 @@ impl Cluster {
             extra: vec!["--config".into(), path.display().to_string()],
             same_list: false,
         };
-        for i in 0..n {
-            c.boot(i);
-        }
+        c.boot_all();
         c
     }
 
+    /// Start every node. A node that exits at start (a port taken by another
+    /// process between [`free_port`] and its bind: every node's mesh address is in
+    /// every other's peer list) stops them all, and the cluster starts again on new
+    /// addresses, twice at most.
+    fn boot_all(&mut self) {
+        let n = self.ids.len();
+        for tries in 0.. {
+            let mut failed = None;
+            for i in 0..n {
+                match self.try_boot(i) {
+                    Ok(()) => {}
+                    Err(Start::Exited(e)) if tries < 2 => {
+                        failed = Some(e);
+                        break;
+                    }
+                    Err(e) => panic!("node n{}: {e}", i + 1),
+                }
+            }
+            let Some(e) = failed else {
+                return;
+            };
+            eprintln!("{e}; the cluster starts again on other ports");
+            for node in &mut self.nodes {
+                node.take();
+            }
+            self.mesh = (0..n).map(|_| addr()).collect();
+            self.ws = (0..n).map(|_| addr()).collect();
+            self.api = (0..n).map(|_| addr()).collect();
+        }
+    }
+
+    /// Start node `i` (again) on its addresses.
     pub fn boot(&mut self, i: usize) {
+        self.try_boot(i)
+            .unwrap_or_else(|e| panic!("node n{}: {e}", i + 1));
+    }
+
+    fn try_boot(&mut self, i: usize) -> Result<(), Start> {
         let mut args: Vec<String> = vec![
             "--node-id".into(),
             self.ids[i].clone(),
@@ -118,7 +167,8 @@ impl Cluster {
             }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.nodes[i] = Some(Process::start_at(self.ws[i], self.api[i], &args));
+        self.nodes[i] = Some(Process::try_start_at(self.ws[i], self.api[i], &args)?);
+        Ok(())
     }
 
     /// Kill node `i` at once (SIGKILL: a crash, nothing said to its peers).

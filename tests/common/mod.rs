@@ -380,6 +380,24 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Why a child node did not start.
+#[derive(Debug)]
+pub enum Start {
+    /// It exited (a port taken by another process between [`free_port`] and its
+    /// bind, say): starting it elsewhere may work.
+    Exited(String),
+    /// It runs but does not answer.
+    Silent(String),
+}
+
+impl std::fmt::Display for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Start::Exited(e) | Start::Silent(e) => f.write_str(e),
+        }
+    }
+}
+
 /// The `ringway` binary as a child process, for what needs a process of its own
 /// (signals, exit status, its own RSS). Killed on drop if still running.
 pub struct Process {
@@ -390,14 +408,30 @@ pub struct Process {
 
 impl Process {
     /// Start `ringway` with `args` on free loopback ports; waits until /healthz answers.
+    /// A node that exits at start is started again on other ports (see
+    /// [`free_port`]: on a host without ports below the ephemeral range, another
+    /// process can take a port between the check and the node's bind).
     pub fn start(args: &[&str]) -> Process {
-        let ws: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        Process::start_at(ws, api, args)
+        let mut tries = 0;
+        loop {
+            let ws: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            match Process::try_start_at(ws, api, args) {
+                Ok(p) => return p,
+                Err(Start::Exited(e)) if tries < 2 => eprintln!("{e}; other ports"),
+                Err(e) => panic!("{e}"),
+            }
+            tries += 1;
+        }
     }
 
     /// Start `ringway` on the given client and API addresses (a restart keeps them).
     pub fn start_at(ws: SocketAddr, api: SocketAddr, args: &[&str]) -> Process {
+        Process::try_start_at(ws, api, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Process::start_at`], saying why a node did not start instead of panicking.
+    pub fn try_start_at(ws: SocketAddr, api: SocketAddr, args: &[&str]) -> Result<Process, Start> {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
             .args([
                 "--listen",
@@ -411,18 +445,24 @@ impl Process {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start ringway");
-        let p = Process { child, ws, api };
+        let mut p = Process { child, ws, api };
         let deadline = std::time::Instant::now() + WAIT;
         // An HTTP answer, not just a TCP connect: a connect can succeed against a
         // port that is not ours yet (a self-connect to a free ephemeral port).
         while !matches!(try_http(api, "GET", "/healthz", ""), Ok((200, _))) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "ringway did not start"
-            );
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(Start::Exited(format!(
+                    "ringway did not start: it exited ({status}) on {ws} / {api}; its stderr above says why"
+                )));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Start::Silent(format!(
+                    "ringway did not start: no /healthz answer on {api} within {WAIT:?}"
+                )));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        p
+        Ok(p)
     }
 
     pub fn url(&self) -> String {
