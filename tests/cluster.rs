@@ -183,6 +183,32 @@ fn presence_is_cluster_wide() {
     }
 }
 
+/// A presence change is not a publish: the node it is forwarded to does not time
+/// it into `ringway_publish_to_write_seconds` (it once stamped it with the link's
+/// arrival), while a publish forwarded the same way is timed.
+#[test]
+fn presence_changes_from_another_node_are_not_timed() {
+    let cl = Cluster::start_with_config(
+        2,
+        "[rooms]\npresence_events = [\"p:\"]\npresence_debounce_ms = 100\n",
+    );
+    cl.wait_converged();
+    let room = cl.room_owned_by(0, &[0, 1], "p:");
+    let mut watcher = cl.user(1, "ann");
+    watcher.sub(&room);
+    assert_eq!(next_of(&mut watcher, "join")["user"], "ann");
+    let mut bob = cl.user(0, "bob");
+    bob.sub(&room);
+    assert_eq!(next_of(&mut watcher, "join")["user"], "bob");
+    drop(bob);
+    assert_eq!(next_of(&mut watcher, "leave")["user"], "bob");
+    let timed = || cl.metric(1, "ringway_publish_to_write_seconds_count");
+    assert_eq!(timed(), 0.0, "three presence changes, no publish");
+    cl.publish(0, &room, json!("timed"));
+    assert_eq!(next_of(&mut watcher, "msg")["data"], "timed");
+    assert_eq!(timed(), 1.0, "the publish, to its one subscriber on n2");
+}
+
 #[test]
 fn losing_a_non_owner_affects_only_its_clients() {
     let mut cl = Cluster::start(3);

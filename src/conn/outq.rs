@@ -179,8 +179,8 @@ impl OutQueue {
     }
 
     /// Write queued frames to `fd` without blocking, many per syscall. Returns the
-    /// bytes written and the outcome. Each broadcast frame that leaves entirely is
-    /// timed into `lat` (from its `born` to `now_ns`).
+    /// bytes written and the outcome. Each timed frame (a publish's) that leaves
+    /// entirely is timed into `lat` (from its `born` to `now_ns`).
     pub fn flush(&mut self, fd: RawFd, now_ns: u64, lat: &mut Histogram) -> (usize, Flushed) {
         let mut total = 0;
         while !self.frames.is_empty() {

@@ -30,7 +30,8 @@ pub enum ToConn {
         packed: Lazy,
         /// Conflation tag.
         tag: u64,
-        /// When the message reached this node (the caller's clock, for latency).
+        /// When the message reached this node, for `ringway_publish_to_write_seconds`
+        /// ([`Arrival::UNTIMED`]: a presence change).
         at: Arrival,
     },
     /// Close the connection with this code and reason.

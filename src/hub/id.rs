@@ -15,8 +15,9 @@ pub type Ms = u64;
 pub struct Arrival(u64);
 
 impl Arrival {
-    /// A frame that is not a publish (a presence change, a reply, a replayed
-    /// message): its write is not timed.
+    /// A broadcast frame that is not a publish (a presence change): its writes are
+    /// not timed. (A connection's own frames, replies and replayed messages among
+    /// them, carry no arrival and are not timed either.)
     pub const UNTIMED: Self = Self(u64::MAX);
 
     /// A publish that arrived at `ns` (`metrics::histogram::now_ns`).

@@ -292,7 +292,8 @@ impl Hub {
             // Several held inputs are handled in one call: a subscriber that one of
             // the later ones turns live must not get this message, which a
             // broadcast (run against the subscribers as they are when the caller
-            // gets to it) would give it. Rare: send to each one now.
+            // gets to it) would give it. Rare: send to each one now (as its own
+            // frame, so its write is not timed into publish-to-write).
             let live = self
                 .local
                 .get(room)
