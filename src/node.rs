@@ -110,8 +110,9 @@ impl Server {
             .map_err(|(dir, error)| StartError::Store { dir, error })?;
         let driver = probe::io_driver();
         let backlog = config.limits.listen_backlog;
-        let ws = listener::bind_shared(config.listen, "--listen", workers, backlog, driver)
-            .map_err(StartError::Listen)?;
+        let ws =
+            listener::bind_shared(config.listen, "--listen (listen)", workers, backlog, driver)
+                .map_err(StartError::Listen)?;
         if let Err(e) = listener::defer_accept(&ws[0], config.limits.defer_accept_s) {
             // Only a cost: each connection is then taken when its handshake ends.
             warn!(
@@ -119,15 +120,24 @@ impl Server {
                 config.listen
             );
         }
-        let api =
-            listener::bind_shared(config.api_listen, "--api-listen", workers, backlog, driver)
-                .map_err(StartError::Listen)?;
+        let api = listener::bind_shared(
+            config.api_listen,
+            "--api-listen (api_listen)",
+            workers,
+            backlog,
+            driver,
+        )
+        .map_err(StartError::Listen)?;
         let ws_addr = ws[0].local_addr().map_err(StartError::Listen)?;
         let api_addr = api[0].local_addr().map_err(StartError::Listen)?;
         let mesh = crate::mesh::Mesh::from_config(&config)?.map(Arc::new);
         let mesh_listener = match (&mesh, config.mesh.listen_addr(&config.node_id)) {
             (Some(_), Some(addr)) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
-                let setting = "--mesh-listen (or this node's entry in the peer list)";
+                let setting = if config.mesh.listen.is_some() {
+                    "--mesh-listen (mesh.listen)"
+                } else {
+                    "this node's --peer entry (mesh.peers)"
+                };
                 StartError::Listen(listener::bind_error(addr, setting, e))
             })?),
             _ => None,

@@ -56,7 +56,10 @@ fn a_second_process_on_the_nodes_port_is_refused_naming_the_holder() {
         "{err}"
     );
     assert!(err.contains(&format!("process {pid} (ringway)")), "{err}");
-    assert!(err.contains("give --listen another address"), "{err}");
+    assert!(
+        err.contains("another address for --listen (listen)"),
+        "{err}"
+    );
     // The API address too.
     let ws = format!("127.0.0.1:{}", free_port());
     let (status, err) = run_to_exit(
@@ -65,7 +68,10 @@ fn a_second_process_on_the_nodes_port_is_refused_naming_the_holder() {
     );
     assert_eq!(status, Some(2), "{err}");
     assert!(err.contains(&format!("process {pid} (ringway)")), "{err}");
-    assert!(err.contains("give --api-listen another address"), "{err}");
+    assert!(
+        err.contains("another address for --api-listen (api_listen)"),
+        "{err}"
+    );
     // And the mesh's.
     let (ws, api) = (free_port(), free_port());
     let (status, err) = run_to_exit(
@@ -91,7 +97,7 @@ fn a_second_process_on_the_nodes_port_is_refused_naming_the_holder() {
         "{err}"
     );
     assert!(
-        err.contains("give --mesh-listen (or this node's entry"),
+        err.contains("another address for --mesh-listen (mesh.listen)"),
         "{err}"
     );
     // The first node answers every request itself, with its own id.

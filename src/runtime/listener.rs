@@ -119,13 +119,14 @@ pub fn bind_error(addr: SocketAddr, setting: &str, e: io::Error) -> io::Error {
                     .to_owned()
             }
             Some(h) => format!(
-                "process {} ({}) holds this port: stop it or give {setting} another address",
+                "process {} ({}) holds this port: stop it or choose another address for \
+                 {setting}",
                 h.pid, h.command
             ),
             None => format!(
                 "something holds this port, but no process this user can see (another \
-                 user's, or a container's): stop it or give {setting} another address \
-                 (`ss -ltnp` as root shows who)"
+                 user's, or a container's; `ss -ltnp` as root shows who): stop it or \
+                 choose another address for {setting}"
             ),
         },
         io::ErrorKind::PermissionDenied => {
@@ -286,7 +287,7 @@ mod tests {
     fn accepted_sockets_inherit_nodelay_from_the_listener() {
         let held = bind_shared(
             "127.0.0.1:0".parse().unwrap(),
-            "--listen",
+            "--listen (listen)",
             1,
             16,
             Driver::IoUring,
@@ -301,14 +302,14 @@ mod tests {
     fn a_second_bind_on_a_held_address_is_refused_naming_this_process() {
         let held = bind_shared(
             "127.0.0.1:0".parse().unwrap(),
-            "--listen",
+            "--listen (listen)",
             2,
             16,
             Driver::IoUring,
         )
         .unwrap();
         let addr = held[0].local_addr().unwrap();
-        let e = bind_shared(addr, "--listen", 1, 16, Driver::IoUring).unwrap_err();
+        let e = bind_shared(addr, "--listen (listen)", 1, 16, Driver::IoUring).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         assert!(e.to_string().contains("this node itself"), "{e}");
         // A reuseport socket of a stranger cannot join either.
