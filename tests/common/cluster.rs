@@ -105,10 +105,10 @@ impl Cluster {
         c
     }
 
-    /// Start every node. A node that exits at start (a port taken by another
-    /// process between [`free_port`] and its bind: every node's mesh address is in
-    /// every other's peer list) stops them all, and the cluster starts again on new
-    /// addresses, twice at most.
+    /// Start every node. A node that finds one of its ports taken by another process
+    /// (between [`free_port`] and its bind) stops them all, and the cluster starts
+    /// again on new addresses (every node's mesh address is in every other's peer
+    /// list), twice at most.
     fn boot_all(&mut self) {
         let n = self.ids.len();
         for tries in 0.. {
@@ -116,7 +116,7 @@ impl Cluster {
             for i in 0..n {
                 match self.try_boot(i) {
                     Ok(()) => {}
-                    Err(Start::Exited(e)) if tries < 2 => {
+                    Err(Start::PortTaken(e)) if tries < 2 => {
                         failed = Some(e);
                         break;
                     }

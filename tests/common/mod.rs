@@ -10,6 +10,7 @@ pub mod follow;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringway::{Config, Server};
@@ -383,19 +384,41 @@ pub fn free_port() -> u16 {
 /// Why a child node did not start.
 #[derive(Debug)]
 pub enum Start {
-    /// It exited (a port taken by another process between [`free_port`] and its
-    /// bind, say): starting it elsewhere may work.
-    Exited(String),
-    /// It runs but does not answer.
-    Silent(String),
+    /// Another process took one of its ports between [`free_port`] and its bind:
+    /// starting it elsewhere will work.
+    PortTaken(String),
+    /// Anything else (it exited for another reason, or runs but does not answer).
+    Failed(String),
 }
 
 impl std::fmt::Display for Start {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Start::Exited(e) | Start::Silent(e) => f.write_str(e),
+            Start::PortTaken(e) | Start::Failed(e) => f.write_str(e),
         }
     }
+}
+
+/// Copy a child's stderr to this test's (shown when the test fails) and keep its
+/// start (64 KiB) for [`Process::try_start_at`] to read.
+fn echo_stderr(
+    child: &mut std::process::Child,
+) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
+    let mut from = child.stderr.take().expect("stderr is piped");
+    let kept = Arc::new(Mutex::new(String::new()));
+    let keep = kept.clone();
+    let pump = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            eprint!("{text}");
+            let mut k = keep.lock().unwrap();
+            if k.len() < 64 << 10 {
+                k.push_str(&text);
+            }
+        }
+    });
+    (kept, pump)
 }
 
 /// The `ringway` binary as a child process, for what needs a process of its own
@@ -408,9 +431,10 @@ pub struct Process {
 
 impl Process {
     /// Start `ringway` with `args` on free loopback ports; waits until /healthz answers.
-    /// A node that exits at start is started again on other ports (see
+    /// A node that finds one of these ports taken is started again on others (see
     /// [`free_port`]: on a host without ports below the ephemeral range, another
-    /// process can take a port between the check and the node's bind).
+    /// process can take a port between the check and the node's bind). The node's
+    /// stderr is shown with a failing test's output.
     pub fn start(args: &[&str]) -> Process {
         let mut tries = 0;
         loop {
@@ -418,7 +442,7 @@ impl Process {
             let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             match Process::try_start_at(ws, api, args) {
                 Ok(p) => return p,
-                Err(Start::Exited(e)) if tries < 2 => eprintln!("{e}; other ports"),
+                Err(Start::PortTaken(e)) if tries < 2 => eprintln!("{e}; other ports"),
                 Err(e) => panic!("{e}"),
             }
             tries += 1;
@@ -432,7 +456,7 @@ impl Process {
 
     /// [`Process::start_at`], saying why a node did not start instead of panicking.
     pub fn try_start_at(ws: SocketAddr, api: SocketAddr, args: &[&str]) -> Result<Process, Start> {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
             .args([
                 "--listen",
                 &ws.to_string(),
@@ -443,26 +467,38 @@ impl Process {
             .args(args)
             .env("RINGWAY_LOG", "warn")
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start ringway");
+        let (stderr, pump) = echo_stderr(&mut child);
         let mut p = Process { child, ws, api };
         let deadline = std::time::Instant::now() + WAIT;
-        // An HTTP answer, not just a TCP connect: a connect can succeed against a
-        // port that is not ours yet (a self-connect to a free ephemeral port).
-        while !matches!(try_http(api, "GET", "/healthz", ""), Ok((200, _))) {
+        loop {
+            // An HTTP answer, not just a TCP connect: a connect can succeed against a
+            // port that is not ours yet (a self-connect to a free ephemeral port).
+            let answered = matches!(try_http(api, "GET", "/healthz", ""), Ok((200, _)));
+            // Another node on the API port answers too; ours then exits.
             if let Ok(Some(status)) = p.child.try_wait() {
-                return Err(Start::Exited(format!(
-                    "ringway did not start: it exited ({status}) on {ws} / {api}; its stderr above says why"
-                )));
+                let _ = pump.join(); // the child is gone: its stderr ends
+                let said = stderr.lock().unwrap().clone();
+                let e =
+                    format!("ringway did not start on {ws} / {api}: it exited ({status}): {said}");
+                return Err(if said.contains("Address already in use") {
+                    Start::PortTaken(e)
+                } else {
+                    Start::Failed(e)
+                });
+            }
+            if answered {
+                return Ok(p);
             }
             if std::time::Instant::now() >= deadline {
-                return Err(Start::Silent(format!(
+                return Err(Start::Failed(format!(
                     "ringway did not start: no /healthz answer on {api} within {WAIT:?}"
                 )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(p)
     }
 
     pub fn url(&self) -> String {
