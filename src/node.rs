@@ -47,9 +47,9 @@ pub enum StartError {
     Listen(std::io::Error),
     /// `rooms.data_dir` cannot be used.
     #[error(
-        "cannot use the data directory {} (rooms.data_dir / --data-dir): {error}. Check that it \
-         is writable by this user and not used by another ringway node",
-        dir.display()
+        "cannot use the data directory {} (rooms.data_dir / --data-dir): {}",
+        dir.display(),
+        store_hint(dir, error)
     )]
     Store {
         /// The directory.
@@ -67,11 +67,23 @@ pub enum StartError {
     },
 }
 
+/// The cause and the fix for a data directory that cannot be used.
+fn store_hint(dir: &std::path::Path, error: &std::io::Error) -> String {
+    if dir.exists() && !dir.is_dir() {
+        return "it is a file, not a directory: give the path of a directory (it is created \
+                if missing)"
+            .to_owned();
+    }
+    format!("{error}. Check that it is writable by this user and not used by another ringway node")
+}
+
 /// Why `auth.token_public_key` is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenKeyError {
     /// The file cannot be read.
-    #[error("cannot read it: {0}")]
+    #[error(
+        "cannot read it: {0}; check the path (--token-public-key) and that this user may read the file"
+    )]
     Read(std::io::Error),
     /// It holds no public key.
     #[error("{0}")]

@@ -578,7 +578,10 @@ impl Config {
         addrs.extend(
             self.mesh
                 .listen_addr(&self.node_id)
-                .map(|a| ("mesh.listen", a)),
+                .map(|a| match self.mesh.listen {
+                    Some(_) => ("mesh.listen", a),
+                    None => ("this node's entry in mesh.peers", a),
+                }),
         );
         for (i, (a_key, a)) in addrs.iter().enumerate() {
             for (b_key, b) in &addrs[i + 1..] {
@@ -623,11 +626,22 @@ impl Config {
         if peers.is_empty() {
             return Ok(());
         }
+        if let (None, Some(own)) = (m.listen, m.peer_list(&self.node_id)?.own)
+            && own.addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad(format!(
+                "this node's entry in mesh.peers, {}={}, is not IP:PORT (a node listens on an IP address, not a host name): write it as {}=127.0.0.1:7400, say, or set mesh.listen (--mesh-listen IP:PORT)",
+                self.node_id, own.addr, self.node_id
+            ));
+        }
         if m.listen_addr(&self.node_id).is_none() {
             return bad(format!(
                 "mesh.peers is set but this node ({:?}) has no mesh address: set mesh.listen (--mesh-listen HOST:PORT), or list it in mesh.peers as {:?}=IP:PORT",
                 self.node_id, self.node_id
             ));
+        }
+        if m.secret.is_empty() {
+            return bad("mesh.secret is not set but peers are configured: set the same value on every node (RINGWAY_MESH_SECRET or --mesh-secret), e.g. from `openssl rand -hex 32`".to_owned());
         }
         if m.secret.len() < 16 {
             return bad("mesh.secret must be at least 16 bytes when peers are configured; set the same value on every node (RINGWAY_MESH_SECRET or --mesh-secret), e.g. from `openssl rand -hex 32`".to_owned());

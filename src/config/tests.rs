@@ -113,7 +113,11 @@ fn mesh_needs_listen_secret_and_well_formed_peers() {
     assert!(e.contains("--mesh-listen"), "{e}");
     c.mesh.listen = Some("127.0.0.1:7401".parse().unwrap());
     let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("mesh.secret is not set"), "{e}");
     assert!(e.contains("RINGWAY_MESH_SECRET"), "{e}");
+    c.mesh.secret = "short".into();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("at least 16 bytes"), "{e}");
     c.mesh.secret = "0123456789abcdef".into();
     c.validate().unwrap();
     c.mesh.peers.push("n2=127.0.0.1:7403".into());
@@ -122,4 +126,24 @@ fn mesh_needs_listen_secret_and_well_formed_peers() {
     c.mesh.peers = vec!["n2:127.0.0.1:7402".into()];
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("ID=HOST:PORT"), "{e}");
+}
+
+#[test]
+fn a_nodes_own_peer_entry_is_named_as_such() {
+    let mut c = Config {
+        node_id: "n1".into(),
+        ..Config::default()
+    };
+    c.mesh.secret = "0123456789abcdef".into();
+    // A host name for its own address: said so, not "has no mesh address".
+    c.mesh.peers = vec!["n1=localhost:7401".into(), "n2=127.0.0.1:7402".into()];
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("is not IP:PORT"), "{e}");
+    // Its own entry on the client port: named as the peer entry, not mesh.listen.
+    c.mesh.peers = vec!["n1=127.0.0.1:8080".into(), "n2=127.0.0.1:7402".into()];
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("listen and this node's entry in mesh.peers are both 127.0.0.1:8080"),
+        "{e}"
+    );
 }
