@@ -120,18 +120,21 @@ fn manage(mesh: Arc<Mesh>, sink: Arc<dyn Sink>, peer: usize) {
     let slot = &mesh.slots[peer];
     let id = &mesh.nodes[peer].id;
     let mut attempt: u32 = 0;
-    let mut quiet = false;
+    // What the last warning of this outage said: a new reason is said again (the
+    // peer was down, then came back refusing our secret), a repeat is not.
+    let mut said: Option<String> = None;
     while !mesh.stopping() {
         let session = if dials(&mesh, peer) {
             match hello::dial(&mesh, peer) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    // Say it once per outage, not at every retry.
-                    if quiet {
-                        debug!("mesh: link to {id} not up: {e}");
+                    // Say each reason once per outage, not at every retry.
+                    let why = e.to_string();
+                    if said.as_ref() == Some(&why) {
+                        debug!("mesh: link to {id} not up: {why}");
                     } else {
-                        warn!("mesh: link to {id} not up: {e}; retrying with backoff");
-                        quiet = true;
+                        warn!("mesh: link to {id} not up: {why}; retrying with backoff");
+                        said = Some(why);
                     }
                     std::thread::sleep(backoff(&mesh, attempt));
                     attempt = attempt.saturating_add(1);
@@ -146,7 +149,7 @@ fn manage(mesh: Arc<Mesh>, sink: Arc<dyn Sink>, peer: usize) {
         };
         if let Some((stream, decoder)) = session {
             attempt = 0;
-            quiet = false;
+            said = None;
             run_session(&*sink, &mesh, peer, stream, decoder);
         }
     }
