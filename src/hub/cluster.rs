@@ -210,8 +210,6 @@ impl Hub {
                 }
                 let workers: Vec<usize> = mirror.workers.iter().collect();
                 self.stats.mesh_delivered += 1;
-                // Seq 0 is a presence change, not a publish: not timed here either.
-                let at = if seq == 0 { Arrival::UNTIMED } else { at };
                 self.fan_out(&room, &workers, frame, seq, tag, at);
             }
             PeerMsg::Lagged { room } => {

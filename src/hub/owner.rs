@@ -345,7 +345,8 @@ impl Hub {
     }
 
     /// Send a room frame (message `seq`, 0 for other frames) once to each of
-    /// `workers` (this one inline).
+    /// `workers` (this one inline). Only a message is timed from `at`: a frame with
+    /// seq 0 (a presence change, from this node or a peer) is not a publish.
     pub(super) fn fan_out(
         &mut self,
         room: &str,
@@ -355,6 +356,7 @@ impl Hub {
         tag: u64,
         at: Arrival,
     ) {
+        let at = if seq == 0 { Arrival::UNTIMED } else { at };
         let mut name: Option<Arc<str>> = None;
         // One compressed variant for all the node's workers, made by the first that
         // needs it.
