@@ -27,6 +27,11 @@ pub fn addr() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
 
+/// `n` free addresses.
+fn fresh(n: usize) -> Vec<SocketAddr> {
+    (0..n).map(|_| addr()).collect()
+}
+
 impl Cluster {
     pub fn start(n: usize) -> Cluster {
         Self::start_with_secrets(vec![SECRET.to_owned(); n])
@@ -35,52 +40,18 @@ impl Cluster {
     /// Every node with the same peer list, itself included, and no --mesh-listen:
     /// each finds its own address in the list by its id.
     pub fn start_with_one_list(n: usize) -> Cluster {
-        let mut c = Cluster {
-            ids: (1..=n).map(|i| format!("n{i}")).collect(),
-            mesh: (0..n).map(|_| addr()).collect(),
-            ws: (0..n).map(|_| addr()).collect(),
-            api: (0..n).map(|_| addr()).collect(),
-            nodes: (0..n).map(|_| None).collect(),
-            secrets: vec![SECRET.to_owned(); n],
-            extra: Vec::new(),
-            same_list: true,
-        };
-        c.boot_all();
-        c
+        Self::boot_new(fresh(n), vec![SECRET.to_owned(); n], Vec::new(), true)
     }
 
     pub fn start_with_secrets(secrets: Vec<String>) -> Cluster {
-        let n = secrets.len();
-        let mut c = Cluster {
-            ids: (1..=n).map(|i| format!("n{i}")).collect(),
-            mesh: (0..n).map(|_| addr()).collect(),
-            ws: (0..n).map(|_| addr()).collect(),
-            api: (0..n).map(|_| addr()).collect(),
-            nodes: (0..n).map(|_| None).collect(),
-            secrets,
-            extra: Vec::new(),
-            same_list: false,
-        };
-        c.boot_all();
-        c
+        Self::boot_new(fresh(secrets.len()), secrets, Vec::new(), false)
     }
 
     /// A cluster whose nodes listen for the mesh on `mesh` (another process may hold
     /// one: then the whole cluster moves, as [`Cluster::start`] does on a lost race).
     pub fn start_on(mesh: Vec<SocketAddr>) -> Cluster {
         let n = mesh.len();
-        let mut c = Cluster {
-            ids: (1..=n).map(|i| format!("n{i}")).collect(),
-            mesh,
-            ws: (0..n).map(|_| addr()).collect(),
-            api: (0..n).map(|_| addr()).collect(),
-            nodes: (0..n).map(|_| None).collect(),
-            secrets: vec![SECRET.to_owned(); n],
-            extra: Vec::new(),
-            same_list: false,
-        };
-        c.boot_all();
-        c
+        Self::boot_new(mesh, vec![SECRET.to_owned(); n], Vec::new(), false)
     }
 
     /// A cluster whose nodes all read `toml` as their config file.
@@ -91,15 +62,28 @@ impl Cluster {
             free_port()
         ));
         std::fs::write(&path, toml).unwrap();
+        let extra = vec!["--config".into(), path.display().to_string()];
+        Self::boot_new(fresh(n), vec![SECRET.to_owned(); n], extra, false)
+    }
+
+    /// Nodes `n1..nN` (N = `mesh.len()`) listening for the mesh on `mesh`, the
+    /// clients and the API on free ports, all started.
+    fn boot_new(
+        mesh: Vec<SocketAddr>,
+        secrets: Vec<String>,
+        extra: Vec<String>,
+        same_list: bool,
+    ) -> Cluster {
+        let n = mesh.len();
         let mut c = Cluster {
             ids: (1..=n).map(|i| format!("n{i}")).collect(),
-            mesh: (0..n).map(|_| addr()).collect(),
-            ws: (0..n).map(|_| addr()).collect(),
-            api: (0..n).map(|_| addr()).collect(),
+            mesh,
+            ws: fresh(n),
+            api: fresh(n),
             nodes: (0..n).map(|_| None).collect(),
-            secrets: vec![SECRET.to_owned(); n],
-            extra: vec!["--config".into(), path.display().to_string()],
-            same_list: false,
+            secrets,
+            extra,
+            same_list,
         };
         c.boot_all();
         c
@@ -111,35 +95,22 @@ impl Cluster {
     /// list), twice at most.
     fn boot_all(&mut self) {
         let n = self.ids.len();
-        for tries in 0.. {
-            let mut failed = None;
-            for i in 0..n {
-                match self.try_boot(i) {
-                    Ok(()) => {}
-                    Err(Start::PortTaken(e)) if tries < 2 => {
-                        failed = Some(e);
-                        break;
-                    }
-                    Err(e) => panic!("node n{}: {e}", i + 1),
+        let mut again = false;
+        super::on_free_ports(|| {
+            if again {
+                for node in &mut self.nodes {
+                    node.take();
                 }
+                (self.mesh, self.ws, self.api) = (fresh(n), fresh(n), fresh(n));
             }
-            let Some(e) = failed else {
-                return;
-            };
-            eprintln!("{e}; the cluster starts again on other ports");
-            for node in &mut self.nodes {
-                node.take();
-            }
-            self.mesh = (0..n).map(|_| addr()).collect();
-            self.ws = (0..n).map(|_| addr()).collect();
-            self.api = (0..n).map(|_| addr()).collect();
-        }
+            again = true;
+            (0..n).try_for_each(|i| self.try_boot(i))
+        })
     }
 
     /// Start node `i` (again) on its addresses.
     pub fn boot(&mut self, i: usize) {
-        self.try_boot(i)
-            .unwrap_or_else(|e| panic!("node n{}: {e}", i + 1));
+        self.try_boot(i).unwrap_or_else(|e| panic!("{e}"));
     }
 
     fn try_boot(&mut self, i: usize) -> Result<(), Start> {
@@ -167,7 +138,9 @@ impl Cluster {
             }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.nodes[i] = Some(Process::try_start_at(self.ws[i], self.api[i], &args)?);
+        let node = Process::try_start_at(self.ws[i], self.api[i], &args)
+            .map_err(|e| e.map(|e| format!("node {}: {e}", self.ids[i])))?;
+        self.nodes[i] = Some(node);
         Ok(())
     }
 

@@ -391,12 +391,34 @@ pub enum Start {
     Failed(String),
 }
 
+impl Start {
+    /// The same reason, its message rewritten.
+    pub fn map(self, f: impl FnOnce(String) -> String) -> Start {
+        match self {
+            Start::PortTaken(e) => Start::PortTaken(f(e)),
+            Start::Failed(e) => Start::Failed(f(e)),
+        }
+    }
+}
+
 impl std::fmt::Display for Start {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Start::PortTaken(e) | Start::Failed(e) => f.write_str(e),
         }
     }
+}
+
+/// Run `start` (which picks new ports each time it runs again) until it does not
+/// lose a port to another process, three times at most; panics on any other failure.
+pub fn on_free_ports<T>(mut start: impl FnMut() -> Result<T, Start>) -> T {
+    for _ in 0..2 {
+        match start() {
+            Err(Start::PortTaken(e)) => eprintln!("{e}; starting again on other ports"),
+            done => return done.unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+    start().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Copy a child's stderr to this test's (shown when the test fails) and keep its
@@ -436,17 +458,11 @@ impl Process {
     /// process can take a port between the check and the node's bind). The node's
     /// stderr is shown with a failing test's output.
     pub fn start(args: &[&str]) -> Process {
-        let mut tries = 0;
-        loop {
+        on_free_ports(|| {
             let ws: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            match Process::try_start_at(ws, api, args) {
-                Ok(p) => return p,
-                Err(Start::PortTaken(e)) if tries < 2 => eprintln!("{e}; other ports"),
-                Err(e) => panic!("{e}"),
-            }
-            tries += 1;
-        }
+            Process::try_start_at(ws, api, args)
+        })
     }
 
     /// Start `ringway` on the given client and API addresses (a restart keeps them).
@@ -480,7 +496,7 @@ impl Process {
             // Another node on the API port answers too; ours then exits.
             if let Ok(Some(status)) = p.child.try_wait() {
                 let _ = pump.join(); // the child is gone: its stderr ends
-                let said = stderr.lock().unwrap().clone();
+                let said = stderr.lock().unwrap().trim_end().to_owned();
                 let e =
                     format!("ringway did not start on {ws} / {api}: it exited ({status}): {said}");
                 return Err(if said.contains("Address already in use") {
