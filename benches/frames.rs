@@ -8,7 +8,6 @@ use std::rc::Rc;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ringway::conn::outq::{Arrival, Out, OutQueue, SharedFrame};
-
 use ringway::protocol::msg_frame;
 use ringway::ws::frame::{Decoder, Limits, unmask};
 use serde_json::value::RawValue;

@@ -283,16 +283,19 @@ mod tests {
         );
     }
 
+    const ANY: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        0,
+    ));
+
+    /// `count` shared listeners on `addr`, as a node binds its client address.
+    fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+        bind_shared(addr, "--listen (listen)", count, 16, Driver::IoUring)
+    }
+
     #[test]
     fn accepted_sockets_inherit_nodelay_from_the_listener() {
-        let held = bind_shared(
-            "127.0.0.1:0".parse().unwrap(),
-            "--listen (listen)",
-            1,
-            16,
-            Driver::IoUring,
-        )
-        .unwrap();
+        let held = bind(ANY, 1).unwrap();
         let _client = std::net::TcpStream::connect(held[0].local_addr().unwrap()).unwrap();
         let (accepted, _) = held[0].accept().unwrap();
         assert!(accepted.nodelay().unwrap(), "the driver relies on this");
@@ -300,16 +303,9 @@ mod tests {
 
     #[test]
     fn a_second_bind_on_a_held_address_is_refused_naming_this_process() {
-        let held = bind_shared(
-            "127.0.0.1:0".parse().unwrap(),
-            "--listen (listen)",
-            2,
-            16,
-            Driver::IoUring,
-        )
-        .unwrap();
+        let held = bind(ANY, 2).unwrap();
         let addr = held[0].local_addr().unwrap();
-        let e = bind_shared(addr, "--listen (listen)", 1, 16, Driver::IoUring).unwrap_err();
+        let e = bind(addr, 1).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         assert!(e.to_string().contains("this node itself"), "{e}");
         // A reuseport socket of a stranger cannot join either.
