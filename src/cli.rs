@@ -19,12 +19,15 @@ pub struct Cli {
     pub serve: ServeArgs,
     /// Log format on stderr: `text` (coloured only on a terminal; NO_COLOR turns
     /// colour off) or `json` (one object per line, for log shippers).
+    // `hide_env_values`: otherwise clap prints the unset variable as
+    // `[env: RINGWAY_LOG_FORMAT=]`, which reads as set to nothing.
     #[arg(
         long,
         global = true,
         value_enum,
         default_value = "text",
-        env = "RINGWAY_LOG_FORMAT"
+        env = "RINGWAY_LOG_FORMAT",
+        hide_env_values = true
     )]
     pub log_format: LogFormat,
 }
@@ -468,6 +471,12 @@ mod tests {
             .expect("serve")
             .render_help()
             .to_string();
+        let long = cmd.render_long_help().to_string();
+        // An unset variable must not read as set to nothing (`[env: NAME=]`).
+        for help in [&top, &serve, &long] {
+            assert!(help.contains("[env: RINGWAY_LOG_FORMAT]"), "{help}");
+            assert!(!help.contains("=]"), "{help}");
+        }
         let c = Config::default();
         for help in [&top, &serve] {
             assert!(help.contains(&format!("[default: {}]", c.listen)), "{help}");
