@@ -3,6 +3,7 @@
 //! `conn`: `close` and its siblings, `close_now`, `abort`; `remove` is the worker
 //! state's, since it also leaves the router's rooms).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,8 +31,9 @@ pub struct Conns {
     next_generation: u32,
     /// Every open connection's one deadline entry (see `conn::timers`).
     pub wheel: Wheel<ConnKey>,
-    /// Connections with output queued since the last flush.
-    pub(super) dirty: Vec<ConnKey>,
+    /// Connections with output queued and not yet flushed, oldest first (a
+    /// flush takes them from the front, a slice at a time: `runtime::flush`).
+    pub(super) dirty: VecDeque<ConnKey>,
     /// Bytes of unfinished frames and messages held by this worker's connections
     /// (bounded by its share of `limits.partial_budget_bytes`).
     pub partial_bytes: usize,
@@ -63,7 +65,7 @@ impl Conns {
             shared,
             next_generation: 0,
             wheel: Wheel::new(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
             partial_bytes: 0,
             stats: WorkerStats {
                 worker: id,
@@ -100,13 +102,13 @@ impl Conns {
         }
     }
 
-    /// Put a connection on the list flushed at the end of this batch.
+    /// Put a connection at the back of the line to be flushed.
     pub fn mark_dirty(&mut self, key: ConnKey) {
         if let Some(conn) = self.get_mut(key)
             && !conn.dirty
         {
             conn.dirty = true;
-            self.dirty.push(key);
+            self.dirty.push_back(key);
         }
     }
 

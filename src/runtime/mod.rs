@@ -197,6 +197,9 @@ fn worker_thread(
         {
             error!(worker = id, "inbox failed: {e}; the worker stops");
         }
+        // Whatever is still in line leaves before the runtime (and the flushing
+        // task with it) is dropped.
+        w.flush_all();
         if let Some(j) = &mut w.state.borrow_mut().journal {
             let ok = j.close();
             if let Some(store) = &w.shared.store {

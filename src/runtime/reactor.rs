@@ -118,33 +118,13 @@ impl std::fmt::Debug for Reactor {
 /// The worker's reactor task: wait until some open connection is readable, read
 /// every ready one, repeat.
 pub async fn run(w: Rc<Worker>) {
-    let mut events = vec![EpollEvent::empty(); BATCH];
     loop {
-        let n = match w.reactor.epoll.wait(&mut events, EpollTimeout::ZERO) {
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(e) => {
-                error!(
-                    worker = w.id,
-                    "epoll_wait failed: {e}; the worker stops reading its connections"
-                );
-                return;
-            }
-        };
-        let mut wrote = false;
-        for ev in &events[..n] {
-            let key = ConnKey::unpack(ev.data());
-            let ready = ev.events();
-            if ready.contains(EpollFlags::EPOLLOUT) {
-                w.writable_in_reactor(key);
-                wrote = true;
-            }
-            if ready.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
-                serve(&w, key);
-            }
-        }
-        if wrote {
-            w.flush_dirty();
+        if let Err(e) = serve_ready(&w) {
+            error!(
+                worker = w.id,
+                "epoll_wait failed: {e}; the worker stops reading its connections"
+            );
+            return;
         }
         // With more ready than one batch the instance is still readable: under
         // io_uring the wait returns at the runtime's next turn, after the other
@@ -157,6 +137,38 @@ pub async fn run(w: Rc<Worker>) {
             return;
         }
     }
+}
+
+/// Read the connections that are ready now (up to [`BATCH`]), without waiting.
+/// The reactor task calls this when the instance is readable; the flushing task
+/// (`runtime::flush`) between its slices too, as while the worker is busy
+/// writing, the io_uring poll on the instance was seen to complete only every
+/// several turns of the runtime (tens of milliseconds late).
+pub(super) fn serve_ready(w: &Rc<Worker>) -> Result<(), Errno> {
+    let mut events = [EpollEvent::empty(); BATCH];
+    let n = loop {
+        match w.reactor.epoll.wait(&mut events, EpollTimeout::ZERO) {
+            Ok(n) => break n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let mut wrote = false;
+    for ev in &events[..n] {
+        let key = ConnKey::unpack(ev.data());
+        let ready = ev.events();
+        if ready.contains(EpollFlags::EPOLLOUT) {
+            w.writable_in_reactor(key);
+            wrote = true;
+        }
+        if ready.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+            serve(w, key);
+        }
+    }
+    if wrote {
+        w.flush_dirty();
+    }
+    Ok(())
 }
 
 /// Read a ready connection; release it when it ended.

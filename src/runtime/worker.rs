@@ -237,6 +237,8 @@ pub struct Worker {
     pub reactor: super::reactor::Reactor,
     /// The pacer task runs (`runtime::backpressure`).
     pub(super) pacing: Cell<bool>,
+    /// The flushing task runs (`runtime::flush`).
+    pub(super) flushing: Cell<bool>,
 }
 
 impl Worker {
@@ -291,6 +293,7 @@ impl Worker {
             listener_fd: Cell::new(None),
             reactor,
             pacing: Cell::new(false),
+            flushing: Cell::new(false),
         }
     }
 
