@@ -17,10 +17,7 @@
 //! slice is also as long as a big fan-out keeps other connections (a ping, a
 //! publish) from being read.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 
 use nix::errno::Errno;
 
@@ -127,23 +124,28 @@ impl Worker {
     /// Make sure the flushing task runs: a slice per turn of the runtime until
     /// the line is empty.
     fn flush_later(self: &Rc<Self>) {
-        if self.flushing.replace(true) {
-            return;
+        if !self.flushing.replace(true) {
+            self.flush_next_turn();
         }
+    }
+
+    /// A task for the next slice, spawned anew each time: a new task joins the
+    /// back of monoio's run queue, behind the tasks already woken (the reactor,
+    /// the inbox, the API, timers). A task that woke itself would go to the front
+    /// and run again before any of them (monoio 0.2.4 `Schedule::yield_now`),
+    /// so the worker would read nothing until the line was empty.
+    fn flush_next_turn(self: &Rc<Self>) {
         let w = self.clone();
         monoio::spawn(async move {
-            loop {
-                YieldNow(false).await;
-                // Checked and cleared with no await between: whoever queues work
-                // after this either sees the task running or starts a new one.
-                if w.state.borrow().conns.dirty.is_empty() {
-                    break;
-                }
-                // Input first: what arrived since the last slice joins this pass.
-                let _ = super::reactor::serve_ready(&w);
-                w.flush_slice();
+            // Input first: what arrived since the last slice joins this pass.
+            let _ = super::reactor::serve_ready(&w);
+            // Checked and cleared with no await between: whoever queues work
+            // after this either sees the task coming or starts a new one.
+            if w.flush_slice() {
+                w.flush_next_turn();
+            } else {
+                w.flushing.set(false);
             }
-            w.flushing.set(false);
         });
     }
 
@@ -194,22 +196,6 @@ impl Worker {
             tracing::debug!("cannot stop watching a socket for output: {e}");
         }
         st.conns.mark_dirty(key);
-    }
-}
-
-/// Let the runtime's other tasks run (and, in time, poll for I/O) once.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 }
 

@@ -141,9 +141,9 @@ pub async fn run(w: Rc<Worker>) {
 
 /// Read the connections that are ready now (up to [`BATCH`]), without waiting.
 /// The reactor task calls this when the instance is readable; the flushing task
-/// (`runtime::flush`) between its slices too, as while the worker is busy
-/// writing, the io_uring poll on the instance was seen to complete only every
-/// several turns of the runtime (tens of milliseconds late).
+/// (`runtime::flush`) before each of its slices too, so that input is read every
+/// slice, not only when the runtime next polls its driver (every few slices while
+/// tasks are runnable).
 pub(super) fn serve_ready(w: &Rc<Worker>) -> Result<(), Errno> {
     let mut events = [EpollEvent::empty(); BATCH];
     let n = loop {
