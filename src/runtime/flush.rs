@@ -12,7 +12,7 @@
 //! frames stay in order, in its queue). Writing a whole line before reading again
 //! made every message that arrived during a pass wait for its end: with 5,000
 //! subscribers on two loaded cores a pass takes tens of milliseconds, and the
-//! median fan-out latency at 0.5 M deliveries/s was 56-84 ms against 22-38 ms
+//! median fan-out latency at 0.5 M deliveries/s (one worker) was 56-84 ms against 23-49 ms
 //! now, at the same CPU per delivery (`ringway bench fanout`, see the README). A
 //! slice is also as long as a big fan-out keeps other connections (a ping, a
 //! publish) from being read.
