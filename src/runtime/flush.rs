@@ -12,10 +12,10 @@
 //! frames stay in order, in its queue). Writing a whole line before reading again
 //! made every message that arrived during a pass wait for its end: with 5,000
 //! subscribers on two loaded cores a pass takes tens of milliseconds, and the
-//! median fan-out latency at 0.5 M deliveries/s (one worker) was 56-84 ms against 23-49 ms
-//! now, at the same CPU per delivery (`ringway bench fanout`, see the README). A
-//! slice is also as long as a big fan-out keeps other connections (a ping, a
-//! publish) from being read.
+//! median fan-out latency at 0.5 M deliveries/s (one worker) was 56-84 ms against
+//! 23-49 ms now, at the same CPU per delivery (`ringway bench fanout`, see the
+//! README). A slice is also as long as a big fan-out keeps other connections (a
+//! ping, a publish) from being read.
 
 use std::rc::Rc;
 
@@ -30,7 +30,7 @@ use crate::metrics::histogram::now_ns;
 
 /// Connections written per flush before input gets a turn (a few hundred
 /// microseconds to a couple of milliseconds of `sendmsg`s).
-pub const SLICE: usize = 128;
+const SLICE: usize = 128;
 
 impl Worker {
     /// Write the queued frames of the next [`SLICE`] connections in line (one
